@@ -1,0 +1,33 @@
+//! Condition types and reasons, as constants. A reason is also the Event reason, verbatim.
+
+/// The primary site answers its SQL and HTTP probes and is not in recovery.
+pub const PRIMARY_HEALTHY: &str = "PrimaryHealthy";
+/// The standby site answers, is in recovery and its WAL receiver is streaming.
+pub const STANDBY_STREAMING: &str = "StandbyStreaming";
+/// The standby's replay lag is within `spec.failover.maxLagBytes`.
+pub const LAG_WITHIN_BUDGET: &str = "LagWithinBudget";
+/// Every Secret the spec references exists and has the keys it needs.
+pub const SECRETS_RESOLVED: &str = "SecretsResolved";
+/// Summary: the pair is protected (all of the above hold).
+pub const READY: &str = "Ready";
+
+/// Reasons.
+pub mod reasons {
+    pub const PROBES_PASSING: &str = "ProbesPassing";
+    pub const PROBE_FAILED: &str = "ProbeFailed";
+    pub const PRIMARY_DOWN: &str = "PrimaryDown";
+    pub const NOT_PRIMARY: &str = "NotPrimary";
+    pub const STREAMING: &str = "Streaming";
+    pub const NOT_STREAMING: &str = "NotStreaming";
+    pub const NOT_IN_RECOVERY: &str = "NotInRecovery";
+    pub const STANDBY_UNREACHABLE: &str = "StandbyUnreachable";
+    pub const LAG_OK: &str = "LagOk";
+    pub const LAG_OVER_BUDGET: &str = "LagOverBudget";
+    pub const LAG_UNKNOWN: &str = "LagUnknown";
+    pub const SECRETS_FOUND: &str = "SecretsFound";
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const PROTECTED: &str = "Protected";
+    pub const NOT_PROTECTED: &str = "NotProtected";
+}

@@ -1,0 +1,460 @@
+//! The `DisasterRecoveryPair` spec: what an SRE declares. Types only; nothing here talks to anything.
+//! Every field carries a doc comment because it becomes `kubectl explain`. Cross-field rules that the
+//! OpenAPI schema alone cannot express are CEL rules (`x-kubernetes-validations`), so the API server
+//! rejects a bad pair at `kubectl apply` time with a message naming the field.
+
+use kube::{core::Duration, CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::DisasterRecoveryPairStatus;
+
+/// A primary PostgreSQL site and its standby, and everything understudy must change to move the
+/// application from one to the other: the DataSource, the connection recyclers and the DNS records.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dr.understudy.dev",
+    version = "v1alpha1",
+    kind = "DisasterRecoveryPair",
+    shortname = "drp",
+    namespaced,
+    status = "DisasterRecoveryPairStatus",
+    printcolumn(name = "Primary", type_ = "string", json_path = ".status.currentPrimary", description = "The site serving writes"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Healthy, Degraded, FailingOver, ..."),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.replicationLagBytes", description = "Standby replay lag in bytes"),
+    printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch", description = "Fencing token; +1 per promotion"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    cel,
+    validation = Rule::new("size(self.sites) != 2 || self.sites[0].name != self.sites[1].name")
+        .message("spec.sites: the two sites need distinct names").field_path(".sites"),
+    validation = Rule::new("self.sites.exists(s, s.name == self.primary)")
+        .message("spec.primary must name one of spec.sites[*].name").field_path(".primary"),
+    validation = Rule::new("!has(self.failover) || !has(self.failover.mode) || self.failover.mode != 'Automatic' || (has(self.coordination) && has(self.coordination.etcd))")
+        .message("spec.failover.mode Automatic requires spec.coordination.etcd: without a witness two sites cannot tell a partition from a dead peer; add an etcd witness or use mode Manual or Approve")
+        .field_path(".failover.mode"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DisasterRecoveryPairSpec {
+    /// The site that should serve writes when the pair is first created. After a failover or
+    /// switchover, `status.currentPrimary` is the truth; understudy never rewrites the spec.
+    #[schemars(length(min = 1, max = 63))]
+    pub primary: String,
+
+    /// Exactly two sites: the primary and its streaming standby.
+    #[schemars(length(min = 2, max = 2))]
+    pub sites: Vec<Site>,
+
+    /// When and how understudy fails over.
+    #[serde(default)]
+    pub failover: FailoverPolicy,
+
+    /// Where the application reads its database connection string. Every target is rewritten to the
+    /// new primary's DSN (`sites[*].dataSourceSecret`) on failover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub data_source: Vec<DataSourceTarget>,
+
+    /// How the application is made to drop connections to the old primary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub recycle: Vec<Recycler>,
+
+    /// DNS records that point at the serving site and move with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub dns: Vec<DnsRecord>,
+
+    /// Cross-site coordination through a witness. Required for `failover.mode: Automatic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<Coordination>,
+}
+
+/// One site: a PostgreSQL server and how the application reaches it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Site {
+    /// A short name for the site, such as `east`; unique within the pair.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// The PostgreSQL server of this site.
+    pub postgres: PostgresEndpoint,
+
+    /// The DSN the application uses when this site serves, in a Secret of the pair's namespace.
+    /// It is copied into every `spec.dataSource` target when this site becomes primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_source_secret: Option<SecretKeyRef>,
+
+    /// Application health checks for this site, run on every probe interval beside the SQL probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<SiteHealth>,
+
+    /// The address DNS records point at while this site serves (an IPv4 or IPv6 address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub dns_target: Option<String>,
+}
+
+/// How understudy connects to a site's PostgreSQL server as an administrator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresEndpoint {
+    /// Host name or IP address.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_pg_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Database to connect to for probes and the promotion marker.
+    #[serde(default = "default_database")]
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+    /// Secret with keys `username` and `password` of a role allowed to call `pg_promote()` and to
+    /// read `pg_stat_replication` (a superuser or a role granted `pg_monitor` and EXECUTE on pg_promote).
+    pub credentials_secret: SecretRef,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_database() -> String {
+    "postgres".into()
+}
+
+/// A Secret in the pair's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A key of a Secret in the pair's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Application-level health checks for a site.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteHealth {
+    /// HTTP checks; a check passes on any 2xx answer within the probe timeout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub http: Vec<HttpCheck>,
+}
+
+/// One HTTP health check, such as Mattermost's `/api/v4/system/ping`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCheck {
+    /// The URL to GET (http or https).
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://"))]
+    pub url: String,
+}
+
+/// What understudy does when the primary fails.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverPolicy {
+    /// `Manual` detects and reports only; `Approve` waits for the `dr.understudy.dev/approve`
+    /// annotation carrying the nonce the status asks for; `Automatic` fails over on its own.
+    #[serde(default)]
+    pub mode: FailoverMode,
+    /// How often both sites are probed, as a Go duration (`1s`, `500ms`).
+    #[serde(default = "default_probe_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('1h')")
+        .message("spec.failover.probeInterval must be between 100ms and 1h, e.g. 1s"))]
+    pub probe_interval: Duration,
+    /// How long one probe may take before it counts as failed (`1s`).
+    #[serde(default = "default_probe_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('50ms') && duration(self) <= duration('1m')")
+        .message("spec.failover.probeTimeout must be between 50ms and 1m, e.g. 1s"))]
+    pub probe_timeout: Duration,
+    /// Consecutive failed probes before the primary counts as dead; one blip never triggers anything.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: i32,
+    /// Refuse an automatic promotion when the standby's last known replay lag exceeds this many bytes
+    /// (the RPO guard). A Kubernetes quantity: `16Mi`, `1Gi`, `0` for "only when fully caught up".
+    #[serde(default = "default_max_lag")]
+    pub max_lag_bytes: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    /// No second automatic failover inside this window after a transition (`10m`).
+    #[serde(default = "default_cooldown")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')")
+        .message("spec.failover.cooldown must not be negative, e.g. 10m"))]
+    pub cooldown: Duration,
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        Self {
+            mode: FailoverMode::default(),
+            probe_interval: default_probe_interval(),
+            probe_timeout: default_probe_timeout(),
+            failure_threshold: default_failure_threshold(),
+            max_lag_bytes: default_max_lag(),
+            cooldown: default_cooldown(),
+        }
+    }
+}
+
+fn default_probe_interval() -> Duration {
+    std::time::Duration::from_secs(1).into()
+}
+fn default_probe_timeout() -> Duration {
+    std::time::Duration::from_secs(1).into()
+}
+fn default_failure_threshold() -> i32 {
+    3
+}
+fn default_max_lag() -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
+    k8s_openapi::apimachinery::pkg::api::resource::Quantity("16Mi".into())
+}
+fn default_cooldown() -> Duration {
+    std::time::Duration::from_secs(600).into()
+}
+
+/// How much understudy may do on its own.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FailoverMode {
+    /// Detect and report; act only on a `dr.understudy.dev/failover` or `switchover` annotation.
+    #[default]
+    Manual,
+    /// Detect, then wait for `dr.understudy.dev/approve=<nonce>` with the nonce in the status.
+    Approve,
+    /// Fail over on a confirmed failure, within the guards.
+    Automatic,
+}
+
+/// Where the application reads its DSN. Exactly one of `secretKey` and `configMapKey`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.secretKey) != has(self.configMapKey)")
+    .message("spec.dataSource[*]: set exactly one of secretKey and configMapKey"))]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceTarget {
+    /// A Secret key that holds the DSN as its whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<SecretKeyRef>,
+    /// A ConfigMap key holding a JSON document (such as Mattermost's `config.json`) in which
+    /// only the values at the given JSON pointers change; the rest is kept byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key: Option<ConfigMapJsonKey>,
+}
+
+/// A JSON document in a ConfigMap key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapJsonKey {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the ConfigMap's data, such as `config.json`.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// RFC 6901 pointer to the DSN string, such as `/SqlSettings/DataSource`.
+    #[schemars(length(min = 1, max = 1024), pattern(r"^/"))]
+    pub json_pointer: String,
+    /// Further values that depend on which site serves, such as `/JobSettings/RunScheduler`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub per_site: Vec<PerSiteValue>,
+}
+
+/// A JSON value set per serving site.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PerSiteValue {
+    /// RFC 6901 pointer to the value.
+    #[schemars(length(min = 1, max = 1024), pattern(r"^/"))]
+    pub json_pointer: String,
+    /// Site name → JSON text of the value to write while that site serves (`true`, `"x"`, `3`).
+    pub values: std::collections::BTreeMap<String, String>,
+}
+
+/// How the application drops connections to the old primary. Exactly one kind per entry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.pgBouncer) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.rolloutRestart) ? 1 : 0) == 1")
+    .message("spec.recycle[*]: set exactly one of pgBouncer, http and rolloutRestart"))]
+#[serde(rename_all = "camelCase")]
+pub struct Recycler {
+    /// Repoint a PgBouncer through its admin console (PAUSE, rewrite, RELOAD, RESUME).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_bouncer: Option<PgBouncerRecycler>,
+    /// Call an HTTP endpoint, such as Mattermost's `POST /api/v4/database/recycle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpRecycler>,
+    /// Restart the pods of a Deployment or StatefulSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_restart: Option<RolloutRestart>,
+}
+
+/// A PgBouncer admin console.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PgBouncerRecycler {
+    /// Host of PgBouncer.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Port of PgBouncer.
+    #[serde(default = "default_pgbouncer_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Secret with keys `username` and `password` of an `admin_users` entry.
+    pub admin_secret: SecretRef,
+    /// The PgBouncer database entry to repoint (the name clients connect to).
+    #[schemars(length(min = 1, max = 63))]
+    pub database: String,
+}
+
+fn default_pgbouncer_port() -> u16 {
+    6432
+}
+
+/// An HTTP call that makes the application recycle its connections.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRecycler {
+    /// The URL to call.
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://"))]
+    pub url: String,
+    /// The HTTP method.
+    #[serde(default = "default_method")]
+    #[schemars(pattern(r"^(GET|POST|PUT|PATCH|DELETE)$"))]
+    pub method: String,
+    /// Secret with key `token`, sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<SecretRef>,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+/// A workload whose pods are restarted (the `kubectl rollout restart` annotation).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestart {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: WorkloadKind,
+    /// Name of the workload in the pair's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds of workload a rollout restart applies to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+}
+
+/// A DNS record that follows the serving site. Exactly one kind per entry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.rfc2136) != has(self.dnsEndpoint)")
+    .message("spec.dns[*]: set exactly one of rfc2136 and dnsEndpoint"))]
+#[serde(rename_all = "camelCase")]
+pub struct DnsRecord {
+    /// A dynamic update (RFC 2136) signed with TSIG, sent to an authoritative server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136Record>,
+    /// An ExternalDNS `DNSEndpoint` object in the pair's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<DnsEndpointRecord>,
+}
+
+/// An A/AAAA record updated by RFC 2136.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rfc2136Record {
+    /// The authoritative server, `host:port`.
+    #[schemars(length(min = 1, max = 260))]
+    pub server: String,
+    /// The zone, such as `example.com`.
+    #[schemars(length(min = 1, max = 253))]
+    pub zone: String,
+    /// The record name relative to the zone, such as `chat`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// TTL of the record in seconds.
+    #[serde(default = "default_ttl")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub ttl: i32,
+    /// Secret with keys `name` (the TSIG key name), `algorithm` (such as `hmac-sha256`) and
+    /// `secret` (base64).
+    pub tsig_secret: SecretRef,
+}
+
+fn default_ttl() -> i32 {
+    30
+}
+
+/// An ExternalDNS `DNSEndpoint` (externaldns.k8s.io/v1alpha1) written by understudy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsEndpointRecord {
+    /// Name of the DNSEndpoint object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The fully qualified DNS name, such as `chat.example.com`.
+    #[schemars(length(min = 1, max = 253))]
+    pub dns_name: String,
+    /// TTL of the record in seconds.
+    #[serde(default = "default_ttl")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub ttl: i32,
+}
+
+/// Cross-site coordination.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Coordination {
+    /// An etcd cluster outside both sites that acts as the witness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdWitness>,
+}
+
+/// The witness etcd.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdWitness {
+    /// Client URLs, such as `https://witness-1:2379`.
+    #[schemars(length(min = 1, max = 7))]
+    pub endpoints: Vec<String>,
+    /// Key prefix under which understudy keeps this pair's leader key and epoch.
+    #[serde(default = "default_prefix")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^/"))]
+    pub prefix: String,
+    /// Secret with `ca.crt`, `tls.crt` and `tls.key` for TLS client authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<SecretRef>,
+    /// Secret with `username` and `password` for etcd authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<SecretRef>,
+    /// Lease TTL of the primary site's leader key (`10s`).
+    #[serde(default = "default_lease_ttl")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('2s') && duration(self) <= duration('5m')")
+        .message("spec.coordination.etcd.leaseTTL must be between 2s and 5m, e.g. 10s"))]
+    #[serde(rename = "leaseTTL")]
+    pub lease_ttl: Duration,
+}
+
+fn default_prefix() -> String {
+    "/understudy".into()
+}
+fn default_lease_ttl() -> Duration {
+    std::time::Duration::from_secs(10).into()
+}

@@ -1,0 +1,173 @@
+//! The `DisasterRecoveryPair` status: what understudy observed and did. Progress of a transition lives
+//! here, never only in memory, so a restarted controller resumes from what the status says. No field
+//! ever holds a credential: messages name Secrets and hosts, never their contents.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a pair.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DisasterRecoveryPairStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The pair's phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The site that serves writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+    /// The site a transition in progress is moving the primary to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_primary: Option<String>,
+    /// Fencing token: increased by one on every promotion and never reused.
+    #[serde(default)]
+    pub epoch: i64,
+    /// Bytes of WAL the standby has yet to replay (primary's current LSN minus the standby's replay LSN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag_bytes: Option<i64>,
+    /// Per-site probe results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteStatus>,
+    /// Kubernetes-style conditions; see the `conditions` module for types and reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The most recent failover or switchover, with its step journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<Transition>,
+}
+
+/// The pair's phase.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Primary serving, standby streaming.
+    Healthy,
+    /// Something is wrong but nothing is being done (standby down, lag, primary failing, bad spec).
+    Degraded,
+    /// An unplanned failover is running.
+    FailingOver,
+    /// A planned switchover is running.
+    SwitchingOver,
+    /// Automation is paused by annotation; probes still report.
+    Paused,
+    /// A transition stopped and needs a human.
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What the last probe saw of one site.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteStatus {
+    /// The site's name.
+    pub name: String,
+    /// Whether the SQL probe succeeded.
+    pub reachable: bool,
+    /// `pg_is_in_recovery()`: true on a standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_recovery: Option<bool>,
+    /// Whether a standby's WAL receiver is streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
+    /// `pg_current_wal_lsn()` on a primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_lsn: Option<String>,
+    /// `pg_last_wal_receive_lsn()` on a standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_lsn: Option<String>,
+    /// `pg_last_wal_replay_lsn()` on a standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<String>,
+    /// The server's timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// Whether every HTTP health check passed (absent when none are configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_healthy: Option<bool>,
+    /// Consecutive failed probes (SQL or HTTP); reset by a passing probe.
+    #[serde(default)]
+    pub consecutive_failures: i32,
+    /// When the current run of failures began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// Why the last probe failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A condition in the Kubernetes style.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type, such as `PrimaryHealthy`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A PascalCase reason.
+    pub reason: String,
+    /// A human-readable message that names what failed and how to fix it.
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The generation this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A failover or switchover and its journal.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    /// What started it: `Automatic`, `Approved`, `Forced`, `Switchover`.
+    pub trigger: String,
+    /// The site that served before.
+    pub from: String,
+    /// The site promoted.
+    pub to: String,
+    /// The epoch this transition took.
+    pub epoch: i64,
+    /// When the primary was first seen failing (failover) or the request was accepted (switchover).
+    pub started_at: String,
+    /// When the last step finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Recovery time: from `startedAt` to the last step done, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<f64>,
+    /// WAL bytes written on the old primary that the promoted standby had not replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_wal_bytes: Option<i64>,
+    /// The step journal, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
+}
+
+/// One step of a transition.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Step name, such as `Promote`.
+    pub name: String,
+    /// When the step was started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the step finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// `Succeeded`, `Failed`, `Skipped`, or absent while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Details, such as the target that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: i32,
+}

@@ -1,0 +1,5 @@
+//! PostgreSQL: the LSN type and the admin connection settings built from a site and its Secret.
+
+pub mod lsn;
+
+pub use lsn::Lsn;

@@ -1,0 +1,45 @@
+//! Probes: what one look at a site returns. A probe that times out is a failed probe. A probe that
+//! could not run because its configuration is broken (a missing Secret) is `NotRun`: that is a
+//! configuration problem, never evidence that the site is down, so it never counts toward failover.
+
+pub mod http;
+pub mod sql;
+
+use crate::pg::Lsn;
+
+/// What the SQL probe read from a reachable server.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PgState {
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: bool,
+    /// `pg_current_wal_lsn()` (primary only).
+    pub current_lsn: Option<Lsn>,
+    /// `pg_last_wal_receive_lsn()` (standby only).
+    pub receive_lsn: Option<Lsn>,
+    /// `pg_last_wal_replay_lsn()` (standby only).
+    pub replay_lsn: Option<Lsn>,
+    /// The WAL receiver's status is `streaming`.
+    pub streaming: bool,
+    /// Timeline of the latest checkpoint.
+    pub timeline: Option<i64>,
+}
+
+/// The outcome of one probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// The site answered.
+    Up(T),
+    /// The site did not answer in time, refused, or answered wrongly: evidence of failure.
+    Down(String),
+    /// The probe could not be run (configuration problem): no evidence either way.
+    NotRun(String),
+}
+
+/// One probe round of one site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteObservation {
+    pub name: String,
+    pub sql: Outcome<PgState>,
+    /// `None` when the site has no HTTP checks.
+    pub http: Option<Outcome<()>>,
+}

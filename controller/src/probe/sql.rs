@@ -1,0 +1,116 @@
+//! The SQL probe. Keeps one admin connection per (pair, site) and reuses it across probes, so that
+//! a thousand pairs probing every second do not open a thousand connections a second; a connection
+//! that errors or times out is dropped and the next probe reconnects.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use super::{Outcome, PgState};
+use crate::crd::PostgresEndpoint;
+
+/// Credentials for one site; not `Debug`, so they cannot end up in a log line.
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Connection settings for a site's admin role.
+pub fn config(endpoint: &PostgresEndpoint, creds: &Credentials, timeout: Duration) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&endpoint.host)
+        .port(endpoint.port)
+        .dbname(&endpoint.database)
+        .user(&creds.username)
+        .password(&creds.password)
+        .application_name("understudy")
+        .connect_timeout(timeout);
+    cfg
+}
+
+const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
+    pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+    (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+    (SELECT timeline_id::bigint FROM pg_control_checkpoint())";
+
+/// Probes sites over cached connections.
+#[derive(Default, Clone)]
+pub struct SqlProber {
+    conns: Arc<Mutex<HashMap<String, Client>>>,
+}
+
+impl SqlProber {
+    /// Reads the server's state within `timeout` (connecting included).
+    pub async fn probe(&self, key: &str, cfg: &tokio_postgres::Config, timeout: Duration) -> Outcome<PgState> {
+        match tokio::time::timeout(timeout, self.probe_inner(key, cfg)).await {
+            Ok(Ok(state)) => Outcome::Up(state),
+            Ok(Err(msg)) => {
+                self.conns.lock().await.remove(key);
+                Outcome::Down(msg)
+            }
+            Err(_) => {
+                self.conns.lock().await.remove(key);
+                Outcome::Down(format!("no answer within {}ms", timeout.as_millis()))
+            }
+        }
+    }
+
+    /// Drops every cached connection whose key starts with `prefix` (a deleted pair).
+    pub async fn forget(&self, prefix: &str) {
+        self.conns.lock().await.retain(|k, _| !k.starts_with(prefix));
+    }
+
+    async fn probe_inner(&self, key: &str, cfg: &tokio_postgres::Config) -> Result<PgState, String> {
+        let cached = self.conns.lock().await.remove(key).filter(|c| !c.is_closed());
+        let client = match cached {
+            Some(c) => c,
+            None => connect(cfg).await?,
+        };
+        let state = read_state(&client).await?;
+        self.conns.lock().await.insert(key.to_string(), client);
+        Ok(state)
+    }
+}
+
+/// Opens a connection and drives it on a background task.
+pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, String> {
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| describe(&e))?;
+    tokio::spawn(async move {
+        // The connection ends with an error when the server goes away; the next query reports it.
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+async fn read_state(client: &Client) -> Result<PgState, String> {
+    let row = client.query_one(STATE_QUERY, &[]).await.map_err(|e| describe(&e))?;
+    let lsn = |i: usize| -> Result<Option<crate::pg::Lsn>, String> {
+        row.try_get::<_, Option<String>>(i)
+            .map_err(|e| describe(&e))?
+            .map(|s| s.parse().map_err(|e: crate::pg::lsn::ParseLsnError| e.to_string()))
+            .transpose()
+    };
+    Ok(PgState {
+        in_recovery: row.try_get(0).map_err(|e| describe(&e))?,
+        current_lsn: lsn(1)?,
+        receive_lsn: lsn(2)?,
+        replay_lsn: lsn(3)?,
+        streaming: row.try_get::<_, Option<String>>(4).map_err(|e| describe(&e))?.as_deref() == Some("streaming"),
+        timeline: row.try_get(5).map_err(|e| describe(&e))?,
+    })
+}
+
+/// A PostgreSQL error in one line: the server's message when there is one, else the client's.
+/// Neither includes the password (tokio-postgres never echoes it).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
+    }
+    match e.source() {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,320 @@
+//! The pure heart of a reconcile: from the spec, the previous status and one round of observations,
+//! compute the next status and the Events to emit. No client, no `async`; the clock is an argument,
+//! so every rule here is tested by tables.
+
+use jiff::Timestamp;
+
+use crate::{
+    crd::{
+        conditions::{self, reasons},
+        Condition, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Phase, SiteStatus,
+    },
+    probe::{Outcome, SiteObservation},
+};
+
+/// Everything one reconcile observed.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Probe results, one per site that could be probed or attempted.
+    pub sites: Vec<SiteObservation>,
+    /// Problems with referenced Secrets, as (reason, message).
+    pub secret_problems: Vec<(&'static str, String)>,
+    /// `metadata.generation` of the object observed.
+    pub generation: Option<i64>,
+}
+
+/// An Event to publish on the pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+/// Parses a Kubernetes quantity of bytes (`16Mi`, `1G`, `1048576`, `0`).
+pub fn quantity_bytes(q: &str) -> Result<u64, String> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{q:?} is not a whole number of bytes with an optional suffix such as 16Mi"))?;
+    let mult: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(format!("{q:?} has unknown suffix {suffix:?}; use one of k, M, G, T, Ki, Mi, Gi, Ti")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{q:?} is too large"))
+}
+
+/// Bytes in a human unit for messages (`40.0 MiB`).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// The site serving writes according to the status (or, before the first status, the spec).
+pub fn current_primary<'a>(spec: &'a DisasterRecoveryPairSpec, status: Option<&'a DisasterRecoveryPairStatus>) -> &'a str {
+    status.and_then(|s| s.current_primary.as_deref()).unwrap_or(&spec.primary)
+}
+
+/// The other site of the pair.
+pub fn other_site<'a>(spec: &'a DisasterRecoveryPairSpec, name: &str) -> Option<&'a str> {
+    spec.sites.iter().map(|s| s.name.as_str()).find(|n| *n != name)
+}
+
+/// Computes the next status and the Events describing what changed.
+pub fn observe(
+    spec: &DisasterRecoveryPairSpec,
+    old: Option<&DisasterRecoveryPairStatus>,
+    obs: &Observed,
+    now: Timestamp,
+) -> (DisasterRecoveryPairStatus, Vec<EventNote>) {
+    let mut st = old.cloned().unwrap_or_default();
+    let primary = current_primary(spec, old).to_string();
+    let standby = other_site(spec, &primary).unwrap_or_default().to_string();
+    st.current_primary = Some(primary.clone());
+    st.observed_generation = obs.generation;
+    let threshold = spec.failover.failure_threshold.max(1);
+
+    // Per-site records: keep the last known LSNs of a site that stopped answering, because the
+    // lag guard and the lost-WAL figure need the last thing we knew, not a blank.
+    let mut sites = Vec::with_capacity(spec.sites.len());
+    for site in &spec.sites {
+        let prev = st.sites.iter().find(|s| s.name == site.name).cloned();
+        let mut rec = prev.unwrap_or_else(|| SiteStatus { name: site.name.clone(), ..Default::default() });
+        if let Some(o) = obs.sites.iter().find(|o| o.name == site.name) {
+            apply_observation(&mut rec, o, now);
+        }
+        sites.push(rec);
+    }
+    st.sites = sites;
+
+    let p = st.sites.iter().find(|s| s.name == primary).cloned().unwrap_or_default();
+    let s = st.sites.iter().find(|s| s.name == standby).cloned().unwrap_or_default();
+    let p_lsn = p.current_lsn.as_deref().and_then(|l| l.parse::<crate::pg::Lsn>().ok());
+    let s_lsn = s.replay_lsn.as_deref().and_then(|l| l.parse::<crate::pg::Lsn>().ok());
+    st.replication_lag_bytes = match (p_lsn, s_lsn) {
+        (Some(a), Some(b)) => Some(i64::try_from(a.bytes_after(b)).unwrap_or(i64::MAX)),
+        _ => st.replication_lag_bytes,
+    };
+
+    let primary_obs = obs.sites.iter().find(|o| o.name == primary);
+    let standby_obs = obs.sites.iter().find(|o| o.name == standby);
+    let mut next: Vec<(String, &'static str, &'static str, String)> = Vec::new(); // (type, status, reason, message)
+
+    // SecretsResolved
+    match obs.secret_problems.first() {
+        None => next.push((conditions::SECRETS_RESOLVED.into(), "True", reasons::SECRETS_FOUND, "every referenced Secret has its keys".into())),
+        Some((reason, msg)) => {
+            let more = obs.secret_problems.len() - 1;
+            let msg = if more > 0 { format!("{msg} (and {more} more)") } else { msg.clone() };
+            next.push((conditions::SECRETS_RESOLVED.into(), "False", reason, msg))
+        }
+    }
+
+    // PrimaryHealthy
+    next.push(match primary_obs.map(|o| &o.sql) {
+        Some(Outcome::NotRun(msg)) => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reasons::SECRET_MISSING, format!("cannot probe primary {primary}: {msg}")),
+        None => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reasons::PROBE_FAILED, format!("primary {primary} was not probed")),
+        Some(_) if p.consecutive_failures >= threshold => (
+            conditions::PRIMARY_HEALTHY.into(),
+            "False",
+            reasons::PRIMARY_DOWN,
+            format!(
+                "primary {primary} failed {} consecutive probes (threshold {threshold}) since {}: {}",
+                p.consecutive_failures,
+                p.failing_since.as_deref().unwrap_or("?"),
+                p.message.as_deref().unwrap_or("")
+            ),
+        ),
+        Some(_) if p.consecutive_failures > 0 => (
+            conditions::PRIMARY_HEALTHY.into(),
+            "False",
+            reasons::PROBE_FAILED,
+            format!(
+                "primary {primary} failed {} of {threshold} consecutive probes needed to confirm a failure: {}",
+                p.consecutive_failures,
+                p.message.as_deref().unwrap_or("")
+            ),
+        ),
+        Some(Outcome::Up(state)) if state.in_recovery => (
+            conditions::PRIMARY_HEALTHY.into(),
+            "False",
+            reasons::NOT_PRIMARY,
+            format!("site {primary} should serve writes but is in recovery (a standby)"),
+        ),
+        Some(_) => (conditions::PRIMARY_HEALTHY.into(), "True", reasons::PROBES_PASSING, format!("primary {primary} answers its probes")),
+    });
+
+    // StandbyStreaming
+    next.push(match standby_obs.map(|o| &o.sql) {
+        Some(Outcome::NotRun(msg)) => (conditions::STANDBY_STREAMING.into(), "Unknown", reasons::SECRET_MISSING, format!("cannot probe standby {standby}: {msg}")),
+        None => (conditions::STANDBY_STREAMING.into(), "Unknown", reasons::PROBE_FAILED, format!("standby {standby} was not probed")),
+        Some(Outcome::Down(msg)) => (conditions::STANDBY_STREAMING.into(), "False", reasons::STANDBY_UNREACHABLE, format!("standby {standby} does not answer: {msg}")),
+        Some(Outcome::Up(state)) if !state.in_recovery => (
+            conditions::STANDBY_STREAMING.into(),
+            "False",
+            reasons::NOT_IN_RECOVERY,
+            format!("standby {standby} is not in recovery: it accepts writes of its own and no longer follows {primary}"),
+        ),
+        Some(Outcome::Up(state)) if !state.streaming => (
+            conditions::STANDBY_STREAMING.into(),
+            "False",
+            reasons::NOT_STREAMING,
+            format!("standby {standby} is in recovery but its WAL receiver is not streaming from {primary}"),
+        ),
+        Some(_) => (conditions::STANDBY_STREAMING.into(), "True", reasons::STREAMING, format!("standby {standby} streams from {primary}")),
+    });
+
+    // LagWithinBudget
+    let budget = quantity_bytes(&spec.failover.max_lag_bytes.0);
+    next.push(match (st.replication_lag_bytes, &budget) {
+        (_, Err(e)) => (conditions::LAG_WITHIN_BUDGET.into(), "False", reasons::INVALID_SPEC, format!("spec.failover.maxLagBytes: {e}")),
+        (None, _) => (conditions::LAG_WITHIN_BUDGET.into(), "Unknown", reasons::LAG_UNKNOWN, "replication lag not measured yet".into()),
+        (Some(lag), Ok(max)) if lag as u64 > *max => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "False",
+            reasons::LAG_OVER_BUDGET,
+            format!("lag {} > maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
+        ),
+        (Some(lag), Ok(max)) => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "True",
+            reasons::LAG_OK,
+            format!("lag {} within maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
+        ),
+    });
+
+    // Ready: the summary; it never drives logic.
+    let failing: Vec<&str> = next.iter().filter(|c| c.1 != "True").map(|c| c.0.as_str()).collect();
+    next.push(if failing.is_empty() {
+        (conditions::READY.into(), "True", reasons::PROTECTED, format!("{primary} serves, {standby} is ready to take over"))
+    } else {
+        (conditions::READY.into(), "False", reasons::NOT_PROTECTED, format!("not protected: {}", failing.join(", ")))
+    });
+
+    let mut events = Vec::new();
+    for (type_, status, reason, message) in next {
+        let before = st.conditions.iter().find(|c| c.type_ == type_).cloned();
+        let flipped = before.as_ref().map(|b| b.status != status || b.reason != reason);
+        match flipped {
+            Some(true) => events.push(EventNote { warning: status != "True", reason: reason.into(), note: message.clone() }),
+            None if status != "True" || type_ == conditions::READY => {
+                events.push(EventNote { warning: status != "True", reason: reason.into(), note: message.clone() })
+            }
+            _ => {}
+        }
+        set_condition(&mut st.conditions, &type_, status, reason, &message, obs.generation, now);
+    }
+
+    let ready = st.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
+    st.phase = Some(match st.phase {
+        Some(p @ (Phase::FailingOver | Phase::SwitchingOver | Phase::Failed)) => p,
+        _ if ready => Phase::Healthy,
+        _ => Phase::Degraded,
+    });
+    (st, events)
+}
+
+fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) {
+    let mut failure: Option<String> = None;
+    let mut ran = true;
+    match &o.sql {
+        Outcome::Up(state) => {
+            rec.reachable = true;
+            rec.in_recovery = Some(state.in_recovery);
+            rec.streaming = Some(state.streaming);
+            rec.current_lsn = state.current_lsn.map(|l| l.to_string());
+            rec.receive_lsn = state.receive_lsn.map(|l| l.to_string());
+            rec.replay_lsn = state.replay_lsn.map(|l| l.to_string());
+            rec.timeline = state.timeline;
+        }
+        Outcome::Down(msg) => {
+            rec.reachable = false;
+            failure = Some(format!("sql: {msg}"));
+        }
+        Outcome::NotRun(msg) => {
+            rec.reachable = false;
+            ran = false;
+            rec.message = Some(msg.clone());
+        }
+    }
+    match &o.http {
+        Some(Outcome::Up(())) => rec.http_healthy = Some(true),
+        Some(Outcome::Down(msg)) => {
+            rec.http_healthy = Some(false);
+            failure = Some(match failure {
+                Some(f) => format!("{f}; http: {msg}"),
+                None => format!("http: {msg}"),
+            });
+        }
+        Some(Outcome::NotRun(_)) | None => rec.http_healthy = None,
+    }
+    if !ran {
+        return; // a configuration problem is not evidence either way
+    }
+    match failure {
+        Some(msg) => {
+            rec.consecutive_failures = rec.consecutive_failures.saturating_add(1);
+            if rec.failing_since.is_none() {
+                rec.failing_since = Some(now.to_string());
+            }
+            rec.message = Some(msg);
+        }
+        None => {
+            rec.consecutive_failures = 0;
+            rec.failing_since = None;
+            rec.message = None;
+        }
+    }
+}
+
+/// Sets a condition; `lastTransitionTime` moves only when the status flips.
+pub fn set_condition(
+    list: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let msg: String = message.chars().take(1024).collect();
+    match list.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.to_string();
+            }
+            c.status = status.into();
+            c.reason = reason.into();
+            c.message = msg;
+            c.observed_generation = generation;
+        }
+        None => list.push(Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: msg,
+            last_transition_time: now.to_string(),
+            observed_generation: generation,
+        }),
+    }
+}

@@ -1,0 +1,105 @@
+//! Reading referenced Secrets. Errors name the Secret and the key and say how to fix it; they never
+//! carry a value.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+/// Why a referenced Secret could not be used.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SecretError {
+    #[error("Secret {namespace}/{name} (referenced by {field}) not found: create it with keys {keys}")]
+    Missing { namespace: String, name: String, field: String, keys: String },
+    #[error("Secret {namespace}/{name} (referenced by {field}) has no key {key:?}: add it")]
+    KeyMissing { namespace: String, name: String, field: String, key: String },
+    #[error("Secret {namespace}/{name} key {key:?} (referenced by {field}) is not UTF-8 text")]
+    NotText { namespace: String, name: String, field: String, key: String },
+    #[error("reading Secret {namespace}/{name} (referenced by {field}): {reason}")]
+    Api { namespace: String, name: String, field: String, reason: String },
+}
+
+impl SecretError {
+    /// The condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        use crate::crd::conditions::reasons;
+        match self {
+            SecretError::Missing { .. } | SecretError::Api { .. } => reasons::SECRET_MISSING,
+            SecretError::KeyMissing { .. } | SecretError::NotText { .. } => reasons::SECRET_KEY_MISSING,
+        }
+    }
+}
+
+/// A Secret's data as text, keyed by data key. Deliberately not `Debug`: it holds credentials.
+pub struct SecretData(BTreeMap<String, String>);
+
+/// Reads Secrets of one namespace.
+#[derive(Clone)]
+pub struct Secrets {
+    api: Api<Secret>,
+    namespace: String,
+}
+
+impl Secrets {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self { api: Api::namespaced(client, namespace), namespace: namespace.to_string() }
+    }
+
+    /// Fetches Secret `name` and checks that it has every key in `keys`; `field` is the spec path
+    /// that references it, for the error message.
+    pub async fn get(&self, name: &str, keys: &[&str], field: &str) -> Result<SecretData, SecretError> {
+        let secret = self.api.get_opt(name).await.map_err(|e| SecretError::Api {
+            namespace: self.namespace.clone(),
+            name: name.into(),
+            field: field.into(),
+            reason: short_api_error(&e),
+        })?;
+        let Some(secret) = secret else {
+            return Err(SecretError::Missing {
+                namespace: self.namespace.clone(),
+                name: name.into(),
+                field: field.into(),
+                keys: keys.join(", "),
+            });
+        };
+        let mut out = BTreeMap::new();
+        let data = secret.data.unwrap_or_default();
+        let string_data = secret.string_data.unwrap_or_default();
+        for key in keys {
+            let value = match (data.get(*key), string_data.get(*key)) {
+                (Some(bytes), _) => String::from_utf8(bytes.0.clone()).map_err(|_| SecretError::NotText {
+                    namespace: self.namespace.clone(),
+                    name: name.into(),
+                    field: field.into(),
+                    key: (*key).into(),
+                })?,
+                (None, Some(s)) => s.clone(),
+                (None, None) => {
+                    return Err(SecretError::KeyMissing {
+                        namespace: self.namespace.clone(),
+                        name: name.into(),
+                        field: field.into(),
+                        key: (*key).into(),
+                    })
+                }
+            };
+            out.insert((*key).to_string(), value);
+        }
+        Ok(SecretData(out))
+    }
+}
+
+impl SecretData {
+    /// The value of a key that `Secrets::get` checked.
+    pub fn value(&self, key: &str) -> &str {
+        self.0.get(key).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// An API error as a short string without request bodies (which could echo data back).
+pub fn short_api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
+        other => other.to_string().chars().take(200).collect(),
+    }
+}

@@ -1,0 +1,4 @@
+//! understudy's end-to-end harness: the real local sandbox and helpers for tests against it.
+
+pub mod sandbox;
+pub mod support;

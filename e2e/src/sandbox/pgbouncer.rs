@@ -1,0 +1,71 @@
+//! PgBouncer in front of the primary, with an admin console user, run as `postgres`.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    proc::{as_user, free_port, run, wait_until, Proc},
+    random_hex, scratch_dir,
+};
+
+/// A running PgBouncer.
+pub struct PgBouncer {
+    pub dir: PathBuf,
+    pub port: u16,
+    /// The database name clients use.
+    pub database: String,
+    pub admin_user: String,
+    pub admin_password: String,
+    pub ini: PathBuf,
+    proc: Proc,
+}
+
+impl PgBouncer {
+    /// Serves database `database` → `127.0.0.1:backend_port/postgres`; `user`/`password` is the
+    /// backend login that clients also use.
+    pub fn start(database: &str, backend_port: u16, user: &str, password: &str) -> Result<PgBouncer> {
+        super::ensure_packages()?;
+        let dir = scratch_dir("pgbouncer")?;
+        let port = free_port()?;
+        let admin_password = random_hex(12);
+        let ini = dir.join("pgbouncer.ini");
+        std::fs::write(
+            dir.join("userlist.txt"),
+            format!("\"{user}\" \"{password}\"\n\"pgbadmin\" \"{admin_password}\"\n"),
+        )?;
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n{database} = host=127.0.0.1 port={backend_port} dbname=postgres\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = scram-sha-256\n\
+                 auth_file = {d}/userlist.txt\nadmin_users = pgbadmin\npool_mode = transaction\n\
+                 max_client_conn = 200\ndefault_pool_size = 20\nserver_login_retry = 1\n\
+                 server_connect_timeout = 2\nquery_wait_timeout = 30\nignore_startup_parameters = extra_float_digits\n",
+                d = dir.display()
+            ),
+        )?;
+        run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
+        let mut cmd = as_user("postgres", "pgbouncer");
+        cmd.arg(&ini);
+        let proc = Proc::spawn("pgbouncer", cmd, &dir.join("pgbouncer.log"))?;
+        wait_until("pgbouncer to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .with_context(|| format!("pgbouncer log:\n{}", proc.tail(20)))?;
+        Ok(PgBouncer {
+            dir,
+            port,
+            database: database.into(),
+            admin_user: "pgbadmin".into(),
+            admin_password,
+            ini,
+            proc,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}

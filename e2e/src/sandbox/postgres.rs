@@ -1,0 +1,166 @@
+//! A PostgreSQL 15 primary and a streaming standby made with `pg_basebackup -R`, both on loopback,
+//! run as the `postgres` user with password (SCRAM) authentication over TCP.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    proc::{as_user, free_port, run, wait_until, Proc},
+    random_hex, scratch_dir,
+};
+
+/// The Debian PostgreSQL 15 binaries.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// One PostgreSQL server of the sandbox.
+pub struct PgServer {
+    pub name: String,
+    pub port: u16,
+    pub data: PathBuf,
+    proc: Option<Proc>,
+    log: PathBuf,
+}
+
+/// A primary and its streaming standby.
+pub struct PgPair {
+    pub dir: PathBuf,
+    pub user: String,
+    pub password: String,
+    pub primary: PgServer,
+    pub standby: PgServer,
+}
+
+impl PgPair {
+    /// initdb, start the primary, clone the standby with `pg_basebackup -R`, start it, and wait until
+    /// it streams.
+    pub fn start(label: &str) -> Result<PgPair> {
+        super::ensure_packages()?;
+        let dir = scratch_dir(&format!("pg-{label}"))?;
+        run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+        let password = random_hex(12);
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n"))?;
+        run(Command::new("chown").arg("postgres:postgres").arg(&pwfile))?;
+
+        let pdata = dir.join("primary");
+        run(as_user("postgres", &format!("{PG_BIN}/initdb"))
+            .arg("-D")
+            .arg(&pdata)
+            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"])
+            .arg(format!("--pwfile={}", pwfile.display())))?;
+        let pport = free_port()?;
+        let conf = format!(
+            "\n# understudy sandbox\nport = {pport}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{d}'\n\
+             wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '512MB'\nhot_standby = on\nfsync = off\n\
+             full_page_writes = on\nlogging_collector = off\nshared_buffers = '32MB'\nmax_connections = 200\n\
+             wal_receiver_status_interval = 1s\nhot_standby_feedback = on\nwal_log_hints = on\n",
+            d = pdata.display()
+        );
+        append(&pdata.join("postgresql.conf"), &conf)?;
+        let mut primary = PgServer { name: "primary".into(), port: pport, data: pdata.clone(), proc: None, log: dir.join("primary.log") };
+        primary.start()?;
+
+        let sdata = dir.join("standby");
+        run(as_user("postgres", &format!("{PG_BIN}/pg_basebackup"))
+            .args(["-h", "127.0.0.1", "-p", &pport.to_string(), "-U", "postgres", "-X", "stream", "-c", "fast", "-R", "-D"])
+            .arg(&sdata)
+            .env("PGPASSWORD", &password))?;
+        let sport = free_port()?;
+        append(
+            &sdata.join("postgresql.conf"),
+            &format!("port = {sport}\nunix_socket_directories = '{}'\n", sdata.display()),
+        )?;
+        let mut standby = PgServer { name: "standby".into(), port: sport, data: sdata, proc: None, log: dir.join("standby.log") };
+        standby.start()?;
+        let pair = PgPair { dir, user: "postgres".into(), password, primary, standby };
+        pair.wait_streaming(Duration::from_secs(30))?;
+        Ok(pair)
+    }
+
+    /// Waits until the standby's WAL receiver reports `streaming`.
+    pub fn wait_streaming(&self, timeout: Duration) -> Result<()> {
+        wait_until("standby streaming", timeout, || {
+            self.standby
+                .psql("SELECT status FROM pg_stat_wal_receiver")
+                .map(|s| s.trim() == "streaming")
+                .unwrap_or(false)
+        })
+    }
+}
+
+impl PgServer {
+    /// Starts the postmaster (as `postgres`) and waits until it accepts connections.
+    pub fn start(&mut self) -> Result<()> {
+        let mut cmd = as_user("postgres", &format!("{PG_BIN}/postgres"));
+        cmd.arg("-D").arg(&self.data);
+        let proc = Proc::spawn(&format!("postgres-{}", self.name), cmd, &self.log)?;
+        self.proc = Some(proc);
+        let port = self.port.to_string();
+        wait_until(&format!("postgres {} on {}", self.name, self.port), Duration::from_secs(60), || {
+            Command::new(format!("{PG_BIN}/pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+        .with_context(|| format!("postgres {} log:\n{}", self.name, super::proc::tail_file(&self.log, 20)))
+    }
+
+    /// The postmaster's pid (0 when stopped).
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map(Proc::pid).unwrap_or(0)
+    }
+
+    /// SIGKILL the postmaster, as a crashed host would leave it.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+        // Backends notice the postmaster's death on their own; wait until the port is free.
+        let port = self.port;
+        let _ = wait_until("orphaned backends to exit", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        });
+    }
+
+    /// A fast shutdown (SIGINT): disconnects clients, writes a shutdown checkpoint.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop("INT", Duration::from_secs(30));
+        }
+    }
+
+    /// Runs SQL through the local socket as `postgres` and returns unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        run(as_user("postgres", &format!("{PG_BIN}/psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql]))
+    }
+
+    /// The server log.
+    pub fn log_tail(&self, n: usize) -> String {
+        super::proc::tail_file(&self.log, n)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            // Immediate shutdown: no checkpoint to wait for in a throwaway cluster.
+            p.stop("QUIT", Duration::from_secs(5));
+        }
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("open {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
