@@ -18,7 +18,10 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("connect to Kubernetes (KUBECONFIG or in-cluster): {e}"))?;
             let instance = args.instance.unwrap_or_else(|| {
-                std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "understudy".into())
+                std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "understudy".into())
             });
             let opts = reconcile::Options { namespace: args.namespace, instance };
             tracing::info!(version = env!("CARGO_PKG_VERSION"), namespace = ?opts.namespace, "understudy starting");

@@ -57,9 +57,18 @@ pub async fn apply_crd(client: &Client) -> Result<()> {
 /// Creates a namespace with a random suffix.
 pub async fn namespace(client: &Client, prefix: &str) -> Result<String> {
     let name = format!("{prefix}-{}", &random_hex(4));
-    let ns = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    create_namespace(client, &name).await?;
     Ok(name)
+}
+
+/// Creates namespace `name`.
+pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(())
 }
 
 /// Creates (or replaces) an Opaque Secret with the given string data.
@@ -105,7 +114,8 @@ pub struct RunningController {
 impl RunningController {
     pub fn start(client: Client, ns: &str) -> RunningController {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let opts = understudy::reconcile::Options { namespace: Some(ns.into()), instance: format!("e2e-{ns}") };
+        let opts =
+            understudy::reconcile::Options { namespace: Some(ns.into()), instance: format!("e2e-{ns}") };
         let task = tokio::spawn(understudy::reconcile::run(client, opts, async move {
             let _ = rx.await;
         }));
@@ -163,7 +173,9 @@ pub fn pair_yaml(name: &str, pg: &PgPair, credentials_secret: &str, extra: &str)
 /// Creates a pair from YAML.
 pub async fn create_pair(client: &Client, ns: &str, yaml: &str) -> Result<DisasterRecoveryPair> {
     let drp: DisasterRecoveryPair = serde_yaml::from_str(yaml).context("parse pair YAML")?;
-    Ok(Api::<DisasterRecoveryPair>::namespaced(client.clone(), ns).create(&PostParams::default(), &drp).await?)
+    Ok(Api::<DisasterRecoveryPair>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &drp)
+        .await?)
 }
 
 /// The condition `type_` of a pair, as (status, reason, message).

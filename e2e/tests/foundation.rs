@@ -21,13 +21,19 @@ async fn sandbox_components_are_real() -> Result<()> {
     assert!(cp.version.starts_with("v1."), "apiserver reports a real version, got {}", cp.version);
 
     // BIND9: a TSIG-signed update moves the answer; a wrong key is refused and changes nothing.
-    let bind = tokio::task::spawn_blocking(|| Bind::start("example.test", &[("chat", "127.0.0.11".parse().expect("ip"))])).await??;
+    let bind = tokio::task::spawn_blocking(|| {
+        Bind::start("example.test", &[("chat", "127.0.0.11".parse().expect("ip"))])
+    })
+    .await??;
     assert_eq!(bind.dig("chat")?, vec!["127.0.0.11"]);
     bind.nsupdate_a("chat", "127.0.0.12", &bind.key_secret)?;
     assert_eq!(bind.dig("chat")?, vec!["127.0.0.12"]);
     let wrong = "c2VjcmV0LXRoYXQtaXMtd3Jvbmctc2VjcmV0LXRoYXQtaXMtd3Jvbmc=";
     let err = bind.nsupdate_a("chat", "127.0.0.13", wrong).expect_err("a wrong TSIG key must be refused");
-    assert!(err.to_string().to_lowercase().contains("badsig") || err.to_string().contains("NOTAUTH"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("badsig") || err.to_string().contains("NOTAUTH"),
+        "{err}"
+    );
     assert_eq!(bind.dig("chat")?, vec!["127.0.0.12"]);
 
     // PostgreSQL pair + PgBouncer: a write through PgBouncer reaches the standby by streaming.
@@ -72,7 +78,8 @@ async fn crd_is_accepted_and_bad_pairs_are_rejected_naming_the_field() -> Result
         )
     };
     // A valid pair is accepted and defaults are filled in by the schema.
-    let ok = support::create_pair(&client, &ns, &base("east", ("east", "west"), "{ mode: Manual }", "")).await?;
+    let ok =
+        support::create_pair(&client, &ns, &base("east", ("east", "west"), "{ mode: Manual }", "")).await?;
     assert_eq!(ok.spec.failover.failure_threshold, 3);
     assert_eq!(ok.spec.sites[0].postgres.port, 5432);
 
@@ -105,7 +112,8 @@ async fn crd_is_accepted_and_bad_pairs_are_rejected_naming_the_field() -> Result
                 continue;
             }
         };
-        let err = api.create(&Default::default(), &drp).await.expect_err(&format!("must be rejected: {needle}"));
+        let err =
+            api.create(&Default::default(), &drp).await.expect_err(&format!("must be rejected: {needle}"));
         let msg = err.to_string();
         assert!(msg.contains(needle), "expected {needle:?} in: {msg}");
         assert!(msg.contains("spec."), "the message names the field: {msg}");
@@ -134,7 +142,8 @@ async fn status_reports_lag_and_it_grows_while_replay_is_paused() -> Result<()> 
     .await?;
 
     pg.standby.psql("SELECT pg_wal_replay_pause()")?;
-    pg.primary.psql("CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g")?;
+    pg.primary
+        .psql("CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g")?;
     let first = wait_lag_above(&api, 1 << 20).await?;
     pg.primary.psql("INSERT INTO filler SELECT g, repeat('y', 200) FROM generate_series(1, 20000) g")?;
     let second = wait_lag_above(&api, first + (1 << 20)).await?;
@@ -166,7 +175,8 @@ async fn stopping_the_primary_flips_its_health_condition() -> Result<()> {
     support::create_pair(&client, &ns, &support::pair_yaml("chat", &pg, "pg-admin", "")).await?;
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
     wait_for("primary healthy", T, || async {
-        Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0) == Some("True".into()))
+        Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0)
+            == Some("True".into()))
     })
     .await?;
 
@@ -202,7 +212,8 @@ async fn stopping_the_primary_flips_its_health_condition() -> Result<()> {
 
     pg.primary.start()?;
     wait_for("primary healthy again", T, || async {
-        Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0) == Some("True".into()))
+        Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0)
+            == Some("True".into()))
     })
     .await?;
     Ok(())
@@ -238,11 +249,13 @@ async fn a_missing_secret_is_reported_and_recovers_when_created() -> Result<()> 
     support::put_secret(&client, &ns, "pg-late", &[("username", &pg.user)]).await?;
     wait_for("SecretKeyMissing naming the key", T, || async {
         let d = api.get("chat").await?;
-        Ok(condition(&d, conditions::SECRETS_RESOLVED).is_some_and(|(_, r, m)| r == "SecretKeyMissing" && m.contains("\"password\"")))
+        Ok(condition(&d, conditions::SECRETS_RESOLVED)
+            .is_some_and(|(_, r, m)| r == "SecretKeyMissing" && m.contains("\"password\"")))
     })
     .await?;
 
-    support::put_secret(&client, &ns, "pg-late", &[("username", &pg.user), ("password", &pg.password)]).await?;
+    support::put_secret(&client, &ns, "pg-late", &[("username", &pg.user), ("password", &pg.password)])
+        .await?;
     wait_for("recovered: Secrets resolved and pair Healthy", T, || async {
         let d = api.get("chat").await?;
         Ok(condition(&d, conditions::SECRETS_RESOLVED).map(|c| c.0) == Some("True".into())

@@ -19,3 +19,6 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
         serde_yaml::to_string(&crd)?
     ))
 }
+
+#[cfg(test)]
+mod tests;

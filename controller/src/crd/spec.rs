@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::status::DisasterRecoveryPairStatus;
 
+// The printer columns repeat `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 /// A primary PostgreSQL site and its standby, and everything understudy must change to move the
 /// application from one to the other: the DataSource, the connection recyclers and the DNS records.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -18,11 +20,32 @@ use super::status::DisasterRecoveryPairStatus;
     kind = "DisasterRecoveryPair",
     shortname = "drp",
     namespaced,
+    doc = "A PostgreSQL primary site, its streaming standby, and what understudy moves between them on failover.",
     status = "DisasterRecoveryPairStatus",
-    printcolumn(name = "Primary", type_ = "string", json_path = ".status.currentPrimary", description = "The site serving writes"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Healthy, Degraded, FailingOver, ..."),
-    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.replicationLagBytes", description = "Standby replay lag in bytes"),
-    printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch", description = "Fencing token; +1 per promotion"),
+    printcolumn(
+        name = "Primary",
+        type_ = "string",
+        json_path = ".status.currentPrimary",
+        description = "The site serving writes"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Healthy, Degraded, FailingOver, ..."
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.replicationLagBytes",
+        description = "Standby replay lag in bytes"
+    ),
+    printcolumn(
+        name = "Epoch",
+        type_ = "integer",
+        json_path = ".status.epoch",
+        description = "Fencing token; +1 per promotion"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(

@@ -13,7 +13,11 @@ pub async fn probe(client: &reqwest::Client, checks: &[HttpCheck], timeout: Dura
             Ok(r) if r.status().is_success() => {}
             Ok(r) => return Outcome::Down(format!("GET {} answered {}", redact(&check.url), r.status())),
             Err(e) if e.is_timeout() => {
-                return Outcome::Down(format!("GET {}: no answer within {}ms", redact(&check.url), timeout.as_millis()))
+                return Outcome::Down(format!(
+                    "GET {}: no answer within {}ms",
+                    redact(&check.url),
+                    timeout.as_millis()
+                ))
             }
             Err(e) => {
                 use std::error::Error as _;
@@ -44,7 +48,10 @@ mod tests {
 
     #[test]
     fn redact_drops_credentials_and_query() {
-        assert_eq!(redact("https://u:p@chat.example.com/api/v4/system/ping?token=x"), "https://chat.example.com/api/v4/system/ping");
+        assert_eq!(
+            redact("https://u:p@chat.example.com/api/v4/system/ping?token=x"),
+            "https://chat.example.com/api/v4/system/ping"
+        );
         assert_eq!(redact("not a url"), "<invalid url>");
     }
 }

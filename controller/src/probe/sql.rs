@@ -43,7 +43,12 @@ pub struct SqlProber {
 
 impl SqlProber {
     /// Reads the server's state within `timeout` (connecting included).
-    pub async fn probe(&self, key: &str, cfg: &tokio_postgres::Config, timeout: Duration) -> Outcome<PgState> {
+    pub async fn probe(
+        &self,
+        key: &str,
+        cfg: &tokio_postgres::Config,
+        timeout: Duration,
+    ) -> Outcome<PgState> {
         match tokio::time::timeout(timeout, self.probe_inner(key, cfg)).await {
             Ok(Ok(state)) => Outcome::Up(state),
             Ok(Err(msg)) => {
@@ -97,7 +102,8 @@ async fn read_state(client: &Client) -> Result<PgState, String> {
         current_lsn: lsn(1)?,
         receive_lsn: lsn(2)?,
         replay_lsn: lsn(3)?,
-        streaming: row.try_get::<_, Option<String>>(4).map_err(|e| describe(&e))?.as_deref() == Some("streaming"),
+        streaming: row.try_get::<_, Option<String>>(4).map_err(|e| describe(&e))?.as_deref()
+            == Some("streaming"),
         timeline: row.try_get(5).map_err(|e| describe(&e))?,
     })
 }

@@ -49,7 +49,9 @@ pub fn quantity_bytes(q: &str) -> Result<u64, String> {
         "Mi" => 1 << 20,
         "Gi" => 1 << 30,
         "Ti" => 1 << 40,
-        _ => return Err(format!("{q:?} has unknown suffix {suffix:?}; use one of k, M, G, T, Ki, Mi, Gi, Ti")),
+        _ => {
+            return Err(format!("{q:?} has unknown suffix {suffix:?}; use one of k, M, G, T, Ki, Mi, Gi, Ti"))
+        }
     };
     n.checked_mul(mult).ok_or_else(|| format!("{q:?} is too large"))
 }
@@ -71,7 +73,10 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 /// The site serving writes according to the status (or, before the first status, the spec).
-pub fn current_primary<'a>(spec: &'a DisasterRecoveryPairSpec, status: Option<&'a DisasterRecoveryPairStatus>) -> &'a str {
+pub fn current_primary<'a>(
+    spec: &'a DisasterRecoveryPairSpec,
+    status: Option<&'a DisasterRecoveryPairStatus>,
+) -> &'a str {
     status.and_then(|s| s.current_primary.as_deref()).unwrap_or(&spec.primary)
 }
 
@@ -122,7 +127,12 @@ pub fn observe(
 
     // SecretsResolved
     match obs.secret_problems.first() {
-        None => next.push((conditions::SECRETS_RESOLVED.into(), "True", reasons::SECRETS_FOUND, "every referenced Secret has its keys".into())),
+        None => next.push((
+            conditions::SECRETS_RESOLVED.into(),
+            "True",
+            reasons::SECRETS_FOUND,
+            "every referenced Secret has its keys".into(),
+        )),
         Some((reason, msg)) => {
             let more = obs.secret_problems.len() - 1;
             let msg = if more > 0 { format!("{msg} (and {more} more)") } else { msg.clone() };
@@ -187,8 +197,18 @@ pub fn observe(
     // LagWithinBudget
     let budget = quantity_bytes(&spec.failover.max_lag_bytes.0);
     next.push(match (st.replication_lag_bytes, &budget) {
-        (_, Err(e)) => (conditions::LAG_WITHIN_BUDGET.into(), "False", reasons::INVALID_SPEC, format!("spec.failover.maxLagBytes: {e}")),
-        (None, _) => (conditions::LAG_WITHIN_BUDGET.into(), "Unknown", reasons::LAG_UNKNOWN, "replication lag not measured yet".into()),
+        (_, Err(e)) => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "False",
+            reasons::INVALID_SPEC,
+            format!("spec.failover.maxLagBytes: {e}"),
+        ),
+        (None, _) => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "Unknown",
+            reasons::LAG_UNKNOWN,
+            "replication lag not measured yet".into(),
+        ),
         (Some(lag), Ok(max)) if lag as u64 > *max => (
             conditions::LAG_WITHIN_BUDGET.into(),
             "False",
@@ -206,9 +226,19 @@ pub fn observe(
     // Ready: the summary; it never drives logic.
     let failing: Vec<&str> = next.iter().filter(|c| c.1 != "True").map(|c| c.0.as_str()).collect();
     next.push(if failing.is_empty() {
-        (conditions::READY.into(), "True", reasons::PROTECTED, format!("{primary} serves, {standby} is ready to take over"))
+        (
+            conditions::READY.into(),
+            "True",
+            reasons::PROTECTED,
+            format!("{primary} serves, {standby} is ready to take over"),
+        )
     } else {
-        (conditions::READY.into(), "False", reasons::NOT_PROTECTED, format!("not protected: {}", failing.join(", ")))
+        (
+            conditions::READY.into(),
+            "False",
+            reasons::NOT_PROTECTED,
+            format!("not protected: {}", failing.join(", ")),
+        )
     });
 
     let mut events = Vec::new();
@@ -216,10 +246,16 @@ pub fn observe(
         let before = st.conditions.iter().find(|c| c.type_ == type_).cloned();
         let flipped = before.as_ref().map(|b| b.status != status || b.reason != reason);
         match flipped {
-            Some(true) => events.push(EventNote { warning: status != "True", reason: reason.into(), note: message.clone() }),
-            None if status != "True" || type_ == conditions::READY => {
-                events.push(EventNote { warning: status != "True", reason: reason.into(), note: message.clone() })
-            }
+            Some(true) => events.push(EventNote {
+                warning: status != "True",
+                reason: reason.into(),
+                note: message.clone(),
+            }),
+            None if status != "True" || type_ == conditions::READY => events.push(EventNote {
+                warning: status != "True",
+                reason: reason.into(),
+                note: message.clone(),
+            }),
             _ => {}
         }
         set_condition(&mut st.conditions, &type_, status, reason, &message, obs.generation, now);
@@ -316,5 +352,180 @@ pub fn set_condition(
             last_transition_time: now.to_string(),
             observed_generation: generation,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        pg::Lsn,
+        probe::{Outcome, PgState},
+    };
+
+    fn spec() -> DisasterRecoveryPairSpec {
+        serde_json::from_value(serde_json::json!({
+            "primary": "east",
+            "sites": [
+                { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
+                { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
+            ],
+            "failover": { "failureThreshold": 3, "maxLagBytes": "1Mi" }
+        }))
+        .expect("spec")
+    }
+
+    fn primary(lsn: u64) -> Outcome<PgState> {
+        Outcome::Up(PgState { current_lsn: Some(Lsn(lsn)), timeline: Some(1), ..Default::default() })
+    }
+    fn standby(replay: u64) -> Outcome<PgState> {
+        Outcome::Up(PgState {
+            in_recovery: true,
+            streaming: true,
+            receive_lsn: Some(Lsn(replay)),
+            replay_lsn: Some(Lsn(replay)),
+            timeline: Some(1),
+            ..Default::default()
+        })
+    }
+    fn obs(east: Outcome<PgState>, west: Outcome<PgState>) -> Observed {
+        Observed {
+            sites: vec![
+                SiteObservation { name: "east".into(), sql: east, http: None },
+                SiteObservation { name: "west".into(), sql: west, http: None },
+            ],
+            secret_problems: vec![],
+            generation: Some(1),
+        }
+    }
+    fn cond<'a>(st: &'a DisasterRecoveryPairStatus, t: &str) -> &'a Condition {
+        st.conditions.iter().find(|c| c.type_ == t).expect(t)
+    }
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("ts")
+    }
+
+    #[test]
+    fn healthy_pair_reports_lag_and_ready() {
+        let (st, events) = observe(&spec(), None, &obs(primary(5000), standby(4000)), at(0));
+        assert_eq!(st.phase, Some(Phase::Healthy));
+        assert_eq!(st.current_primary.as_deref(), Some("east"));
+        assert_eq!(st.replication_lag_bytes, Some(1000));
+        assert_eq!(cond(&st, conditions::READY).status, "True");
+        assert_eq!(cond(&st, conditions::LAG_WITHIN_BUDGET).reason, reasons::LAG_OK);
+        // First observation: only the Ready summary is announced when all is well.
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, reasons::PROTECTED);
+    }
+
+    #[test]
+    fn failures_count_up_to_the_threshold_and_a_pass_resets_them() {
+        let s = spec();
+        let (mut st, _) = observe(&s, None, &obs(primary(100), standby(100)), at(0));
+        let down = || obs(Outcome::Down("connection refused".into()), standby(100));
+        for i in 1..=2 {
+            let (next, _) = observe(&s, Some(&st), &down(), at(i));
+            st = next;
+            let c = cond(&st, conditions::PRIMARY_HEALTHY);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", reasons::PROBE_FAILED),
+                "failure {i}"
+            );
+            assert!(c.message.contains(&format!("failed {i} of 3")), "{}", c.message);
+        }
+        let (next, events) = observe(&s, Some(&st), &down(), at(3));
+        st = next;
+        let c = cond(&st, conditions::PRIMARY_HEALTHY);
+        assert_eq!(c.reason, reasons::PRIMARY_DOWN);
+        assert!(c.message.contains("since 2027"), "names when the failures began: {}", c.message);
+        assert!(events.iter().any(|e| e.warning && e.reason == reasons::PRIMARY_DOWN));
+        let east = &st.sites[0];
+        assert_eq!(east.consecutive_failures, 3);
+        assert_eq!(east.current_lsn.as_deref(), Some("0/64"), "the last known LSN survives the outage");
+        assert_eq!(st.replication_lag_bytes, Some(0), "last known lag kept");
+
+        let (st, events) = observe(&s, Some(&st), &obs(primary(200), standby(200)), at(4));
+        assert_eq!(st.sites[0].consecutive_failures, 0);
+        assert_eq!(st.sites[0].failing_since, None);
+        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).status, "True");
+        assert!(events.iter().any(|e| !e.warning && e.reason == reasons::PROBES_PASSING));
+    }
+
+    #[test]
+    fn last_transition_time_moves_only_on_a_flip() {
+        let s = spec();
+        let (st, _) = observe(&s, None, &obs(primary(100), standby(100)), at(0));
+        let (st, _) = observe(&s, Some(&st), &obs(primary(300), standby(200)), at(10));
+        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).last_transition_time, at(0).to_string());
+        let (st, _) = observe(&s, Some(&st), &obs(Outcome::Down("x".into()), standby(200)), at(20));
+        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).last_transition_time, at(20).to_string());
+    }
+
+    #[test]
+    fn a_secret_problem_is_not_a_probe_failure() {
+        let s = spec();
+        let mut o = obs(
+            Outcome::NotRun("Secret ns/s not found".into()),
+            Outcome::NotRun("Secret ns/s not found".into()),
+        );
+        o.secret_problems = vec![(reasons::SECRET_MISSING, "Secret ns/s not found".into())];
+        let (st, events) = observe(&s, None, &o, at(0));
+        let (st, _) = observe(&s, Some(&st), &o, at(1));
+        assert!(st.sites.iter().all(|x| x.consecutive_failures == 0));
+        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).status, "Unknown");
+        assert_eq!(cond(&st, conditions::SECRETS_RESOLVED).reason, reasons::SECRET_MISSING);
+        assert_eq!(st.phase, Some(Phase::Degraded));
+        assert!(events.iter().any(|e| e.warning && e.reason == reasons::SECRET_MISSING));
+    }
+
+    #[test]
+    fn standby_states_are_told_apart() {
+        let s = spec();
+        let cases = [
+            (Outcome::Down("timeout".into()), reasons::STANDBY_UNREACHABLE),
+            (Outcome::Up(PgState { in_recovery: false, ..Default::default() }), reasons::NOT_IN_RECOVERY),
+            (
+                Outcome::Up(PgState { in_recovery: true, streaming: false, ..Default::default() }),
+                reasons::NOT_STREAMING,
+            ),
+            (standby(100), reasons::STREAMING),
+        ];
+        for (west, reason) in cases {
+            let (st, _) = observe(&s, None, &obs(primary(100), west), at(0));
+            assert_eq!(cond(&st, conditions::STANDBY_STREAMING).reason, reason);
+        }
+    }
+
+    #[test]
+    fn lag_over_budget_names_both_figures() {
+        let (st, _) = observe(&spec(), None, &obs(primary(40 << 20), standby(0)), at(0));
+        let c = cond(&st, conditions::LAG_WITHIN_BUDGET);
+        assert_eq!(c.reason, reasons::LAG_OVER_BUDGET);
+        assert_eq!(c.message, "lag 40.0 MiB > maxLagBytes 1.0 MiB");
+        assert_eq!(st.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn http_failure_counts_like_a_sql_failure() {
+        let s = spec();
+        let mut o = obs(primary(1), standby(1));
+        o.sites[0].http = Some(Outcome::Down("GET http://x/ping answered 503".into()));
+        let (st, _) = observe(&s, None, &o, at(0));
+        assert_eq!(st.sites[0].consecutive_failures, 1);
+        assert_eq!(st.sites[0].http_healthy, Some(false));
+        assert!(st.sites[0].message.as_deref().is_some_and(|m| m.contains("503")));
+    }
+
+    #[test]
+    fn quantities_parse_or_say_why_not() {
+        assert_eq!(quantity_bytes("16Mi"), Ok(16 << 20));
+        assert_eq!(quantity_bytes("0"), Ok(0));
+        assert_eq!(quantity_bytes("1G"), Ok(1_000_000_000));
+        assert!(quantity_bytes("16MB").expect_err("unknown suffix").contains("unknown suffix"));
+        assert!(quantity_bytes("lots").is_err());
+        assert!(quantity_bytes("99999999999Ti").expect_err("overflow").contains("too large"));
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

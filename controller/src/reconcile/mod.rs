@@ -13,9 +13,9 @@ use kube::{
     runtime::{
         controller::{Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
-        predicates, reflector, watcher, Predicate,
+        predicates, reflector, watcher,
         watcher::Config as WatcherConfig,
-        WatchStreamExt,
+        Predicate, WatchStreamExt,
     },
     Api, Client, Resource, ResourceExt,
 };
@@ -63,14 +63,23 @@ pub struct Options {
 }
 
 /// Runs the controller until `shutdown` resolves.
-pub async fn run(client: Client, opts: Options, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let api: Api<DisasterRecoveryPair> = match &opts.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let http = reqwest::Client::builder().user_agent("understudy").build().unwrap_or_default();
     let reporter = Reporter { controller: "understudy".into(), instance: Some(opts.instance.clone()) };
-    let ctx = Arc::new(Context { client: client.clone(), sql: SqlProber::default(), http, recorder: Recorder::new(client, reporter) });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        sql: SqlProber::default(),
+        http,
+        recorder: Recorder::new(client, reporter),
+    });
 
     // Status writes must not trigger a new probe round (that would probe in a hot loop): only spec
     // (generation) and annotation changes trigger; everything else runs on the requeue timer.
@@ -79,10 +88,7 @@ pub async fn run(client: Client, opts: Options, shutdown: impl std::future::Futu
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
-            Default::default(),
-        );
+        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
     Controller::for_stream(stream, reader)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -26,7 +26,9 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
     // missing Secret half-way through.
     for (i, site) in spec.sites.iter().enumerate() {
         if let Some(r) = &site.data_source_secret {
-            if let Err(e) = secrets.get(&r.name, &[&r.key], &format!("spec.sites[{i}].dataSourceSecret")).await {
+            if let Err(e) =
+                secrets.get(&r.name, &[&r.key], &format!("spec.sites[{i}].dataSourceSecret")).await
+            {
                 problems.push(e);
             }
         }
@@ -49,7 +51,9 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
             }
         }
         if let Some(t) = r.http.as_ref().and_then(|h| h.token_secret.as_ref()) {
-            if let Err(e) = secrets.get(&t.name, &["token"], &format!("spec.recycle[{i}].http.tokenSecret")).await {
+            if let Err(e) =
+                secrets.get(&t.name, &["token"], &format!("spec.recycle[{i}].http.tokenSecret")).await
+            {
                 problems.push(e);
             }
         }
@@ -57,7 +61,8 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
     for (i, r) in spec.dns.iter().enumerate() {
         if let Some(rfc) = &r.rfc2136 {
             let field = format!("spec.dns[{i}].rfc2136.tsigSecret");
-            if let Err(e) = secrets.get(&rfc.tsig_secret.name, &["name", "algorithm", "secret"], &field).await {
+            if let Err(e) = secrets.get(&rfc.tsig_secret.name, &["name", "algorithm", "secret"], &field).await
+            {
                 problems.push(e);
             }
         }
@@ -69,15 +74,25 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         let pair_key = pair_key.clone();
         async move {
             let field = format!("spec.sites[{i}].postgres.credentialsSecret");
-            let creds = secrets.get(&site.postgres.credentials_secret.name, &["username", "password"], &field).await;
+            let creds =
+                secrets.get(&site.postgres.credentials_secret.name, &["username", "password"], &field).await;
             let (sql, problem) = match creds {
                 Err(e) => (Outcome::NotRun(e.to_string()), Some(e)),
                 Ok(data) => {
-                    let creds = Credentials { username: data.value("username").into(), password: data.value("password").into() };
+                    let creds = Credentials {
+                        username: data.value("username").into(),
+                        password: data.value("password").into(),
+                    };
                     let cfg = probe::sql::config(&site.postgres, &creds, timeout);
                     // The cache key changes with the credentials, so a rotated password reconnects.
                     let mut h = DefaultHasher::new();
-                    (&site.postgres.host, site.postgres.port, &site.postgres.database, &creds.username, &creds.password)
+                    (
+                        &site.postgres.host,
+                        site.postgres.port,
+                        &site.postgres.database,
+                        &creds.username,
+                        &creds.password,
+                    )
                         .hash(&mut h);
                     let key = format!("{pair_key}{}/{:x}", site.name, h.finish());
                     (ctx.sql.probe(&key, &cfg, timeout).await, None)

@@ -66,8 +66,10 @@ impl Bind {
             key_secret,
             proc,
         };
-        wait_until("named to answer", Duration::from_secs(30), || bind.dig("ns").map(|a| !a.is_empty()).unwrap_or(false))
-            .with_context(|| format!("named log:\n{}", bind.proc.tail(20)))?;
+        wait_until("named to answer", Duration::from_secs(30), || {
+            bind.dig("ns").map(|a| !a.is_empty()).unwrap_or(false)
+        })
+        .with_context(|| format!("named log:\n{}", bind.proc.tail(20)))?;
         Ok(bind)
     }
 

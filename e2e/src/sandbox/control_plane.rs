@@ -103,7 +103,8 @@ impl ControlPlane {
                 .unwrap_or(false)
         })
         .with_context(|| format!("kube-apiserver log:\n{}", apiserver.tail(30)))?;
-        let version = run(Command::new("curl").args(["-sf", "--cacert", &ca, "-H", &auth, &format!("{url}/version")]))?;
+        let version =
+            run(Command::new("curl").args(["-sf", "--cacert", &ca, "-H", &auth, &format!("{url}/version")]))?;
         let version = serde_json::from_str::<serde_json::Value>(&version)?["gitVersion"]
             .as_str()
             .unwrap_or("unknown")
@@ -124,7 +125,8 @@ impl ControlPlane {
     /// A kube client for this control plane (bound to the calling tokio runtime).
     pub async fn client(&self) -> Result<kube::Client> {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(cfg)?)
     }
 
@@ -148,15 +150,54 @@ impl ControlPlane {
 
 fn make_certs(pki: &Path) -> Result<()> {
     let ossl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(pki));
-    ossl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "3",
-        "-subj", "/CN=understudy-sandbox-ca"])?;
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3",
+        "-subj",
+        "/CN=understudy-sandbox-ca",
+    ])?;
     std::fs::write(
         pki.join("san.cnf"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n",
     )?;
-    ossl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=kube-apiserver"])?;
-    ossl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt",
-        "-days", "3", "-extfile", "san.cnf"])?;
+    ossl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=kube-apiserver",
+    ])?;
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "3",
+        "-extfile",
+        "san.cnf",
+    ])?;
     ossl(&["genrsa", "-out", "sa.key", "2048"])?;
     Ok(())
 }

@@ -51,7 +51,15 @@ impl PgPair {
         run(as_user("postgres", &format!("{PG_BIN}/initdb"))
             .arg("-D")
             .arg(&pdata)
-            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
             .arg(format!("--pwfile={}", pwfile.display())))?;
         let pport = free_port()?;
         let conf = format!(
@@ -62,12 +70,31 @@ impl PgPair {
             d = pdata.display()
         );
         append(&pdata.join("postgresql.conf"), &conf)?;
-        let mut primary = PgServer { name: "primary".into(), port: pport, data: pdata.clone(), proc: None, log: dir.join("primary.log") };
+        let mut primary = PgServer {
+            name: "primary".into(),
+            port: pport,
+            data: pdata.clone(),
+            proc: None,
+            log: dir.join("primary.log"),
+        };
         primary.start()?;
 
         let sdata = dir.join("standby");
         run(as_user("postgres", &format!("{PG_BIN}/pg_basebackup"))
-            .args(["-h", "127.0.0.1", "-p", &pport.to_string(), "-U", "postgres", "-X", "stream", "-c", "fast", "-R", "-D"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pport.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-R",
+                "-D",
+            ])
             .arg(&sdata)
             .env("PGPASSWORD", &password))?;
         let sport = free_port()?;
@@ -75,7 +102,13 @@ impl PgPair {
             &sdata.join("postgresql.conf"),
             &format!("port = {sport}\nunix_socket_directories = '{}'\n", sdata.display()),
         )?;
-        let mut standby = PgServer { name: "standby".into(), port: sport, data: sdata, proc: None, log: dir.join("standby.log") };
+        let mut standby = PgServer {
+            name: "standby".into(),
+            port: sport,
+            data: sdata,
+            proc: None,
+            log: dir.join("standby.log"),
+        };
         standby.start()?;
         let pair = PgPair { dir, user: "postgres".into(), password, primary, standby };
         pair.wait_streaming(Duration::from_secs(30))?;
@@ -160,7 +193,10 @@ impl Drop for PgServer {
 
 fn append(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }

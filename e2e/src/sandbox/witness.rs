@@ -35,14 +35,19 @@ impl Witness {
             .arg("--logger=zap");
         let proc = Proc::spawn("witness-etcd", cmd, &dir.join("etcd.log"))?;
         let w = Witness { dir, endpoint, proc };
-        wait_until("witness etcd health", Duration::from_secs(30), || w.etcdctl(&["endpoint", "health"]).is_ok())
-            .with_context(|| format!("witness etcd log:\n{}", w.proc.tail(20)))?;
+        wait_until("witness etcd health", Duration::from_secs(30), || {
+            w.etcdctl(&["endpoint", "health"]).is_ok()
+        })
+        .with_context(|| format!("witness etcd log:\n{}", w.proc.tail(20)))?;
         Ok(w)
     }
 
     /// Runs `etcdctl` (v3 API) against the witness.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
-        run(Command::new("etcdctl").env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoint)).args(args))
+        run(Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(args))
     }
 
     /// The process id.

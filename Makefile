@@ -1,0 +1,56 @@
+# understudy — every target installs or builds what it needs through the project's own scripts.
+SHELL := /bin/bash
+CARGO ?= cargo
+CRD := crds/dr.understudy.dev_disasterrecoverypairs.yaml
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all demo test unit e2e lint fmt crds check-generated deps k8s-bins sandbox-down bench clean
+
+all: test
+
+## demo: a local sandbox in which the primary dies and understudy fails over (timeline, RTO, RPO)
+demo: deps k8s-bins
+	$(CARGO) build -q -p understudy --bin understudy
+	$(CARGO) run -q -p understudy-e2e --bin understudy-demo
+
+## test: lint, generated-file freshness, unit tests and end-to-end tests against real components
+test: deps k8s-bins lint check-generated
+	$(CARGO) build -q -p understudy --bin understudy
+	$(CARGO) test --workspace --no-fail-fast
+
+unit:
+	$(CARGO) test -p understudy --lib
+
+e2e: deps k8s-bins
+	$(CARGO) build -q -p understudy --bin understudy
+	$(CARGO) test -p understudy-e2e
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## crds: regenerate the CRD YAML from the Rust types (crds/ and the chart's copy)
+crds:
+	$(CARGO) run -q -p understudy -- crd > $(CRD).tmp && mv $(CRD).tmp $(CRD)
+	mkdir -p charts/understudy/crds && cp $(CRD) charts/understudy/crds/
+
+check-generated: crds
+	@git diff --exit-code -- crds/ charts/understudy/crds/ || { echo "generated CRDs are stale: run 'make crds' and commit" >&2; exit 1; }
+
+## deps: Debian packages (PostgreSQL 15, PgBouncer, BIND9, etcd, protoc), only when missing
+deps:
+	@bash e2e/scripts/install-deps.sh
+
+## k8s-bins: kube-apiserver, etcd and kubectl built from Go modules, cached in ~/.cache/understudy
+k8s-bins:
+	@bash e2e/scripts/build-k8s.sh >/dev/null
+
+## sandbox-down: kill anything a crashed run left under /tmp/understudy-sbx
+sandbox-down:
+	-@pkill -9 -f /tmp/understudy-sbx/ ; rm -rf /tmp/understudy-sbx
+
+clean: sandbox-down
+	$(CARGO) clean

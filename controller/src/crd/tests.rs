@@ -1,0 +1,128 @@
+//! The API's own rules, checked without an API server: defaults, CEL rules (evaluated locally by
+//! kube's CEL feature, the same expressions the API server runs) and the checked-in CRD's freshness.
+
+use serde_json::json;
+
+use super::*;
+
+fn spec(overrides: serde_json::Value) -> serde_json::Value {
+    let mut base = json!({
+        "primary": "east",
+        "sites": [
+            { "name": "east", "postgres": { "host": "a", "port": 5432, "database": "postgres", "credentialsSecret": { "name": "s" } } },
+            { "name": "west", "postgres": { "host": "b", "port": 5432, "database": "postgres", "credentialsSecret": { "name": "s" } } }
+        ],
+        "failover": { "mode": "Manual", "probeInterval": "1s", "probeTimeout": "1s", "failureThreshold": 3, "maxLagBytes": "16Mi", "cooldown": "10m" }
+    });
+    merge(&mut base, overrides);
+    base
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn cel_errors(v: &serde_json::Value) -> String {
+    match DisasterRecoveryPairSpec::validate_cel(v, None) {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+#[test]
+fn a_valid_spec_passes_every_rule() {
+    assert_eq!(cel_errors(&spec(json!({}))), "");
+    let with_etcd = spec(
+        json!({ "failover": { "mode": "Automatic" }, "coordination": { "etcd": { "endpoints": ["http://w:2379"] } } }),
+    );
+    assert_eq!(cel_errors(&with_etcd), "");
+}
+
+#[test]
+fn cross_field_rules_reject_with_the_field_named() {
+    let dup = spec(json!({ "sites": [
+        { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
+        { "name": "east", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } } ] }));
+    assert!(
+        cel_errors(&dup).contains("spec.sites: the two sites need distinct names"),
+        "{}",
+        cel_errors(&dup)
+    );
+
+    let nowhere = spec(json!({ "primary": "north" }));
+    assert!(cel_errors(&nowhere).contains("spec.primary must name one of"), "{}", cel_errors(&nowhere));
+
+    let auto = spec(json!({ "failover": { "mode": "Automatic" } }));
+    assert!(cel_errors(&auto).contains("requires spec.coordination.etcd"), "{}", cel_errors(&auto));
+
+    let auto_no_etcd = spec(json!({ "failover": { "mode": "Automatic" }, "coordination": {} }));
+    assert!(cel_errors(&auto_no_etcd).contains("requires spec.coordination.etcd"));
+}
+
+#[test]
+fn defaults_fill_a_minimal_spec() {
+    let minimal = json!({
+        "primary": "east",
+        "sites": [
+            { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
+            { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
+        ]
+    });
+    let s: DisasterRecoveryPairSpec = serde_json::from_value(minimal).expect("minimal spec parses");
+    assert_eq!(s.failover.mode, FailoverMode::Manual, "the safe default acts only on command");
+    assert_eq!(s.failover.failure_threshold, 3);
+    assert_eq!(std::time::Duration::from(s.failover.probe_interval), std::time::Duration::from_secs(1));
+    assert_eq!(s.failover.max_lag_bytes.0, "16Mi");
+    assert_eq!(s.sites[1].postgres.port, 5432);
+    assert_eq!(s.sites[1].postgres.database, "postgres");
+}
+
+#[test]
+fn the_schema_carries_docs_bounds_and_rules() {
+    let crd =
+        serde_json::to_value(<DisasterRecoveryPair as kube::CustomResourceExt>::crd()).expect("crd json");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["properties"]["sites"]["minItems"], 2);
+    assert_eq!(spec["properties"]["sites"]["maxItems"], 2);
+    assert_eq!(spec["properties"]["failover"]["properties"]["failureThreshold"]["minimum"], 1.0);
+    assert!(spec["x-kubernetes-validations"].as_array().is_some_and(|r| r.len() == 3));
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "drp");
+    assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+    // Every property has a description (kubectl explain).
+    fn walk(path: &str, v: &serde_json::Value, missing: &mut Vec<String>) {
+        if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+            for (k, p) in props {
+                let here = format!("{path}.{k}");
+                if p.get("description").is_none() {
+                    missing.push(here.clone());
+                }
+                walk(&here, p, missing);
+                if let Some(items) = p.get("items") {
+                    walk(&here, items, missing);
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk("spec", spec, &mut missing);
+    walk(
+        "status",
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"],
+        &mut missing,
+    );
+    assert!(missing.is_empty(), "fields without a doc comment: {missing:?}");
+}
+
+#[test]
+fn the_checked_in_crd_is_fresh() {
+    let checked_in = include_str!("../../../crds/dr.understudy.dev_disasterrecoverypairs.yaml");
+    let generated = crd_yaml().expect("crd yaml");
+    assert!(checked_in == generated, "crds/ is stale: run `make crds` and commit the result");
+}
