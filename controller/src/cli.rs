@@ -32,4 +32,8 @@ pub struct RunArgs {
     /// Name of this instance, reported on Events (defaults to the host name).
     #[arg(long, env = "UNDERSTUDY_INSTANCE")]
     pub instance: Option<String>,
+    /// The site this controller runs at (`east`, `west`): its identity in the journal and in etcd.
+    /// Defaults to the instance name.
+    #[arg(long, env = "UNDERSTUDY_SITE")]
+    pub site: Option<String>,
 }

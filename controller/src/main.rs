@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
                     .filter(|h| !h.is_empty())
                     .unwrap_or_else(|| "understudy".into())
             });
-            let opts = reconcile::Options { namespace: args.namespace, instance };
+            let opts = reconcile::Options { namespace: args.namespace, instance, identity: args.site };
             tracing::info!(version = env!("CARGO_PKG_VERSION"), namespace = ?opts.namespace, "understudy starting");
             reconcile::run(client, opts, shutdown_signal()).await;
             Ok(())

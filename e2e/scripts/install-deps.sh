@@ -14,6 +14,8 @@ have_cmd tsig-keygen || need+=(bind9-utils)
 have_cmd etcd || need+=(etcd-server)
 have_cmd etcdctl || need+=(etcd-client)
 have_cmd protoc || need+=(protobuf-compiler)
+# etcd-client compiles etcd's protos, which import the well-known types
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 have_cmd openssl || need+=(openssl)
 have_cmd setpriv || need+=(util-linux)
 have_cmd curl || need+=(curl)

@@ -113,9 +113,13 @@ pub struct RunningController {
 
 impl RunningController {
     pub fn start(client: Client, ns: &str) -> RunningController {
+        init_logging();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let opts =
-            understudy::reconcile::Options { namespace: Some(ns.into()), instance: format!("e2e-{ns}") };
+        let opts = understudy::reconcile::Options {
+            namespace: Some(ns.into()),
+            instance: format!("e2e-{ns}"),
+            identity: None,
+        };
         let task = tokio::spawn(understudy::reconcile::run(client, opts, async move {
             let _ = rx.await;
         }));
@@ -191,4 +195,11 @@ pub fn condition(drp: &DisasterRecoveryPair, type_: &str) -> Option<(String, Str
 /// A short random suffix for object names.
 pub fn pair_name_suffix() -> String {
     random_hex(3)
+}
+
+/// Controller logs in tests: captured per test by the harness, shown for failing tests.
+/// `RUST_LOG` overrides the default filter.
+pub fn init_logging() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "understudy=info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_test_writer().try_init();
 }

@@ -12,3 +12,5 @@ pub const APPROVE: &str = "dr.understudy.dev/approve";
 pub const PAUSED: &str = "dr.understudy.dev/paused";
 /// Write the plan to status without acting.
 pub const DRY_RUN: &str = "dr.understudy.dev/dry-run";
+/// Stamped by understudy on every object it rewrites: the epoch of the transition that wrote it.
+pub const EPOCH: &str = "dr.understudy.dev/epoch";

@@ -8,6 +8,8 @@ pub const STANDBY_STREAMING: &str = "StandbyStreaming";
 pub const LAG_WITHIN_BUDGET: &str = "LagWithinBudget";
 /// Every Secret the spec references exists and has the keys it needs.
 pub const SECRETS_RESOLVED: &str = "SecretsResolved";
+/// True while a wanted failover is refused by a guard; the reason names the guard.
+pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
 /// Summary: the pair is protected (all of the above hold).
 pub const READY: &str = "Ready";
 
@@ -29,5 +31,14 @@ pub mod reasons {
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const PROTECTED: &str = "Protected";
+    pub const NOT_NEEDED: &str = "NotNeeded";
+    pub const FAILING_OVER: &str = "FailingOver";
+    pub const MANUAL_MODE: &str = "ManualMode";
+    pub const PAUSED: &str = "Paused";
+    pub const IN_COOLDOWN: &str = "InCooldown";
+    pub const STANDBY_UNAVAILABLE: &str = "StandbyUnavailable";
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const LOST_EPOCH_SWAP: &str = "LostEpochSwap";
+    pub const WITNESS_UNAVAILABLE: &str = "WitnessUnavailable";
     pub const NOT_PROTECTED: &str = "NotProtected";
 }

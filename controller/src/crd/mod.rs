@@ -9,6 +9,9 @@ mod status;
 pub use spec::*;
 pub use status::*;
 
+/// The epoch stamp on objects understudy rewrites.
+pub use annotations::EPOCH as EPOCH_ANNOTATION;
+
 use kube::CustomResourceExt;
 
 /// The CRD as YAML, as `understudy crd` prints it and `crds/` holds it.

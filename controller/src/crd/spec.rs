@@ -339,6 +339,19 @@ pub struct PgBouncerRecycler {
     /// The PgBouncer database entry to repoint (the name clients connect to).
     #[schemars(length(min = 1, max = 63))]
     pub database: String,
+    /// A file holding PgBouncer's `[databases]` entries (included from pgbouncer.ini with
+    /// `%include`) that understudy rewrites to the new primary before `RELOAD`; it must be
+    /// reachable from the controller (a shared volume or a sidecar). Without it understudy sends
+    /// `RECONNECT`, for a PgBouncer that points at a name that moves (a Service, or a DNS record
+    /// understudy flips).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096), pattern(r"^/"))]
+    pub databases_file: Option<String>,
+    /// The database on the PostgreSQL server that the entry points at (default: the site's
+    /// `postgres.database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub backend_database: Option<String>,
 }
 
 fn default_pgbouncer_port() -> u16 {

@@ -36,6 +36,25 @@ pub struct DisasterRecoveryPairStatus {
     /// The most recent failover or switchover, with its step journal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition: Option<Transition>,
+    /// In `Approve` mode, the failover waiting for a human: annotate the pair with
+    /// `dr.understudy.dev/approve=<nonce>` to run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_approval: Option<PendingApproval>,
+    /// Annotation values already acted on (annotation key → value), so each token acts once.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub handled: std::collections::BTreeMap<String, String>,
+}
+
+/// A failover that waits for approval.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    /// The value the `dr.understudy.dev/approve` annotation must carry.
+    pub nonce: String,
+    /// The site that would be promoted.
+    pub to: String,
+    /// When the approval was first requested (RFC 3339).
+    pub requested_at: String,
 }
 
 /// The pair's phase.
@@ -133,6 +152,12 @@ pub struct Transition {
     pub to: String,
     /// The epoch this transition took.
     pub epoch: i64,
+    /// Unique id of the transition (`<pair uid>/<epoch>`), also stored with the epoch in etcd.
+    #[serde(default)]
+    pub id: String,
+    /// The controller that ran it (its `--site`, or instance name).
+    #[serde(default)]
+    pub holder: String,
     /// When the primary was first seen failing (failover) or the request was accepted (switchover).
     pub started_at: String,
     /// When the last step finished.

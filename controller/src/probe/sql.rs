@@ -33,7 +33,10 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
     (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
-    (SELECT timeline_id::bigint FROM pg_control_checkpoint())";
+    CASE WHEN pg_is_in_recovery() \
+      THEN coalesce((SELECT received_tli::bigint FROM pg_stat_wal_receiver LIMIT 1), \
+                    (SELECT timeline_id::bigint FROM pg_control_checkpoint())) \
+      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END";
 
 /// Probes sites over cached connections.
 #[derive(Default, Clone)]

@@ -243,22 +243,18 @@ pub fn observe(
 
     let mut events = Vec::new();
     for (type_, status, reason, message) in next {
-        let before = st.conditions.iter().find(|c| c.type_ == type_).cloned();
-        let flipped = before.as_ref().map(|b| b.status != status || b.reason != reason);
-        match flipped {
-            Some(true) => events.push(EventNote {
-                warning: status != "True",
-                reason: reason.into(),
-                note: message.clone(),
-            }),
-            None if status != "True" || type_ == conditions::READY => events.push(EventNote {
-                warning: status != "True",
-                reason: reason.into(),
-                note: message.clone(),
-            }),
-            _ => {}
-        }
-        set_condition(&mut st.conditions, &type_, status, reason, &message, obs.generation, now);
+        let announce_first = type_ == conditions::READY;
+        upsert(
+            &mut st.conditions,
+            &mut events,
+            &type_,
+            status,
+            reason,
+            &message,
+            obs.generation,
+            now,
+            announce_first,
+        );
     }
 
     let ready = st.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
@@ -321,6 +317,31 @@ fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) 
             rec.message = None;
         }
     }
+}
+
+/// Sets a condition and queues an Event when its status or reason changed (and, for a condition
+/// seen for the first time, when it is not True or `announce_first` is set).
+#[allow(clippy::too_many_arguments)]
+pub fn upsert(
+    list: &mut Vec<Condition>,
+    events: &mut Vec<EventNote>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+    announce_first: bool,
+) {
+    let before = list.iter().find(|c| c.type_ == type_);
+    let announce = match before {
+        Some(b) => b.status != status || b.reason != reason,
+        None => status != "True" || announce_first,
+    };
+    if announce {
+        events.push(EventNote { warning: status != "True", reason: reason.into(), note: message.into() });
+    }
+    set_condition(list, type_, status, reason, message, generation, now);
 }
 
 /// Sets a condition; `lastTransitionTime` moves only when the status flips.

@@ -1,15 +1,17 @@
-//! The reconcile loop: observe → decide → record. Each run probes both sites once, computes the next
-//! status with the pure `decide` module, writes it when it changed, publishes an Event for every
-//! condition that flipped, and requeues after `probeInterval`.
+//! The reconcile loop: observe → decide → act → record. A pair in the middle of a transition goes
+//! straight to the journalled executor. Otherwise both sites are probed once, the pure `decide`
+//! computes the next status, the pure `guard` decides whether a failover is wanted and allowed, the
+//! status is written when it changed, an Event is published for every condition that flipped, and a
+//! permitted failover starts. Steady pairs requeue after `probeInterval`.
 
 pub mod decide;
+pub mod guard;
 pub mod observe;
 
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use kube::{
-    api::{Patch, PatchParams},
     runtime::{
         controller::{Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
@@ -21,10 +23,7 @@ use kube::{
 };
 use tracing::{info, instrument, warn};
 
-use crate::{crd::DisasterRecoveryPair, probe::sql::SqlProber};
-
-/// The field manager name on every write.
-pub const MANAGER: &str = "understudy";
+use crate::{crd::DisasterRecoveryPair, failover, probe::sql::SqlProber};
 
 /// Shared state of the controller.
 pub struct Context {
@@ -32,6 +31,24 @@ pub struct Context {
     pub sql: SqlProber,
     pub http: reqwest::Client,
     pub recorder: Recorder,
+    /// Who this controller is in the journal and in etcd (`--site`, else the instance name).
+    pub identity: String,
+}
+
+impl Context {
+    /// Publishes an Event on the pair; a failure to publish is logged, never fatal.
+    pub async fn publish(&self, drp: &DisasterRecoveryPair, ev: decide::EventNote) {
+        let event = Event {
+            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            reason: ev.reason,
+            note: Some(ev.note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &drp.object_ref(&())).await {
+            warn!(error = %crate::secrets::short_api_error(&e), "publish event");
+        }
+    }
 }
 
 /// Why a reconcile failed.
@@ -41,6 +58,10 @@ pub enum Error {
     MissingMetadata(&'static str),
     #[error("write status: {0}")]
     UpdateStatus(String),
+    #[error("status changed under us (409); observing again")]
+    Conflict,
+    #[error("transition journal: {0}")]
+    Journal(String),
 }
 
 impl Error {
@@ -49,6 +70,17 @@ impl Error {
         match self {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::UpdateStatus(_) => "update_status",
+            Error::Conflict => "conflict",
+            Error::Journal(_) => "journal",
+        }
+    }
+
+    /// How soon to try again.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Error::Conflict => Duration::from_millis(50),
+            Error::MissingMetadata(_) | Error::Journal(_) => Duration::from_secs(30),
+            Error::UpdateStatus(_) => Duration::from_secs(1),
         }
     }
 }
@@ -60,6 +92,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Name reported on Events.
     pub instance: String,
+    /// Identity in journals and in etcd; defaults to `instance`.
+    pub identity: Option<String>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -79,6 +113,7 @@ pub async fn run(
         sql: SqlProber::default(),
         http,
         recorder: Recorder::new(client, reporter),
+        identity: opts.identity.clone().unwrap_or_else(|| opts.instance.clone()),
     });
 
     // Status writes must not trigger a new probe round (that would probe in a hot loop): only spec
@@ -106,40 +141,58 @@ async fn reconcile(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<
     let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
     let name = drp.metadata.name.clone().ok_or(Error::MissingMetadata(".metadata.name"))?;
     let interval: Duration = drp.spec.failover.probe_interval.into();
+    // The cached object can lag our own last write; act on the latest.
+    let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(drp) =
+        api.get_opt(&name).await.map_err(|e| Error::UpdateStatus(crate::secrets::short_api_error(&e)))?
+    else {
+        ctx.sql.forget(&format!("{ns}/{name}/")).await;
+        return Ok(Action::await_change());
+    };
+
+    if drp.status.as_ref().and_then(|s| s.last_transition.as_ref()).is_some_and(|t| t.finished_at.is_none()) {
+        return failover::executor::run(drp, &ctx).await;
+    }
 
     let obs = observe::collect(&drp, &ns, &ctx).await;
-    let (status, events) = decide::observe(&drp.spec, drp.status.as_ref(), &obs, jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
+    let (mut status, mut events) = decide::observe(&drp.spec, drp.status.as_ref(), &obs, now);
+    let decision = guard::next(&drp.spec, &status, drp.annotations(), now, new_nonce);
+    events.extend(guard::record(&mut status, &decision, drp.annotations(), drp.metadata.generation, now));
 
-    // Re-read the latest status before comparing: the cached object may predate our own last write.
-    let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &ns);
-    if drp.status.as_ref() != Some(&status) {
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| Error::UpdateStatus(crate::secrets::short_api_error(&e)))?;
-    }
-    let reference = drp.object_ref(&());
+    let drp = if drp.status.as_ref() != Some(&status) {
+        failover::executor::write_status(&ctx, &drp, &status).await?
+    } else {
+        drp
+    };
     for ev in events {
         if ev.warning {
             warn!(reason = %ev.reason, note = %ev.note, "condition changed");
         } else {
             info!(reason = %ev.reason, note = %ev.note, "condition changed");
         }
-        let event = Event {
-            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-            reason: ev.reason,
-            note: Some(ev.note.chars().take(1000).collect()),
-            action: "Probe".into(),
-            secondary: None,
+        ctx.publish(&drp, ev).await;
+    }
+    if let guard::Decision::Failover { trigger, from, to } = decision {
+        return match failover::executor::start(&drp, trigger, &from, &to, &ctx).await? {
+            Some(started) => failover::executor::run(started, &ctx).await,
+            None => Ok(Action::requeue(interval)),
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(error = %crate::secrets::short_api_error(&e), "publish event");
-        }
     }
     Ok(Action::requeue(interval))
 }
 
 fn error_policy(drp: Arc<DisasterRecoveryPair>, err: &Error, _ctx: Arc<Context>) -> Action {
     warn!(drp = %drp.name_any(), category = err.category(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(1))
+    Action::requeue(err.retry_after())
+}
+
+/// A fresh approval nonce: 8 hex digits from the OS-seeded hasher and the clock.
+fn new_nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+    );
+    format!("{:08x}", h.finish() as u32)
 }

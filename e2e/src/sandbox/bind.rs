@@ -113,6 +113,32 @@ impl Bind {
         self.proc.kill9();
     }
 
+    /// Starts named again on the same port with the same configuration and zone journal.
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.kill9();
+        let mut cmd = Command::new("named");
+        cmd.args(["-g", "-u", "bind", "-c"]).arg(self.dir.join("named.conf"));
+        self.proc = Proc::spawn("named", cmd, &self.dir.join("named.log"))?;
+        wait_until("named to answer again", Duration::from_secs(30), || {
+            self.dig("ns").map(|a| !a.is_empty()).unwrap_or(false)
+        })
+    }
+
+    /// The zone's SOA serial (BIND increments it once per applied update).
+    pub fn serial(&self) -> Result<u32> {
+        let out = run(Command::new("dig").args([
+            "@127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            &self.zone,
+            "SOA",
+            "+short",
+            "+time=1",
+            "+tries=1",
+        ]))?;
+        out.split_whitespace().nth(2).and_then(|s| s.parse().ok()).context("parse the SOA serial")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.proc.pid()

@@ -37,13 +37,17 @@ impl PgBouncer {
         std::fs::write(
             &ini,
             format!(
-                "[databases]\n{database} = host=127.0.0.1 port={backend_port} dbname=postgres\n\n[pgbouncer]\n\
+                "[databases]\n%include {d}/databases.ini\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = scram-sha-256\n\
                  auth_file = {d}/userlist.txt\nadmin_users = pgbadmin\npool_mode = transaction\n\
                  max_client_conn = 200\ndefault_pool_size = 20\nserver_login_retry = 1\n\
                  server_connect_timeout = 2\nquery_wait_timeout = 30\nignore_startup_parameters = extra_float_digits\n",
                 d = dir.display()
             ),
+        )?;
+        std::fs::write(
+            dir.join("databases.ini"),
+            format!("{database} = host=127.0.0.1 port={backend_port} dbname=postgres\n"),
         )?;
         run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
         let mut cmd = as_user("postgres", "pgbouncer");
@@ -67,5 +71,10 @@ impl PgBouncer {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    /// The `[databases]` include file understudy may rewrite.
+    pub fn databases_file(&self) -> PathBuf {
+        self.dir.join("databases.ini")
     }
 }

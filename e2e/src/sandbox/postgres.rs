@@ -176,6 +176,14 @@ impl PgServer {
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql]))
     }
 
+    /// The timeline a primary writes on (from its current WAL file name; the checkpoint's timeline
+    /// lags behind a fast promotion).
+    pub fn timeline(&self) -> Result<i64> {
+        let out = self
+            .psql("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint")?;
+        out.trim().parse().with_context(|| format!("parse timeline from {out:?}"))
+    }
+
     /// The server log.
     pub fn log_tail(&self, n: usize) -> String {
         super::proc::tail_file(&self.log, n)

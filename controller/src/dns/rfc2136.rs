@@ -1,0 +1,224 @@
+//! RFC 2136 with TSIG. The update replaces the whole A (or AAAA) RRset of the name in one message
+//! (delete RRset + add), so there is never a moment with two answers or none. `current` asks the
+//! same authoritative server, so "done" means the server answers the new address.
+
+use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use hickory_client::client::{Client, ClientHandle};
+use hickory_proto::{
+    dnssec::{rdata::tsig::TsigAlgorithm, tsig::TSigner},
+    op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage},
+    rr::{rdata, DNSClass, Name, RData, Record, RecordType},
+    runtime::TokioRuntimeProvider,
+    tcp::TcpClientStream,
+    udp::UdpClientStream,
+    xfer::DnsHandle,
+};
+
+/// A TSIG key. Not `Debug`: it holds the secret.
+pub struct TsigKey {
+    pub name: String,
+    pub algorithm: String,
+    /// The shared secret, base64 as BIND's `tsig-keygen` prints it.
+    pub secret_b64: String,
+}
+
+/// Why an update or a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("DNS server {server}: {reason}")]
+    Server { server: String, reason: String },
+    #[error("{field}: {reason}")]
+    Config { field: String, reason: String },
+}
+
+/// Resolves `host:port` (an IP literal with port) to a socket address.
+pub fn server_addr(server: &str) -> Result<SocketAddr, Error> {
+    server
+        .parse::<SocketAddr>()
+        .or_else(|_| server.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| Error::Config {
+            field: "server".into(),
+            reason: format!("{server:?} is not IP:port, e.g. 192.0.2.53:53"),
+        })
+}
+
+/// The fully qualified name of `name` in `zone`.
+pub fn fqdn(name: &str, zone: &str) -> Result<Name, Error> {
+    let zone = zone.trim_end_matches('.');
+    let full = if name == "@" || name.is_empty() { format!("{zone}.") } else { format!("{name}.{zone}.") };
+    Name::from_ascii(&full)
+        .map_err(|e| Error::Config { field: "name".into(), reason: format!("{full:?}: {e}") })
+}
+
+fn server_err(server: SocketAddr, reason: impl std::fmt::Display) -> Error {
+    Error::Server { server: server.to_string(), reason: reason.to_string() }
+}
+
+/// The addresses the authoritative server answers for `name` (A and AAAA), asked over UDP.
+pub async fn current(server: SocketAddr, name: &Name, timeout: Duration) -> Result<Vec<IpAddr>, Error> {
+    let stream =
+        UdpClientStream::builder(server, TokioRuntimeProvider::new()).with_timeout(Some(timeout)).build();
+    let (mut client, bg) = Client::connect(stream).await.map_err(|e| server_err(server, e))?;
+    let bg = tokio::spawn(bg);
+    let mut out = Vec::new();
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let resp = tokio::time::timeout(timeout, client.query(name.clone(), DNSClass::IN, rtype))
+            .await
+            .map_err(|_| server_err(server, format!("no answer within {timeout:?}")))?
+            .map_err(|e| server_err(server, e))?;
+        for r in resp.answers() {
+            match r.data() {
+                RData::A(a) => out.push(IpAddr::V4(a.0)),
+                RData::AAAA(a) => out.push(IpAddr::V6(a.0)),
+                _ => {}
+            }
+        }
+    }
+    bg.abort();
+    Ok(out)
+}
+
+/// Replaces the address records of `name` with `addr` in one signed update.
+pub async fn replace(
+    server: SocketAddr,
+    zone: &str,
+    name: &Name,
+    ttl: u32,
+    addr: IpAddr,
+    key: &TsigKey,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let algorithm = match key.algorithm.to_ascii_lowercase().trim_end_matches('.') {
+        "hmac-sha256" => TsigAlgorithm::HmacSha256,
+        "hmac-sha384" => TsigAlgorithm::HmacSha384,
+        "hmac-sha512" => TsigAlgorithm::HmacSha512,
+        other => {
+            return Err(Error::Config {
+                field: "tsigSecret.algorithm".into(),
+                reason: format!("{other:?} is not supported; use hmac-sha256, hmac-sha384 or hmac-sha512"),
+            })
+        }
+    };
+    let secret = base64_decode(key.secret_b64.trim()).ok_or_else(|| Error::Config {
+        field: "tsigSecret.secret".into(),
+        reason: "not valid base64 (copy the secret from tsig-keygen's output)".into(),
+    })?;
+    let key_name = Name::from_ascii(&key.name).map_err(|e| Error::Config {
+        field: "tsigSecret.name".into(),
+        reason: format!("invalid key name: {e}"),
+    })?;
+    let signer = TSigner::new(secret, algorithm, key_name, 300)
+        .map_err(|e| Error::Config { field: "tsigSecret".into(), reason: e.to_string() })?;
+    let zone_name = fqdn("@", zone)?;
+
+    let (stream, handle) = TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::new());
+    let (client, bg) = Client::with_timeout(stream, handle, timeout, Some(Arc::new(signer)))
+        .await
+        .map_err(|e| server_err(server, e))?;
+    let bg = tokio::spawn(bg);
+
+    let rtype = if addr.is_ipv4() { RecordType::A } else { RecordType::AAAA };
+    let mut msg = Message::new();
+    msg.set_id(rand_id())
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Update)
+        .set_recursion_desired(false);
+    let mut zq = Query::new();
+    zq.set_name(zone_name).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    msg.add_zone(zq);
+    // Delete the RRset (class ANY, TTL 0, no RDATA), then add the new record.
+    let mut delete = Record::update0(name.clone(), 0, rtype);
+    delete.set_dns_class(DNSClass::ANY);
+    msg.add_update(delete);
+    let rdata = match addr {
+        IpAddr::V4(a) => RData::A(rdata::A(a)),
+        IpAddr::V6(a) => RData::AAAA(rdata::AAAA(a)),
+    };
+    msg.add_update(Record::from_rdata(name.clone(), ttl, rdata));
+
+    let resp = tokio::time::timeout(timeout, client.send(msg).next()).await;
+    bg.abort();
+    let resp = resp
+        .map_err(|_| server_err(server, format!("no answer to the update within {timeout:?}")))?
+        .ok_or_else(|| server_err(server, "connection closed without an answer"))?
+        .map_err(|e| server_err(server, describe_proto(&e)))?;
+    match resp.response_code() {
+        ResponseCode::NoError => Ok(()),
+        ResponseCode::NotAuth => Err(server_err(
+            server,
+            "NOTAUTH: the server rejected the TSIG key (wrong name, algorithm or secret)",
+        )),
+        ResponseCode::Refused => Err(server_err(
+            server,
+            format!("REFUSED: the server does not accept updates for zone {zone} with this key"),
+        )),
+        ResponseCode::NotZone => Err(server_err(server, format!("NOTZONE: {name} is not in zone {zone}"))),
+        other => Err(server_err(server, format!("update answered {other}"))),
+    }
+}
+
+fn describe_proto(e: &hickory_proto::ProtoError) -> String {
+    let s = e.to_string();
+    if s.to_lowercase().contains("tsig") || s.contains("BADSIG") || s.contains("BADKEY") {
+        format!("the server rejected the TSIG signature: {s}")
+    } else {
+        s
+    }
+}
+
+fn rand_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+    );
+    h.finish() as u16
+}
+
+/// Standard base64 (with or without padding).
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = T.iter().position(|t| *t == c)? as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    if s.is_empty() {
+        return None;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(base64_decode("aGVsbG8").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(base64_decode("not base64!"), None);
+        assert_eq!(base64_decode(""), None);
+    }
+
+    #[test]
+    fn names_and_servers_parse_or_explain() {
+        assert_eq!(fqdn("chat", "example.com").expect("name").to_ascii(), "chat.example.com.");
+        assert_eq!(fqdn("@", "example.com.").expect("apex").to_ascii(), "example.com.");
+        assert_eq!(server_addr("127.0.0.1:5353").expect("addr").port(), 5353);
+        assert_eq!(server_addr("192.0.2.1").expect("default port").port(), 53);
+        assert!(server_addr("dns.example.com:53")
+            .expect_err("names are not resolved")
+            .to_string()
+            .contains("IP:port"));
+    }
+}

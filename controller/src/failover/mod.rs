@@ -1,0 +1,88 @@
+//! Transitions: the ordered steps of a failover, each idempotent, journalled in
+//! `.status.lastTransition.steps` before and after it runs (see `executor`).
+
+pub mod executor;
+pub mod steps;
+
+use std::fmt;
+
+/// One step of a transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Move the epoch N → N+1 (etcd compare-and-swap, or the status write itself).
+    TakeEpoch,
+    /// Old primary read-only and its writers terminated, PgBouncer paused; skipped when unreachable.
+    Fence,
+    /// `pg_promote()` on the standby and wait until it leaves recovery.
+    Promote,
+    /// Write the epoch into the marker table on the new primary.
+    VerifyWritable,
+    /// Point every DataSource target at the new primary's DSN.
+    RewriteDataSource,
+    /// PgBouncer repoint/RESUME, HTTP recycle calls, rollout restarts.
+    Recycle,
+    /// Move DNS records to the new site and confirm the authoritative answer.
+    FlipDns,
+}
+
+impl Step {
+    /// The steps of an unplanned failover, in order.
+    pub const FAILOVER: [Step; 7] = [
+        Step::TakeEpoch,
+        Step::Fence,
+        Step::Promote,
+        Step::VerifyWritable,
+        Step::RewriteDataSource,
+        Step::Recycle,
+        Step::FlipDns,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::TakeEpoch => "TakeEpoch",
+            Step::Fence => "Fence",
+            Step::Promote => "Promote",
+            Step::VerifyWritable => "VerifyWritable",
+            Step::RewriteDataSource => "RewriteDataSource",
+            Step::Recycle => "Recycle",
+            Step::FlipDns => "FlipDns",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Step> {
+        Step::FAILOVER.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded(String),
+    Skipped(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_the_order_is_safe() {
+        for s in Step::FAILOVER {
+            assert_eq!(Step::from_name(s.name()), Some(s));
+        }
+        let pos = |s| Step::FAILOVER.iter().position(|x| *x == s).expect("step");
+        // The epoch is taken before anything changes; fencing comes before promotion; writes are
+        // proven before the application is pointed at the new primary.
+        assert!(pos(Step::TakeEpoch) < pos(Step::Fence));
+        assert!(pos(Step::Fence) < pos(Step::Promote));
+        assert!(pos(Step::Promote) < pos(Step::VerifyWritable));
+        assert!(pos(Step::VerifyWritable) < pos(Step::RewriteDataSource));
+        assert!(pos(Step::RewriteDataSource) < pos(Step::FlipDns));
+    }
+}

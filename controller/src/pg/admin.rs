@@ -1,0 +1,137 @@
+//! Administrative actions on a PostgreSQL server, each idempotent: fence (read-only, writers
+//! terminated), unfence, promote and wait, prove writable with the epoch marker, read WAL positions.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use super::Lsn;
+use crate::probe::sql::describe;
+
+/// A failed admin action, with the server's message (never the credentials).
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {reason}")]
+pub struct Error {
+    pub action: &'static str,
+    pub reason: String,
+}
+
+fn err(action: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| Error { action, reason: describe(&e) }
+}
+
+/// `pg_is_in_recovery()`.
+pub async fn in_recovery(c: &Client) -> Result<bool, Error> {
+    c.query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(err("read recovery state"))?
+        .try_get(0)
+        .map_err(err("read recovery state"))
+}
+
+/// The current WAL insert position of a primary.
+pub async fn current_lsn(c: &Client) -> Result<Lsn, Error> {
+    let s: String = c
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(err("read current LSN"))?
+        .try_get(0)
+        .map_err(err("read current LSN"))?;
+    s.parse()
+        .map_err(|e: super::lsn::ParseLsnError| Error { action: "read current LSN", reason: e.to_string() })
+}
+
+/// The received and replayed positions of a standby (the larger of the two is what a promotion keeps).
+pub async fn standby_lsns(c: &Client) -> Result<(Option<Lsn>, Option<Lsn>), Error> {
+    let row = c
+        .query_one("SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text", &[])
+        .await
+        .map_err(err("read standby LSNs"))?;
+    let parse = |i: usize| -> Option<Lsn> {
+        row.try_get::<_, Option<String>>(i).ok().flatten().and_then(|s| s.parse().ok())
+    };
+    Ok((parse(0), parse(1)))
+}
+
+/// Fences a primary: new transactions default to read-only (persisted with ALTER SYSTEM, so a restart
+/// keeps it), then every other client session is terminated so no open transaction can still commit.
+/// Returns how many sessions were terminated.
+pub async fn fence(c: &Client) -> Result<u64, Error> {
+    c.batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        .await
+        .map_err(err("set read-only"))?;
+    c.batch_execute("SELECT pg_reload_conf()").await.map_err(err("reload configuration"))?;
+    let row = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+             AND coalesce(application_name, '') <> 'understudy'",
+            &[],
+        )
+        .await
+        .map_err(err("terminate writing sessions"))?;
+    Ok(row.try_get::<_, i64>(0).map_err(err("terminate writing sessions"))? as u64)
+}
+
+/// Lifts a fence: the persisted read-only default is removed and the configuration reloaded.
+pub async fn unfence(c: &Client) -> Result<(), Error> {
+    c.batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
+        .await
+        .map_err(err("reset read-only"))?;
+    c.batch_execute("SELECT pg_reload_conf()").await.map_err(err("reload configuration"))?;
+    Ok(())
+}
+
+/// Promotes a standby and waits until it leaves recovery. Already promoted is success.
+/// Returns whether this call did the promotion.
+pub async fn promote(c: &Client, timeout: Duration) -> Result<bool, Error> {
+    if !in_recovery(c).await? {
+        return Ok(false);
+    }
+    let secs = i32::try_from(timeout.as_secs().max(1)).unwrap_or(60);
+    let done: bool = c
+        .query_one("SELECT pg_promote(true, $1)", &[&secs])
+        .await
+        .map_err(err("pg_promote"))?
+        .try_get(0)
+        .map_err(err("pg_promote"))?;
+    if !done {
+        return Err(Error { action: "pg_promote", reason: format!("still in recovery after {secs}s") });
+    }
+    Ok(true)
+}
+
+/// Proves the server takes writes: lifts any fence a previous life left behind, then records the
+/// epoch in the marker table. A marker with a higher epoch is never overwritten (a stale leader's
+/// late write changes nothing); returns the epoch the table holds afterwards.
+pub async fn write_epoch_marker(c: &Client, pair: &str, site: &str, epoch: i64) -> Result<i64, Error> {
+    // One statement per call: a multi-statement string runs as one transaction, where ALTER SYSTEM is refused.
+    for sql in [
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+        "SET default_transaction_read_only = off",
+    ] {
+        c.batch_execute(sql).await.map_err(err("lift read-only"))?;
+    }
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS understudy_epoch (pair text PRIMARY KEY, epoch bigint NOT NULL, \
+         site text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(err("create epoch marker table"))?;
+    c.execute(
+        "INSERT INTO understudy_epoch (pair, epoch, site) VALUES ($1, $2, $3) \
+         ON CONFLICT (pair) DO UPDATE SET epoch = EXCLUDED.epoch, site = EXCLUDED.site, written_at = now() \
+         WHERE understudy_epoch.epoch <= EXCLUDED.epoch",
+        &[&pair, &epoch, &site],
+    )
+    .await
+    .map_err(err("write epoch marker"))?;
+    let held: i64 = c
+        .query_one("SELECT epoch FROM understudy_epoch WHERE pair = $1", &[&pair])
+        .await
+        .map_err(err("read epoch marker"))?
+        .try_get(0)
+        .map_err(err("read epoch marker"))?;
+    Ok(held)
+}

@@ -1,0 +1,350 @@
+//! The failover decision, pure like `decide`: given the freshly observed status, the annotations and
+//! the clock, is a failover wanted, and may it run? Each refusal is a value whose reason is the guard's
+//! name; it becomes the `FailoverBlocked` condition and a Warning Event, and nothing else happens.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use super::decide::{current_primary, human_bytes, other_site, quantity_bytes, set_condition, EventNote};
+use crate::crd::{
+    annotations,
+    conditions::{self, reasons},
+    DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, FailoverMode, PendingApproval,
+};
+
+/// What the controller should do about the primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The primary is fine (or not yet confirmed dead): nothing to do.
+    Steady,
+    /// A failover is wanted but a guard refuses it.
+    Blocked { reason: &'static str, message: String },
+    /// `Approve` mode: wait for the annotation carrying `nonce`.
+    AwaitApproval { nonce: String, to: String },
+    /// Run a failover from `from` to `to`.
+    Failover { trigger: Trigger, from: String, to: String },
+}
+
+/// Why a transition started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Automatic,
+    Approved,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Automatic => "Automatic",
+            Trigger::Approved => "Approved",
+        }
+    }
+}
+
+/// Decides. `fresh_nonce` is called only when a new approval nonce is needed.
+pub fn next(
+    spec: &DisasterRecoveryPairSpec,
+    st: &DisasterRecoveryPairStatus,
+    annotations: &BTreeMap<String, String>,
+    now: Timestamp,
+    fresh_nonce: impl FnOnce() -> String,
+) -> Decision {
+    let from = current_primary(spec, Some(st)).to_string();
+    let Some(to) = other_site(spec, &from).map(str::to_string) else { return Decision::Steady };
+    let threshold = spec.failover.failure_threshold.max(1);
+    let p = st.sites.iter().find(|s| s.name == from);
+    let s = st.sites.iter().find(|s| s.name == to);
+    let failures = p.map(|p| p.consecutive_failures).unwrap_or(0);
+    if failures < threshold {
+        return Decision::Steady;
+    }
+    let blocked = |reason, message: String| Decision::Blocked { reason, message };
+
+    if annotations.get(annotations::PAUSED).map(String::as_str) == Some("true") {
+        return blocked(
+            reasons::PAUSED,
+            format!("primary {from} is down but automation is paused ({}=true)", annotations::PAUSED),
+        );
+    }
+    if spec.failover.mode == FailoverMode::Manual {
+        return blocked(
+            reasons::MANUAL_MODE,
+            format!(
+                "primary {from} is down ({failures} consecutive failed probes); failover mode is Manual: \
+                 to fail over to {to}, run kubectl annotate drp <name> {}=<token>",
+                annotations::FAILOVER
+            ),
+        );
+    }
+    if let Some(t) = &st.last_transition {
+        if let (Some(fin), Ok(cooldown)) = (
+            t.finished_at.as_deref().and_then(|f| f.parse::<Timestamp>().ok()),
+            jiff::SignedDuration::try_from(std::time::Duration::from(spec.failover.cooldown)),
+        ) {
+            if let Ok(until) = fin.checked_add(cooldown) {
+                if now < until {
+                    return blocked(
+                        reasons::IN_COOLDOWN,
+                        format!("primary {from} is down, but the last transition finished at {fin} and the cooldown lasts until {until}"),
+                    );
+                }
+            }
+        }
+    }
+    match s {
+        Some(s) if s.reachable && s.in_recovery == Some(true) => {}
+        Some(s) if s.reachable => {
+            return blocked(reasons::STANDBY_UNAVAILABLE, format!("primary {from} is down, and standby {to} is not in recovery: it is not a follower of {from} and will not be promoted"));
+        }
+        _ => {
+            let why = s.and_then(|s| s.message.clone()).unwrap_or_else(|| "never probed".into());
+            return blocked(
+                reasons::STANDBY_UNAVAILABLE,
+                format!("primary {from} is down, and standby {to} is unreachable too: {why}"),
+            );
+        }
+    }
+    match (st.replication_lag_bytes, quantity_bytes(&spec.failover.max_lag_bytes.0)) {
+        (_, Err(e)) => return blocked(reasons::LAG_OVER_BUDGET, format!("spec.failover.maxLagBytes: {e}")),
+        (None, _) => return blocked(reasons::LAG_OVER_BUDGET, format!("primary {from} is down and the standby's lag was never measured; refusing to guess the data loss")),
+        (Some(lag), Ok(max)) if lag as u64 > max => {
+            return blocked(
+                reasons::LAG_OVER_BUDGET,
+                format!("primary {from} is down; last known lag {} > maxLagBytes {}: promoting {to} would lose more than the budget", human_bytes(lag as u64), human_bytes(max)),
+            )
+        }
+        _ => {}
+    }
+    match spec.failover.mode {
+        FailoverMode::Approve => {
+            let pending = st.pending_approval.as_ref().filter(|p| p.to == to);
+            let nonce = pending.map(|p| p.nonce.clone()).unwrap_or_else(fresh_nonce);
+            if annotations.get(annotations::APPROVE) == Some(&nonce) {
+                Decision::Failover { trigger: Trigger::Approved, from, to }
+            } else {
+                Decision::AwaitApproval { nonce, to }
+            }
+        }
+        _ => Decision::Failover { trigger: Trigger::Automatic, from, to },
+    }
+}
+
+/// Records a decision in the status (the `FailoverBlocked` condition and the pending approval) and
+/// returns the Events to publish: one when the condition's reason changes, and one for an approval
+/// annotation that carries the wrong nonce (once per value).
+pub fn record(
+    st: &mut DisasterRecoveryPairStatus,
+    decision: &Decision,
+    annotations: &BTreeMap<String, String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<EventNote> {
+    let mut events = Vec::new();
+    let (status, reason, message) = match decision {
+        Decision::Steady => ("False", reasons::NOT_NEEDED, "the primary is not confirmed down".to_string()),
+        Decision::Blocked { reason, message } => ("True", *reason, message.clone()),
+        Decision::AwaitApproval { nonce, to } => (
+            "True",
+            reasons::AWAITING_APPROVAL,
+            format!(
+                "failover to {to} waits for approval: kubectl annotate drp <name> {}={nonce} --overwrite",
+                annotations::APPROVE
+            ),
+        ),
+        Decision::Failover { .. } => ("False", reasons::FAILING_OVER, "failover started".to_string()),
+    };
+    let before = st.conditions.iter().find(|c| c.type_ == conditions::FAILOVER_BLOCKED);
+    let changed = before.map(|b| b.status != status || b.reason != reason).unwrap_or(status == "True");
+    if changed && status == "True" {
+        events.push(EventNote { warning: true, reason: reason.into(), note: message.clone() });
+    }
+    set_condition(
+        &mut st.conditions,
+        conditions::FAILOVER_BLOCKED,
+        status,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+
+    match decision {
+        Decision::AwaitApproval { nonce, to } => {
+            if st.pending_approval.as_ref().map(|p| &p.nonce) != Some(nonce) {
+                st.pending_approval = Some(PendingApproval {
+                    nonce: nonce.clone(),
+                    to: to.clone(),
+                    requested_at: now.to_string(),
+                });
+            }
+            if let Some(given) = annotations.get(annotations::APPROVE) {
+                if given != nonce && st.handled.get(annotations::APPROVE) != Some(given) {
+                    events.push(EventNote {
+                        warning: true,
+                        reason: "ApprovalRejected".into(),
+                        note: format!(
+                            "{}={given:?} does not match the pending nonce; nothing was done",
+                            annotations::APPROVE
+                        ),
+                    });
+                    st.handled.insert(annotations::APPROVE.into(), given.clone());
+                }
+            }
+        }
+        Decision::Failover { .. } | Decision::Steady => st.pending_approval = None,
+        Decision::Blocked { .. } => {}
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{SiteStatus, Transition};
+
+    fn spec(mode: &str) -> DisasterRecoveryPairSpec {
+        serde_json::from_value(serde_json::json!({
+            "primary": "east",
+            "sites": [
+                { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
+                { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
+            ],
+            "failover": { "mode": mode, "failureThreshold": 3, "maxLagBytes": "16Mi", "cooldown": "10m" },
+            "coordination": { "etcd": { "endpoints": ["http://w:2379"] } }
+        }))
+        .expect("spec")
+    }
+
+    /// A status with the primary failing `failures` times and the standby healthy at `lag` bytes.
+    fn status(failures: i32, lag: i64) -> DisasterRecoveryPairStatus {
+        DisasterRecoveryPairStatus {
+            current_primary: Some("east".into()),
+            replication_lag_bytes: Some(lag),
+            sites: vec![
+                SiteStatus {
+                    name: "east".into(),
+                    reachable: failures == 0,
+                    consecutive_failures: failures,
+                    ..Default::default()
+                },
+                SiteStatus {
+                    name: "west".into(),
+                    reachable: true,
+                    in_recovery: Some(true),
+                    streaming: Some(false),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn now() -> Timestamp {
+        "2027-01-15T10:00:00Z".parse().expect("ts")
+    }
+
+    fn decide(
+        spec: &DisasterRecoveryPairSpec,
+        st: &DisasterRecoveryPairStatus,
+        ann: &[(&str, &str)],
+    ) -> Decision {
+        let ann: BTreeMap<String, String> = ann.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        next(spec, st, &ann, now(), || "n0nce".into())
+    }
+
+    fn reason(d: &Decision) -> &str {
+        match d {
+            Decision::Blocked { reason, .. } => reason,
+            Decision::Steady => "Steady",
+            Decision::AwaitApproval { .. } => "AwaitApproval",
+            Decision::Failover { .. } => "Failover",
+        }
+    }
+
+    #[test]
+    fn below_the_threshold_nothing_happens() {
+        for f in 0..3 {
+            assert_eq!(decide(&spec("Automatic"), &status(f, 0), &[]), Decision::Steady, "{f} failures");
+        }
+    }
+
+    #[test]
+    fn automatic_mode_fails_over_a_confirmed_dead_primary() {
+        assert_eq!(
+            decide(&spec("Automatic"), &status(3, 1024), &[]),
+            Decision::Failover { trigger: Trigger::Automatic, from: "east".into(), to: "west".into() }
+        );
+    }
+
+    #[test]
+    fn every_guard_refuses_with_its_own_reason() {
+        let auto = spec("Automatic");
+        let mut cooling = status(3, 0);
+        cooling.last_transition =
+            Some(Transition { finished_at: Some("2027-01-15T09:55:00Z".into()), ..Default::default() });
+        let mut standby_down = status(3, 0);
+        standby_down.sites[1].reachable = false;
+        let mut standby_promoted = status(3, 0);
+        standby_promoted.sites[1].in_recovery = Some(false);
+        let mut lag_unknown = status(3, 0);
+        lag_unknown.replication_lag_bytes = None;
+        type Case<'a> =
+            (&'a str, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Vec<(&'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
+            (reasons::PAUSED, auto.clone(), status(3, 0), vec![(annotations::PAUSED, "true")]),
+            (reasons::MANUAL_MODE, spec("Manual"), status(3, 0), vec![]),
+            (reasons::IN_COOLDOWN, auto.clone(), cooling, vec![]),
+            (reasons::STANDBY_UNAVAILABLE, auto.clone(), standby_down, vec![]),
+            (reasons::STANDBY_UNAVAILABLE, auto.clone(), standby_promoted, vec![]),
+            (reasons::LAG_OVER_BUDGET, auto.clone(), status(3, 40 << 20), vec![]),
+            (reasons::LAG_OVER_BUDGET, auto.clone(), lag_unknown, vec![]),
+        ];
+        for (want, spec, st, ann) in cases {
+            assert_eq!(reason(&decide(&spec, &st, &ann)), want);
+        }
+        match decide(&auto, &status(3, 40 << 20), &[]) {
+            Decision::Blocked { message, .. } => {
+                assert!(message.contains("40.0 MiB > maxLagBytes 16.0 MiB"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // An expired cooldown no longer blocks.
+        let mut old = status(3, 0);
+        old.last_transition =
+            Some(Transition { finished_at: Some("2027-01-15T09:40:00Z".into()), ..Default::default() });
+        assert_eq!(reason(&decide(&auto, &old, &[])), "Failover");
+        // paused=false is not paused.
+        assert_eq!(reason(&decide(&auto, &status(3, 0), &[(annotations::PAUSED, "false")])), "Failover");
+    }
+
+    #[test]
+    fn approve_mode_waits_for_the_right_nonce() {
+        let s = spec("Approve");
+        let mut st = status(3, 0);
+        let d = decide(&s, &st, &[]);
+        assert_eq!(d, Decision::AwaitApproval { nonce: "n0nce".into(), to: "west".into() });
+        let ann = BTreeMap::from([(annotations::APPROVE.to_string(), "wrong".to_string())]);
+        let events = record(&mut st, &d, &ann, None, now());
+        assert_eq!(st.pending_approval.as_ref().map(|p| p.nonce.as_str()), Some("n0nce"));
+        assert!(events.iter().any(|e| e.reason == "ApprovalRejected"), "{events:?}");
+        assert!(events.iter().any(|e| e.reason == reasons::AWAITING_APPROVAL));
+        // The same wrong value is reported once.
+        let d = next(&s, &st, &ann, now(), || "other".into());
+        assert_eq!(
+            d,
+            Decision::AwaitApproval { nonce: "n0nce".into(), to: "west".into() },
+            "the pending nonce is kept"
+        );
+        assert!(record(&mut st, &d, &ann, None, now()).is_empty());
+        // The right nonce runs it.
+        let ann = BTreeMap::from([(annotations::APPROVE.to_string(), "n0nce".to_string())]);
+        let d = next(&s, &st, &ann, now(), || unreachable!("no new nonce needed"));
+        assert_eq!(
+            d,
+            Decision::Failover { trigger: Trigger::Approved, from: "east".into(), to: "west".into() }
+        );
+        record(&mut st, &d, &ann, None, now());
+        assert_eq!(st.pending_approval, None);
+    }
+}

@@ -1,0 +1,248 @@
+//! A complete test bed for one pair: the PostgreSQL pair, PgBouncer (with a `[databases]` include
+//! file understudy rewrites), BIND9 with the `chat` record, the witness etcd, a namespace with every
+//! Secret and the Mattermost-style ConfigMap, and the pair's YAML. Also the controller as a real
+//! process, for tests that SIGKILL it.
+
+use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{
+    api::{ObjectMeta, Patch, PatchParams},
+    Api, Client,
+};
+use understudy::crd::DisasterRecoveryPair;
+
+use crate::{
+    sandbox::{proc::Proc, repo_root, Bind, ControlPlane, PgBouncer, PgPair, Witness},
+    support::{self, wait_for},
+};
+
+/// `config.json` as Mattermost keeps it (abridged), pointing at `dsn`.
+pub fn mattermost_config(dsn: &str) -> String {
+    format!(
+        "{{\n    \"ServiceSettings\": {{\n        \"SiteURL\": \"https://chat.example.test\",\n        \"ListenAddress\": \":8065\"\n    }},\n    \
+         \"SqlSettings\": {{\n        \"DriverName\": \"postgres\",\n        \"DataSource\": {},\n        \"DataSourceReplicas\": [],\n        \
+         \"MaxIdleConns\": 20,\n        \"MaxOpenConns\": 300\n    }},\n    \"JobSettings\": {{\"RunJobs\": true, \"RunScheduler\": true}}\n}}\n",
+        serde_json::Value::String(dsn.into())
+    )
+}
+
+/// Everything one pair needs, started.
+pub struct Bed {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    pub ns: String,
+    pub pg: PgPair,
+    pub pgb: PgBouncer,
+    pub bind: Bind,
+    pub witness: Witness,
+}
+
+impl Bed {
+    pub async fn start(label: &str) -> Result<Bed> {
+        let client = support::client_with_crd().await?;
+        let cp = tokio::task::spawn_blocking(support::control_plane).await?;
+        let label2 = label.to_string();
+        let (pg, pgb, bind, witness) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let pg = PgPair::start(&label2)?;
+            let pgb = PgBouncer::start("app", pg.primary.port, &pg.user, &pg.password)?;
+            let bind = Bind::start("example.test", &[("chat", "127.0.0.11".parse()?)])?;
+            let witness = Witness::start()?;
+            Ok((pg, pgb, bind, witness))
+        })
+        .await??;
+        let ns = support::namespace(&client, label).await?;
+        support::pair_secrets(&client, &ns, &pg).await?;
+        support::put_secret(
+            &client,
+            &ns,
+            "pgb-admin",
+            &[("username", &pgb.admin_user), ("password", &pgb.admin_password)],
+        )
+        .await?;
+        support::put_secret(
+            &client,
+            &ns,
+            "dns-tsig",
+            &[("name", &bind.key_name), ("algorithm", &bind.key_algorithm), ("secret", &bind.key_secret)],
+        )
+        .await?;
+        let bed = Bed { cp, client, ns, pg, pgb, bind, witness };
+        support::put_secret(&bed.client, &bed.ns, "mattermost-db", &[("dsn", &bed.dsn("east"))]).await?;
+        let cm = ConfigMap {
+            metadata: ObjectMeta { name: Some("mattermost-config".into()), ..Default::default() },
+            data: Some([("config.json".to_string(), mattermost_config(&bed.dsn("east")))].into()),
+            ..Default::default()
+        };
+        Api::<ConfigMap>::namespaced(bed.client.clone(), &bed.ns)
+            .patch("mattermost-config", &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&cm))
+            .await?;
+        Ok(bed)
+    }
+
+    /// The DSN of a site, as its `dsn-<site>` Secret holds it.
+    pub fn dsn(&self, site: &str) -> String {
+        let port = if site == "east" { self.pg.primary.port } else { self.pg.standby.port };
+        format!("postgres://{}:{}@127.0.0.1:{port}/postgres?sslmode=disable", self.pg.user, self.pg.password)
+    }
+
+    /// A full pair: both sites, DataSource (ConfigMap pointer + Secret), PgBouncer recycler, RFC 2136
+    /// record and the etcd witness. `failover` is the flow-mapping body of `spec.failover`.
+    pub fn pair_yaml(&self, name: &str, failover: &str) -> String {
+        let p = |port: u16| {
+            format!("{{ host: 127.0.0.1, port: {port}, database: postgres, credentialsSecret: {{ name: pg-admin }} }}")
+        };
+        format!(
+            "apiVersion: dr.understudy.dev/v1alpha1
+kind: DisasterRecoveryPair
+metadata:
+  name: {name}
+spec:
+  primary: east
+  sites:
+    - name: east
+      postgres: {pe}
+      dataSourceSecret: {{ name: dsn-east, key: dsn }}
+      dnsTarget: 127.0.0.11
+    - name: west
+      postgres: {pw}
+      dataSourceSecret: {{ name: dsn-west, key: dsn }}
+      dnsTarget: 127.0.0.12
+  failover: {{ {failover} }}
+  dataSource:
+    - configMapKey:
+        name: mattermost-config
+        key: config.json
+        jsonPointer: /SqlSettings/DataSource
+        perSite: [ {{ jsonPointer: /JobSettings/RunScheduler, values: {{ east: 'true', west: 'false' }} }} ]
+    - secretKey: {{ name: mattermost-db, key: dsn }}
+  recycle:
+    - pgBouncer: {{ host: 127.0.0.1, port: {pgb}, database: app, adminSecret: {{ name: pgb-admin }}, databasesFile: {dbfile} }}
+  dns:
+    - rfc2136: {{ server: '127.0.0.1:{dns}', zone: example.test, name: chat, ttl: 30, tsigSecret: {{ name: dns-tsig }} }}
+  coordination:
+    etcd: {{ endpoints: ['{etcd}'], prefix: /understudy }}
+",
+            pe = p(self.pg.primary.port),
+            pw = p(self.pg.standby.port),
+            pgb = self.pgb.port,
+            dbfile = self.pgb.databases_file().display(),
+            dns = self.bind.port,
+            etcd = self.witness.endpoint,
+        )
+    }
+
+    pub fn api(&self) -> Api<DisasterRecoveryPair> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Waits until the pair reports Healthy.
+    pub async fn wait_healthy(&self, name: &str) -> Result<()> {
+        let api = self.api();
+        wait_for("pair Healthy", Duration::from_secs(30), || async {
+            Ok(api.get(name).await?.status.and_then(|s| s.phase) == Some(understudy::crd::Phase::Healthy))
+        })
+        .await
+    }
+
+    /// Waits until the pair's last transition has finished and returns the pair.
+    pub async fn wait_transition_finished(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<DisasterRecoveryPair> {
+        let api = self.api();
+        let res = wait_for("the transition to finish", timeout, || async {
+            Ok(api
+                .get(name)
+                .await?
+                .status
+                .and_then(|s| s.last_transition)
+                .is_some_and(|t| t.finished_at.is_some()))
+        })
+        .await;
+        let drp = api.get(name).await?;
+        if let Err(e) = res {
+            bail!("{e:#}\nstatus: {}", serde_json::to_string_pretty(&drp.status)?);
+        }
+        Ok(drp)
+    }
+
+    /// The value of a Secret key.
+    pub async fn secret_value(&self, name: &str, key: &str) -> Result<String> {
+        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns).get(name).await?;
+        let v = s.data.and_then(|d| d.get(key).cloned()).context("key missing")?;
+        Ok(String::from_utf8(v.0)?)
+    }
+
+    /// The text of a ConfigMap key.
+    pub async fn config_map_value(&self, name: &str, key: &str) -> Result<String> {
+        let c = Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns).get(name).await?;
+        c.data.and_then(|d| d.get(key).cloned()).context("key missing")
+    }
+
+    /// The epoch value the witness holds for a pair, as `<epoch> <holder> <id>`.
+    pub fn witness_epoch(&self, name: &str) -> Result<String> {
+        Ok(self
+            .witness
+            .etcdctl(&["get", &format!("/understudy/{}/{name}/epoch", self.ns), "--print-value-only"])?
+            .trim()
+            .to_string())
+    }
+
+    /// Runs the controller binary as a process watching this namespace.
+    pub fn controller_process(&self, site: &str, env: &[(&str, &str)]) -> Result<Proc> {
+        let bin = controller_binary()?;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "run",
+            "--namespace",
+            &self.ns,
+            "--site",
+            site,
+            "--instance",
+            &format!("{site}-{}", self.ns),
+        ])
+        .env("KUBECONFIG", &self.cp.kubeconfig)
+        .env("UNDERSTUDY_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc::spawn("understudy", cmd, &self.pg.dir.join(format!("understudy-{site}.log")))
+    }
+}
+
+/// The `understudy` binary, built once per test process.
+pub fn controller_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = repo_root();
+            let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-q", "-p", "understudy", "--bin", "understudy"])
+                .current_dir(&root)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !st.success() {
+                return Err("cargo build -p understudy failed".into());
+            }
+            let target =
+                std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+            Ok(target.join("debug/understudy"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Waits for a process to exit by itself.
+pub fn wait_exit(p: &mut Proc, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while p.is_running() {
+        if std::time::Instant::now() > deadline {
+            bail!("{} still running after {timeout:?}; log:\n{}", p.name, p.tail(30));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}

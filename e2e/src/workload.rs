@@ -1,0 +1,136 @@
+//! A workload that writes the way an application does: through PgBouncer, one autocommit INSERT at a
+//! time, reconnecting after errors. It records every id whose commit was acknowledged, so lost data
+//! can be counted exactly afterwards, and the longest gap between two acknowledged commits.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use tokio_postgres::NoTls;
+
+/// What the workload saw.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub acked: Vec<i64>,
+    pub errors: u64,
+    /// Longest time between two acknowledged commits.
+    pub longest_gap: Duration,
+    /// When the longest gap ended (time since the workload started).
+    pub gap_ended_at: Duration,
+}
+
+/// A running workload; `stop` ends it and returns its stats.
+pub struct Workload {
+    stats: Arc<Mutex<Stats>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    pub table: String,
+}
+
+impl Workload {
+    /// Starts writing to `table` (created if missing) at `host:port/db` every `every`.
+    pub async fn start(
+        host: &str,
+        port: u16,
+        db: &str,
+        user: &str,
+        password: &str,
+        table: &str,
+        every: Duration,
+    ) -> Result<Workload> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host)
+            .port(port)
+            .dbname(db)
+            .user(user)
+            .password(password)
+            .connect_timeout(Duration::from_secs(2));
+        {
+            let (c, conn) = cfg.connect(NoTls).await?;
+            tokio::spawn(conn);
+            c.simple_query(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, at timestamptz DEFAULT now())"
+            ))
+            .await?;
+        }
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (s2, t2) = (stats.clone(), table.to_string());
+        let task = tokio::spawn(async move {
+            let began = Instant::now();
+            let mut last_ack = Instant::now();
+            let mut client: Option<tokio_postgres::Client> = None;
+            let mut id: i64 = 0;
+            while !*stopped.borrow() {
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    client = match tokio::time::timeout(Duration::from_secs(2), cfg.connect(NoTls)).await {
+                        Ok(Ok((c, conn))) => {
+                            tokio::spawn(conn);
+                            Some(c)
+                        }
+                        _ => {
+                            if let Ok(mut s) = s2.lock() {
+                                s.errors += 1;
+                            }
+                            let _ = tokio::time::timeout(Duration::from_millis(50), stopped.changed()).await;
+                            continue;
+                        }
+                    };
+                }
+                id += 1;
+                let sql = format!("INSERT INTO {t2} (id) VALUES ({id})");
+                let res = match &client {
+                    Some(c) => tokio::time::timeout(Duration::from_secs(5), c.simple_query(&sql)).await,
+                    None => continue,
+                };
+                match res {
+                    Ok(Ok(_)) => {
+                        let now = Instant::now();
+                        if let Ok(mut s) = s2.lock() {
+                            s.acked.push(id);
+                            let gap = now - last_ack;
+                            if gap > s.longest_gap {
+                                s.longest_gap = gap;
+                                s.gap_ended_at = now - began;
+                            }
+                        }
+                        last_ack = now;
+                    }
+                    _ => {
+                        if let Ok(mut s) = s2.lock() {
+                            s.errors += 1;
+                        }
+                        client = None;
+                    }
+                }
+                let _ = tokio::time::timeout(every, stopped.changed()).await;
+            }
+        });
+        Ok(Workload { stats, stop, task, table: table.into() })
+    }
+
+    /// A snapshot of the stats so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Number of acknowledged commits so far.
+    pub fn acked(&self) -> usize {
+        self.stats.lock().map(|s| s.acked.len()).unwrap_or(0)
+    }
+
+    /// Stops the workload and returns its final stats.
+    pub async fn stop(self) -> Stats {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Ids in `acked` that are missing from `present` (sorted).
+pub fn lost(acked: &[i64], present: &[i64]) -> Vec<i64> {
+    let have: std::collections::HashSet<i64> = present.iter().copied().collect();
+    acked.iter().copied().filter(|i| !have.contains(i)).collect()
+}
