@@ -6,7 +6,13 @@
 use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Secret},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     api::{ObjectMeta, Patch, PatchParams},
     Api, Client,
@@ -14,6 +20,7 @@ use kube::{
 use understudy::crd::DisasterRecoveryPair;
 
 use crate::{
+    app::App,
     sandbox::{proc::Proc, repo_root, Bind, ControlPlane, PgBouncer, PgPair, Witness},
     support::{self, wait_for},
 };
@@ -37,7 +44,12 @@ pub struct Bed {
     pub pgb: PgBouncer,
     pub bind: Bind,
     pub witness: Witness,
+    /// The application's HTTP side (ping and recycle endpoints).
+    pub app: App,
 }
+
+/// The bearer token the app accepts on its recycle endpoint.
+pub const APP_TOKEN: &str = "mm-token-5e3f";
 
 impl Bed {
     pub async fn start(label: &str) -> Result<Bed> {
@@ -68,7 +80,24 @@ impl Bed {
             &[("name", &bind.key_name), ("algorithm", &bind.key_algorithm), ("secret", &bind.key_secret)],
         )
         .await?;
-        let bed = Bed { cp, client, ns, pg, pgb, bind, witness };
+        let app = App::start(APP_TOKEN).await?;
+        support::put_secret(&client, &ns, "mm-token", &[("token", APP_TOKEN)]).await?;
+        apply_dnsendpoint_crd(&client).await?;
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "mattermost" },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app": "mattermost" } },
+                "template": {
+                    "metadata": { "labels": { "app": "mattermost" } },
+                    "spec": { "containers": [ { "name": "mattermost", "image": "mattermost/mattermost-team-edition:10" } ] }
+                }
+            }
+        }))?;
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .patch("mattermost", &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&deployment))
+            .await?;
+        let bed = Bed { cp, client, ns, pg, pgb, bind, witness, app };
         support::put_secret(&bed.client, &bed.ns, "mattermost-db", &[("dsn", &bed.dsn("east"))]).await?;
         let cm = ConfigMap {
             metadata: ObjectMeta { name: Some("mattermost-config".into()), ..Default::default() },
@@ -104,10 +133,12 @@ spec:
     - name: east
       postgres: {pe}
       dataSourceSecret: {{ name: dsn-east, key: dsn }}
+      health: {{ http: [ {{ url: 'http://127.0.0.1:{app}/api/v4/system/ping' }} ] }}
       dnsTarget: 127.0.0.11
     - name: west
       postgres: {pw}
       dataSourceSecret: {{ name: dsn-west, key: dsn }}
+      health: {{ http: [ {{ url: 'http://127.0.0.1:{app}/api/v4/system/ping' }} ] }}
       dnsTarget: 127.0.0.12
   failover: {{ {failover} }}
   dataSource:
@@ -119,8 +150,11 @@ spec:
     - secretKey: {{ name: mattermost-db, key: dsn }}
   recycle:
     - pgBouncer: {{ host: 127.0.0.1, port: {pgb}, database: app, adminSecret: {{ name: pgb-admin }}, databasesFile: {dbfile} }}
+    - http: {{ url: 'http://127.0.0.1:{app}/api/v4/database/recycle', method: POST, tokenSecret: {{ name: mm-token }} }}
+    - rolloutRestart: {{ kind: Deployment, name: mattermost }}
   dns:
     - rfc2136: {{ server: '127.0.0.1:{dns}', zone: example.test, name: chat, ttl: 30, tsigSecret: {{ name: dns-tsig }} }}
+    - dnsEndpoint: {{ name: chat, dnsName: chat.example.test, ttl: 30 }}
   coordination:
     etcd: {{ endpoints: ['{etcd}'], prefix: /understudy }}
 ",
@@ -130,6 +164,7 @@ spec:
             dbfile = self.pgb.databases_file().display(),
             dns = self.bind.port,
             etcd = self.witness.endpoint,
+            app = self.app.port,
         )
     }
 
@@ -245,4 +280,27 @@ pub fn wait_exit(p: &mut Proc, timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// Applies the ExternalDNS DNSEndpoint CRD (from `e2e/manifests/`) and waits until it is served.
+pub async fn apply_dnsendpoint_crd(client: &Client) -> Result<()> {
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(include_str!("../manifests/dnsendpoint-crd.yaml"))
+            .context("parse the DNSEndpoint CRD")?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        "dnsendpoints.externaldns.k8s.io",
+        &PatchParams::apply("understudy-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    wait_for("DNSEndpoint CRD Established", Duration::from_secs(30), || async {
+        let c = api.get("dnsendpoints.externaldns.k8s.io").await?;
+        Ok(c.status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True"))
+    })
+    .await
 }

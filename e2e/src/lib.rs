@@ -1,5 +1,6 @@
 //! understudy's end-to-end harness: the real local sandbox and helpers for tests against it.
 
+pub mod app;
 pub mod bed;
 pub mod sandbox;
 pub mod support;

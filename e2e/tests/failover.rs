@@ -95,8 +95,29 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
     assert_eq!(doc, expected, "only the pointed values changed, byte for byte");
     assert_eq!(bed.secret_value("mattermost-db", "dsn").await?, west);
 
-    // DNS: the authoritative server answers west's address.
+    // DNS: the authoritative server answers west's address, and the DNSEndpoint points there too.
     assert_eq!(bed.bind.dig("chat")?, vec!["127.0.0.12"]);
+    let de = Api::<kube::api::DynamicObject>::namespaced_with(
+        bed.client.clone(),
+        &bed.ns,
+        &understudy::dns::dns_endpoint::resource(),
+    )
+    .get("chat")
+    .await?;
+    assert_eq!(de.data["spec"]["endpoints"][0]["targets"], serde_json::json!(["127.0.0.12"]));
+    assert_eq!(
+        de.metadata.annotations.unwrap_or_default().get("dr.understudy.dev/epoch").map(String::as_str),
+        Some("1")
+    );
+
+    // The app was told to recycle (with its token), and its Deployment restarted for epoch 1.
+    assert_eq!(bed.app.recycles.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(bed.app.unauthorized.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let dep = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(bed.client.clone(), &bed.ns)
+        .get("mattermost")
+        .await?;
+    let ann = dep.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).unwrap_or_default();
+    assert_eq!(ann.get("dr.understudy.dev/restarted-for-epoch").map(String::as_str), Some("1"));
 
     // PgBouncer points at west and the workload commits there again.
     let before = wl.acked();

@@ -1,79 +1,113 @@
-//! `make demo`: start the real sandbox, run the understudy controller against it, and show a pair
-//! with its live status. Everything it starts is stopped when it exits.
+//! `make demo`: a real local sandbox in which the primary dies and understudy fails over.
+//!
+//! It starts kube-apiserver (built from Go modules), a PostgreSQL 15 primary and streaming standby,
+//! PgBouncer, BIND9 and a witness etcd; runs the `understudy` controller as a process; drives a
+//! workload that commits through PgBouncer and counts every acknowledged commit; kills the primary
+//! postmaster with SIGKILL; and prints the failover timeline with RTO, lost WAL bytes and lost
+//! acknowledged commits. Everything it started is stopped when it exits.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use understudy_e2e::{
-    sandbox::{repo_root, Bind, PgBouncer, PgPair, Witness},
-    support,
+    bed::Bed,
+    sandbox::proc::run,
+    support::{self, wait_for},
+    workload::{lost, Workload},
 };
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let t0 = std::time::Instant::now();
+    println!("== starting the sandbox: kube-apiserver + etcd, PostgreSQL 15 primary and streaming standby, PgBouncer, BIND9, witness etcd");
+    let mut bed = Bed::start("demo").await?;
+    println!("   kube-apiserver {} at {} ({:.1}s)", bed.cp.version, bed.cp.url, t0.elapsed().as_secs_f64());
     println!(
-        "== starting the sandbox (kube-apiserver, etcd, PostgreSQL 15 pair, PgBouncer, BIND9, witness etcd)"
+        "   PostgreSQL east (primary) :{}, west (standby) :{}; PgBouncer :{}; BIND :{}; witness {}",
+        bed.pg.primary.port, bed.pg.standby.port, bed.pgb.port, bed.bind.port, bed.witness.endpoint
     );
-    let cp = tokio::task::spawn_blocking(support::control_plane).await?;
-    println!("   kube-apiserver {} at {}", cp.version, cp.url);
-    let (pg, _pgb, _bind, _witness) = tokio::task::spawn_blocking(|| -> Result<_> {
-        let pg = PgPair::start("demo")?;
-        let pgb = PgBouncer::start("app", pg.primary.port, &pg.user, &pg.password)?;
-        let bind = Bind::start("example.test", &[("chat", "127.0.0.11".parse()?)])?;
-        let witness = Witness::start()?;
-        Ok((pg, pgb, bind, witness))
-    })
-    .await??;
-    println!("   PostgreSQL primary :{}, standby :{} (streaming)", pg.primary.port, pg.standby.port);
 
-    let client = support::client_with_crd().await?;
-    let ns = "demo";
-    let _ = support::create_namespace(&client, ns).await;
-    support::pair_secrets(&client, ns, &pg).await?;
-    let yaml = support::pair_yaml("chat", &pg, "pg-admin", "");
-    support::create_pair(&client, ns, &yaml).await?;
-    println!("== applied DisasterRecoveryPair {ns}/chat:\n{}", indent(&yaml));
-
-    let bin = repo_root().join("target/debug/understudy");
-    let log = cp.dir.join("understudy.log");
-    let mut controller = Command::new(&bin);
-    controller.args(["run", "--namespace", ns]).env("KUBECONFIG", &cp.kubeconfig);
-    let _ctl = understudy_e2e::sandbox::proc::Proc::spawn("understudy", controller, &log)
-        .with_context(|| format!("start {} (run `cargo build -p understudy` first)", bin.display()))?;
-    println!("== understudy controller running (log: {})", log.display());
-
-    let get = || -> Result<String> {
-        understudy_e2e::sandbox::proc::run(cp.kubectl().args(["get", "drp", "-n", ns]))
-    };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    println!("== kubectl get drp\n{}", get()?);
-    println!("== pausing WAL replay on the standby and writing on the primary: watch the lag grow");
-    pg.standby.psql("SELECT pg_wal_replay_pause()")?;
-    for i in 0..4 {
-        pg.primary.psql(&format!(
-            "CREATE TABLE IF NOT EXISTS filler (g int, pad text); INSERT INTO filler SELECT g, repeat('{i}', 200) FROM generate_series(1, 10000) g"
-        ))?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        print!("{}", get()?.lines().last().map(|l| format!("{l}\n")).unwrap_or_default());
-    }
-    pg.standby.psql("SELECT pg_wal_replay_resume()")?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    println!("== replay resumed\n{}", get()?);
-    let status = understudy_e2e::sandbox::proc::run(cp.kubectl().args([
-        "get",
-        "drp",
+    let yaml = bed.pair_yaml(
         "chat",
-        "-n",
-        ns,
-        "-o",
-        "jsonpath={.status}",
-    ]))?;
-    let status: serde_json::Value = serde_json::from_str(&status)?;
-    println!("== status\n{}", indent(&serde_yaml::to_string(&status)?));
-    println!("== done; stopping the sandbox");
-    Ok(())
-}
+        "mode: Automatic, probeInterval: 1s, probeTimeout: 1s, failureThreshold: 3, maxLagBytes: 16Mi",
+    );
+    support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+    println!(
+        "== applied DisasterRecoveryPair {}/chat (Automatic, probe every 1s, 3 failures confirm)",
+        bed.ns
+    );
+    let _ctl = bed.controller_process("west", &[]).context("start the understudy controller")?;
+    bed.wait_healthy("chat").await?;
+    let kubectl = |args: &[&str]| run(bed.cp.kubectl().args(["-n", &bed.ns]).args(args));
+    print!("{}", kubectl(&["get", "drp"])?);
 
-fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("   {l}\n")).collect()
+    let wl = Workload::start(
+        "127.0.0.1",
+        bed.pgb.port,
+        "app",
+        &bed.pg.user,
+        &bed.pg.password,
+        "demo_writes",
+        Duration::from_millis(20),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!("== workload committing through PgBouncer: {} commits acknowledged so far", wl.acked());
+    println!("   DNS chat.example.test → {:?}", bed.bind.dig("chat")?);
+
+    println!("== kill -9 the primary postmaster (pid {})", bed.pg.primary.pid());
+    bed.pg.primary.kill9();
+    let drp = bed.wait_transition_finished("chat", Duration::from_secs(60)).await?;
+    let before = wl.acked();
+    wait_for("writes to resume on the new primary", Duration::from_secs(20), || async {
+        Ok(wl.acked() > before + 10)
+    })
+    .await?;
+    let stats = wl.stop().await;
+    let present: Vec<i64> = bed
+        .pg
+        .standby
+        .psql("SELECT id FROM demo_writes")?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let missing = lost(&stats.acked, &present);
+
+    let st = drp.status.clone().unwrap_or_default();
+    let t = st.last_transition.clone().context("no transition recorded")?;
+    println!("== failover timeline ({} trigger, {} → {}, epoch {})", t.trigger, t.from, t.to, t.epoch);
+    let start: jiff::Timestamp = t.started_at.parse()?;
+    let off = |s: &Option<String>| -> String {
+        s.as_deref()
+            .and_then(|x| x.parse::<jiff::Timestamp>().ok())
+            .map(|x| format!("{:>7.3}s", (x.as_millisecond() - start.as_millisecond()) as f64 / 1000.0))
+            .unwrap_or_else(|| "      -".into())
+    };
+    println!("   {:<18} {:>8} {:>8}  {:<9} detail", "step", "start", "end", "outcome");
+    println!("   {:<18} {:>8} {:>8}  {:<9} first failed probe of {}", "Detect", "  0.000s", "", "", t.from);
+    for s in &t.steps {
+        println!(
+            "   {:<18} {} {}  {:<9} {}",
+            s.name,
+            off(&s.started_at),
+            off(&s.finished_at),
+            s.outcome.as_deref().unwrap_or("-"),
+            s.message.as_deref().unwrap_or("")
+        );
+    }
+    println!("== RTO {:.3}s (first failed probe → DNS confirmed); lost WAL {} bytes; lost acknowledged commits {} of {}",
+        t.rto_seconds.unwrap_or_default(), t.lost_wal_bytes.unwrap_or_default(), missing.len(), stats.acked.len());
+    println!(
+        "   workload: {} errors, longest write gap {:.2}s",
+        stats.errors,
+        stats.longest_gap.as_secs_f64()
+    );
+    println!(
+        "   DNS chat.example.test → {:?}; mattermost-db dsn now points at port {}",
+        bed.bind.dig("chat")?,
+        bed.pg.standby.port
+    );
+    print!("{}", kubectl(&["get", "drp"])?);
+    println!("== done in {:.0}s; stopping the sandbox", t0.elapsed().as_secs_f64());
+    Ok(())
 }
