@@ -4,7 +4,7 @@ CARGO ?= cargo
 CRD := crds/dr.understudy.dev_disasterrecoverypairs.yaml
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all demo test unit e2e lint fmt crds check-generated deps k8s-bins sandbox-down bench clean
+.PHONY: all demo test unit e2e lint fmt crds check-generated deps k8s-bins helm-bin sandbox-down bench clean
 
 all: test
 
@@ -14,20 +14,21 @@ demo: deps k8s-bins
 	$(CARGO) run -q -p understudy-e2e --bin understudy-demo
 
 ## test: lint, generated-file freshness, unit tests and end-to-end tests against real components
-test: deps k8s-bins lint check-generated
+test: deps k8s-bins helm-bin lint check-generated
 	$(CARGO) build -q -p understudy --bin understudy
 	$(CARGO) test --workspace --no-fail-fast
 
 unit:
 	$(CARGO) test -p understudy --lib
 
-e2e: deps k8s-bins
+e2e: deps k8s-bins helm-bin
 	$(CARGO) build -q -p understudy --bin understudy
 	$(CARGO) test -p understudy-e2e
 
-lint: deps
+lint: deps helm-bin
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
+	"$$(bash e2e/scripts/build-helm.sh)" lint --strict charts/understudy
 
 fmt:
 	$(CARGO) fmt --all
@@ -47,6 +48,10 @@ deps:
 ## k8s-bins: kube-apiserver, etcd and kubectl built from Go modules, cached in ~/.cache/understudy
 k8s-bins:
 	@bash e2e/scripts/build-k8s.sh >/dev/null
+
+## helm-bin: Helm built from Go modules, cached in ~/.cache/understudy
+helm-bin:
+	@bash e2e/scripts/build-helm.sh >/dev/null
 
 ## sandbox-down: kill anything a crashed run left under /tmp/understudy-sbx
 sandbox-down:
