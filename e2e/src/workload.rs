@@ -14,6 +14,8 @@ use tokio_postgres::NoTls;
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub acked: Vec<i64>,
+    /// When each id in `acked` was acknowledged (same order as `acked`).
+    pub acked_at: Vec<Instant>,
     pub errors: u64,
     /// Longest time between two acknowledged commits.
     pub longest_gap: Duration,
@@ -90,6 +92,7 @@ impl Workload {
                         let now = Instant::now();
                         if let Ok(mut s) = s2.lock() {
                             s.acked.push(id);
+                            s.acked_at.push(now);
                             let gap = now - last_ack;
                             if gap > s.longest_gap {
                                 s.longest_gap = gap;
