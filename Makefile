@@ -53,6 +53,12 @@ k8s-bins:
 helm-bin:
 	@bash e2e/scripts/build-helm.sh >/dev/null
 
+## bench: failover RTO/RPO side by side with Patroni, and the controller's footprint (BENCH_ARGS='--runs 2 --pairs 50')
+bench: deps k8s-bins
+	$(CARGO) build -q -p understudy --bin understudy
+	$(CARGO) build -q --release -p understudy --bin understudy
+	$(CARGO) run --release -p understudy-e2e --bin understudy-bench -- $(BENCH_ARGS)
+
 ## sandbox-down: kill anything a crashed run left under /tmp/understudy-sbx
 sandbox-down:
 	-@pkill -9 -f /tmp/understudy-sbx/ ; rm -rf /tmp/understudy-sbx

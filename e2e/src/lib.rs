@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod bed;
+pub mod bench;
 pub mod sandbox;
 pub mod support;
 pub mod workload;

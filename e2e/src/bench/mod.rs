@@ -1,0 +1,139 @@
+//! `make bench`: understudy's failover and footprint measured on the real sandbox, side by side with
+//! Patroni (Debian's package, etcd as its DCS) on an identical PostgreSQL 15 pair. Helpers for the
+//! `understudy-bench` binary: summaries (`median (min–max)`), the small HTTP/`/proc` readers, and
+//! one module per measured system.
+
+pub mod footprint;
+pub mod patroni;
+pub mod understudy;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::sandbox::proc::run;
+
+/// `median (min–max)` of a set of samples; `None` when there are none.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(samples: &[f64]) -> Option<Summary> {
+        let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Summary { n, median, min: v[0], max: v[n - 1] })
+    }
+
+    /// Formatted with `digits` decimals and a unit suffix (e.g. " s").
+    pub fn fmt(&self, digits: usize, unit: &str) -> String {
+        format!("{:.d$}{unit} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = digits)
+    }
+}
+
+/// Formats an optional summary, `–` when missing, with `n=` appended when fewer samples than `runs`.
+pub fn cell(s: Option<Summary>, digits: usize, unit: &str, runs: usize) -> String {
+    match s {
+        None => "–".into(),
+        Some(s) if s.n < runs => format!("{} n={}", s.fmt(digits, unit), s.n),
+        Some(s) => s.fmt(digits, unit),
+    }
+}
+
+/// The `q` quantile (0..=1) of samples, nearest rank.
+pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = samples.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
+/// Seconds since the Unix epoch of a wall-clock instant.
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// A point in time on both clocks: the monotonic one (for the workload's acks) and the wall clock
+/// (for the controller's and Patroni's timestamps).
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    pub mono: Instant,
+    pub wall: f64,
+}
+
+impl Mark {
+    pub fn now() -> Mark {
+        Mark { mono: Instant::now(), wall: unix(SystemTime::now()) }
+    }
+
+    /// The wall-clock seconds of a monotonic instant, through this mark.
+    pub fn wall_of(&self, t: Instant) -> f64 {
+        if t >= self.mono {
+            self.wall + (t - self.mono).as_secs_f64()
+        } else {
+            self.wall - (self.mono - t).as_secs_f64()
+        }
+    }
+}
+
+/// An RFC 3339 timestamp as Unix seconds.
+pub fn rfc3339(s: &str) -> Option<f64> {
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond() as f64 / 1000.0)
+}
+
+/// CPU seconds (utime + stime) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("parse /proc/pid/stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    let utime: f64 = f.get(11).context("utime")?.parse()?;
+    let stime: f64 = f.get(12).context("stime")?.parse()?;
+    Ok((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident set size of a process in MiB (VmRSS from `/proc/<pid>/status`).
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    let kib: f64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// `GET url` with curl (loopback only), returning the body and the HTTP status.
+pub fn http_get(url: &str, extra: &[&str]) -> Result<(u16, String)> {
+    let out = run(Command::new("curl").args(["-s", "-m", "3", "-w", "\n%{http_code}"]).args(extra).arg(url))?;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+/// Sleeps on the tokio runtime.
+pub async fn sleep(d: Duration) {
+    tokio::time::sleep(d).await;
+}
