@@ -254,7 +254,7 @@ async fn measure(
 /// Runs the footprint measurement with `pairs` pairs.
 pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint> {
     let binary = release_binary()?;
-    let max_connections = pairs + 60;
+    let max_connections = (pairs + 60).max(200);
     let mut pg = tokio::task::spawn_blocking(|| PgPair::start("bench-fp")).await??;
     // One cached probe connection per (pair, site): each server needs room for `pairs` of them.
     // The standby first (a hot standby needs max_connections >= the primary's).

@@ -144,7 +144,10 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill_patroni();
         if let Some(pid) = self.postmaster_pid() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
