@@ -228,7 +228,7 @@ async fn measure(
     let mut healthy = 0;
     let mut not_healthy = BTreeMap::new();
     for d in &list.items {
-        match d.status.as_ref().and_then(|s| s.phase.clone()) {
+        match d.status.as_ref().and_then(|s| s.phase) {
             Some(understudy::crd::Phase::Healthy) => healthy += 1,
             other => *not_healthy.entry(format!("{other:?}")).or_insert(0) += 1,
         }
@@ -318,8 +318,7 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
         let list = api.list(&ListParams::default()).await?;
-        observed =
-            list.items.iter().filter(|d| d.status.as_ref().and_then(|s| s.phase.clone()).is_some()).count();
+        observed = list.items.iter().filter(|d| d.status.as_ref().and_then(|s| s.phase).is_some()).count();
         if observed >= pairs {
             all_observed_seconds = Some(t0.elapsed().as_secs_f64());
             break;

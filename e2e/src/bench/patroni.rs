@@ -407,6 +407,10 @@ impl Poller {
     }
 }
 
+/// The client's DSN as shown in the report (the password is not shown).
+pub const CLIENT_DSN: &str =
+    "postgresql://postgres@127.0.0.1:<pn1>,127.0.0.1:<pn2>/postgres?target_session_attrs=read-write&connect_timeout=1";
+
 /// The client's write interval.
 pub const POLL_EVERY: Duration = Duration::from_millis(50);
 

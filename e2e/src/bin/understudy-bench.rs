@@ -420,7 +420,7 @@ impl Report<'_> {
                 dash(),
             );
             row(
-                &format!("reconcile latency p50 / p99 at 1 pair (same proxy) ²"),
+                "reconcile latency p50 / p99 at 1 pair (same proxy) ²",
                 format!("{} / {}", pct(i.reconcile_p50()), pct(i.reconcile_p99())),
                 dash(),
                 dash(),
@@ -464,7 +464,7 @@ impl Report<'_> {
                 self.aggressive_note
             );
             let _ = writeln!(o, "Patroni scenarios: (a) kill -KILL <postmaster> with primary_start_timeout 0 (fails over); (a′) same with primary_start_timeout 300 (default: restarts in place); (b) kill -KILL <patroni> and <postmaster>");
-            let _ = writeln!(o, "Patroni client: INSERT every 50 ms, DSN {}, reconnect after any error; a write counts when a server other than the killed postmaster acked it (inet_server_port(), pg_postmaster_start_time())", "postgresql://postgres@127.0.0.1:<pn1>,127.0.0.1:<pn2>/postgres?target_session_attrs=read-write&connect_timeout=1");
+            let _ = writeln!(o, "Patroni client: INSERT every 50 ms, DSN {}, reconnect after any error; a write counts when a server other than the killed postmaster acked it (inet_server_port(), pg_postmaster_start_time())", patroni::CLIENT_DSN);
         }
         if let Some(f) = self.fp {
             let _ = writeln!(o, "footprint: controller {} (release) --namespace <ns>; {} pairs created through kube-apiserver (all on one sandbox PostgreSQL pair, max_connections raised to {} for one probe connection per pair and site), spec.failover {{ {} }}; 30 s windows; RSS = VmRSS, CPU = utime+stime from /proc; API requests from kube-apiserver /metrics apiserver_request_total for disasterrecoverypairs, secrets, events (the bench sends none during the window); created in {:.0} s, {} pairs with a status after {}", f.binary, f.loaded.pairs, f.max_connections, footprint::FAILOVER, f.create_seconds, f.observed, f.all_observed_seconds.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "180 s (not all)".into()));
