@@ -134,11 +134,13 @@ spec:
       postgres: {pe}
       dataSourceSecret: {{ name: dsn-east, key: dsn }}
       health: {{ http: [ {{ url: 'http://127.0.0.1:{app}/api/v4/system/ping' }} ] }}
+      rejoin: {{ command: [bash, {hook}, {edata}, {elog}] }}
       dnsTarget: 127.0.0.11
     - name: west
       postgres: {pw}
       dataSourceSecret: {{ name: dsn-west, key: dsn }}
       health: {{ http: [ {{ url: 'http://127.0.0.1:{app}/api/v4/system/ping' }} ] }}
+      rejoin: {{ command: [bash, {hook}, {wdata}, {wlog}] }}
       dnsTarget: 127.0.0.12
   failover: {{ {failover} }}
   dataSource:
@@ -165,6 +167,11 @@ spec:
             dns = self.bind.port,
             etcd = self.witness.endpoint,
             app = self.app.port,
+            hook = repo_root().join("e2e/scripts/rejoin-local.sh").display(),
+            edata = self.pg.primary.data.display(),
+            elog = self.pg.primary.log_path().display(),
+            wdata = self.pg.standby.data.display(),
+            wlog = self.pg.standby.log_path().display(),
         )
     }
 
@@ -204,6 +211,30 @@ spec:
         Ok(drp)
     }
 
+    /// Waits until the transition that took `epoch` has finished (completed or rolled back).
+    pub async fn wait_epoch_finished(
+        &self,
+        name: &str,
+        epoch: i64,
+        timeout: Duration,
+    ) -> Result<DisasterRecoveryPair> {
+        let api = self.api();
+        let res = wait_for(&format!("the transition of epoch {epoch} to finish"), timeout, || async {
+            Ok(api
+                .get(name)
+                .await?
+                .status
+                .and_then(|s| s.last_transition)
+                .is_some_and(|t| t.epoch == epoch && t.finished_at.is_some()))
+        })
+        .await;
+        let drp = api.get(name).await?;
+        if let Err(e) = res {
+            bail!("{e:#}\nstatus: {}", serde_json::to_string_pretty(&drp.status)?);
+        }
+        Ok(drp)
+    }
+
     /// The value of a Secret key.
     pub async fn secret_value(&self, name: &str, key: &str) -> Result<String> {
         let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns).get(name).await?;
@@ -215,6 +246,46 @@ spec:
     pub async fn config_map_value(&self, name: &str, key: &str) -> Result<String> {
         let c = Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns).get(name).await?;
         c.data.and_then(|d| d.get(key).cloned()).context("key missing")
+    }
+
+    /// Annotates the pair (merge patch).
+    pub async fn annotate(&self, name: &str, key: &str, value: &str) -> Result<()> {
+        let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
+        self.api().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+
+    /// The server currently serving as `site`.
+    pub fn server(&self, site: &str) -> &crate::sandbox::postgres::PgServer {
+        if site == "east" {
+            &self.pg.primary
+        } else {
+            &self.pg.standby
+        }
+    }
+
+    /// Waits until the former primary of the last transition streams from the new one.
+    pub async fn wait_rejoined(&self, name: &str, timeout: Duration) -> Result<()> {
+        let api = self.api();
+        let res = wait_for("the former primary to follow", timeout, || async {
+            Ok(api
+                .get(name)
+                .await?
+                .status
+                .and_then(|s| s.former_primary)
+                .is_some_and(|f| f.assessment == "Following"))
+        })
+        .await;
+        if let Err(e) = res {
+            let st = api.get(name).await?.status;
+            bail!(
+                "{e:#}\nformerPrimary: {:?}\neast log:\n{}\nwest log:\n{}",
+                st.and_then(|s| s.former_primary),
+                self.pg.primary.log_tail(15),
+                self.pg.standby.log_tail(15)
+            );
+        }
+        Ok(())
     }
 
     /// The epoch value the witness holds for a pair, as `<epoch> <holder> <id>`.

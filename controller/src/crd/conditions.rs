@@ -10,6 +10,8 @@ pub const LAG_WITHIN_BUDGET: &str = "LagWithinBudget";
 pub const SECRETS_RESOLVED: &str = "SecretsResolved";
 /// True while a wanted failover is refused by a guard; the reason names the guard.
 pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
+/// Everything a failover needs answers now (checked every 30 s and on a dry-run request).
+pub const READY_FOR_FAILOVER: &str = "ReadyForFailover";
 /// Summary: the pair is protected (all of the above hold).
 pub const READY: &str = "Ready";
 

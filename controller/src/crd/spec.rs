@@ -114,10 +114,36 @@ pub struct Site {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<SiteHealth>,
 
+    /// How understudy turns this site's database back into a streaming standby after it lost the
+    /// primary role. Without it understudy only assesses and reports what is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoin: Option<RejoinHook>,
+
     /// The address DNS records point at while this site serves (an IPv4 or IPv6 address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub dns_target: Option<String>,
+}
+
+/// A command run by the controller to make a former primary follow the new one. It receives
+/// `UNDERSTUDY_SITE`, `UNDERSTUDY_EPOCH`, `UNDERSTUDY_PRIMARY_HOST`, `UNDERSTUDY_PRIMARY_PORT`,
+/// `UNDERSTUDY_PRIMARY_USER`, `UNDERSTUDY_PRIMARY_PASSWORD` (the new primary's admin credentials)
+/// and `UNDERSTUDY_REWIND` (`1` when the timelines diverged and `pg_rewind` must run first); it
+/// must stop the server, rewind when asked, write `standby.signal` and `primary_conninfo`, and
+/// start it again. Exit status 0 means done; understudy then waits until the site streams.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RejoinHook {
+    /// The program and its arguments.
+    #[schemars(length(min = 1, max = 32))]
+    pub command: Vec<String>,
+    /// How long the command may run (`2m`).
+    #[serde(default = "default_rejoin_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_rejoin_timeout() -> Duration {
+    std::time::Duration::from_secs(120).into()
 }
 
 /// How understudy connects to a site's PostgreSQL server as an administrator.
@@ -213,6 +239,12 @@ pub struct FailoverPolicy {
     /// (the RPO guard). A Kubernetes quantity: `16Mi`, `1Gi`, `0` for "only when fully caught up".
     #[serde(default = "default_max_lag")]
     pub max_lag_bytes: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    /// Planned switchover: how long to wait for the standby to replay the quiesced primary's last
+    /// WAL before rolling back (primary writable again, PgBouncer resumed, nothing promoted).
+    #[serde(default = "default_catch_up_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')")
+        .message("spec.failover.catchUpTimeout must be between 1s and 1h, e.g. 30s"))]
+    pub catch_up_timeout: Duration,
     /// No second automatic failover inside this window after a transition (`10m`).
     #[serde(default = "default_cooldown")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s')")
@@ -228,6 +260,7 @@ impl Default for FailoverPolicy {
             probe_timeout: default_probe_timeout(),
             failure_threshold: default_failure_threshold(),
             max_lag_bytes: default_max_lag(),
+            catch_up_timeout: default_catch_up_timeout(),
             cooldown: default_cooldown(),
         }
     }
@@ -244,6 +277,9 @@ fn default_failure_threshold() -> i32 {
 }
 fn default_max_lag() -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
     k8s_openapi::apimachinery::pkg::api::resource::Quantity("16Mi".into())
+}
+fn default_catch_up_timeout() -> Duration {
+    std::time::Duration::from_secs(30).into()
 }
 fn default_cooldown() -> Duration {
     std::time::Duration::from_secs(600).into()

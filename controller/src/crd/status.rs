@@ -40,6 +40,12 @@ pub struct DisasterRecoveryPairStatus {
     /// `dr.understudy.dev/approve=<nonce>` to run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_approval: Option<PendingApproval>,
+    /// The site that served before the last transition, until it follows the new primary again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former_primary: Option<FormerPrimary>,
+    /// The last plan written by a `dr.understudy.dev/dry-run` request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRun>,
     /// Annotation values already acted on (annotation key → value), so each token acts once.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub handled: std::collections::BTreeMap<String, String>,
@@ -169,6 +175,18 @@ pub struct Transition {
     /// WAL bytes written on the old primary that the promoted standby had not replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_wal_bytes: Option<i64>,
+    /// `Failover` or `Switchover`.
+    #[serde(default)]
+    pub kind: String,
+    /// How it ended: `Completed` or `RolledBack` (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Switchover: the old primary's last WAL position after writers were quiesced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_lsn: Option<String>,
+    /// The new primary's WAL position when it was promoted (the fork point of the timelines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at_lsn: Option<String>,
     /// The step journal, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,
@@ -195,4 +213,45 @@ pub struct StepRecord {
     /// Attempts made so far.
     #[serde(default)]
     pub attempts: i32,
+}
+
+/// The old primary after a transition, and whether it can follow the new one.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FormerPrimary {
+    /// The site.
+    pub site: String,
+    /// `Unreachable`, `CleanFollower` (its WAL ends at or before the fork point), `NeedsRewind`
+    /// (it wrote past the fork point: `pg_rewind` first), `NeedsReclone` (it cannot be rewound),
+    /// `Rejoining` (the rejoin hook ran) or `Following` (it streams from the new primary).
+    pub assessment: String,
+    /// Details: LSNs, timelines, the hook's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Times the rejoin hook was run for this transition.
+    #[serde(default)]
+    pub rejoin_attempts: i32,
+    /// When it was last assessed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assessed_at: Option<String>,
+}
+
+/// A failover plan computed without acting.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    /// The request token.
+    pub token: String,
+    /// When the plan was made (RFC 3339).
+    pub at: String,
+    /// The site that would be promoted.
+    pub to: String,
+    /// The steps, each with its targets.
+    pub steps: Vec<String>,
+    /// The standby's lag when the plan was made, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Everything that would stop or break the failover now; empty means ready.
+    #[serde(default)]
+    pub blockers: Vec<String>,
 }

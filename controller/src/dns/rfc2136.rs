@@ -90,27 +90,7 @@ pub async fn replace(
     key: &TsigKey,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let algorithm = match key.algorithm.to_ascii_lowercase().trim_end_matches('.') {
-        "hmac-sha256" => TsigAlgorithm::HmacSha256,
-        "hmac-sha384" => TsigAlgorithm::HmacSha384,
-        "hmac-sha512" => TsigAlgorithm::HmacSha512,
-        other => {
-            return Err(Error::Config {
-                field: "tsigSecret.algorithm".into(),
-                reason: format!("{other:?} is not supported; use hmac-sha256, hmac-sha384 or hmac-sha512"),
-            })
-        }
-    };
-    let secret = base64_decode(key.secret_b64.trim()).ok_or_else(|| Error::Config {
-        field: "tsigSecret.secret".into(),
-        reason: "not valid base64 (copy the secret from tsig-keygen's output)".into(),
-    })?;
-    let key_name = Name::from_ascii(&key.name).map_err(|e| Error::Config {
-        field: "tsigSecret.name".into(),
-        reason: format!("invalid key name: {e}"),
-    })?;
-    let signer = TSigner::new(secret, algorithm, key_name, 300)
-        .map_err(|e| Error::Config { field: "tsigSecret".into(), reason: e.to_string() })?;
+    let signer = signer(key)?;
     let zone_name = fqdn("@", zone)?;
 
     let (stream, handle) = TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::new());
@@ -156,6 +136,74 @@ pub async fn replace(
         )),
         ResponseCode::NotZone => Err(server_err(server, format!("NOTZONE: {name} is not in zone {zone}"))),
         other => Err(server_err(server, format!("update answered {other}"))),
+    }
+}
+
+/// Builds the TSIG signer for `key`; errors name the Secret key to fix.
+fn signer(key: &TsigKey) -> Result<TSigner, Error> {
+    let algorithm = match key.algorithm.to_ascii_lowercase().trim_end_matches('.') {
+        "hmac-sha256" => TsigAlgorithm::HmacSha256,
+        "hmac-sha384" => TsigAlgorithm::HmacSha384,
+        "hmac-sha512" => TsigAlgorithm::HmacSha512,
+        other => {
+            return Err(Error::Config {
+                field: "tsigSecret.algorithm".into(),
+                reason: format!("{other:?} is not supported; use hmac-sha256, hmac-sha384 or hmac-sha512"),
+            })
+        }
+    };
+    let secret = base64_decode(key.secret_b64.trim()).ok_or_else(|| Error::Config {
+        field: "tsigSecret.secret".into(),
+        reason: "not valid base64 (copy the secret from tsig-keygen's output)".into(),
+    })?;
+    let key_name = Name::from_ascii(&key.name).map_err(|e| Error::Config {
+        field: "tsigSecret.name".into(),
+        reason: format!("invalid key name: {e}"),
+    })?;
+    TSigner::new(secret, algorithm, key_name, 300)
+        .map_err(|e| Error::Config { field: "tsigSecret".into(), reason: e.to_string() })
+}
+
+/// Proves the server accepts `key` without changing anything: a TSIG-signed UPDATE for the zone
+/// whose only content is the prerequisite "the zone's SOA exists" (true, and it changes nothing).
+/// Only updates are signed, so a plain query would prove nothing. A wrong key is answered NOTAUTH.
+pub async fn check_key(
+    server: SocketAddr,
+    zone: &str,
+    key: &TsigKey,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let signer = signer(key)?;
+    let zone_name = fqdn("@", zone)?;
+    let (stream, handle) = TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::new());
+    let (client, bg) = Client::with_timeout(stream, handle, timeout, Some(Arc::new(signer)))
+        .await
+        .map_err(|e| server_err(server, e))?;
+    let bg = tokio::spawn(bg);
+    let mut msg = Message::new();
+    msg.set_id(rand_id())
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Update)
+        .set_recursion_desired(false);
+    let mut zq = Query::new();
+    zq.set_name(zone_name.clone()).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    msg.add_zone(zq);
+    let mut exists = Record::update0(zone_name, 0, RecordType::SOA);
+    exists.set_dns_class(DNSClass::ANY);
+    msg.add_pre_requisite(exists);
+    let resp = tokio::time::timeout(timeout, client.send(msg).next()).await;
+    bg.abort();
+    let resp = resp
+        .map_err(|_| server_err(server, format!("no answer within {timeout:?}")))?
+        .ok_or_else(|| server_err(server, "connection closed without an answer"))?
+        .map_err(|e| server_err(server, describe_proto(&e)))?;
+    match resp.response_code() {
+        ResponseCode::NoError => Ok(()),
+        ResponseCode::NotAuth => Err(server_err(
+            server,
+            "NOTAUTH: the server rejected the TSIG key (wrong name, algorithm or secret)",
+        )),
+        other => Err(server_err(server, format!("signed no-op update for {zone} answered {other}"))),
     }
 }
 

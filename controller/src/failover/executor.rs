@@ -4,52 +4,54 @@
 //! fail with 409 and we re-observe instead of overwriting), and a restarted controller resumes at the
 //! first step without `finishedAt`. Steps are idempotent, so re-running a step whose "finished"
 //! record was lost to a crash is harmless: one promotion, one epoch increment, one DNS change.
+//!
+//! A switchover that fails before `TakeEpoch` is rolled back (old primary writable, PgBouncer
+//! resumed) and ends as `RolledBack`; after `TakeEpoch` the only way is forward.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::{
-    api::{Patch, PatchParams},
-    runtime::controller::Action,
-    Api, ResourceExt,
-};
+use kube::{api::PostParams, runtime::controller::Action, Api, ResourceExt};
 use tracing::{info, warn};
 
 use super::{
     steps::{self, StepCtx},
-    Outcome, Step,
+    Failure, Kind, Outcome, Step,
 };
 use crate::{
     coord::{etcd::Witness, Swap},
     crd::{
-        conditions::reasons, DisasterRecoveryPair, DisasterRecoveryPairStatus, Phase, StepRecord, Transition,
+        conditions::{self, reasons},
+        DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, Phase, StepRecord, Transition,
     },
     reconcile::{
         decide::{set_condition, EventNote},
-        guard::Trigger,
         Context, Error,
     },
 };
 
-/// Writes `status` with `resourceVersion` as precondition; returns the updated object.
+/// Writes `status` with `resourceVersion` as precondition; returns the updated object. A PUT of
+/// the status subresource, not a merge patch: a merge patch would keep fields the new status
+/// leaves out (a finished transition's `finishedAt` leaking into the next one).
 pub async fn write_status(
     ctx: &Context,
     drp: &DisasterRecoveryPair,
     status: &DisasterRecoveryPairStatus,
 ) -> Result<DisasterRecoveryPair, Error> {
     let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
-    let rv = drp.resource_version().ok_or(Error::MissingMetadata(".metadata.resourceVersion"))?;
+    drp.resource_version().ok_or(Error::MissingMetadata(".metadata.resourceVersion"))?;
     let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({ "metadata": { "resourceVersion": rv }, "status": status });
-    api.patch_status(&drp.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| {
-        match &e {
-            kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-            _ => Error::UpdateStatus(crate::secrets::short_api_error(&e)),
-        }
+    let mut obj = drp.clone();
+    obj.metadata.managed_fields = None;
+    obj.status = Some(status.clone());
+    api.replace_status(&drp.name_any(), &PostParams::default(), &obj).await.map_err(|e| match &e {
+        kube::Error::Api(s) if s.code == 409 => Error::Conflict,
+        _ => Error::UpdateStatus(crate::secrets::short_api_error(&e)),
     })
 }
 
-async fn witness(drp: &DisasterRecoveryPair) -> Result<Option<Witness>, String> {
+/// The witness of `drp`, when it has one.
+pub async fn witness(drp: &DisasterRecoveryPair) -> Result<Option<Witness>, String> {
     let Some(etcd) = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref()) else { return Ok(None) };
     let ns = drp.namespace().unwrap_or_default();
     Witness::connect(&etcd.endpoints, &etcd.prefix, &ns, &drp.name_any(), Duration::from_secs(2))
@@ -58,11 +60,13 @@ async fn witness(drp: &DisasterRecoveryPair) -> Result<Option<Witness>, String> 
         .map_err(|e| e.to_string())
 }
 
-/// Starts a failover: takes the epoch (etcd swap when a witness is configured), then writes the
-/// journal with `TakeEpoch` done. Losing the swap, or a 409 on the write, starts nothing.
+/// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
+/// journals `TakeEpoch` as done; a switchover takes it later, after the standby caught up. Losing
+/// the swap, or a 409 on the write, starts nothing.
 pub async fn start(
     drp: &DisasterRecoveryPair,
-    trigger: Trigger,
+    kind: Kind,
+    trigger: &str,
     from: &str,
     to: &str,
     ctx: &Context,
@@ -71,58 +75,41 @@ pub async fn start(
     let began = Timestamp::now();
     let epoch = st.epoch + 1;
     let id = format!("{}/{epoch}", drp.uid().unwrap_or_default());
-    let mut note = "epoch taken by a status write with a resourceVersion precondition".to_string();
-    match witness(drp).await {
-        Err(e) => {
-            refuse(ctx, drp, &mut st, reasons::WITNESS_UNAVAILABLE, &format!("cannot take the epoch: {e}"))
-                .await?;
-            return Ok(None);
-        }
-        Ok(Some(mut w)) => match w.swap(st.epoch, &ctx.identity, &id).await {
-            Ok(Swap::Won) => note = format!("etcd epoch {} → {epoch}", st.epoch),
-            Ok(Swap::Lost { epoch: held, holder }) => {
-                let msg = format!(
-                    "epoch {held} is held by {holder} in etcd (ours was {}): another controller acted",
-                    st.epoch
-                );
-                refuse(ctx, drp, &mut st, reasons::LOST_EPOCH_SWAP, &msg).await?;
-                return Ok(None);
-            }
-            Err(e) => {
-                refuse(
-                    ctx,
-                    drp,
-                    &mut st,
-                    reasons::WITNESS_UNAVAILABLE,
-                    &format!("cannot take the epoch: {e}"),
-                )
-                .await?;
-                return Ok(None);
-            }
-        },
-        Ok(None) => {}
-    }
-    let started_at = st
-        .sites
-        .iter()
-        .find(|s| s.name == from)
-        .and_then(|s| s.failing_since.clone())
-        .unwrap_or_else(|| began.to_string());
     let mut steps: Vec<StepRecord> =
-        Step::FAILOVER.iter().map(|s| StepRecord { name: s.name().into(), ..Default::default() }).collect();
-    steps[0] = StepRecord {
-        name: Step::TakeEpoch.name().into(),
-        started_at: Some(began.to_string()),
-        finished_at: Some(Timestamp::now().to_string()),
-        outcome: Some("Succeeded".into()),
-        message: Some(note),
-        attempts: 1,
+        kind.steps().iter().map(|s| StepRecord { name: s.name().into(), ..Default::default() }).collect();
+    let started_at = match kind {
+        // RTO counts from the first failed probe.
+        Kind::Failover => st
+            .sites
+            .iter()
+            .find(|s| s.name == from)
+            .and_then(|s| s.failing_since.clone())
+            .unwrap_or_else(|| began.to_string()),
+        Kind::Switchover => began.to_string(),
     };
-    st.epoch = epoch;
-    st.phase = Some(Phase::FailingOver);
+    if kind == Kind::Failover {
+        let note = match take_epoch(ctx, drp, st.epoch, &id).await {
+            Ok(note) => note,
+            Err((reason, msg)) => {
+                refuse(ctx, drp, &mut st, reason, &msg).await?;
+                return Ok(None);
+            }
+        };
+        st.epoch = epoch;
+        steps[0] = StepRecord {
+            name: Step::TakeEpoch.name().into(),
+            started_at: Some(began.to_string()),
+            finished_at: Some(Timestamp::now().to_string()),
+            outcome: Some("Succeeded".into()),
+            message: Some(note),
+            attempts: 1,
+        };
+    }
+    st.phase = Some(if kind == Kind::Failover { Phase::FailingOver } else { Phase::SwitchingOver });
     st.target_primary = Some(to.into());
     st.last_transition = Some(Transition {
-        trigger: trigger.as_str().into(),
+        trigger: trigger.into(),
+        kind: kind.as_str().into(),
         from: from.into(),
         to: to.into(),
         epoch,
@@ -132,27 +119,46 @@ pub async fn start(
         steps,
         ..Default::default()
     });
+    let msg = format!("{} from {from} to {to} (epoch {epoch})", kind.as_str().to_lowercase());
     set_condition(
         &mut st.conditions,
-        crate::crd::conditions::FAILOVER_BLOCKED,
+        conditions::FAILOVER_BLOCKED,
         "False",
         reasons::FAILING_OVER,
-        &format!("failing over from {from} to {to} (epoch {epoch})"),
+        &msg,
         drp.metadata.generation,
         Timestamp::now(),
     );
     let updated = write_status(ctx, drp, &st).await?;
-    ctx.publish(
-        drp,
-        EventNote {
-            warning: true,
-            reason: "FailoverStarted".into(),
-            note: format!("{} failover from {from} to {to}, epoch {epoch}", trigger.as_str()),
-        },
-    )
-    .await;
-    info!(from, to, epoch, trigger = trigger.as_str(), "failover started");
+    let reason = format!("{}Started", kind.as_str());
+    ctx.publish(drp, EventNote { warning: kind == Kind::Failover, reason, note: format!("{trigger} {msg}") })
+        .await;
+    info!(from, to, epoch, trigger, kind = kind.as_str(), "transition started");
     Ok(Some(updated))
+}
+
+/// Moves the epoch from `from` to `from + 1` in etcd when there is a witness; without one the
+/// caller's `resourceVersion`-guarded status write is the swap. Errors carry the refusal reason.
+async fn take_epoch(
+    ctx: &Context,
+    drp: &DisasterRecoveryPair,
+    from: i64,
+    id: &str,
+) -> Result<String, (&'static str, String)> {
+    match witness(drp).await {
+        Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
+        Ok(None) => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
+        Ok(Some(mut w)) => match w.swap(from, &ctx.identity, id).await {
+            Ok(Swap::Won) => Ok(format!("etcd epoch {from} → {}", from + 1)),
+            Ok(Swap::Lost { epoch, holder }) => Err((
+                reasons::LOST_EPOCH_SWAP,
+                format!(
+                    "epoch {epoch} is held by {holder} in etcd (ours was {from}): another controller acted"
+                ),
+            )),
+            Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
+        },
+    }
 }
 
 async fn refuse(
@@ -164,7 +170,7 @@ async fn refuse(
 ) -> Result<(), Error> {
     set_condition(
         &mut st.conditions,
-        crate::crd::conditions::FAILOVER_BLOCKED,
+        conditions::FAILOVER_BLOCKED,
         "True",
         reason,
         msg,
@@ -173,8 +179,40 @@ async fn refuse(
     );
     write_status(ctx, drp, st).await?;
     ctx.publish(drp, EventNote { warning: true, reason: reason.into(), note: msg.into() }).await;
-    warn!(reason, msg, "failover not started");
+    warn!(reason, msg, "transition not started");
     Ok(())
+}
+
+fn step_ctx<'a>(
+    ctx: &'a Context,
+    drp: &'a DisasterRecoveryPair,
+    ns: &'a str,
+    pair: &'a str,
+    t: &'a Transition,
+    idx: usize,
+) -> StepCtx<'a> {
+    let st = drp.status.as_ref();
+    let last_primary_lsn = match t.final_lsn.as_deref() {
+        Some(l) => l.parse().ok(),
+        None => st
+            .and_then(|st| st.sites.iter().find(|s| s.name == t.from))
+            .and_then(|s| s.current_lsn.as_deref())
+            .and_then(|l| l.parse().ok()),
+    };
+    StepCtx {
+        client: &ctx.client,
+        http: &ctx.http,
+        ns,
+        pair,
+        spec: &drp.spec,
+        from: &t.from,
+        to: &t.to,
+        epoch: t.epoch,
+        timeout: drp.spec.failover.probe_timeout.into(),
+        attempts: t.steps.get(idx).map(|s| s.attempts.saturating_sub(1)).unwrap_or(0),
+        last_primary_lsn,
+        step_started: t.steps.get(idx).and_then(|s| s.started_at.as_deref()).and_then(|s| s.parse().ok()),
+    }
 }
 
 /// Runs the journal of `drp`'s transition from its first unfinished step to the end.
@@ -184,6 +222,9 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
     loop {
         let st = drp.status.clone().unwrap_or_default();
         let Some(t) = st.last_transition.clone() else { return Ok(Action::await_change()) };
+        if t.outcome.as_deref() == Some("RollingBack") {
+            return roll_back(drp, ctx, &ns, &pair).await;
+        }
         let Some(idx) = t.steps.iter().position(|s| s.finished_at.is_none()) else {
             finish(&mut drp, ctx).await?;
             return Ok(Action::requeue(Duration::from_millis(100)));
@@ -194,72 +235,72 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                 t.steps[idx].name
             )));
         };
+        let epoch_taken = t.steps.iter().any(|s| s.name == Step::TakeEpoch.name() && s.finished_at.is_some());
 
-        // A stale leader's late step is refused: the witness must still hold our epoch.
-        if let Ok(Some(mut w)) = witness(&drp).await {
-            if let Ok((held, holder, id)) = w.epoch().await {
-                if held != t.epoch || id != t.id {
-                    let msg = format!(
-                        "etcd holds epoch {held} ({holder}), not ours ({}): stopping before {step}",
-                        t.epoch
-                    );
-                    let mut st = st.clone();
-                    st.phase = Some(Phase::Failed);
-                    set_condition(
-                        &mut st.conditions,
-                        crate::crd::conditions::FAILOVER_BLOCKED,
-                        "True",
-                        reasons::LOST_EPOCH_SWAP,
-                        &msg,
-                        drp.metadata.generation,
-                        Timestamp::now(),
-                    );
-                    write_status(ctx, &drp, &st).await?;
-                    ctx.publish(
-                        &drp,
-                        EventNote { warning: true, reason: reasons::LOST_EPOCH_SWAP.into(), note: msg },
-                    )
-                    .await;
-                    return Ok(Action::await_change());
+        // A stale leader's late step is refused: once the epoch is ours, the witness must still hold it.
+        if epoch_taken {
+            if let Ok(Some(mut w)) = witness(&drp).await {
+                if let Ok((held, holder, id)) = w.epoch().await {
+                    if held != t.epoch || id != t.id {
+                        let msg = format!(
+                            "etcd holds epoch {held} ({holder}), not ours ({}): stopping before {step}",
+                            t.epoch
+                        );
+                        let mut st = st.clone();
+                        st.phase = Some(Phase::Failed);
+                        set_condition(
+                            &mut st.conditions,
+                            conditions::FAILOVER_BLOCKED,
+                            "True",
+                            reasons::LOST_EPOCH_SWAP,
+                            &msg,
+                            drp.metadata.generation,
+                            Timestamp::now(),
+                        );
+                        write_status(ctx, &drp, &st).await?;
+                        ctx.publish(
+                            &drp,
+                            EventNote { warning: true, reason: reasons::LOST_EPOCH_SWAP.into(), note: msg },
+                        )
+                        .await;
+                        return Ok(Action::await_change());
+                    }
                 }
             }
         }
 
         // Record "started" before acting.
         let mut st = st;
-        let attempts = t.steps[idx].attempts;
-        {
-            let rec = &mut st.last_transition.as_mut().map(|t| &mut t.steps[idx]);
-            if let Some(rec) = rec {
-                rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
-                rec.attempts += 1;
-            }
+        if let Some(rec) = st.last_transition.as_mut().map(|t| &mut t.steps[idx]) {
+            rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
+            rec.attempts += 1;
         }
         drp = write_status(ctx, &drp, &st).await?;
         crash_point(step, "before");
 
-        let spec = drp.spec.clone();
-        let last_primary_lsn = st
-            .sites
-            .iter()
-            .find(|s| s.name == t.from)
-            .and_then(|s| s.current_lsn.as_deref())
-            .and_then(|l| l.parse().ok());
-        let cx = StepCtx {
-            client: &ctx.client,
-            http: &ctx.http,
-            ns: &ns,
-            pair: &pair,
-            spec: &spec,
-            from: &t.from,
-            to: &t.to,
-            epoch: t.epoch,
-            timeout: spec.failover.probe_timeout.into(),
-            attempts,
-            last_primary_lsn,
-        };
+        let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
         let began = std::time::Instant::now();
-        let result = steps::run(step, &cx).await;
+        let result = if step == Step::TakeEpoch {
+            // A switchover takes the epoch here, after the standby caught up.
+            let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or(0);
+            if from == t.epoch {
+                Ok(steps::Done {
+                    outcome: Some(Outcome::Succeeded("epoch already ours".into())),
+                    ..Default::default()
+                })
+            } else {
+                match take_epoch(ctx, &drp, from, &t.id).await {
+                    Ok(note) => {
+                        Ok(steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
+                    }
+                    Err((reasons::LOST_EPOCH_SWAP, msg)) => Err(Failure::Abort(msg)),
+                    Err((_, msg)) => Err(Failure::Retry(msg)),
+                }
+            }
+        } else {
+            let cx = step_ctx(ctx, &drp, &ns, &pair, &t, idx);
+            steps::run(step, &cx).await
+        };
         let took = began.elapsed();
         crash_point(step, "after");
         let mut st = drp.status.clone().unwrap_or_default();
@@ -268,17 +309,27 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
         };
         match result {
             Ok(done) => {
-                let (outcome, msg) = match done.outcome {
+                let (outcome, msg) = match done.outcome.unwrap_or(Outcome::Succeeded(String::new())) {
                     Outcome::Succeeded(m) => ("Succeeded", m),
                     Outcome::Skipped(m) => ("Skipped", m),
                 };
                 if done.lost_wal_bytes.is_some() {
                     tr.lost_wal_bytes = done.lost_wal_bytes;
                 }
+                if let Some(l) = done.promoted_at_lsn {
+                    tr.promoted_at_lsn = Some(l.to_string());
+                }
+                if let Some(l) = done.final_lsn {
+                    tr.final_lsn = Some(l.to_string());
+                }
+                let epoch = tr.epoch;
                 let rec = &mut tr.steps[idx];
                 rec.finished_at = Some(Timestamp::now().to_string());
                 rec.outcome = Some(outcome.into());
                 rec.message = Some(msg.clone());
+                if step == Step::TakeEpoch {
+                    st.epoch = epoch;
+                }
                 drp = write_status(ctx, &drp, &st).await?;
                 info!(
                     step = step.name(),
@@ -297,14 +348,33 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                 )
                 .await;
             }
-            Err(msg) => {
+            Err(Failure::Abort(msg)) if !epoch_taken => {
                 let rec = &mut tr.steps[idx];
+                rec.finished_at = Some(Timestamp::now().to_string());
+                rec.outcome = Some("Aborted".into());
                 rec.message = Some(msg.clone());
+                tr.outcome = Some("RollingBack".into());
                 drp = write_status(ctx, &drp, &st).await?;
-                let backoff = backoff(attempts + 1);
+                warn!(step = step.name(), "{msg}; rolling back");
+                ctx.publish(
+                    &drp,
+                    EventNote {
+                        warning: true,
+                        reason: format!("{}Aborted", step.name()),
+                        note: format!("{msg}; rolling back"),
+                    },
+                )
+                .await;
+                return roll_back(drp, ctx, &ns, &pair).await;
+            }
+            Err(Failure::Retry(msg) | Failure::Abort(msg)) => {
+                let attempts = tr.steps[idx].attempts;
+                tr.steps[idx].message = Some(msg.clone());
+                drp = write_status(ctx, &drp, &st).await?;
+                let backoff = backoff(attempts);
                 warn!(
                     step = step.name(),
-                    attempt = attempts + 1,
+                    attempt = attempts,
                     retry_in_ms = backoff.as_millis() as u64,
                     "{msg}"
                 );
@@ -313,12 +383,50 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                     EventNote {
                         warning: true,
                         reason: format!("{}Failed", step.name()),
-                        note: format!("attempt {}: {msg}; retrying in {backoff:?}", attempts + 1),
+                        note: format!("attempt {attempts}: {msg}; retrying in {backoff:?}"),
                     },
                 )
                 .await;
                 return Ok(Action::requeue(backoff));
             }
+        }
+    }
+}
+
+/// Rolls a switchover back and closes its journal as `RolledBack`; retried until it succeeds.
+async fn roll_back(drp: DisasterRecoveryPair, ctx: &Context, ns: &str, pair: &str) -> Result<Action, Error> {
+    let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
+    let cx = step_ctx(ctx, &drp, ns, pair, &t, usize::MAX);
+    match steps::roll_back(&cx).await {
+        Ok(msg) => {
+            let mut st = drp.status.clone().unwrap_or_default();
+            if let Some(tr) = st.last_transition.as_mut() {
+                tr.outcome = Some("RolledBack".into());
+                tr.finished_at = Some(Timestamp::now().to_string());
+            }
+            st.target_primary = None;
+            st.phase = Some(Phase::Degraded);
+            let drp = write_status(ctx, &drp, &st).await?;
+            warn!("switchover rolled back: {msg}");
+            ctx.publish(
+                &drp,
+                EventNote {
+                    warning: true,
+                    reason: "SwitchoverRolledBack".into(),
+                    note: format!("nothing was promoted; {msg}"),
+                },
+            )
+            .await;
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Err(e) => {
+            warn!("rollback failed: {e}");
+            ctx.publish(
+                &drp,
+                EventNote { warning: true, reason: "RollbackFailed".into(), note: format!("{e}; retrying") },
+            )
+            .await;
+            Ok(Action::requeue(Duration::from_secs(1)))
         }
     }
 }
@@ -347,14 +455,15 @@ async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Err
     let now = Timestamp::now();
     let end = t.steps.last().and_then(|s| s.finished_at.clone()).unwrap_or_else(|| now.to_string());
     t.finished_at = Some(end.clone());
+    t.outcome = Some("Completed".into());
     if let (Ok(a), Ok(b)) = (t.started_at.parse::<Timestamp>(), end.parse::<Timestamp>()) {
         t.rto_seconds = Some((b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);
     }
-    let (from, to, epoch, rto, lost) =
-        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes);
+    let (from, to, epoch, rto, lost, kind) =
+        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.kind.clone());
     st.current_primary = Some(to.clone());
     st.target_primary = None;
-    // Probes decide Healthy or Degraded on the next round; the old primary is likely still down.
+    // Probes decide Healthy or Degraded on the next round; the old primary may still be down.
     st.phase = Some(Phase::Degraded);
     // The counters of the old primary belong to its time as primary.
     for s in st.sites.iter_mut() {
@@ -363,14 +472,16 @@ async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Err
             s.failing_since = None;
         }
     }
+    st.former_primary =
+        Some(FormerPrimary { site: from.clone(), assessment: "Pending".into(), ..Default::default() });
     *drp = write_status(ctx, drp, &st).await?;
     let note = format!(
         "{to} serves (epoch {epoch}); RTO {}s, lost WAL {} bytes",
         rto.map(|r| format!("{r:.3}")).unwrap_or_else(|| "?".into()),
         lost.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into())
     );
-    info!(%note, "failover complete");
-    ctx.publish(drp, EventNote { warning: false, reason: "FailoverComplete".into(), note }).await;
+    info!(%note, "{kind} complete");
+    ctx.publish(drp, EventNote { warning: false, reason: format!("{kind}Complete"), note }).await;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 
 use kube::Client;
 
-use super::{Outcome, Step};
+use super::{Failure, Outcome, Step};
 use crate::{
     crd::{DisasterRecoveryPairSpec, Site},
     datasource,
@@ -31,22 +31,31 @@ pub struct StepCtx<'a> {
     pub timeout: Duration,
     /// Attempts already made at this step (0 on the first).
     pub attempts: i32,
-    /// The last WAL position seen on the old primary (for the lost-WAL figure).
+    /// The last WAL position seen on the old primary (for the lost-WAL figure); for a switchover,
+    /// the quiesced primary's final LSN.
     pub last_primary_lsn: Option<Lsn>,
+    /// When this step was first started (survives restarts; deadlines count from it).
+    pub step_started: Option<jiff::Timestamp>,
 }
 
-/// A step's result: its outcome, and for `Promote` the WAL bytes lost.
+/// A step's result: its outcome and the figures some steps measure.
+#[derive(Default)]
 pub struct Done {
-    pub outcome: Outcome,
+    pub outcome: Option<Outcome>,
+    /// `Promote`: WAL bytes the promoted standby did not have.
     pub lost_wal_bytes: Option<i64>,
+    /// `Promote`: the standby's position when promoted (the fork point).
+    pub promoted_at_lsn: Option<Lsn>,
+    /// `Quiesce`: the primary's last position once writers were stopped.
+    pub final_lsn: Option<Lsn>,
 }
 
 impl Done {
     fn ok(msg: impl Into<String>) -> Done {
-        Done { outcome: Outcome::Succeeded(msg.into()), lost_wal_bytes: None }
+        Done { outcome: Some(Outcome::Succeeded(msg.into())), ..Default::default() }
     }
     fn skipped(msg: impl Into<String>) -> Done {
-        Done { outcome: Outcome::Skipped(msg.into()), lost_wal_bytes: None }
+        Done { outcome: Some(Outcome::Skipped(msg.into())), ..Default::default() }
     }
 }
 
@@ -55,16 +64,126 @@ impl Done {
 pub const FENCE_ATTEMPTS: i32 = 3;
 
 /// Runs one step (never `TakeEpoch`, which the executor does itself).
-pub async fn run(step: Step, cx: &StepCtx<'_>) -> Result<Done, String> {
+pub async fn run(step: Step, cx: &StepCtx<'_>) -> Result<Done, Failure> {
     match step {
         Step::TakeEpoch => Ok(Done::ok("epoch taken when the transition started")),
-        Step::Fence => fence(cx).await,
-        Step::Promote => promote(cx).await,
-        Step::VerifyWritable => verify_writable(cx).await,
-        Step::RewriteDataSource => rewrite(cx).await,
-        Step::Recycle => recycle_all(cx).await,
-        Step::FlipDns => flip_dns(cx).await,
+        Step::PreCheck => pre_check(cx).await,
+        Step::Quiesce => quiesce(cx).await,
+        Step::CatchUp => catch_up(cx).await,
+        Step::Fence => Ok(fence(cx).await?),
+        Step::Promote => Ok(promote(cx).await?),
+        Step::VerifyWritable => Ok(verify_writable(cx).await?),
+        Step::RewriteDataSource => Ok(rewrite(cx).await?),
+        Step::Recycle => Ok(recycle_all(cx).await?),
+        Step::FlipDns => Ok(flip_dns(cx).await?),
     }
+}
+
+/// Switchover attempts at a step that can still roll back before giving up.
+pub const SWITCHOVER_ATTEMPTS: i32 = 3;
+
+fn retry_or_abort(cx: &StepCtx<'_>, msg: String) -> Failure {
+    if cx.attempts + 1 >= SWITCHOVER_ATTEMPTS {
+        Failure::Abort(format!("{msg} (after {SWITCHOVER_ATTEMPTS} attempts)"))
+    } else {
+        Failure::Retry(msg)
+    }
+}
+
+async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
+    let s = connect_site(cx, cx.to).await.map_err(|e| Failure::Abort(format!("standby {e}")))?;
+    let streaming: Option<String> = s
+        .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+        .await
+        .map_err(|e| Failure::Abort(format!("standby {}: {}", cx.to, sql::describe(&e))))?
+        .and_then(|r| r.try_get(0).ok());
+    if !admin::in_recovery(&s).await.map_err(|e| Failure::Abort(e.to_string()))? {
+        return Err(Failure::Abort(format!(
+            "standby {} is not in recovery: it does not follow {}",
+            cx.to, cx.from
+        )));
+    }
+    if streaming.as_deref() != Some("streaming") {
+        return Err(Failure::Abort(format!(
+            "standby {} is not streaming from {} (WAL receiver: {})",
+            cx.to,
+            cx.from,
+            streaming.as_deref().unwrap_or("none")
+        )));
+    }
+    let p = connect_site(cx, cx.from).await.map_err(|e| Failure::Abort(format!("primary {e}")))?;
+    let head = admin::current_lsn(&p).await.map_err(|e| Failure::Abort(e.to_string()))?;
+    let (_, replay) = admin::standby_lsns(&s).await.map_err(|e| Failure::Abort(e.to_string()))?;
+    let lag = head.bytes_after(replay.unwrap_or_default());
+    let max = crate::reconcile::decide::quantity_bytes(&cx.spec.failover.max_lag_bytes.0)
+        .map_err(Failure::Abort)?;
+    if lag > max {
+        return Err(Failure::Abort(format!(
+            "lag {} > maxLagBytes {}: the catch-up would hold writers too long",
+            crate::reconcile::decide::human_bytes(lag),
+            crate::reconcile::decide::human_bytes(max)
+        )));
+    }
+    Ok(Done::ok(format!("{} streams from {}, lag {} bytes", cx.to, cx.from, lag)))
+}
+
+async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, Failure> {
+    // PgBouncer first: PAUSE waits for running transactions and holds new ones, so the clients
+    // queue instead of failing; then the primary refuses writes from anyone who went around it.
+    for c in consoles(cx).await {
+        let c = c.map_err(|e| retry_or_abort(cx, e))?;
+        c.pause(cx.timeout.max(Duration::from_secs(5)))
+            .await
+            .map_err(|e| retry_or_abort(cx, e.to_string()))?;
+    }
+    let p = connect_site(cx, cx.from).await.map_err(|e| retry_or_abort(cx, format!("primary {e}")))?;
+    let n = admin::fence(&p).await.map_err(|e| retry_or_abort(cx, format!("fence {}: {e}", cx.from)))?;
+    let lsn = admin::current_lsn(&p).await.map_err(|e| retry_or_abort(cx, e.to_string()))?;
+    Ok(Done {
+        outcome: Some(Outcome::Succeeded(format!(
+            "writers held at PgBouncer, {} read-only ({n} sessions terminated), final LSN {lsn}",
+            cx.from
+        ))),
+        final_lsn: Some(lsn),
+        ..Default::default()
+    })
+}
+
+async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, Failure> {
+    let Some(target) = cx.last_primary_lsn else {
+        return Err(Failure::Abort("no final LSN recorded by Quiesce".into()));
+    };
+    let timeout: Duration = cx.spec.failover.catch_up_timeout.into();
+    let started = cx.step_started.unwrap_or_else(jiff::Timestamp::now);
+    let deadline =
+        started.checked_add(jiff::SignedDuration::try_from(timeout).unwrap_or_default()).unwrap_or(started);
+    let s = connect_site(cx, cx.to).await?;
+    loop {
+        let (_, replay) = admin::standby_lsns(&s).await.map_err(|e| e.to_string())?;
+        let replay = replay.unwrap_or_default();
+        if replay >= target {
+            return Ok(Done::ok(format!("{} replayed {replay} ≥ final LSN {target}", cx.to)));
+        }
+        if jiff::Timestamp::now() > deadline {
+            return Err(Failure::Abort(format!(
+                "{} replayed only up to {replay} of {target} within catchUpTimeout {timeout:?} ({} bytes short)",
+                cx.to,
+                target.bytes_after(replay)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Undoes a switchover that stopped before `TakeEpoch`: the old primary writable again, PgBouncer
+/// resumed. Safe to run more than once.
+pub async fn roll_back(cx: &StepCtx<'_>) -> Result<String, String> {
+    let p = connect_site(cx, cx.from).await?;
+    admin::unfence(&p).await.map_err(|e| format!("unfence {}: {e}", cx.from))?;
+    for c in consoles(cx).await {
+        c?.resume(cx.timeout).await.map_err(|e| e.to_string())?;
+    }
+    Ok(format!("{} writable again, PgBouncer resumed", cx.from))
 }
 
 fn site<'a>(cx: &'a StepCtx<'_>, name: &str) -> Result<(usize, &'a Site), String> {
@@ -150,10 +269,12 @@ async fn fence(cx: &StepCtx<'_>) -> Result<Done, String> {
 async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
     let c = connect_site(cx, cx.to).await?;
     let mut lost = None;
+    let mut fork = None;
     if admin::in_recovery(&c).await.map_err(|e| e.to_string())? {
         // What the standby holds now is what survives the promotion (it replays all it received).
         let (recv, replay) = admin::standby_lsns(&c).await.map_err(|e| e.to_string())?;
         let kept = recv.max(replay);
+        fork = kept;
         if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept) {
             lost = Some(i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX));
         }
@@ -163,7 +284,17 @@ async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
         .map_err(|e| format!("{}: {e}", cx.to))?;
     let msg =
         if promoted { format!("{} promoted", cx.to) } else { format!("{} was already promoted", cx.to) };
-    Ok(Done { outcome: Outcome::Succeeded(msg), lost_wal_bytes: lost })
+    // The exact fork point, from the new timeline's history file; what the standby held is the
+    // fallback (it can read as the start of a segment, past the real switch point).
+    if let Ok(Some(switch)) = admin::timeline_switch_point(&c).await {
+        fork = Some(switch);
+    }
+    Ok(Done {
+        outcome: Some(Outcome::Succeeded(msg)),
+        lost_wal_bytes: lost,
+        promoted_at_lsn: fork,
+        ..Default::default()
+    })
 }
 
 async fn verify_writable(cx: &StepCtx<'_>) -> Result<Done, String> {

@@ -135,3 +135,50 @@ pub async fn write_epoch_marker(c: &Client, pair: &str, site: &str, epoch: i64) 
         .map_err(err("read epoch marker"))?;
     Ok(held)
 }
+
+/// Where the server's current timeline forked from its parent (from the timeline history file),
+/// or `None` on timeline 1 or when the file cannot be read (it needs superuser or
+/// `pg_read_server_files`).
+pub async fn timeline_switch_point(c: &Client) -> Result<Option<Lsn>, Error> {
+    let row = c
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+            &[],
+        )
+        .await
+        .map_err(err("read timeline"))?;
+    let Some(tli) = row.try_get::<_, Option<i32>>(0).map_err(err("read timeline"))? else { return Ok(None) };
+    if tli <= 1 {
+        return Ok(None);
+    }
+    let path = format!("pg_wal/{tli:08X}.history");
+    let text: Option<String> = match c.query_one("SELECT pg_read_file($1, 0, 1048576, true)", &[&path]).await
+    {
+        Ok(r) => r.try_get(0).ok().flatten(),
+        Err(_) => None,
+    };
+    Ok(text.as_deref().and_then(parse_history_switch_point))
+}
+
+/// The switch point of the last entry of a timeline history file (`<parent tli>\t<lsn>\t<reason>`).
+pub fn parse_history_switch_point(history: &str) -> Option<Lsn> {
+    history
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|lsn| lsn.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_switch_point_is_the_last_entry() {
+        let h = "1\t0/20001A0\tno recovery target specified\n\n2\t0/5000000\tno recovery target specified\n";
+        assert_eq!(parse_history_switch_point(h), Some(Lsn(0x5000000)));
+        assert_eq!(parse_history_switch_point(""), None);
+    }
+}

@@ -4,9 +4,12 @@
 //! status is written when it changed, an Event is published for every condition that flipped, and a
 //! permitted failover starts. Steady pairs requeue after `probeInterval`.
 
+pub mod commands;
 pub mod decide;
 pub mod guard;
 pub mod observe;
+pub mod readiness;
+pub mod rejoin;
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,7 +36,13 @@ pub struct Context {
     pub recorder: Recorder,
     /// Who this controller is in the journal and in etcd (`--site`, else the instance name).
     pub identity: String,
+    /// When each pair's readiness was last assessed (the checks touch every target, so they run
+    /// every `READINESS_EVERY`, not on every probe).
+    pub readiness_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How often the `ReadyForFailover` checks run per pair.
+pub const READINESS_EVERY: Duration = Duration::from_secs(30);
 
 impl Context {
     /// Publishes an Event on the pair; a failure to publish is logged, never fatal.
@@ -114,6 +123,7 @@ pub async fn run(
         http,
         recorder: Recorder::new(client, reporter),
         identity: opts.identity.clone().unwrap_or_else(|| opts.instance.clone()),
+        readiness_at: Default::default(),
     });
 
     // Status writes must not trigger a new probe round (that would probe in a hot loop): only spec
@@ -150,36 +160,137 @@ async fn reconcile(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<
         return Ok(Action::await_change());
     };
 
-    if drp.status.as_ref().and_then(|s| s.last_transition.as_ref()).is_some_and(|t| t.finished_at.is_none()) {
+    // Commands by annotation are read first, also during a transition, so that one arriving at
+    // the wrong time is refused with a Warning instead of silently waiting.
+    let cmds =
+        commands::read(&drp.spec, drp.status.as_ref().unwrap_or(&Default::default()), drp.annotations());
+    let mut events = cmds.events.clone();
+    let in_transition =
+        drp.status.as_ref().and_then(|s| s.last_transition.as_ref()).is_some_and(|t| t.finished_at.is_none());
+    if in_transition {
+        let drp = if cmds.handled.is_empty() {
+            drp
+        } else {
+            let mut st = drp.status.clone().unwrap_or_default();
+            st.handled.extend(cmds.handled.iter().cloned());
+            failover::executor::write_status(&ctx, &drp, &st).await?
+        };
+        publish_all(&ctx, &drp, events).await;
         return failover::executor::run(drp, &ctx).await;
     }
 
     let obs = observe::collect(&drp, &ns, &ctx).await;
     let now = jiff::Timestamp::now();
-    let (mut status, mut events) = decide::observe(&drp.spec, drp.status.as_ref(), &obs, now);
-    let decision = guard::next(&drp.spec, &status, drp.annotations(), now, new_nonce);
-    events.extend(guard::record(&mut status, &decision, drp.annotations(), drp.metadata.generation, now));
+    let (mut status, observed_events) = decide::observe(&drp.spec, drp.status.as_ref(), &obs, now);
+    events.extend(observed_events);
+    status.handled.extend(cmds.handled.iter().cloned());
+    events.extend(rejoin::step(&drp, &mut status, &ctx).await);
+
+    // Readiness: on a dry-run request, and every READINESS_EVERY.
+    let key = format!("{ns}/{name}");
+    let due = ctx
+        .readiness_at
+        .lock()
+        .map(|m| m.get(&key).is_none_or(|t| t.elapsed() >= READINESS_EVERY))
+        .unwrap_or(true);
+    let dry_run = match &cmds.run {
+        Some(commands::Command::DryRun { token }) => Some(token.clone()),
+        _ => None,
+    };
+    if due || dry_run.is_some() {
+        if let Ok(mut m) = ctx.readiness_at.lock() {
+            m.insert(key, std::time::Instant::now());
+        }
+        let (to, plan, blockers) = readiness::assess(&drp, &status, &ctx).await;
+        let (st, reason, msg) = if blockers.is_empty() {
+            ("True", "Ready", format!("a failover to {to} could run now"))
+        } else {
+            ("False", "Blocked", blockers.join("; "))
+        };
+        decide::upsert(
+            &mut status.conditions,
+            &mut events,
+            crate::crd::conditions::READY_FOR_FAILOVER,
+            st,
+            reason,
+            &msg,
+            drp.metadata.generation,
+            now,
+            false,
+        );
+        if let Some(token) = dry_run {
+            status.dry_run = Some(crate::crd::DryRun {
+                token: token.clone(),
+                at: now.to_string(),
+                to,
+                steps: plan,
+                lag_bytes: status.replication_lag_bytes,
+                blockers: blockers.clone(),
+            });
+            events.push(decide::EventNote {
+                warning: !blockers.is_empty(),
+                reason: "DryRun".into(),
+                note: format!(
+                    "dry-run {token}: {} blockers{}",
+                    blockers.len(),
+                    if blockers.is_empty() { String::new() } else { format!(": {}", blockers.join("; ")) }
+                ),
+            });
+        }
+    }
+
+    let decision = match &cmds.run {
+        Some(commands::Command::Switchover { .. } | commands::Command::ForcedFailover { .. }) => {
+            guard::Decision::Steady
+        }
+        _ => guard::next(&drp.spec, &status, drp.annotations(), now, new_nonce),
+    };
+    if !matches!(
+        cmds.run,
+        Some(commands::Command::Switchover { .. } | commands::Command::ForcedFailover { .. })
+    ) {
+        events.extend(guard::record(&mut status, &decision, drp.annotations(), drp.metadata.generation, now));
+    }
+    if drp.annotations().get(crate::crd::annotations::PAUSED).map(String::as_str) == Some("true") {
+        status.phase = Some(crate::crd::Phase::Paused);
+    }
 
     let drp = if drp.status.as_ref() != Some(&status) {
         failover::executor::write_status(&ctx, &drp, &status).await?
     } else {
         drp
     };
+    publish_all(&ctx, &drp, events).await;
+    let from = status.current_primary.clone().unwrap_or_default();
+    let started = match (cmds.run, decision) {
+        (Some(commands::Command::Switchover { to }), _) => {
+            failover::executor::start(&drp, failover::Kind::Switchover, "Switchover", &from, &to, &ctx)
+                .await?
+        }
+        (Some(commands::Command::ForcedFailover { to }), _) => {
+            failover::executor::start(&drp, failover::Kind::Failover, "Forced", &from, &to, &ctx).await?
+        }
+        (_, guard::Decision::Failover { trigger, from, to }) => {
+            failover::executor::start(&drp, failover::Kind::Failover, trigger.as_str(), &from, &to, &ctx)
+                .await?
+        }
+        _ => None,
+    };
+    match started {
+        Some(drp) => failover::executor::run(drp, &ctx).await,
+        None => Ok(Action::requeue(interval)),
+    }
+}
+
+async fn publish_all(ctx: &Context, drp: &DisasterRecoveryPair, events: Vec<decide::EventNote>) {
     for ev in events {
         if ev.warning {
-            warn!(reason = %ev.reason, note = %ev.note, "condition changed");
+            warn!(reason = %ev.reason, note = %ev.note, "event");
         } else {
-            info!(reason = %ev.reason, note = %ev.note, "condition changed");
+            info!(reason = %ev.reason, note = %ev.note, "event");
         }
-        ctx.publish(&drp, ev).await;
+        ctx.publish(drp, ev).await;
     }
-    if let guard::Decision::Failover { trigger, from, to } = decision {
-        return match failover::executor::start(&drp, trigger, &from, &to, &ctx).await? {
-            Some(started) => failover::executor::run(started, &ctx).await,
-            None => Ok(Action::requeue(interval)),
-        };
-    }
-    Ok(Action::requeue(interval))
 }
 
 fn error_policy(drp: Arc<DisasterRecoveryPair>, err: &Error, _ctx: Arc<Context>) -> Action {

@@ -22,6 +22,7 @@ pub struct PgServer {
     pub name: String,
     pub port: u16,
     pub data: PathBuf,
+    pub socket_dir: PathBuf,
     proc: Option<Proc>,
     log: PathBuf,
 }
@@ -62,18 +63,24 @@ impl PgPair {
             ])
             .arg(format!("--pwfile={}", pwfile.display())))?;
         let pport = free_port()?;
+        // Sockets live outside the data directories: pg_rewind copies whatever it finds there.
+        for sock in ["sock-primary", "sock-standby"] {
+            std::fs::create_dir_all(dir.join(sock))?;
+        }
+        run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
         let conf = format!(
             "\n# understudy sandbox\nport = {pport}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{d}'\n\
              wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '512MB'\nhot_standby = on\nfsync = off\n\
              full_page_writes = on\nlogging_collector = off\nshared_buffers = '32MB'\nmax_connections = 200\n\
              wal_receiver_status_interval = 1s\nhot_standby_feedback = on\nwal_log_hints = on\n",
-            d = pdata.display()
+            d = dir.join("sock-primary").display()
         );
         append(&pdata.join("postgresql.conf"), &conf)?;
         let mut primary = PgServer {
             name: "primary".into(),
             port: pport,
             data: pdata.clone(),
+            socket_dir: dir.join("sock-primary"),
             proc: None,
             log: dir.join("primary.log"),
         };
@@ -100,12 +107,13 @@ impl PgPair {
         let sport = free_port()?;
         append(
             &sdata.join("postgresql.conf"),
-            &format!("port = {sport}\nunix_socket_directories = '{}'\n", sdata.display()),
+            &format!("port = {sport}\nunix_socket_directories = '{}'\n", dir.join("sock-standby").display()),
         )?;
         let mut standby = PgServer {
             name: "standby".into(),
             port: sport,
             data: sdata,
+            socket_dir: dir.join("sock-standby"),
             proc: None,
             log: dir.join("standby.log"),
         };
@@ -144,15 +152,24 @@ impl PgServer {
         .with_context(|| format!("postgres {} log:\n{}", self.name, super::proc::tail_file(&self.log, 20)))
     }
 
-    /// The postmaster's pid (0 when stopped).
+    /// The postmaster's pid (0 when stopped). Read from `postmaster.pid`, because a rejoin hook may
+    /// have restarted the server with `pg_ctl` behind our back.
     pub fn pid(&self) -> u32 {
-        self.proc.as_ref().map(Proc::pid).unwrap_or(0)
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+            .filter(|pid: &u32| Path::new(&format!("/proc/{pid}")).exists())
+            .unwrap_or(0)
     }
 
     /// SIGKILL the postmaster, as a crashed host would leave it.
     pub fn kill9(&mut self) {
+        let pid = self.pid();
         if let Some(mut p) = self.proc.take() {
             p.kill9();
+        }
+        if pid != 0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         // Backends notice the postmaster's death on their own; wait until the port is free.
         let port = self.port;
@@ -163,16 +180,25 @@ impl PgServer {
 
     /// A fast shutdown (SIGINT): disconnects clients, writes a shutdown checkpoint.
     pub fn stop(&mut self) {
+        let pid = self.pid();
         if let Some(mut p) = self.proc.take() {
             p.stop("INT", Duration::from_secs(30));
+        } else if pid != 0 {
+            let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+            let _ = wait_until("postgres to stop", Duration::from_secs(30), || self.pid() == 0);
         }
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Runs SQL through the local socket as `postgres` and returns unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> Result<String> {
         run(as_user("postgres", &format!("{PG_BIN}/psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.data)
+            .arg(&self.socket_dir)
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql]))
     }
 
@@ -192,9 +218,13 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
+        let pid = self.pid();
         if let Some(mut p) = self.proc.take() {
             // Immediate shutdown: no checkpoint to wait for in a throwaway cluster.
             p.stop("QUIT", Duration::from_secs(5));
+        }
+        if pid != 0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }

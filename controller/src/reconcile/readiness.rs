@@ -1,0 +1,188 @@
+//! Readiness for failover: everything that would stop or break a failover if it had to run now,
+//! found without changing anything. The same checks back the `dr.understudy.dev/dry-run` plan and
+//! the continuous `ReadyForFailover` condition: the standby streams within the lag budget, every
+//! Secret is there, the witness answers, the DataSource targets can be rewritten, the recyclers
+//! answer, and each DNS server accepts the TSIG key (a signed SOA query).
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use super::{decide, Context};
+use crate::{
+    crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, FailoverMode},
+    datasource,
+    dns::{dns_endpoint, rfc2136},
+    failover::executor::witness,
+    recycle::pgbouncer::Console,
+    secrets::Secrets,
+};
+
+/// The plan's steps with their targets, and the blockers found.
+pub async fn assess(
+    drp: &DisasterRecoveryPair,
+    st: &DisasterRecoveryPairStatus,
+    ctx: &Context,
+) -> (String, Vec<String>, Vec<String>) {
+    let spec = &drp.spec;
+    let ns = drp.namespace().unwrap_or_default();
+    let from = decide::current_primary(spec, Some(st)).to_string();
+    let to = decide::other_site(spec, &from).unwrap_or_default().to_string();
+    let timeout: Duration = spec.failover.probe_timeout.into();
+    let mut plan = Vec::new();
+    let mut blockers = Vec::new();
+
+    // Standby and lag, as the probes last saw them.
+    match st.sites.iter().find(|s| s.name == to) {
+        Some(s) if s.reachable && s.in_recovery == Some(true) && s.streaming == Some(true) => {}
+        Some(s) => blockers.push(format!(
+            "standby {to} is not streaming (reachable {}, in recovery {:?}, streaming {:?}){}",
+            s.reachable,
+            s.in_recovery,
+            s.streaming,
+            s.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        )),
+        None => blockers.push(format!("standby {to} has not been probed yet")),
+    }
+    if let Some(c) =
+        st.conditions.iter().find(|c| c.type_ == conditions::LAG_WITHIN_BUDGET && c.status != "True")
+    {
+        blockers.push(c.message.clone());
+    }
+    if let Some(c) =
+        st.conditions.iter().find(|c| c.type_ == conditions::SECRETS_RESOLVED && c.status == "False")
+    {
+        blockers.push(c.message.clone());
+    }
+    if spec.failover.mode == FailoverMode::Manual {
+        blockers.push(
+            "spec.failover.mode is Manual: no automatic failover (forced failover and switchover still work)"
+                .into(),
+        );
+    }
+    if drp.annotations().get(crate::crd::annotations::PAUSED).map(String::as_str) == Some("true") {
+        blockers.push("automation is paused (dr.understudy.dev/paused=true)".into());
+    }
+
+    match witness(drp).await {
+        Ok(Some(mut w)) => match w.epoch().await {
+            Ok((e, holder, _)) => plan.push(format!(
+                "TakeEpoch: etcd epoch {e} ({}) → {}",
+                if holder.is_empty() { "unset" } else { &holder },
+                e + 1
+            )),
+            Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
+        },
+        Ok(None) => plan.push(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch + 1)),
+        Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
+    }
+    let site = |n: &str| spec.sites.iter().find(|s| s.name == n);
+    if let Some(p) = site(&from) {
+        plan.push(format!(
+            "Fence: {from} ({}:{}) read-only, writers terminated, PgBouncer paused",
+            p.postgres.host, p.postgres.port
+        ));
+    }
+    if let Some(s) = site(&to) {
+        plan.push(format!("Promote: {to} ({}:{}) with pg_promote", s.postgres.host, s.postgres.port));
+    }
+    plan.push(format!("VerifyWritable: epoch marker on {to}"));
+
+    match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch + 1).await {
+        Ok(w) => plan.push(format!(
+            "RewriteDataSource: {} of {} targets to change",
+            w.len(),
+            spec.data_source.len()
+        )),
+        Err(e) => blockers.push(e.to_string()),
+    }
+
+    let secrets = Secrets::new(ctx.client.clone(), &ns);
+    let mut recyclers = Vec::new();
+    for (i, r) in spec.recycle.iter().enumerate() {
+        if let Some(pgb) = &r.pg_bouncer {
+            let field = format!("spec.recycle[{i}].pgBouncer");
+            match secrets
+                .get(&pgb.admin_secret.name, &["username", "password"], &format!("{field}.adminSecret"))
+                .await
+            {
+                Ok(d) => {
+                    if let Err(e) =
+                        Console::connect(pgb, d.value("username"), d.value("password"), timeout).await
+                    {
+                        blockers.push(format!("{field}: {e}"));
+                    }
+                }
+                Err(e) => blockers.push(e.to_string()),
+            }
+            recyclers.push(format!("PgBouncer {}:{}", pgb.host, pgb.port));
+        }
+        if let Some(h) = &r.http {
+            let url = crate::probe::http::redact(&h.url);
+            match reqwest::Url::parse(&h.url)
+                .ok()
+                .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)))
+            {
+                Some((host, port)) => {
+                    if tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
+                        .await
+                        .map(|r| r.is_err())
+                        .unwrap_or(true)
+                    {
+                        blockers.push(format!("spec.recycle[{i}].http: {url} does not accept connections"));
+                    }
+                }
+                None => blockers.push(format!("spec.recycle[{i}].http.url: {url} has no host")),
+            }
+            recyclers.push(format!("{} {url}", h.method));
+        }
+        if let Some(rr) = &r.rollout_restart {
+            recyclers.push(format!("rollout restart {:?} {}", rr.kind, rr.name));
+        }
+    }
+    if !recyclers.is_empty() {
+        plan.push(format!("Recycle: {}", recyclers.join(", ")));
+    }
+
+    let target = site(&to).and_then(|s| s.dns_target.clone());
+    let mut records = Vec::new();
+    for (j, r) in spec.dns.iter().enumerate() {
+        if target.is_none() {
+            blockers.push(format!("spec.dns[{j}]: site {to} has no dnsTarget"));
+        }
+        if let Some(rfc) = &r.rfc2136 {
+            let field = format!("spec.dns[{j}].rfc2136");
+            let check = async {
+                let server = rfc2136::server_addr(&rfc.server).map_err(|e| e.to_string())?;
+                let k = secrets
+                    .get(
+                        &rfc.tsig_secret.name,
+                        &["name", "algorithm", "secret"],
+                        &format!("{field}.tsigSecret"),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let key = rfc2136::TsigKey {
+                    name: k.value("name").into(),
+                    algorithm: k.value("algorithm").into(),
+                    secret_b64: k.value("secret").into(),
+                };
+                rfc2136::check_key(server, &rfc.zone, &key, timeout).await.map_err(|e| e.to_string())
+            };
+            if let Err(e) = check.await {
+                blockers.push(format!("{field}: {e}"));
+            }
+            records.push(format!("{}.{} at {}", rfc.name, rfc.zone, rfc.server));
+        }
+        if let Some(de) = &r.dns_endpoint {
+            if let Err(e) = dns_endpoint::current(&ctx.client, &ns, de).await {
+                blockers.push(format!("spec.dns[{j}].dnsEndpoint: {e}"));
+            }
+            records.push(format!("DNSEndpoint {}", de.name));
+        }
+    }
+    if !records.is_empty() {
+        plan.push(format!("FlipDns: {} → {}", records.join(", "), target.unwrap_or_else(|| "?".into())));
+    }
+    (to, plan, blockers)
+}
