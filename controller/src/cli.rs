@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 /// understudy: active/passive disaster recovery for PostgreSQL-backed applications on Kubernetes.
 #[derive(Parser, Debug)]
-#[command(name = "understudy", version)]
+#[command(name = "understudy", version, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,4 +36,16 @@ pub struct RunArgs {
     /// Defaults to the instance name.
     #[arg(long, env = "UNDERSTUDY_SITE")]
     pub site: Option<String>,
+    /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`); `off` disables it.
+    #[arg(long, env = "UNDERSTUDY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Elect one leader among replicas with a coordination.k8s.io Lease; followers stand by.
+    #[arg(long, env = "UNDERSTUDY_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "UNDERSTUDY_LEASE_NAME", default_value = "understudy")]
+    pub lease_name: String,
+    /// Namespace of the Lease (defaults to the pod's namespace, else `default`).
+    #[arg(long, env = "UNDERSTUDY_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
 }

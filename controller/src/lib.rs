@@ -4,12 +4,15 @@
 //! status and decisions; `failover` runs a transition step by step through the side-effect modules
 //! (`pg`, `datasource`, `recycle`, `dns`, `coord`).
 
+pub mod admin;
 pub mod cli;
 pub mod coord;
 pub mod crd;
 pub mod datasource;
 pub mod dns;
 pub mod failover;
+pub mod lease;
+pub mod metrics;
 pub mod pg;
 pub mod probe;
 pub mod reconcile;

@@ -1,7 +1,8 @@
 use clap::Parser;
 use understudy::{
+    admin,
     cli::{Cli, Command},
-    crd, reconcile, telemetry,
+    crd, lease, metrics, reconcile, telemetry,
 };
 
 #[tokio::main]
@@ -23,7 +24,45 @@ async fn main() -> anyhow::Result<()> {
                     .filter(|h| !h.is_empty())
                     .unwrap_or_else(|| "understudy".into())
             });
-            let opts = reconcile::Options { namespace: args.namespace, instance, identity: args.site };
+            let metrics = metrics::Metrics::default();
+            let health = admin::Health::default();
+            health.alive.store(true, std::sync::atomic::Ordering::SeqCst);
+            if args.metrics_addr != "off" {
+                let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--metrics-addr {}: {e}", args.metrics_addr))?;
+                tokio::spawn(admin::serve(listener, metrics.clone(), health.clone()));
+            }
+            let leadership = if args.leader_elect {
+                let ns = args
+                    .lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "default".into());
+                let l = lease::Leadership::default();
+                let m = metrics.clone();
+                tokio::spawn(lease::run(
+                    client.clone(),
+                    ns,
+                    args.lease_name.clone(),
+                    instance.clone(),
+                    l.clone(),
+                    move |lead| {
+                        m.is_leader.set(i64::from(lead));
+                    },
+                ));
+                l
+            } else {
+                metrics.is_leader.set(1);
+                lease::Leadership::always()
+            };
+            let opts = reconcile::Options {
+                namespace: args.namespace,
+                instance,
+                identity: args.site,
+                metrics,
+                leadership,
+                ready: Some(health.ready.clone()),
+            };
             tracing::info!(version = env!("CARGO_PKG_VERSION"), namespace = ?opts.namespace, "understudy starting");
             reconcile::run(client, opts, shutdown_signal()).await;
             Ok(())

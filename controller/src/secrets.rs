@@ -48,7 +48,7 @@ impl Secrets {
     /// Fetches Secret `name` and checks that it has every key in `keys`; `field` is the spec path
     /// that references it, for the error message.
     pub async fn get(&self, name: &str, keys: &[&str], field: &str) -> Result<SecretData, SecretError> {
-        let secret = self.api.get_opt(name).await.map_err(|e| SecretError::Api {
+        let secret = self.fetch(name).await.map_err(|e| SecretError::Api {
             namespace: self.namespace.clone(),
             name: name.into(),
             field: field.into(),
@@ -86,6 +86,48 @@ impl Secrets {
             out.insert((*key).to_string(), value);
         }
         Ok(SecretData(out))
+    }
+}
+
+/// How long a read Secret (or its absence) is reused. Every pair reads several Secrets on every
+/// probe round; without this, a thousand pairs probing every second cost thousands of API reads a
+/// second (measured by `make bench`). A rotated credential or a newly created Secret is seen within
+/// this time.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+type Cache =
+    std::sync::Mutex<std::collections::HashMap<(String, String), (std::time::Instant, Option<Secret>)>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+impl Secrets {
+    async fn fetch(&self, name: &str) -> Result<Option<Secret>, kube::Error> {
+        let key = (self.namespace.clone(), name.to_string());
+        if let Ok(c) = cache().lock() {
+            if let Some((at, s)) = c.get(&key) {
+                if at.elapsed() < CACHE_TTL {
+                    return Ok(s.clone());
+                }
+            }
+        }
+        let s = self.api.get_opt(name).await?;
+        if let Ok(mut c) = cache().lock() {
+            if c.len() > 50_000 {
+                c.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            }
+            c.insert(key, (std::time::Instant::now(), s.clone()));
+        }
+        Ok(s)
+    }
+
+    /// Forgets a cached Secret (after understudy itself rewrote it).
+    pub fn invalidate(&self, name: &str) {
+        if let Ok(mut c) = cache().lock() {
+            c.remove(&(self.namespace.clone(), name.to_string()));
+        }
     }
 }
 

@@ -299,6 +299,11 @@ spec:
 
     /// Runs the controller binary as a process watching this namespace.
     pub fn controller_process(&self, site: &str, env: &[(&str, &str)]) -> Result<Proc> {
+        self.controller_process_with(site, &[], env)
+    }
+
+    /// The controller as a process with extra arguments (a later `--metrics-addr` wins).
+    pub fn controller_process_with(&self, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proc> {
         let bin = controller_binary()?;
         let mut cmd = Command::new(bin);
         cmd.args([
@@ -309,7 +314,10 @@ spec:
             site,
             "--instance",
             &format!("{site}-{}", self.ns),
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
+        .args(extra)
         .env("KUBECONFIG", &self.cp.kubeconfig)
         .env("UNDERSTUDY_LOG", "info");
         for (k, v) in env {

@@ -118,7 +118,8 @@ impl RunningController {
         let opts = understudy::reconcile::Options {
             namespace: Some(ns.into()),
             instance: format!("e2e-{ns}"),
-            identity: None,
+            leadership: understudy::lease::Leadership::always(),
+            ..Default::default()
         };
         let task = tokio::spawn(understudy::reconcile::run(client, opts, async move {
             let _ = rx.await;

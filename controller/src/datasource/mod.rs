@@ -135,6 +135,7 @@ pub async fn apply(client: &Client, ns: &str, writes: Vec<Write>) -> Result<usiz
         match w {
             Write::Secret { field, object } => {
                 let name = object.metadata.name.clone().unwrap_or_default();
+                Secrets::new(client.clone(), ns).invalidate(&name);
                 Api::<Secret>::namespaced(client.clone(), ns)
                     .replace(&name, &PostParams::default(), &object)
                     .await

@@ -331,6 +331,13 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                     st.epoch = epoch;
                 }
                 drp = write_status(ctx, &drp, &st).await?;
+                ctx.metrics
+                    .step_duration
+                    .get_or_create(&crate::metrics::StepLabels {
+                        step: step.name().into(),
+                        outcome: outcome.into(),
+                    })
+                    .observe(took.as_secs_f64());
                 info!(
                     step = step.name(),
                     outcome,
@@ -407,6 +414,15 @@ async fn roll_back(drp: DisasterRecoveryPair, ctx: &Context, ns: &str, pair: &st
             st.target_primary = None;
             st.phase = Some(Phase::Degraded);
             let drp = write_status(ctx, &drp, &st).await?;
+            ctx.metrics
+                .transitions
+                .get_or_create(&crate::metrics::TransitionLabels {
+                    pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
+                    kind: "Switchover".into(),
+                    trigger: "Switchover".into(),
+                    outcome: "RolledBack".into(),
+                })
+                .inc();
             warn!("switchover rolled back: {msg}");
             ctx.publish(
                 &drp,
@@ -475,6 +491,26 @@ async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Err
     st.former_primary =
         Some(FormerPrimary { site: from.clone(), assessment: "Pending".into(), ..Default::default() });
     *drp = write_status(ctx, drp, &st).await?;
+    let pair = crate::metrics::PairLabels {
+        pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
+    };
+    if let Some(r) = rto {
+        ctx.metrics.rto_seconds.get_or_create(&pair).set(r);
+    }
+    if let Some(l) = lost {
+        ctx.metrics.lost_wal_bytes.get_or_create(&pair).set(l);
+    }
+    ctx.metrics.epoch.get_or_create(&pair).set(epoch);
+    let trigger = st.last_transition.as_ref().map(|t| t.trigger.clone()).unwrap_or_default();
+    ctx.metrics
+        .transitions
+        .get_or_create(&crate::metrics::TransitionLabels {
+            pair: pair.pair.clone(),
+            kind: kind.clone(),
+            trigger,
+            outcome: "Completed".into(),
+        })
+        .inc();
     let note = format!(
         "{to} serves (epoch {epoch}); RTO {}s, lost WAL {} bytes",
         rto.map(|r| format!("{r:.3}")).unwrap_or_else(|| "?".into()),

@@ -39,6 +39,8 @@ pub struct Context {
     /// When each pair's readiness was last assessed (the checks touch every target, so they run
     /// every `READINESS_EVERY`, not on every probe).
     pub readiness_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub metrics: crate::metrics::Metrics,
+    pub leadership: crate::lease::Leadership,
 }
 
 /// How often the `ReadyForFailover` checks run per pair.
@@ -95,7 +97,7 @@ impl Error {
 }
 
 /// Options for running the controller.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Watch only this namespace (all when `None`).
     pub namespace: Option<String>,
@@ -103,6 +105,12 @@ pub struct Options {
     pub instance: String,
     /// Identity in journals and in etcd; defaults to `instance`.
     pub identity: Option<String>,
+    /// Where metrics are recorded.
+    pub metrics: crate::metrics::Metrics,
+    /// Whether this replica may act (always, without leader election).
+    pub leadership: crate::lease::Leadership,
+    /// Set once the controller runs (for `/readyz`).
+    pub ready: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -124,7 +132,12 @@ pub async fn run(
         recorder: Recorder::new(client, reporter),
         identity: opts.identity.clone().unwrap_or_else(|| opts.instance.clone()),
         readiness_at: Default::default(),
+        metrics: opts.metrics.clone(),
+        leadership: opts.leadership.clone(),
     });
+    if let Some(r) = &opts.ready {
+        r.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 
     // Status writes must not trigger a new probe round (that would probe in a hot loop): only spec
     // (generation) and annotation changes trigger; everything else runs on the requeue timer.
@@ -146,18 +159,45 @@ pub async fn run(
     info!("controller stopped");
 }
 
-#[instrument(skip_all, fields(drp = %drp.name_any(), ns = drp.namespace().unwrap_or_default()))]
 async fn reconcile(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let interval: Duration = drp.spec.failover.probe_interval.into();
+    // Followers keep their watch cache warm and do nothing else: leadership gates every probe and write.
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(interval));
+    }
+    let began = std::time::Instant::now();
+    ctx.metrics.reconcile_runs.inc();
+    let res = reconcile_inner(drp, ctx.clone()).await;
+    ctx.metrics.reconcile_duration.observe(began.elapsed().as_secs_f64());
+    res
+}
+
+#[instrument(skip_all, fields(drp = %drp.name_any(), ns = drp.namespace().unwrap_or_default()))]
+async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
     let name = drp.metadata.name.clone().ok_or(Error::MissingMetadata(".metadata.name"))?;
     let interval: Duration = drp.spec.failover.probe_interval.into();
-    // The cached object can lag our own last write; act on the latest.
-    let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(drp) =
-        api.get_opt(&name).await.map_err(|e| Error::UpdateStatus(crate::secrets::short_api_error(&e)))?
-    else {
-        ctx.sql.forget(&format!("{ns}/{name}/")).await;
-        return Ok(Action::await_change());
+    // Steady pairs act on the watch cache (a read per probe round would cost a thousand API reads a
+    // second at a thousand pairs); a stale copy makes the status write fail with 409 and we re-run.
+    // A pair mid-transition reads the latest journal first: transitions are rare, and every step
+    // decision should start from the last write.
+    let cached_in_transition =
+        drp.status.as_ref().and_then(|s| s.last_transition.as_ref()).is_some_and(|t| t.finished_at.is_none());
+    let drp = if cached_in_transition {
+        let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &ns);
+        match api
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::UpdateStatus(crate::secrets::short_api_error(&e)))?
+        {
+            Some(d) => d,
+            None => {
+                ctx.sql.forget(&format!("{ns}/{name}/")).await;
+                return Ok(Action::await_change());
+            }
+        }
+    } else {
+        (*drp).clone()
     };
 
     // Commands by annotation are read first, also during a transition, so that one arriving at
@@ -183,6 +223,26 @@ async fn reconcile(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<
     let now = jiff::Timestamp::now();
     let (mut status, observed_events) = decide::observe(&drp.spec, drp.status.as_ref(), &obs, now);
     events.extend(observed_events);
+    let pair_label = crate::metrics::PairLabels { pair: format!("{ns}/{name}") };
+    if let Some(lag) = status.replication_lag_bytes {
+        ctx.metrics.lag_bytes.get_or_create(&pair_label).set(lag);
+    }
+    ctx.metrics.epoch.get_or_create(&pair_label).set(status.epoch);
+    for o in &obs.sites {
+        let outcome = match &o.sql {
+            crate::probe::Outcome::Up(_) => "up",
+            crate::probe::Outcome::Down(_) => "down",
+            crate::probe::Outcome::NotRun(_) => "not_run",
+        };
+        ctx.metrics
+            .probes
+            .get_or_create(&crate::metrics::ProbeLabels {
+                pair: pair_label.pair.clone(),
+                site: o.name.clone(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
     status.handled.extend(cmds.handled.iter().cloned());
     events.extend(rejoin::step(&drp, &mut status, &ctx).await);
 
@@ -293,7 +353,11 @@ async fn publish_all(ctx: &Context, drp: &DisasterRecoveryPair, events: Vec<deci
     }
 }
 
-fn error_policy(drp: Arc<DisasterRecoveryPair>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(drp: Arc<DisasterRecoveryPair>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_failures
+        .get_or_create(&crate::metrics::CategoryLabels { category: err.category().into() })
+        .inc();
     warn!(drp = %drp.name_any(), category = err.category(), error = %err, "reconcile failed");
     Action::requeue(err.retry_after())
 }

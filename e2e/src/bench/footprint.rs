@@ -277,9 +277,19 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     support::create_pair(&client, &ns, &pair_yaml("fp-0000", &pg)).await?;
 
     let mut cmd = Command::new(&binary);
-    cmd.args(["run", "--namespace", &ns, "--site", "west", "--instance", &format!("bench-{ns}")])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .env("UNDERSTUDY_LOG", "info");
+    cmd.args([
+        "run",
+        "--namespace",
+        &ns,
+        "--site",
+        "west",
+        "--instance",
+        &format!("bench-{ns}"),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ])
+    .env("KUBECONFIG", &cp.kubeconfig)
+    .env("UNDERSTUDY_LOG", "info");
     let ctl = Proc::spawn("understudy", cmd, &pg.dir.join("understudy-footprint.log"))?;
     support::wait_for("pair fp-0000 Healthy", Duration::from_secs(60), || async {
         Ok(api.get("fp-0000").await?.status.and_then(|s| s.phase) == Some(understudy::crd::Phase::Healthy))
