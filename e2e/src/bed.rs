@@ -248,6 +248,11 @@ spec:
         c.data.and_then(|d| d.get(key).cloned()).context("key missing")
     }
 
+    /// The TSIG key name BIND accepts.
+    pub fn key_name(&self) -> String {
+        self.bind.key_name.clone()
+    }
+
     /// Annotates the pair (merge patch).
     pub async fn annotate(&self, name: &str, key: &str, value: &str) -> Result<()> {
         let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
