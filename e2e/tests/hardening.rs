@@ -117,7 +117,8 @@ async fn bad_references_are_reported_naming_the_field_and_nothing_is_written_hal
     cms.patch("not-json", &PatchParams::apply("e2e").force(), &Patch::Apply(&notjson)).await?;
 
     // (pair name, edit of the YAML, condition type, needle in its message)
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str, &str)> = vec![
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
             "missing-secret",
             Box::new(|y: &str| {
