@@ -4,7 +4,7 @@ CARGO ?= cargo
 CRD := crds/dr.understudy.dev_disasterrecoverypairs.yaml
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all demo test unit e2e lint fmt crds check-generated deps k8s-bins helm-bin sandbox-down bench clean
+.PHONY: all demo test unit e2e lint fmt crds docs check-generated deps k8s-bins helm-bin sandbox-down bench clean
 
 all: test
 
@@ -38,8 +38,12 @@ crds:
 	$(CARGO) run -q -p understudy -- crd > $(CRD).tmp && mv $(CRD).tmp $(CRD)
 	mkdir -p charts/understudy/crds && cp $(CRD) charts/understudy/crds/
 
-check-generated: crds
-	@git diff --exit-code -- crds/ charts/understudy/crds/ || { echo "generated CRDs are stale: run 'make crds' and commit" >&2; exit 1; }
+## docs: regenerate docs/crd-reference.md from the Rust types
+docs:
+	mkdir -p docs && $(CARGO) run -q -p understudy -- crd --reference > docs/crd-reference.md
+
+check-generated: crds docs
+	@git diff --exit-code -- crds/ charts/understudy/crds/ docs/crd-reference.md || { echo "generated files are stale: run 'make crds docs' and commit" >&2; exit 1; }
 
 ## deps: Debian packages (PostgreSQL 15, PgBouncer, BIND9, etcd, protoc), only when missing
 deps:

@@ -20,8 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller (kubeconfig from KUBECONFIG or ~/.kube/config, else in-cluster).
     Run(RunArgs),
-    /// Print the CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinition as YAML (or, with --reference, a Markdown field reference).
+    Crd {
+        /// Print the Markdown reference of every field instead.
+        #[arg(long)]
+        reference: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]

@@ -9,8 +9,12 @@ use understudy::{
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            print!("{}", crd::crd_yaml()?);
+        Command::Crd { reference } => {
+            if reference {
+                print!("{}", crd::reference_markdown());
+            } else {
+                print!("{}", crd::crd_yaml()?);
+            }
             Ok(())
         }
         Command::Run(args) => {

@@ -510,13 +510,15 @@ pub struct EtcdWitness {
     #[serde(default = "default_prefix")]
     #[schemars(length(min = 1, max = 253), pattern(r"^/"))]
     pub prefix: String,
-    /// Secret with `ca.crt`, `tls.crt` and `tls.key` for TLS client authentication.
+    /// Secret with `ca.crt`, `tls.crt` and `tls.key` for TLS client authentication (not supported
+    /// yet: a pair that sets it reports the witness as unavailable instead of connecting without TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret: Option<SecretRef>,
-    /// Secret with `username` and `password` for etcd authentication.
+    /// Secret with `username` and `password` for etcd authentication (not supported yet, as tlsSecret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret: Option<SecretRef>,
-    /// Lease TTL of the primary site's leader key (`10s`).
+    /// Lease TTL of the primary site's leader key (`10s`). Reserved for cross-site self-fencing, which
+    /// is not implemented yet; today the witness holds only the epoch.
     #[serde(default = "default_lease_ttl")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('2s') && duration(self) <= duration('5m')")
         .message("spec.coordination.etcd.leaseTTL must be between 2s and 5m, e.g. 10s"))]

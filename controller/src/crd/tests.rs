@@ -126,3 +126,13 @@ fn the_checked_in_crd_is_fresh() {
     let generated = crd_yaml().expect("crd yaml");
     assert!(checked_in == generated, "crds/ is stale: run `make crds` and commit the result");
 }
+
+#[test]
+fn the_checked_in_reference_is_fresh() {
+    let checked_in = include_str!("../../../docs/crd-reference.md");
+    assert!(
+        checked_in == reference_markdown(),
+        "docs/crd-reference.md is stale: run `make docs` and commit the result"
+    );
+    assert!(checked_in.contains("| `spec.failover.failureThreshold` | integer | `3` |"));
+}

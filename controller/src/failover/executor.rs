@@ -53,6 +53,10 @@ pub async fn write_status(
 /// The witness of `drp`, when it has one.
 pub async fn witness(drp: &DisasterRecoveryPair) -> Result<Option<Witness>, String> {
     let Some(etcd) = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref()) else { return Ok(None) };
+    // Refuse loudly rather than talk to the witness without the protection the spec asked for.
+    if etcd.tls_secret.is_some() || etcd.auth_secret.is_some() {
+        return Err("spec.coordination.etcd.tlsSecret and authSecret are not supported yet: use a witness reachable over a trusted network, or remove them".into());
+    }
     let ns = drp.namespace().unwrap_or_default();
     Witness::connect(&etcd.endpoints, &etcd.prefix, &ns, &drp.name_any(), Duration::from_secs(2))
         .await
