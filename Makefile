@@ -4,7 +4,7 @@ CARGO ?= cargo
 CRD := crds/dr.understudy.dev_disasterrecoverypairs.yaml
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all demo test unit e2e lint fmt crds docs check-generated deps k8s-bins helm-bin sandbox-down bench clean
+.PHONY: all demo test unit e2e lint fmt crds docs check-generated deps k8s-bins helm-bin sandbox-down bench chaos clean
 
 all: test
 
@@ -62,6 +62,12 @@ bench: deps k8s-bins
 	$(CARGO) build -q -p understudy --bin understudy
 	$(CARGO) build -q --release -p understudy --bin understudy
 	$(CARGO) run --release -p understudy-e2e --bin understudy-bench -- $(BENCH_ARGS)
+
+## chaos: repeat the fencing race N times (make chaos N=50)
+N ?= 20
+chaos: deps k8s-bins
+	$(CARGO) build -q -p understudy --bin understudy
+	CHAOS_ROUNDS=$(N) $(CARGO) test -p understudy-e2e --test fencing two_controllers_racing -- --nocapture
 
 ## sandbox-down: kill anything a crashed run left under /tmp/understudy-sbx
 sandbox-down:

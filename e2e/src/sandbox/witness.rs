@@ -50,6 +50,11 @@ impl Witness {
             .args(args))
     }
 
+    /// SIGKILL the witness (outage tests).
+    pub fn kill(&mut self) {
+        self.proc.kill9();
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.proc.pid()
