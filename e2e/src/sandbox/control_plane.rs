@@ -24,7 +24,9 @@ pub struct ControlPlane {
     pub version: String,
     pub bin_dir: PathBuf,
     etcd: Proc,
-    apiserver: Proc,
+    apiserver: std::sync::Mutex<Proc>,
+    apiserver_args: Vec<String>,
+    readyz: (String, String, String),
 }
 
 /// Builds (or finds cached) kube-apiserver, etcd and kubectl; returns their directory.
@@ -90,6 +92,7 @@ impl ControlPlane {
             .arg("--disable-admission-plugins=ServiceAccount")
             .arg("--allow-privileged=true")
             .arg("--v=1");
+        let apiserver_args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let apiserver = Proc::spawn("kube-apiserver", cmd, &dir.join("kube-apiserver.log"))?;
         let url = format!("https://127.0.0.1:{api_port}");
         let ca = p("ca.crt");
@@ -119,7 +122,18 @@ impl ControlPlane {
                  current-context: sandbox\n"
             ),
         )?;
-        Ok(ControlPlane { dir, kubeconfig, url, version, bin_dir, etcd, apiserver })
+        let readyz = (ca.clone(), auth.clone(), readyz.clone());
+        Ok(ControlPlane {
+            dir,
+            kubeconfig,
+            url,
+            version,
+            bin_dir,
+            etcd,
+            apiserver: std::sync::Mutex::new(apiserver),
+            apiserver_args,
+            readyz,
+        })
     }
 
     /// A kube client for this control plane (bound to the calling tokio runtime).
@@ -139,7 +153,26 @@ impl ControlPlane {
 
     /// The kube-apiserver process id.
     pub fn apiserver_pid(&self) -> u32 {
-        self.apiserver.pid()
+        self.apiserver.lock().map(|p| p.pid()).unwrap_or(0)
+    }
+
+    /// SIGKILLs kube-apiserver, waits `down`, starts it again with the same flags (same port, etcd
+    /// and certificates) and waits for `/readyz`: an API outage in the middle of whatever runs.
+    pub fn restart_apiserver(&self, down: Duration) -> Result<()> {
+        let mut guard = self.apiserver.lock().map_err(|_| anyhow::anyhow!("apiserver lock poisoned"))?;
+        guard.kill9();
+        std::thread::sleep(down);
+        let mut cmd = Command::new(self.bin_dir.join("kube-apiserver"));
+        cmd.args(&self.apiserver_args);
+        *guard = Proc::spawn("kube-apiserver", cmd, &self.dir.join("kube-apiserver.log"))?;
+        let (ca, auth, readyz) = &self.readyz;
+        wait_until("kube-apiserver /readyz after restart", Duration::from_secs(90), || {
+            Command::new("curl")
+                .args(["-sf", "-m", "2", "--cacert", ca, "-H", auth, readyz])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
     }
 
     /// The etcd process id.
