@@ -123,6 +123,14 @@ impl Secrets {
         Ok(s)
     }
 
+    /// Forgets every cached Secret of this namespace (an explicit request such as a dry-run deserves
+    /// fresh reads).
+    pub fn invalidate_all(&self) {
+        if let Ok(mut c) = cache().lock() {
+            c.retain(|(ns, _), _| *ns != self.namespace);
+        }
+    }
+
     /// Forgets a cached Secret (after understudy itself rewrote it).
     pub fn invalidate(&self, name: &str) {
         if let Ok(mut c) = cache().lock() {

@@ -257,6 +257,9 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         Some(commands::Command::DryRun { token }) => Some(token.clone()),
         _ => None,
     };
+    if dry_run.is_some() {
+        crate::secrets::Secrets::new(ctx.client.clone(), &ns).invalidate_all();
+    }
     if due || dry_run.is_some() {
         if let Ok(mut m) = ctx.readiness_at.lock() {
             m.insert(key, std::time::Instant::now());
