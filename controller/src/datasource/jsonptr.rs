@@ -246,3 +246,84 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Property tests: for arbitrary documents (any formatting), arbitrary existing pointers and
+    //! arbitrary new values — DSNs with quotes, backslashes and unicode included — the splice sets
+    //! exactly that value (as serde_json's own pointer would) and keeps every byte outside its span.
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            // Quarters are exact in binary, so the comparison does not hinge on float parsing.
+            any::<i32>().prop_map(|i| serde_json::Number::from_f64(f64::from(i) / 4.0)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)),
+            ".{0,24}".prop_map(Value::String),
+        ]
+    }
+
+    fn doc() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-zA-Z~/ \"\\\\é]{0,8}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Every pointer that names a value in `v`.
+    fn pointers(v: &Value, here: String, out: &mut Vec<String>) {
+        out.push(here.clone());
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    pointers(c, format!("{here}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    pointers(c, format!("{here}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn splice_sets_exactly_the_pointed_value(v in doc(), pick in any::<prop::sample::Index>(), new in doc(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v).expect("json") } else { serde_json::to_string(&v).expect("json") };
+            let mut ps = Vec::new();
+            pointers(&v, String::new(), &mut ps);
+            let p = ps[pick.index(ps.len())].clone();
+            let out = splice(&text, &p, &new).expect("splice");
+            let mut expect = v.clone();
+            *expect.pointer_mut(&p).expect("pointer") = new.clone();
+            prop_assert_eq!(serde_json::from_str::<Value>(&out).expect("result is JSON"), expect);
+            let (start, end) = locate(&text, &p).expect("locate");
+            prop_assert_eq!(&out[..start], &text[..start]);
+            prop_assert_eq!(&out[out.len() - (text.len() - end)..], &text[end..]);
+        }
+
+        #[test]
+        fn any_dsn_round_trips_through_the_document(dsn in "\\PC{0,64}") {
+            let doc = "{\n  \"SqlSettings\": {\"DataSource\": \"old\", \"DriverName\": \"postgres\"}\n}\n";
+            let out = splice(doc, "/SqlSettings/DataSource", &Value::String(dsn.clone())).expect("splice");
+            prop_assert_eq!(get(&out, "/SqlSettings/DataSource").expect("get"), Value::String(dsn));
+            let tail = ", \"DriverName\": \"postgres\"}\n}\n";
+            prop_assert!(out.ends_with(tail), "the rest of the document is kept");
+        }
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod footprint;
 pub mod patroni;
+pub mod switchover;
 pub mod understudy;
 
 use std::{

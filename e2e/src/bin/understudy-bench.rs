@@ -22,10 +22,12 @@ struct Args {
     pairs: usize,
     skip_patroni: bool,
     skip_footprint: bool,
+    skip_switchover: bool,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { runs: 10, pairs: 1000, skip_patroni: false, skip_footprint: false };
+    let mut a =
+        Args { runs: 10, pairs: 1000, skip_patroni: false, skip_footprint: false, skip_switchover: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -33,8 +35,9 @@ fn args() -> Result<Args> {
             "--pairs" => a.pairs = it.next().context("--pairs N")?.parse().context("--pairs N")?,
             "--skip-patroni" => a.skip_patroni = true,
             "--skip-footprint" => a.skip_footprint = true,
+            "--skip-switchover" => a.skip_switchover = true,
             "-h" | "--help" => {
-                println!("understudy-bench [--runs N] [--pairs N] [--skip-patroni] [--skip-footprint]");
+                println!("understudy-bench [--runs N] [--pairs N] [--skip-patroni] [--skip-footprint] [--skip-switchover]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
@@ -132,6 +135,21 @@ async fn main() -> Result<()> {
         }
     }
 
+    let sw = if a.skip_switchover {
+        None
+    } else {
+        say(format!("switchovers: {} back and forth under a workload", a.runs));
+        let mut log = say;
+        match understudy_e2e::bench::switchover::run(a.runs, &mut log).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                say(format!("switchovers FAILED: {e:#}"));
+                failures.push(format!("switchovers: {e:#}"));
+                None
+            }
+        }
+    };
+
     let fp = if a.skip_footprint {
         None
     } else {
@@ -152,6 +170,7 @@ async fn main() -> Result<()> {
         us: &us_runs,
         pat: &pat_runs,
         fp: fp.as_ref(),
+        sw: sw.as_ref(),
         aggressive,
         aggressive_note,
         patroni_version,
@@ -184,6 +203,7 @@ struct Report<'a> {
     us: &'a [us::Run],
     pat: &'a BTreeMap<String, Vec<patroni::Run>>,
     fp: Option<&'a Footprint>,
+    sw: Option<&'a understudy_e2e::bench::switchover::Report>,
     aggressive: Timing,
     aggressive_note: String,
     patroni_version: String,
@@ -372,6 +392,27 @@ impl Report<'_> {
             lost(self.pat("defaults/b-node-loss")),
             lost(self.pat("aggressive/b-node-loss")),
         );
+        if let Some(sw) = self.sw {
+            let k = sw.gaps.len();
+            row(
+                &format!("planned switchover: write-unavailability window (longest gap between acked commits), {k} switchovers"),
+                cell(Summary::of(&sw.gaps), 3, " s", k),
+                "–".into(),
+                "–".into(),
+            );
+            row(
+                "planned switchover: request → journal finished",
+                cell(Summary::of(&sw.durations), 3, " s", k),
+                "–".into(),
+                "–".into(),
+            );
+            row(
+                "planned switchover: lost acknowledged commits / client errors / acked",
+                format!("{} / {} / {}", sw.lost_acked, sw.client_errors, sw.acked),
+                "–".into(),
+                "–".into(),
+            );
+        }
         if let Some(f) = self.fp {
             let (i, l) = (&f.idle, &f.loaded);
             let both = |x: f64, y: f64, unit: &str, d: usize| format!("{x:.d$}{unit} / {y:.d$}{unit}");
@@ -528,7 +569,7 @@ impl Report<'_> {
             "pairs": self.a.pairs,
             "settings": self.settings(),
             "table": table,
-            "understudy": { "failover": us::FAILOVER, "runs": self.us },
+            "understudy": { "failover": us::FAILOVER, "runs": self.us, "switchovers": self.sw },
             "patroni": {
                 "version": self.patroni_version,
                 "defaults": Timing::DEFAULTS,
