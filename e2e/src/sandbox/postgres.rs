@@ -169,7 +169,10 @@ impl PgServer {
             p.kill9();
         }
         if pid != 0 {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
         // Backends notice the postmaster's death on their own; wait until the port is free.
         let port = self.port;
@@ -184,7 +187,10 @@ impl PgServer {
         if let Some(mut p) = self.proc.take() {
             p.stop("INT", Duration::from_secs(30));
         } else if pid != 0 {
-            let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
             let _ = wait_until("postgres to stop", Duration::from_secs(30), || self.pid() == 0);
         }
     }
@@ -224,7 +230,10 @@ impl Drop for PgServer {
             p.stop("QUIT", Duration::from_secs(5));
         }
         if pid != 0 {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }

@@ -48,7 +48,11 @@ impl Proc {
     /// Sends a signal by name (`KILL`, `TERM`, `INT`, `STOP`, `CONT`).
     pub fn signal(&self, sig: &str) -> Result<()> {
         let pid = self.pid();
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .stderr(std::process::Stdio::null())
+            .status()?;
         if !st.success() {
             bail!("kill -{sig} {pid} ({}) failed", self.name);
         }
