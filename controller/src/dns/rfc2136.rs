@@ -90,24 +90,8 @@ pub async fn replace(
     key: &TsigKey,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let signer = signer(key)?;
-    let zone_name = fqdn("@", zone)?;
-
-    let (stream, handle) = TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::new());
-    let (client, bg) = Client::with_timeout(stream, handle, timeout, Some(Arc::new(signer)))
-        .await
-        .map_err(|e| server_err(server, e))?;
-    let bg = tokio::spawn(bg);
-
     let rtype = if addr.is_ipv4() { RecordType::A } else { RecordType::AAAA };
-    let mut msg = Message::new();
-    msg.set_id(rand_id())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Update)
-        .set_recursion_desired(false);
-    let mut zq = Query::new();
-    zq.set_name(zone_name).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
-    msg.add_zone(zq);
+    let mut msg = update_message(zone)?;
     // Delete the RRset (class ANY, TTL 0, no RDATA), then add the new record.
     let mut delete = Record::update0(name.clone(), 0, rtype);
     delete.set_dns_class(DNSClass::ANY);
@@ -117,7 +101,37 @@ pub async fn replace(
         IpAddr::V6(a) => RData::AAAA(rdata::AAAA(a)),
     };
     msg.add_update(Record::from_rdata(name.clone(), ttl, rdata));
+    signed_update(server, zone, key, timeout, msg).await
+}
 
+/// An UPDATE message for `zone` with nothing in it yet.
+fn update_message(zone: &str) -> Result<Message, Error> {
+    let mut msg = Message::new();
+    msg.set_id(rand_id())
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Update)
+        .set_recursion_desired(false);
+    let mut zq = Query::new();
+    zq.set_name(fqdn("@", zone)?).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+    msg.add_zone(zq);
+    Ok(msg)
+}
+
+/// Sends `msg` signed with `key` over TCP and maps the answer: NOERROR is success, anything else
+/// an error saying what the server meant.
+async fn signed_update(
+    server: SocketAddr,
+    zone: &str,
+    key: &TsigKey,
+    timeout: Duration,
+    msg: Message,
+) -> Result<(), Error> {
+    let signer = signer(key)?;
+    let (stream, handle) = TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::new());
+    let (client, bg) = Client::with_timeout(stream, handle, timeout, Some(Arc::new(signer)))
+        .await
+        .map_err(|e| server_err(server, e))?;
+    let bg = tokio::spawn(bg);
     let resp = tokio::time::timeout(timeout, client.send(msg).next()).await;
     bg.abort();
     let resp = resp
@@ -134,7 +148,7 @@ pub async fn replace(
             server,
             format!("REFUSED: the server does not accept updates for zone {zone} with this key"),
         )),
-        ResponseCode::NotZone => Err(server_err(server, format!("NOTZONE: {name} is not in zone {zone}"))),
+        ResponseCode::NotZone => Err(server_err(server, format!("NOTZONE: the name is not in zone {zone}"))),
         other => Err(server_err(server, format!("update answered {other}"))),
     }
 }
@@ -173,38 +187,28 @@ pub async fn check_key(
     key: &TsigKey,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let signer = signer(key)?;
-    let zone_name = fqdn("@", zone)?;
-    let (stream, handle) = TcpClientStream::new(server, None, Some(timeout), TokioRuntimeProvider::new());
-    let (client, bg) = Client::with_timeout(stream, handle, timeout, Some(Arc::new(signer)))
-        .await
-        .map_err(|e| server_err(server, e))?;
-    let bg = tokio::spawn(bg);
-    let mut msg = Message::new();
-    msg.set_id(rand_id())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Update)
-        .set_recursion_desired(false);
-    let mut zq = Query::new();
-    zq.set_name(zone_name.clone()).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
-    msg.add_zone(zq);
-    let mut exists = Record::update0(zone_name, 0, RecordType::SOA);
+    let mut msg = update_message(zone)?;
+    let mut exists = Record::update0(fqdn("@", zone)?, 0, RecordType::SOA);
     exists.set_dns_class(DNSClass::ANY);
     msg.add_pre_requisite(exists);
-    let resp = tokio::time::timeout(timeout, client.send(msg).next()).await;
-    bg.abort();
-    let resp = resp
-        .map_err(|_| server_err(server, format!("no answer within {timeout:?}")))?
-        .ok_or_else(|| server_err(server, "connection closed without an answer"))?
-        .map_err(|e| server_err(server, describe_proto(&e)))?;
-    match resp.response_code() {
-        ResponseCode::NoError => Ok(()),
-        ResponseCode::NotAuth => Err(server_err(
-            server,
-            "NOTAUTH: the server rejected the TSIG key (wrong name, algorithm or secret)",
-        )),
-        other => Err(server_err(server, format!("signed no-op update for {zone} answered {other}"))),
-    }
+    signed_update(server, zone, key, timeout, msg).await
+}
+
+/// The TSIG key in the Secret `rfc.tsigSecret`; `field` names the record for error messages.
+pub async fn key_from_secret(
+    secrets: &crate::secrets::Secrets,
+    rfc: &crate::crd::Rfc2136Record,
+    field: &str,
+) -> Result<TsigKey, String> {
+    let k = secrets
+        .get(&rfc.tsig_secret.name, &["name", "algorithm", "secret"], &format!("{field}.tsigSecret"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(TsigKey {
+        name: k.value("name").into(),
+        algorithm: k.value("algorithm").into(),
+        secret_b64: k.value("secret").into(),
+    })
 }
 
 fn describe_proto(e: &hickory_proto::ProtoError) -> String {

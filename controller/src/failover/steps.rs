@@ -408,19 +408,7 @@ async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
             let now =
                 rfc2136::current(server, &name, cx.timeout).await.map_err(|e| format!("{field}: {e}"))?;
             if now != [addr] {
-                let k = secrets
-                    .get(
-                        &rfc.tsig_secret.name,
-                        &["name", "algorithm", "secret"],
-                        &format!("{field}.tsigSecret"),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let key = rfc2136::TsigKey {
-                    name: k.value("name").into(),
-                    algorithm: k.value("algorithm").into(),
-                    secret_b64: k.value("secret").into(),
-                };
+                let key = rfc2136::key_from_secret(&secrets, rfc, &field).await?;
                 let ttl = u32::try_from(rfc.ttl).unwrap_or(30);
                 rfc2136::replace(server, &rfc.zone, &name, ttl, addr, &key, cx.timeout)
                     .await

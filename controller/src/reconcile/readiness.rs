@@ -154,19 +154,7 @@ pub async fn assess(
             let field = format!("spec.dns[{j}].rfc2136");
             let check = async {
                 let server = rfc2136::server_addr(&rfc.server).map_err(|e| e.to_string())?;
-                let k = secrets
-                    .get(
-                        &rfc.tsig_secret.name,
-                        &["name", "algorithm", "secret"],
-                        &format!("{field}.tsigSecret"),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let key = rfc2136::TsigKey {
-                    name: k.value("name").into(),
-                    algorithm: k.value("algorithm").into(),
-                    secret_b64: k.value("secret").into(),
-                };
+                let key = rfc2136::key_from_secret(&secrets, rfc, &field).await?;
                 rfc2136::check_key(server, &rfc.zone, &key, timeout).await.map_err(|e| e.to_string())
             };
             if let Err(e) = check.await {
