@@ -175,6 +175,16 @@ spec:
         )
     }
 
+    /// A bed with the pair `chat` (its `spec.failover` = `failover`) created, the controller running
+    /// in-process, and the pair Healthy: the opening of most end-to-end tests.
+    pub async fn with_pair(label: &str, failover: &str) -> Result<(Bed, support::RunningController)> {
+        let bed = Bed::start(label).await?;
+        let ctl = support::RunningController::start(bed.client.clone(), &bed.ns);
+        support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", failover)).await?;
+        bed.wait_healthy("chat").await?;
+        Ok((bed, ctl))
+    }
+
     pub fn api(&self) -> Api<DisasterRecoveryPair> {
         Api::namespaced(self.client.clone(), &self.ns)
     }

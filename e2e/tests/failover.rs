@@ -29,10 +29,7 @@ async fn events(bed: &Bed) -> Result<Vec<Event>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> {
-    let mut bed = Bed::start("failover").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", FAST)).await?;
-    bed.wait_healthy("chat").await?;
+    let (mut bed, _ctl) = Bed::with_pair("failover", FAST).await?;
 
     let wl = Workload::start(
         "127.0.0.1",
@@ -236,15 +233,8 @@ async fn lag_over_budget_refuses_with_the_figures() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_mode_reports_and_changes_nothing() -> Result<()> {
-    let mut bed = Bed::start("manual").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Manual, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
-    bed.wait_healthy("chat").await?;
+    let (mut bed, _ctl) =
+        Bed::with_pair("manual", "mode: Manual, probeInterval: 500ms, failureThreshold: 3").await?;
     bed.pg.primary.kill9();
     let api = bed.api();
     wait_for("FailoverBlocked/ManualMode", Duration::from_secs(15), || async {
@@ -264,15 +254,8 @@ async fn manual_mode_reports_and_changes_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_mode_waits_acts_on_the_right_nonce_and_ignores_a_wrong_one() -> Result<()> {
-    let mut bed = Bed::start("approve").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Approve, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
-    bed.wait_healthy("chat").await?;
+    let (mut bed, _ctl) =
+        Bed::with_pair("approve", "mode: Approve, probeInterval: 500ms, failureThreshold: 3").await?;
     bed.pg.primary.kill9();
     let api = bed.api();
     wait_for("a pending approval", Duration::from_secs(15), || async {
@@ -302,10 +285,7 @@ async fn approve_mode_waits_acts_on_the_right_nonce_and_ignores_a_wrong_one() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_server_down_during_the_flip_is_retried_without_promoting_twice() -> Result<()> {
-    let mut bed = Bed::start("dnsdown").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", FAST)).await?;
-    bed.wait_healthy("chat").await?;
+    let (mut bed, _ctl) = Bed::with_pair("dnsdown", FAST).await?;
     bed.bind.kill();
     bed.pg.primary.kill9();
     let api = bed.api();

@@ -10,7 +10,7 @@ use kube::{api::ListParams, Api};
 use understudy::crd::{conditions, Phase};
 use understudy_e2e::{
     bed::Bed,
-    support::{self, condition, wait_for, RunningController},
+    support::{self, condition, wait_for},
     workload::{lost, Workload},
 };
 
@@ -31,15 +31,8 @@ fn ids(out: &str) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> {
-    let bed = Bed::start("switch").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
-    bed.wait_healthy("chat").await?;
+    let (bed, _ctl) =
+        Bed::with_pair("switch", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3").await?;
     let wl = Workload::start(
         "127.0.0.1",
         bed.pgb.port,
@@ -102,15 +95,8 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() -> Result<()> {
-    let bed = Bed::start("rollback").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, catchUpTimeout: 2s"),
-    )
-    .await?;
-    bed.wait_healthy("chat").await?;
+    let (bed, _ctl) =
+        Bed::with_pair("rollback", "mode: Automatic, probeInterval: 500ms, catchUpTimeout: 2s").await?;
     let wl = Workload::start(
         "127.0.0.1",
         bed.pgb.port,
@@ -160,11 +146,7 @@ async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
-    let bed = Bed::start("tokens").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", "mode: Manual, probeInterval: 500ms"))
-        .await?;
-    bed.wait_healthy("chat").await?;
+    let (bed, _ctl) = Bed::with_pair("tokens", "mode: Manual, probeInterval: 500ms").await?;
     let api = bed.api();
 
     // Bad values: a Warning each, nothing changes.
@@ -202,15 +184,8 @@ async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_pair_does_not_fail_over_until_resumed() -> Result<()> {
-    let mut bed = Bed::start("paused").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
-    bed.wait_healthy("chat").await?;
+    let (mut bed, _ctl) =
+        Bed::with_pair("paused", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3").await?;
     bed.annotate("chat", "dr.understudy.dev/paused", "true").await?;
     let api = bed.api();
     wait_for("phase Paused", Duration::from_secs(10), || async {
@@ -247,15 +222,7 @@ async fn a_paused_pair_does_not_fail_over_until_resumed() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_lists_a_broken_dns_key_as_a_blocker() -> Result<()> {
-    let bed = Bed::start("dryrun").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms"),
-    )
-    .await?;
-    bed.wait_healthy("chat").await?;
+    let (bed, _ctl) = Bed::with_pair("dryrun", "mode: Automatic, probeInterval: 500ms").await?;
     let api = bed.api();
     bed.annotate("chat", "dr.understudy.dev/dry-run", "d1").await?;
     wait_for("dry-run d1", Duration::from_secs(15), || async {
@@ -305,11 +272,7 @@ async fn dry_run_lists_a_broken_dns_key_as_a_blocker() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_old_primary_rejoins_after_a_failover_with_pg_rewind_and_a_switchover_back_works() -> Result<()> {
-    let bed = Bed::start("rejoin").await?;
-    let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", "mode: Manual, probeInterval: 500ms"))
-        .await?;
-    bed.wait_healthy("chat").await?;
+    let (bed, _ctl) = Bed::with_pair("rejoin", "mode: Manual, probeInterval: 500ms").await?;
     // Some replicated history first, so the fork does not sit on a WAL segment boundary.
     bed.pg.primary.psql("CREATE TABLE shared_history AS SELECT g FROM generate_series(1, 5000) g")?;
     wait_for("the standby to replay it", Duration::from_secs(10), || async {
