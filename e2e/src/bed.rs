@@ -185,6 +185,21 @@ spec:
         Ok((bed, ctl))
     }
 
+    /// A workload writing to `table` through PgBouncer with the pair's credentials, the way the
+    /// application does.
+    pub async fn workload(&self, table: &str, every: Duration) -> Result<crate::workload::Workload> {
+        crate::workload::Workload::start(
+            "127.0.0.1",
+            self.pgb.port,
+            "app",
+            &self.pg.user,
+            &self.pg.password,
+            table,
+            every,
+        )
+        .await
+    }
+
     pub fn api(&self) -> Api<DisasterRecoveryPair> {
         Api::namespaced(self.client.clone(), &self.ns)
     }

@@ -17,7 +17,7 @@ use understudy::{
 use understudy_e2e::{
     bed::{mattermost_config, wait_exit, Bed},
     support::{self, condition, wait_for, RunningController},
-    workload::{lost, Workload},
+    workload::lost,
 };
 
 const FAST: &str =
@@ -31,16 +31,7 @@ async fn events(bed: &Bed) -> Result<Vec<Event>> {
 async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> {
     let (mut bed, _ctl) = Bed::with_pair("failover", FAST).await?;
 
-    let wl = Workload::start(
-        "127.0.0.1",
-        bed.pgb.port,
-        "app",
-        &bed.pg.user,
-        &bed.pg.password,
-        "workload",
-        Duration::from_millis(20),
-    )
-    .await?;
+    let wl = bed.workload("workload", Duration::from_millis(20)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
 
     bed.pg.primary.kill9();
@@ -123,13 +114,7 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
     })
     .await?;
     let stats = wl.stop().await;
-    let present: Vec<i64> = bed
-        .pg
-        .standby
-        .psql("SELECT id FROM workload")?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let present: Vec<i64> = bed.pg.standby.ids("workload")?;
     let missing = lost(&stats.acked, &present);
     eprintln!(
         "acked {} commits, {} errors, longest write gap {:?}; lost WAL {lost_wal} bytes; acked commits missing on west: {}",

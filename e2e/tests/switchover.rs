@@ -11,7 +11,7 @@ use understudy::crd::{conditions, Phase};
 use understudy_e2e::{
     bed::Bed,
     support::{self, condition, wait_for},
-    workload::{lost, Workload},
+    workload::lost,
 };
 
 const SW: &str = "dr.understudy.dev/switchover";
@@ -25,24 +25,11 @@ async fn has_event(bed: &Bed, reason: &str) -> Result<bool> {
         .any(|e| e.reason.as_deref() == Some(reason)))
 }
 
-fn ids(out: &str) -> Vec<i64> {
-    out.lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> {
     let (bed, _ctl) =
         Bed::with_pair("switch", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3").await?;
-    let wl = Workload::start(
-        "127.0.0.1",
-        bed.pgb.port,
-        "app",
-        &bed.pg.user,
-        &bed.pg.password,
-        "workload",
-        Duration::from_millis(10),
-    )
-    .await?;
+    let wl = bed.workload("workload", Duration::from_millis(10)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
 
     let mut gaps = Vec::new();
@@ -79,7 +66,7 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
         );
     }
     let stats = wl.stop().await;
-    let present = ids(&bed.server(&primary).psql("SELECT id FROM workload")?);
+    let present = bed.server(&primary).ids("workload")?;
     let missing = lost(&stats.acked, &present);
     eprintln!(
         "10 switchovers: {} commits acknowledged, {} client errors, longest write gap {:?}, missing {}",
@@ -97,16 +84,7 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
 async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() -> Result<()> {
     let (bed, _ctl) =
         Bed::with_pair("rollback", "mode: Automatic, probeInterval: 500ms, catchUpTimeout: 2s").await?;
-    let wl = Workload::start(
-        "127.0.0.1",
-        bed.pgb.port,
-        "app",
-        &bed.pg.user,
-        &bed.pg.password,
-        "workload",
-        Duration::from_millis(10),
-    )
-    .await?;
+    let wl = bed.workload("workload", Duration::from_millis(10)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
     // The standby receives but stops replaying: it can never catch up.
     bed.pg.standby.psql("SELECT pg_wal_replay_pause()")?;
@@ -140,7 +118,7 @@ async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() ->
     .await?;
     let stats = wl.stop().await;
     bed.pg.standby.psql("SELECT pg_wal_replay_resume()")?;
-    assert!(lost(&stats.acked, &ids(&bed.pg.primary.psql("SELECT id FROM workload")?)).is_empty());
+    assert!(lost(&stats.acked, &bed.pg.primary.ids("workload")?).is_empty());
     Ok(())
 }
 

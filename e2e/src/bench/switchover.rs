@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::{
     bed::Bed,
     support::{self, wait_for},
-    workload::{lost, Workload},
+    workload::lost,
 };
 
 /// What the switchovers measured.
@@ -38,16 +38,7 @@ pub async fn run(n: usize, log: &mut impl FnMut(String)) -> Result<Report> {
     .await?;
     let _ctl = bed.controller_process("west", &[])?;
     bed.wait_healthy("chat").await?;
-    let wl = Workload::start(
-        "127.0.0.1",
-        bed.pgb.port,
-        "app",
-        &bed.pg.user,
-        &bed.pg.password,
-        "bench_sw",
-        Duration::from_millis(10),
-    )
-    .await?;
+    let wl = bed.workload("bench_sw", Duration::from_millis(10)).await?;
     wait_for("the workload to commit", Duration::from_secs(15), || async { Ok(wl.acked() > 50) }).await?;
     let mut rep = Report::default();
     let mut primary = "east";
@@ -90,11 +81,7 @@ pub async fn run(n: usize, log: &mut impl FnMut(String)) -> Result<Report> {
         primary = to;
     }
     let stats = wl.stop().await;
-    let present: Vec<i64> =
-        tokio::task::block_in_place(|| bed.server(primary).psql("SELECT id FROM bench_sw"))?
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
+    let present: Vec<i64> = tokio::task::block_in_place(|| bed.server(primary).ids("bench_sw"))?;
     rep.acked = stats.acked.len();
     rep.lost_acked = lost(&stats.acked, &present).len();
     rep.client_errors = stats.errors;

@@ -10,7 +10,7 @@ use super::{rfc3339, Mark};
 use crate::{
     bed::Bed,
     support::{self, wait_for},
-    workload::{lost, Workload},
+    workload::lost,
 };
 
 /// The failover settings of the measured pair.
@@ -52,16 +52,7 @@ pub async fn run_once(label: &str) -> Result<Run> {
     support::create_pair(&bed.client, &bed.ns, &yaml).await?;
     let _ctl = bed.controller_process("west", &[]).context("start the understudy controller")?;
     bed.wait_healthy("chat").await?;
-    let wl = Workload::start(
-        "127.0.0.1",
-        bed.pgb.port,
-        "app",
-        &bed.pg.user,
-        &bed.pg.password,
-        "bench_writes",
-        WRITE_EVERY,
-    )
-    .await?;
+    let wl = bed.workload("bench_writes", WRITE_EVERY).await?;
     wait_for("the workload to commit", Duration::from_secs(15), || async { Ok(wl.acked() > 50) }).await?;
 
     let kill = Mark::now();
@@ -89,11 +80,7 @@ pub async fn run_once(label: &str) -> Result<Run> {
     wait_for("writes to continue", Duration::from_secs(10), || async { Ok(wl.acked() > before + 10) })
         .await?;
     let stats = wl.stop().await;
-    let present: Vec<i64> =
-        tokio::task::block_in_place(|| bed.pg.standby.psql("SELECT id FROM bench_writes"))?
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
+    let present: Vec<i64> = tokio::task::block_in_place(|| bed.pg.standby.ids("bench_writes"))?;
     let missing = lost(&stats.acked, &present);
 
     let started = rfc3339(&t.started_at);

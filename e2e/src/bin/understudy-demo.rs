@@ -13,7 +13,7 @@ use understudy_e2e::{
     bed::Bed,
     sandbox::proc::run,
     support::{self, wait_for},
-    workload::{lost, Workload},
+    workload::lost,
 };
 
 #[tokio::main]
@@ -41,16 +41,7 @@ async fn main() -> Result<()> {
     let kubectl = |args: &[&str]| run(bed.cp.kubectl().args(["-n", &bed.ns]).args(args));
     print!("{}", kubectl(&["get", "drp"])?);
 
-    let wl = Workload::start(
-        "127.0.0.1",
-        bed.pgb.port,
-        "app",
-        &bed.pg.user,
-        &bed.pg.password,
-        "demo_writes",
-        Duration::from_millis(20),
-    )
-    .await?;
+    let wl = bed.workload("demo_writes", Duration::from_millis(20)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!("== workload committing through PgBouncer: {} commits acknowledged so far", wl.acked());
     println!("   DNS chat.example.test → {:?}", bed.bind.dig("chat")?);
@@ -64,13 +55,7 @@ async fn main() -> Result<()> {
     })
     .await?;
     let stats = wl.stop().await;
-    let present: Vec<i64> = bed
-        .pg
-        .standby
-        .psql("SELECT id FROM demo_writes")?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let present: Vec<i64> = bed.pg.standby.ids("demo_writes")?;
     let missing = lost(&stats.acked, &present);
 
     let st = drp.status.clone().unwrap_or_default();

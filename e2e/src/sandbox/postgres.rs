@@ -195,6 +195,15 @@ impl PgServer {
         }
     }
 
+    /// The `id` column of `table` (the workload's acknowledged-commit ids), to count lost commits.
+    pub fn ids(&self, table: &str) -> Result<Vec<i64>> {
+        Ok(self
+            .psql(&format!("SELECT id FROM {table}"))?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
+    }
+
     /// The log file.
     pub fn log_path(&self) -> &Path {
         &self.log
