@@ -70,6 +70,7 @@ pub struct Metrics {
     pub rto_seconds: Family<PairLabels, Gauge<f64, AtomicU64>>,
     pub lost_wal_bytes: Family<PairLabels, Gauge<i64, AtomicI64>>,
     pub is_leader: Gauge<i64, AtomicI64>,
+    pub leader_key: Family<PairLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -91,6 +92,7 @@ impl Default for Metrics {
             rto_seconds: Family::default(),
             lost_wal_bytes: Family::default(),
             is_leader: Gauge::default(),
+            leader_key: Family::default(),
         };
         r.register("reconcile_runs", "Reconciles run", m.reconcile_runs.clone());
         r.register(
@@ -131,6 +133,11 @@ impl Default for Metrics {
             "is_leader",
             "1 when this replica holds the leader lease (or runs without election)",
             m.is_leader.clone(),
+        );
+        r.register(
+            "leader_key",
+            "Primary site's leader key in etcd: 1 held, 0 not held, -1 this site fenced itself",
+            m.leader_key.clone(),
         );
         Metrics { registry: Arc::new(r), ..m }
     }

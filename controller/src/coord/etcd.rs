@@ -1,8 +1,12 @@
-//! The etcd witness: epoch compare-and-swap. Only this module talks to etcd.
+//! The etcd witness: epoch compare-and-swap and the primary site's leader key. Only this module
+//! talks to etcd.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    Txn, TxnOp,
+};
 
 use super::{decode_epoch, encode_epoch, Swap};
 
@@ -18,7 +22,59 @@ pub enum Error {
 /// A connection to the witness for one pair.
 pub struct Witness {
     client: Client,
+    /// `<prefix>/<namespace>/<name>/epoch`
     key: String,
+    /// `<prefix>/<namespace>/<name>/leader`: `<epoch> <site>`, bound to the primary site's lease.
+    leader_key: String,
+}
+
+/// Who holds the leader key, when somebody does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    pub epoch: i64,
+    pub holder: String,
+    /// The etcd lease the key is bound to.
+    pub lease: i64,
+}
+
+/// Whether an epoch swap may break a leader key that is still alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderKey {
+    /// An unplanned failover: the primary site's lease must have expired first.
+    MustBeAbsent,
+    /// A planned switchover or a failover forced by an operator: the key is deleted with the swap,
+    /// and the old primary's keeper, seeing the epoch move, fences its site.
+    Break,
+}
+
+/// The outcome of taking (or re-taking) the leader key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquire {
+    /// The key is ours, bound to the lease given.
+    Held,
+    /// The epoch is no longer the one we serve: somebody promoted the other site.
+    EpochMoved { epoch: i64, holder: String },
+    /// Another site holds the key.
+    HeldByOther { holder: String },
+}
+
+/// The outcome of one keepalive round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// etcd confirmed the lease and the key is still ours; `sent` starts the self-fence clock.
+    Confirmed { sent: Instant },
+    /// The lease (and with it the key) is gone.
+    Expired,
+    /// Somebody promoted the other site.
+    EpochMoved { epoch: i64, holder: String },
+    /// Another site holds the key.
+    HeldByOther { holder: String },
+}
+
+/// A live keepalive stream for one lease.
+pub struct KeepAlive {
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
 }
 
 impl Witness {
@@ -38,8 +94,152 @@ impl Witness {
                 reason: format!("no answer within {timeout:?}"),
             })?
             .map_err(|e| Error::Connect { endpoints: endpoints.join(","), reason: e.to_string() })?;
-        let key = format!("{}/{namespace}/{name}/epoch", prefix.trim_end_matches('/'));
-        Ok(Witness { client, key })
+        let base = format!("{}/{namespace}/{name}", prefix.trim_end_matches('/'));
+        Ok(Witness { client, key: format!("{base}/epoch"), leader_key: format!("{base}/leader") })
+    }
+
+    fn txn_err(&self, key: &str) -> impl Fn(etcd_client::Error) -> Error {
+        let key = key.to_string();
+        move |e| Error::Txn { key: key.clone(), reason: e.to_string() }
+    }
+
+    /// The epoch key's raw value and the leader key, read in one request.
+    async fn read_both(&mut self) -> Result<(Option<String>, Option<Leader>), Error> {
+        let base = self.key.trim_end_matches("epoch").to_string();
+        let resp = self
+            .client
+            .get(base.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(self.txn_err(&base))?;
+        let mut epoch = None;
+        let mut leader = None;
+        for kv in resp.kvs() {
+            let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else { continue };
+            if k == self.key {
+                epoch = Some(v.to_string());
+            } else if k == self.leader_key {
+                let mut it = v.splitn(2, ' ');
+                if let (Some(Ok(e)), Some(h)) = (it.next().map(str::parse), it.next()) {
+                    leader = Some(Leader { epoch: e, holder: h.to_string(), lease: kv.lease() });
+                }
+            }
+        }
+        Ok((epoch, leader))
+    }
+
+    /// Who holds the leader key now (`None` when its lease expired or nobody ever took it).
+    pub async fn leader(&mut self) -> Result<Option<Leader>, Error> {
+        Ok(self.read_both().await?.1)
+    }
+
+    /// Seconds left on a lease (≤ 0 when it expired).
+    pub async fn lease_ttl_left(&mut self, lease: i64) -> Result<i64, Error> {
+        let r = self.client.lease_time_to_live(lease, None).await.map_err(self.txn_err("lease"))?;
+        Ok(r.ttl())
+    }
+
+    /// A new lease of `ttl` (whole seconds, rounded up).
+    pub async fn grant(&mut self, ttl: Duration) -> Result<i64, Error> {
+        let secs = ttl.as_millis().div_ceil(1000).max(1) as i64;
+        Ok(self.client.lease_grant(secs, None).await.map_err(self.txn_err("lease grant"))?.id())
+    }
+
+    /// Opens the keepalive stream of `lease`.
+    pub async fn keep_alive(&mut self, lease: i64) -> Result<KeepAlive, Error> {
+        let (keeper, stream) =
+            self.client.lease_keep_alive(lease).await.map_err(self.txn_err("lease keepalive"))?;
+        Ok(KeepAlive { keeper, stream })
+    }
+
+    /// Takes the leader key for `holder` serving `epoch`, bound to `lease`, in one transaction
+    /// that also checks the epoch: the key can only be taken (or re-taken after the lease
+    /// expired) while nobody has promoted the other site.
+    pub async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, Error> {
+        let (raw, leader) = self.read_both().await?;
+        let (cur, cur_holder, _) =
+            raw.as_deref().and_then(decode_epoch).unwrap_or((0, String::new(), String::new()));
+        if cur != epoch {
+            return Ok(Acquire::EpochMoved { epoch: cur, holder: cur_holder });
+        }
+        let mine = format!("{epoch} {holder}");
+        let epoch_cmp = match &raw {
+            Some(v) => Compare::value(self.key.as_str(), CompareOp::Equal, v.as_str()),
+            None => Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0),
+        };
+        let leader_cmp = match &leader {
+            None => Compare::create_revision(self.leader_key.as_str(), CompareOp::Equal, 0),
+            Some(l) if l.holder == holder && l.epoch == epoch => {
+                if l.lease == lease {
+                    return Ok(Acquire::Held);
+                }
+                Compare::value(self.leader_key.as_str(), CompareOp::Equal, mine.as_str())
+            }
+            Some(l) => return Ok(Acquire::HeldByOther { holder: l.holder.clone() }),
+        };
+        let put = TxnOp::put(self.leader_key.as_str(), mine, Some(PutOptions::new().with_lease(lease)));
+        let txn = Txn::new().when([epoch_cmp, leader_cmp]).and_then([put]);
+        let resp = self.client.txn(txn).await.map_err(self.txn_err(&self.leader_key.clone()))?;
+        if resp.succeeded() {
+            return Ok(Acquire::Held);
+        }
+        // Something moved between the read and the transaction: report what.
+        let (raw, leader) = self.read_both().await?;
+        let (cur, cur_holder, _) =
+            raw.as_deref().and_then(decode_epoch).unwrap_or((0, String::new(), String::new()));
+        if cur != epoch {
+            return Ok(Acquire::EpochMoved { epoch: cur, holder: cur_holder });
+        }
+        Ok(Acquire::HeldByOther { holder: leader.map(|l| l.holder).unwrap_or_default() })
+    }
+
+    /// One keepalive round on `ka`: sends, waits for etcd's answer within `timeout`, then reads the
+    /// epoch and leader key. Returns the instant the keepalive was *sent* when etcd confirmed the
+    /// lease (TTL > 0) and we still hold the key for `epoch`; that instant starts the self-fence clock.
+    pub async fn renew(
+        &mut self,
+        ka: &mut KeepAlive,
+        epoch: i64,
+        holder: &str,
+        timeout: Duration,
+    ) -> Result<Renewal, Error> {
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(timeout, async {
+            ka.keeper.keep_alive().await?;
+            ka.stream.message().await
+        })
+        .await
+        .map_err(|_| Error::Txn {
+            key: self.leader_key.clone(),
+            reason: format!("keepalive: no answer within {timeout:?}"),
+        })?
+        .map_err(self.txn_err("lease keepalive"))?;
+        let ttl = answer.map(|r| r.ttl()).unwrap_or(0);
+        if ttl <= 0 {
+            return Ok(Renewal::Expired);
+        }
+        let (raw, leader) = tokio::time::timeout(timeout, self.read_both()).await.map_err(|_| {
+            Error::Txn { key: self.leader_key.clone(), reason: format!("read: no answer within {timeout:?}") }
+        })??;
+        let (cur, cur_holder, _) =
+            raw.as_deref().and_then(decode_epoch).unwrap_or((0, String::new(), String::new()));
+        if cur != epoch {
+            return Ok(Renewal::EpochMoved { epoch: cur, holder: cur_holder });
+        }
+        match leader {
+            Some(l) if l.holder == holder && l.epoch == epoch => Ok(Renewal::Confirmed { sent }),
+            Some(l) => Ok(Renewal::HeldByOther { holder: l.holder }),
+            None => Ok(Renewal::Expired),
+        }
+    }
+
+    /// Deletes the leader key if it is ours (a primary site handing over cleanly).
+    pub async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), Error> {
+        let mine = format!("{epoch} {holder}");
+        let txn = Txn::new()
+            .when([Compare::value(self.leader_key.as_str(), CompareOp::Equal, mine)])
+            .and_then([TxnOp::delete(self.leader_key.as_str(), None)]);
+        self.client.txn(txn).await.map_err(self.txn_err(&self.leader_key.clone()))?;
+        Ok(())
     }
 
     /// The epoch etcd holds (0 when the key does not exist yet).
@@ -57,9 +257,16 @@ impl Witness {
     }
 
     /// Moves the epoch from `from` to `from + 1` for `holder`'s transition `transition`, in one
-    /// transaction: compare the current value (or absence, when `from` is 0), then put. A retry of
+    /// transaction: compare the current value (or absence, when `from` is 0) and, for an unplanned
+    /// failover, the absence of the leader key; then put (and delete the leader key). A retry of
     /// the same transition after a crash finds its own value and counts as won.
-    pub async fn swap(&mut self, from: i64, holder: &str, transition: &str) -> Result<Swap, Error> {
+    pub async fn swap(
+        &mut self,
+        from: i64,
+        holder: &str,
+        transition: &str,
+        leader: LeaderKey,
+    ) -> Result<Swap, Error> {
         let to = from + 1;
         let new = encode_epoch(to, holder, transition);
         let (cur_epoch, cur_holder, cur_transition) = self.epoch().await?;
@@ -78,7 +285,12 @@ impl Witness {
                 encode_epoch(from, &cur_holder, &cur_transition),
             )
         };
-        let txn = Txn::new().when([cmp]).and_then([TxnOp::put(self.key.as_str(), new, None)]);
+        let mut when = vec![cmp];
+        if leader == LeaderKey::MustBeAbsent {
+            when.push(Compare::create_revision(self.leader_key.as_str(), CompareOp::Equal, 0));
+        }
+        let ops = [TxnOp::put(self.key.as_str(), new, None), TxnOp::delete(self.leader_key.as_str(), None)];
+        let txn = Txn::new().when(when).and_then(ops);
         let resp = self
             .client
             .txn(txn)
@@ -87,7 +299,15 @@ impl Witness {
         if resp.succeeded() {
             return Ok(Swap::Won);
         }
-        let (epoch, holder, _) = self.epoch().await?;
-        Ok(Swap::Lost { epoch, holder })
+        let (raw, leader_now) = self.read_both().await?;
+        let (epoch, cur_holder, _) =
+            raw.as_deref().and_then(decode_epoch).unwrap_or((0, String::new(), String::new()));
+        if epoch == from {
+            if let Some(l) = leader_now {
+                let ttl = self.lease_ttl_left(l.lease).await.unwrap_or(-1);
+                return Ok(Swap::LeaderAlive { holder: l.holder, ttl_left_s: ttl });
+            }
+        }
+        Ok(Swap::Lost { epoch, holder: cur_holder })
     }
 }

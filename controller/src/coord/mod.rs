@@ -4,8 +4,76 @@
 //! Without a witness the swap is the status write itself (a `resourceVersion` precondition on the
 //! pair, done by the executor). With `spec.coordination.etcd` it is an etcd transaction on
 //! `<prefix>/<namespace>/<name>/epoch`, and the status only records what etcd decided.
+//!
+//! With one controller per site (`--site`), the controller of the primary site also keeps the
+//! pair's leader key `<prefix>/<namespace>/<name>/leader` alive on an etcd lease (`keeper`). The
+//! standby's epoch swap only succeeds while that key is absent, so the standby can promote only
+//! after the primary site's lease expired; and the primary site fences its own database before
+//! that can happen when it cannot renew. The timing that makes "before" true is `Timing`.
 
 pub mod etcd;
+pub mod keeper;
+
+use std::time::Duration;
+
+/// The cross-site timing, derived from `spec.coordination.etcd.leaseTTL` (T) and
+/// `spec.failover.probeTimeout` (p). Every duration is measured on the primary-site controller's
+/// monotonic clock, from the moment it *sent* the last keepalive that etcd confirmed:
+///
+/// ```text
+///   keepalive every          r = T / 5
+///   self-fence after         f = T / 2      (no keepalive confirmed for this long)
+///   fence budget             b = p          (connect + read-only + terminate + PgBouncer PAUSE)
+///   standby promotes at the earliest when etcd expires the lease: ≥ T after that send
+///   (etcd restarts the TTL when the keepalive *arrives*, which is later than we sent it).
+///
+///   safety:   f + b + p ≤ T   ⇔   T/2 + 2p ≤ T   ⇔   T ≥ 4p
+/// ```
+///
+/// The fence is done by `f + b` at the latest, and the standby cannot win the epoch swap before
+/// `T`; the margin between the two, `T/2 − p ≥ p`, absorbs a controller that is scheduled late. The spec rejects a pair with `leaseTTL < 4 × probeTimeout` (a CEL rule on the spec), and
+/// `Timing::check` refuses it again at run time. `f ≥ 2r` so one lost keepalive never fences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub lease_ttl: Duration,
+    pub renew_every: Duration,
+    pub self_fence_after: Duration,
+    pub fence_budget: Duration,
+}
+
+/// `leaseTTL ≥ LEASE_TTL_PER_PROBE_TIMEOUT × probeTimeout`, the inequality above.
+pub const LEASE_TTL_PER_PROBE_TIMEOUT: u32 = 4;
+
+impl Timing {
+    /// The timing of a pair, or why its spec breaks the inequality.
+    pub fn new(lease_ttl: Duration, probe_timeout: Duration) -> Result<Timing, String> {
+        let t = Timing {
+            lease_ttl,
+            renew_every: lease_ttl / 5,
+            self_fence_after: lease_ttl / 2,
+            fence_budget: probe_timeout,
+        };
+        t.check().map(|()| t)
+    }
+
+    /// The inequality, checked again at run time (a spec stored before the CEL rule existed).
+    pub fn check(&self) -> Result<(), String> {
+        if self.lease_ttl < self.fence_budget * LEASE_TTL_PER_PROBE_TIMEOUT
+            || self.self_fence_after < self.renew_every * 2
+        {
+            return Err(format!(
+                "spec.coordination.etcd.leaseTTL ({:?}) must be at least {LEASE_TTL_PER_PROBE_TIMEOUT} ×                  spec.failover.probeTimeout ({:?}) so that the primary site fences itself before the                  standby can promote: raise leaseTTL or lower probeTimeout",
+                self.lease_ttl, self.fence_budget
+            ));
+        }
+        Ok(())
+    }
+
+    /// The least time between a completed self-fence and the standby's earliest promotion.
+    pub fn margin(&self) -> Duration {
+        self.lease_ttl.saturating_sub(self.self_fence_after + self.fence_budget)
+    }
+}
 
 /// The result of an epoch swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +82,9 @@ pub enum Swap {
     Won,
     /// Somebody else holds the epoch; nothing was changed.
     Lost { epoch: i64, holder: String },
+    /// The epoch is unchanged but the primary site's leader key is still alive: it has not
+    /// fenced itself yet, so nothing may be promoted. `ttl_left_s` is its lease's remaining time.
+    LeaderAlive { holder: String, ttl_left_s: i64 },
 }
 
 /// What an etcd epoch key holds: `<epoch> <holder> <transition id>`.
@@ -31,6 +102,31 @@ pub fn decode_epoch(raw: &str) -> Option<(i64, String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_self_fence_always_finishes_before_the_lease_can_expire() {
+        for ttl_ms in [2_000u64, 4_000, 10_000, 30_000, 300_000] {
+            for p_ms in [50u64, 100, 500, 1_000, 2_500, 7_500, 60_000] {
+                let (ttl, p) = (Duration::from_millis(ttl_ms), Duration::from_millis(p_ms));
+                match Timing::new(ttl, p) {
+                    Ok(t) => {
+                        assert!(t.self_fence_after + t.fence_budget < t.lease_ttl, "{t:?}");
+                        assert!(t.margin() >= p, "margin {:?} < probeTimeout {p:?}", t.margin());
+                        assert!(t.self_fence_after >= 2 * t.renew_every);
+                    }
+                    Err(e) => {
+                        assert!(ttl_ms < 4 * p_ms, "{ttl_ms} {p_ms} refused: {e}");
+                        assert!(e.contains("spec.coordination.etcd.leaseTTL"), "{e}");
+                    }
+                }
+            }
+        }
+        let t = Timing::new(Duration::from_secs(10), Duration::from_secs(1))
+            .expect("10s lease, 1s probe timeout");
+        assert_eq!(t.renew_every, Duration::from_secs(2));
+        assert_eq!(t.self_fence_after, Duration::from_secs(5));
+        assert_eq!(t.margin(), Duration::from_secs(4));
+    }
 
     #[test]
     fn epoch_values_round_trip() {

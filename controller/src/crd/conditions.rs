@@ -12,6 +12,9 @@ pub const SECRETS_RESOLVED: &str = "SecretsResolved";
 pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
 /// Everything a failover needs answers now (checked every 30 s and on a dry-run request).
 pub const READY_FOR_FAILOVER: &str = "ReadyForFailover";
+/// Set by the primary site's controller (run with `--site`) when a witness is configured: whether
+/// it holds the pair's leader key in etcd, or has fenced its own database because it could not.
+pub const LEADER_KEY: &str = "LeaderKey";
 /// Summary: the pair is protected (all of the above hold).
 pub const READY: &str = "Ready";
 
@@ -43,4 +46,8 @@ pub mod reasons {
     pub const LOST_EPOCH_SWAP: &str = "LostEpochSwap";
     pub const WITNESS_UNAVAILABLE: &str = "WitnessUnavailable";
     pub const NOT_PROTECTED: &str = "NotProtected";
+    pub const LEADER_KEY_HELD: &str = "LeaderKeyHeld";
+    pub const ACQUIRING: &str = "Acquiring";
+    pub const SELF_FENCED: &str = "SelfFenced";
+    pub const SITE_DEMOTED: &str = "SiteDemoted";
 }

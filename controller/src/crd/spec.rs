@@ -57,6 +57,11 @@ use super::status::DisasterRecoveryPairStatus;
     validation = Rule::new("!has(self.failover) || !has(self.failover.mode) || self.failover.mode != 'Automatic' || (has(self.coordination) && has(self.coordination.etcd))")
         .message("spec.failover.mode Automatic requires spec.coordination.etcd: without a witness two sites cannot tell a partition from a dead peer; add an etcd witness or use mode Manual or Approve")
         .field_path(".failover.mode"),
+    // The cross-site timing inequality (coord::Timing): the primary site fences itself at leaseTTL/2
+    // and needs up to probeTimeout for it, with probeTimeout to spare before the lease can expire.
+    validation = Rule::new("!has(self.coordination) || !has(self.coordination.etcd) || !has(self.coordination.etcd.leaseTTL) || !has(self.failover) || !has(self.failover.probeTimeout) || duration(self.coordination.etcd.leaseTTL) >= duration(self.failover.probeTimeout) + duration(self.failover.probeTimeout) + duration(self.failover.probeTimeout) + duration(self.failover.probeTimeout)")
+        .message("spec.coordination.etcd.leaseTTL must be at least 4 × spec.failover.probeTimeout, so that the primary site fences itself (after leaseTTL/2, within probeTimeout) before the standby can promote: raise leaseTTL or lower probeTimeout")
+        .field_path(".coordination.etcd.leaseTTL"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DisasterRecoveryPairSpec {
@@ -517,8 +522,11 @@ pub struct EtcdWitness {
     /// Secret with `username` and `password` for etcd authentication (not supported yet, as tlsSecret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret: Option<SecretRef>,
-    /// Lease TTL of the primary site's leader key (`10s`). Reserved for cross-site self-fencing, which
-    /// is not implemented yet; today the witness holds only the epoch.
+    /// Lease TTL of the primary site's leader key (`10s`). The controller of the primary site (run
+    /// with `--site`) renews it every leaseTTL/5; when it cannot for leaseTTL/2 it fences its own
+    /// database (read-only, writers terminated, PgBouncer PAUSE). The standby promotes only after
+    /// the lease expired. Must be at least 4 × `spec.failover.probeTimeout`. A whole-site failover
+    /// with per-site controllers therefore takes at least leaseTTL.
     #[serde(default = "default_lease_ttl")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('2s') && duration(self) <= duration('5m')")
         .message("spec.coordination.etcd.leaseTTL must be between 2s and 5m, e.g. 10s"))]

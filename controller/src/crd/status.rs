@@ -109,6 +109,10 @@ pub struct SiteStatus {
     /// `pg_last_wal_replay_lsn()` on a standby.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_lsn: Option<String>,
+    /// `default_transaction_read_only` is on: the server is fenced. A fenced server that is not in
+    /// recovery does not take writes, so for the current primary it counts as a failed probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<bool>,
     /// The server's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,

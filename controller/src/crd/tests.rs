@@ -46,6 +46,31 @@ fn a_valid_spec_passes_every_rule() {
 }
 
 #[test]
+fn a_lease_shorter_than_four_probe_timeouts_is_rejected() {
+    let pair = |ttl: &str, timeout: &str| {
+        spec(json!({
+            "failover": { "mode": "Automatic", "probeTimeout": timeout },
+            "coordination": { "etcd": { "endpoints": ["http://w:2379"], "leaseTTL": ttl } }
+        }))
+    };
+    assert_eq!(cel_errors(&pair("10s", "1s")), "");
+    assert_eq!(cel_errors(&pair("4s", "1s")), "");
+    assert_eq!(cel_errors(&pair("2s", "500ms")), "");
+    for (ttl, timeout) in [("3s", "1s"), ("10s", "2600ms"), ("2s", "501ms")] {
+        let e = cel_errors(&pair(ttl, timeout));
+        assert!(
+            e.contains("spec.coordination.etcd.leaseTTL must be at least 4 × spec.failover.probeTimeout"),
+            "{ttl} {timeout}: {e}"
+        );
+        // The run-time check agrees with the rule.
+        let d = |s: &str| -> std::time::Duration {
+            s.parse::<kube::core::Duration>().expect("a duration").into()
+        };
+        assert!(crate::coord::Timing::new(d(ttl), d(timeout)).is_err());
+    }
+}
+
+#[test]
 fn cross_field_rules_reject_with_the_field_named() {
     let dup = spec(json!({ "sites": [
         { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
@@ -92,7 +117,7 @@ fn the_schema_carries_docs_bounds_and_rules() {
     assert_eq!(spec["properties"]["sites"]["minItems"], 2);
     assert_eq!(spec["properties"]["sites"]["maxItems"], 2);
     assert_eq!(spec["properties"]["failover"]["properties"]["failureThreshold"]["minimum"], 1.0);
-    assert!(spec["x-kubernetes-validations"].as_array().is_some_and(|r| r.len() == 3));
+    assert!(spec["x-kubernetes-validations"].as_array().is_some_and(|r| r.len() == 4));
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "drp");
     assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
     // Every property has a description (kubectl explain).

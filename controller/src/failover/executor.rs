@@ -19,7 +19,10 @@ use super::{
     Failure, Kind, Outcome, Step,
 };
 use crate::{
-    coord::{etcd::Witness, Swap},
+    coord::{
+        etcd::{LeaderKey, Witness},
+        Swap,
+    },
     crd::{
         conditions::{self, reasons},
         DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, Phase, StepRecord, Transition,
@@ -92,7 +95,8 @@ pub async fn start(
         Kind::Switchover => began.to_string(),
     };
     if kind == Kind::Failover {
-        let note = match take_epoch(ctx, drp, st.epoch, &id).await {
+        let leader = if trigger == "Forced" { LeaderKey::Break } else { LeaderKey::MustBeAbsent };
+        let note = match take_epoch(ctx, drp, st.epoch, &id, leader).await {
             Ok(note) => note,
             Err((reason, msg)) => {
                 refuse(ctx, drp, &mut st, reason, &msg).await?;
@@ -143,17 +147,29 @@ pub async fn start(
 
 /// Moves the epoch from `from` to `from + 1` in etcd when there is a witness; without one the
 /// caller's `resourceVersion`-guarded status write is the swap. Errors carry the refusal reason.
+///
+/// `leader` says whether the primary site's leader key must have expired (an unplanned failover)
+/// or may be broken (a planned switchover, or a failover an operator forced).
 async fn take_epoch(
     ctx: &Context,
     drp: &DisasterRecoveryPair,
     from: i64,
     id: &str,
+    leader: LeaderKey,
 ) -> Result<String, (&'static str, String)> {
     match witness(drp).await {
         Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
         Ok(None) => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
-        Ok(Some(mut w)) => match w.swap(from, &ctx.identity, id).await {
+        Ok(Some(mut w)) => match w.swap(from, &ctx.identity, id, leader).await {
             Ok(Swap::Won) => Ok(format!("etcd epoch {from} → {}", from + 1)),
+            Ok(Swap::LeaderAlive { holder, ttl_left_s }) => Err((
+                reasons::LEADER_KEY_HELD,
+                format!(
+                    "{holder} still holds the primary site's leader key in etcd (lease {ttl_left_s}s left): \
+                     it has not given up serving, so nothing is promoted until the lease expires \
+                     (by then {holder} has fenced its own database)"
+                ),
+            )),
             Ok(Swap::Lost { epoch, holder }) => Err((
                 reasons::LOST_EPOCH_SWAP,
                 format!(
@@ -293,7 +309,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                     ..Default::default()
                 })
             } else {
-                match take_epoch(ctx, &drp, from, &t.id).await {
+                match take_epoch(ctx, &drp, from, &t.id, LeaderKey::Break).await {
                     Ok(note) => {
                         Ok(steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
                     }

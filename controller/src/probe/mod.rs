@@ -22,6 +22,8 @@ pub struct PgState {
     pub streaming: bool,
     /// Timeline of the latest checkpoint.
     pub timeline: Option<i64>,
+    /// `default_transaction_read_only` is on: the server was fenced (by understudy or by hand).
+    pub fenced: bool,
 }
 
 /// The outcome of one probe.

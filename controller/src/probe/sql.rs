@@ -36,7 +36,8 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     CASE WHEN pg_is_in_recovery() \
       THEN coalesce((SELECT received_tli::bigint FROM pg_stat_wal_receiver LIMIT 1), \
                     (SELECT timeline_id::bigint FROM pg_control_checkpoint())) \
-      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END";
+      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
+    current_setting('default_transaction_read_only') = 'on'";
 
 /// Probes sites over cached connections.
 #[derive(Default, Clone)]
@@ -108,6 +109,7 @@ async fn read_state(client: &Client) -> Result<PgState, String> {
         streaming: row.try_get::<_, Option<String>>(4).map_err(|e| describe(&e))?.as_deref()
             == Some("streaming"),
         timeline: row.try_get(5).map_err(|e| describe(&e))?,
+        fenced: row.try_get(6).map_err(|e| describe(&e))?,
     })
 }
 

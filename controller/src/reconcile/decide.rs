@@ -278,6 +278,13 @@ fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) 
             rec.receive_lsn = state.receive_lsn.map(|l| l.to_string());
             rec.replay_lsn = state.replay_lsn.map(|l| l.to_string());
             rec.timeline = state.timeline;
+            rec.fenced = Some(state.fenced);
+            if state.fenced && !state.in_recovery {
+                failure = Some(
+                    "sql: answers but is fenced (default_transaction_read_only = on) and takes no writes"
+                        .into(),
+                );
+            }
         }
         Outcome::Down(msg) => {
             rec.reachable = false;

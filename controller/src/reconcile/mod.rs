@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod decide;
 pub mod guard;
+pub mod leader_key;
 pub mod observe;
 pub mod readiness;
 pub mod rejoin;
@@ -41,6 +42,10 @@ pub struct Context {
     pub readiness_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub metrics: crate::metrics::Metrics,
     pub leadership: crate::lease::Leadership,
+    /// The site this controller runs at (`--site`); only a site controller keeps a leader key.
+    pub site: Option<String>,
+    /// The leader-key keepers of the pairs whose primary is this site.
+    pub keepers: crate::coord::keeper::Keepers,
 }
 
 /// How often the `ReadyForFailover` checks run per pair.
@@ -134,6 +139,8 @@ pub async fn run(
         readiness_at: Default::default(),
         metrics: opts.metrics.clone(),
         leadership: opts.leadership.clone(),
+        site: opts.identity.clone(),
+        keepers: Default::default(),
     });
     if let Some(r) = &opts.ready {
         r.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -147,6 +154,19 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+    // Keepers of deleted pairs stop (a deleted pair is never reconciled again). The store keeps
+    // its last contents while the watch is down, so a lost API server stops no keeper.
+    let store = reader.clone();
+    let keepers = ctx.keepers.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            keepers.retain(|pair| {
+                let (ns, name) = pair.split_once('/').unwrap_or_default();
+                store.get(&reflector::ObjectRef::new(name).within(ns)).is_some()
+            });
+        }
+    });
     Controller::for_stream(stream, reader)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -193,6 +213,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
             Some(d) => d,
             None => {
                 ctx.sql.forget(&format!("{ns}/{name}/")).await;
+                ctx.keepers.stop(&format!("{ns}/{name}"));
                 return Ok(Action::await_change());
             }
         }
@@ -245,6 +266,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     }
     status.handled.extend(cmds.handled.iter().cloned());
     events.extend(rejoin::step(&drp, &mut status, &ctx).await);
+    leader_key::tend(&drp, &ns, &name, &mut status, &mut events, &ctx, now).await;
 
     // Readiness: on a dry-run request, and every READINESS_EVERY.
     let key = format!("{ns}/{name}");

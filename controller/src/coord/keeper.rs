@@ -1,0 +1,373 @@
+//! The primary site's leader key: while this controller's site serves writes, a task per pair keeps
+//! `<prefix>/<ns>/<name>/leader` alive on an etcd lease. When it cannot confirm the lease for
+//! `Timing::self_fence_after`, it fences its own database (read-only, writers terminated) and pauses
+//! the pair's PgBouncers, all within `Timing::fence_budget`, before etcd can expire the lease and
+//! let the standby win the epoch swap (the inequality is on `Timing`). When the witness answers
+//! again and the epoch has not moved, the key is taken again and the fence lifted. When the epoch
+//! has moved, the other site was promoted: the database is fenced at once and the task ends.
+//!
+//! The task never talks to the Kubernetes API: a site cut off from everything still fences itself.
+//! The reconciler starts, updates and stops tasks, and copies their `State` into the status.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::{info, warn};
+
+use super::{
+    etcd::{Acquire, KeepAlive, Renewal, Witness},
+    Timing,
+};
+use crate::{crd::PgBouncerRecycler, pg::admin, probe::sql, recycle::pgbouncer::Console};
+
+/// What a keeper needs; rebuilt by every reconcile of the pair (credentials may rotate). Holds
+/// credentials, so it is deliberately not `Debug`.
+#[derive(Clone)]
+pub struct Config {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub namespace: String,
+    pub name: String,
+    /// This controller's site, the holder written into the key.
+    pub site: String,
+    /// The epoch this site serves.
+    pub epoch: i64,
+    pub timing: Timing,
+    /// The admin connection to this site's own database.
+    pub postgres: tokio_postgres::Config,
+    /// The pair's PgBouncers with their admin user and password.
+    pub bouncers: Vec<(PgBouncerRecycler, String, String)>,
+    /// The database was fenced by a self-fence before this controller started: lift it once the
+    /// key is ours again.
+    pub lift_on_acquire: bool,
+}
+
+impl Config {
+    fn same_task(&self, other: &Config) -> bool {
+        self.endpoints == other.endpoints
+            && self.prefix == other.prefix
+            && self.site == other.site
+            && self.epoch == other.epoch
+            && self.timing == other.timing
+    }
+}
+
+/// What a keeper reports; copied into the pair's status by the reconciler.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    /// The key is ours and etcd confirmed the lease within the self-fence deadline.
+    pub holding: bool,
+    /// When this task fenced its site, and what it did.
+    pub self_fenced: Option<(Timestamp, String)>,
+    /// When the fence was lifted after the key was taken again.
+    pub lifted_at: Option<Timestamp>,
+    /// The task ended because the other site was promoted (epoch moved).
+    pub ended: Option<String>,
+    /// The last witness error, when the last round failed.
+    pub witness_error: Option<String>,
+}
+
+struct Handle {
+    config: watch::Sender<Config>,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The keepers of this controller, by pair (`ns/name`).
+#[derive(Default, Clone)]
+pub struct Keepers {
+    tasks: Arc<Mutex<HashMap<String, Handle>>>,
+}
+
+impl Keepers {
+    /// Starts the keeper of `pair`, or hands a running one the new configuration. A change of
+    /// epoch, site, witness or timing restarts the task.
+    pub fn ensure(&self, pair: &str, cfg: Config) -> State {
+        let Ok(mut tasks) = self.tasks.lock() else { return State::default() };
+        if let Some(h) = tasks.get(pair) {
+            if h.config.borrow().same_task(&cfg) && !h.task.is_finished() {
+                let state = h.state.lock().map(|s| s.clone()).unwrap_or_default();
+                h.config.send_replace(cfg);
+                return state;
+            }
+        }
+        let (tx, rx) = watch::channel(cfg);
+        let state = Arc::new(Mutex::new(State::default()));
+        let task = tokio::spawn(keep(rx, state.clone()));
+        tasks.insert(pair.to_string(), Handle { config: tx, state, task });
+        State::default()
+    }
+
+    /// The state of `pair`'s keeper, when one runs.
+    pub fn state(&self, pair: &str) -> Option<State> {
+        let tasks = self.tasks.lock().ok()?;
+        tasks.get(pair).and_then(|h| h.state.lock().ok().map(|s| s.clone()))
+    }
+
+    /// Stops the keepers of every pair for which `keep` says no.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|pair, _| keep(pair));
+        }
+    }
+
+    /// Stops `pair`'s keeper (this site no longer serves, or the pair is gone). The lease is left
+    /// to expire: releasing it early would let the standby promote before a fence.
+    pub fn stop(&self, pair: &str) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.remove(pair);
+        }
+    }
+}
+
+/// The keeper loop.
+async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
+    let started = Instant::now();
+    let mut witness: Option<Witness> = None;
+    let mut lease: Option<i64> = None;
+    let mut keepalive: Option<KeepAlive> = None;
+    // Until the key is first confirmed, the clock runs from the start of the task.
+    let mut confirmed = started;
+    let mut fenced_here = false;
+    // A fence left by a previous life is lifted once, on the first confirmation.
+    let mut lift_pending = cfg_rx.borrow().lift_on_acquire;
+    let set = |f: &dyn Fn(&mut State)| {
+        if let Ok(mut s) = state.lock() {
+            f(&mut s)
+        }
+    };
+    loop {
+        let cfg = cfg_rx.borrow_and_update().clone();
+        let t = cfg.timing;
+        let round = Instant::now();
+        let outcome = round_once(&cfg, &mut witness, &mut lease, &mut keepalive).await;
+        match outcome {
+            Ok(Round::Confirmed(sent)) => {
+                confirmed = confirmed.max(sent);
+                set(&|s| {
+                    s.holding = true;
+                    s.witness_error = None;
+                });
+                if fenced_here || lift_pending {
+                    match lift(&cfg).await {
+                        Ok(note) => {
+                            info!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %note, "self-fence lifted: the leader key is ours again");
+                            fenced_here = false;
+                            lift_pending = false;
+                            let now = Timestamp::now();
+                            set(&|s| {
+                                s.self_fenced = None;
+                                s.lifted_at = Some(now);
+                            });
+                        }
+                        Err(e) => {
+                            warn!(pair = %cfg.name, error = %e, "lifting the self-fence failed; retrying")
+                        }
+                    }
+                }
+            }
+            Ok(Round::EpochMoved { epoch, holder }) => {
+                let why = format!(
+                    "the epoch moved to {epoch} ({holder}): {} was promoted, this site no longer serves",
+                    if holder.is_empty() { "the other site".to_string() } else { holder.clone() }
+                );
+                let note = fence(&cfg).await;
+                warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %why, %note, "fenced: epoch moved");
+                let now = Timestamp::now();
+                set(&|s| {
+                    s.holding = false;
+                    s.self_fenced = Some((now, format!("{why}; {note}")));
+                    s.ended = Some(why.clone());
+                });
+                return;
+            }
+            Ok(Round::NotHeld(why)) | Err(why) => {
+                set(&|s| {
+                    s.holding = false;
+                    s.witness_error = Some(why.clone());
+                });
+                let silent = confirmed.elapsed();
+                if !fenced_here && silent >= t.self_fence_after {
+                    let note = fence(&cfg).await;
+                    fenced_here = true;
+                    let msg = format!(
+                        "{} could not renew its leader key for {:.1}s (deadline {:.1}s, lease {:.0}s): {why}; {note}",
+                        cfg.site,
+                        silent.as_secs_f64(),
+                        t.self_fence_after.as_secs_f64(),
+                        t.lease_ttl.as_secs_f64()
+                    );
+                    warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %msg, "self-fenced");
+                    let now = Timestamp::now();
+                    set(&|s| s.self_fenced = Some((now, msg.clone())));
+                }
+            }
+        }
+        // Next round on the renew interval, or at the self-fence deadline if that comes first.
+        let deadline = if fenced_here { None } else { Some(confirmed + t.self_fence_after) };
+        let mut wake = round + t.renew_every;
+        if let Some(d) = deadline {
+            wake = wake.min(d.max(Instant::now()));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            changed = cfg_rx.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+enum Round {
+    /// The key is ours; etcd confirmed a keepalive sent at this instant.
+    Confirmed(Instant),
+    /// The key is not (yet) ours, for this reason.
+    NotHeld(String),
+    EpochMoved {
+        epoch: i64,
+        holder: String,
+    },
+}
+
+/// One round: connect if needed, take the key if not held, else renew. Every call is bounded by
+/// the renew interval, so a witness that stops answering cannot stall the self-fence clock.
+async fn round_once(
+    cfg: &Config,
+    witness: &mut Option<Witness>,
+    lease: &mut Option<i64>,
+    keepalive: &mut Option<KeepAlive>,
+) -> Result<Round, String> {
+    let t = cfg.timing;
+    let limit = t.renew_every;
+    if witness.is_none() {
+        let w = Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        *witness = Some(w);
+        *keepalive = None;
+    }
+    let res = round_connected(cfg, witness.as_mut().expect("connected above"), lease, keepalive, limit).await;
+    if res.is_err() {
+        // A broken channel is rebuilt on the next round; the lease may still be alive.
+        *witness = None;
+        *keepalive = None;
+    }
+    res
+}
+
+async fn round_connected(
+    cfg: &Config,
+    w: &mut Witness,
+    lease: &mut Option<i64>,
+    keepalive: &mut Option<KeepAlive>,
+    limit: Duration,
+) -> Result<Round, String> {
+    let bounded = |what: &'static str| move |_| format!("etcd {what}: no answer within {limit:?}");
+    if let (Some(id), None) = (*lease, keepalive.as_ref()) {
+        *keepalive = Some(
+            tokio::time::timeout(limit, w.keep_alive(id))
+                .await
+                .map_err(bounded("keepalive"))?
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    if let (Some(_), Some(ka)) = (*lease, keepalive.as_mut()) {
+        match w.renew(ka, cfg.epoch, &cfg.site, limit).await.map_err(|e| e.to_string())? {
+            Renewal::Confirmed { sent } => return Ok(Round::Confirmed(sent)),
+            Renewal::EpochMoved { epoch, holder } => return Ok(Round::EpochMoved { epoch, holder }),
+            Renewal::Expired | Renewal::HeldByOther { .. } => {
+                // Take it again below with a fresh lease.
+                *lease = None;
+                *keepalive = None;
+            }
+        }
+    }
+    let sent = Instant::now();
+    let id = tokio::time::timeout(limit, w.grant(cfg.timing.lease_ttl))
+        .await
+        .map_err(bounded("lease grant"))?
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(limit, w.acquire(cfg.epoch, &cfg.site, id))
+        .await
+        .map_err(bounded("leader key transaction"))?
+        .map_err(|e| e.to_string())?
+    {
+        Acquire::Held => {
+            *lease = Some(id);
+            *keepalive = None;
+            info!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, lease = id, "leader key taken");
+            Ok(Round::Confirmed(sent))
+        }
+        Acquire::EpochMoved { epoch, holder } => Ok(Round::EpochMoved { epoch, holder }),
+        Acquire::HeldByOther { holder } => {
+            Ok(Round::NotHeld(format!("the leader key is held by {holder} for the same epoch")))
+        }
+    }
+}
+
+/// Fences this site's database and pauses the PgBouncers, within the fence budget. Returns what
+/// was done, for the log and the status (never credentials).
+async fn fence(cfg: &Config) -> String {
+    let budget = cfg.timing.fence_budget;
+    let db = async {
+        let c = sql::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
+        admin::fence(&c).await.map_err(|e| e.to_string())
+    };
+    let pauses = futures::future::join_all(cfg.bouncers.iter().map(|(r, user, password)| async move {
+        let c = Console::connect(r, user, password, budget).await.map_err(|e| e.to_string())?;
+        c.pause(budget).await.map_err(|e| e.to_string())
+    }));
+    let (db, pauses) = tokio::join!(tokio::time::timeout(budget, db), tokio::time::timeout(budget, pauses));
+    let mut note = match db {
+        Ok(Ok(n)) => format!("database read-only, {n} client sessions terminated"),
+        Ok(Err(e)) => format!("fencing the database failed: {e}"),
+        Err(_) => format!("fencing the database did not finish within {budget:?}"),
+    };
+    match pauses {
+        Ok(results) => {
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            if !results.is_empty() {
+                note.push_str(&format!(", {ok}/{} PgBouncers paused", results.len()));
+            }
+            for e in results.into_iter().filter_map(Result::err) {
+                note.push_str(&format!(" ({e})"));
+            }
+        }
+        Err(_) => note.push_str(&format!(", PgBouncer PAUSE did not finish within {budget:?}")),
+    }
+    note
+}
+
+/// Lifts a self-fence: the database takes writes again and the PgBouncers resume.
+async fn lift(cfg: &Config) -> Result<String, String> {
+    let budget = cfg.timing.fence_budget.max(Duration::from_secs(1));
+    let c = tokio::time::timeout(budget, sql::connect(&cfg.postgres))
+        .await
+        .map_err(|_| format!("connect: no answer within {budget:?}"))??;
+    admin::unfence(&c).await.map_err(|e| e.to_string())?;
+    // A PgBouncer that is not paused answers RESUME with an error; that is fine here.
+    let mut notes = Vec::new();
+    for (r, user, password) in &cfg.bouncers {
+        let resumed = match Console::connect(r, user, password, budget).await {
+            Ok(c) => c.resume(budget).await,
+            Err(e) => Err(e),
+        };
+        notes.push(match resumed {
+            Ok(()) => format!("{}:{} resumed", r.host, r.port),
+            Err(e) => e.to_string(),
+        });
+    }
+    Ok(format!(
+        "database writable again; {}",
+        if notes.is_empty() { "no PgBouncer".into() } else { notes.join(", ") }
+    ))
+}

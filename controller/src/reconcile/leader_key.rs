@@ -1,0 +1,152 @@
+//! The reconciler's side of the primary site's leader key: a controller run with `--site` starts
+//! the keeper (`coord::keeper`) of every pair whose current primary is its site and that has a
+//! witness, hands it fresh credentials each round, stops it when the site no longer serves, and
+//! copies what the keeper reports into the `LeaderKey` condition and the `leader_key` metric.
+
+use jiff::Timestamp;
+
+use super::{decide, Context};
+use crate::{
+    coord::{keeper, Timing},
+    crd::{
+        conditions::{self, reasons},
+        DisasterRecoveryPair, DisasterRecoveryPairStatus,
+    },
+    probe::sql::{self, Credentials},
+    secrets::Secrets,
+};
+
+/// Starts, refreshes or stops the keeper of one pair and records its state.
+pub async fn tend(
+    drp: &DisasterRecoveryPair,
+    ns: &str,
+    name: &str,
+    st: &mut DisasterRecoveryPairStatus,
+    events: &mut Vec<decide::EventNote>,
+    ctx: &Context,
+    now: Timestamp,
+) {
+    let pair = format!("{ns}/{name}");
+    let etcd = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref());
+    let (Some(site), Some(etcd)) = (ctx.site.as_deref(), etcd) else {
+        ctx.keepers.stop(&pair);
+        return;
+    };
+    if decide::current_primary(&drp.spec, Some(st)) != site {
+        ctx.keepers.stop(&pair);
+        return;
+    }
+    let lift_on_acquire =
+        st.conditions.iter().any(|c| c.type_ == conditions::LEADER_KEY && c.reason == reasons::SELF_FENCED);
+    let epoch = st.epoch;
+    let mut set = |status: &str, reason: &str, msg: &str| {
+        decide::upsert(
+            &mut st.conditions,
+            events,
+            conditions::LEADER_KEY,
+            status,
+            reason,
+            msg,
+            drp.metadata.generation,
+            now,
+            false,
+        )
+    };
+    let timing = match Timing::new(etcd.lease_ttl.into(), drp.spec.failover.probe_timeout.into()) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.keepers.stop(&pair);
+            set("False", reasons::INVALID_SPEC, &e);
+            return;
+        }
+    };
+    let cfg = match config(drp, ns, site, etcd, timing, ctx).await {
+        Ok(cfg) => keeper::Config { epoch, lift_on_acquire, ..cfg },
+        Err(e) => {
+            // Without credentials the keeper could not fence; say so instead of pretending.
+            set("False", reasons::SECRET_MISSING, &format!("{site} cannot keep the leader key: {e}"));
+            return;
+        }
+    };
+    let state = ctx.keepers.ensure(&pair, cfg);
+    let gauge = ctx.metrics.leader_key.get_or_create(&crate::metrics::PairLabels { pair });
+    match (&state.self_fenced, &state.ended, state.holding) {
+        (_, Some(why), _) => {
+            gauge.set(-1);
+            set("False", reasons::SITE_DEMOTED, &format!("{site} stopped serving: {why}"));
+        }
+        (Some((at, msg)), None, _) => {
+            gauge.set(-1);
+            set("False", reasons::SELF_FENCED, &format!("at {at}: {msg}"));
+        }
+        (None, None, true) => {
+            gauge.set(1);
+            set(
+                "True",
+                reasons::LEADER_KEY_HELD,
+                &format!(
+                    "{site} holds the leader key in etcd (lease {:?}, renewed every {:?}; without renewal for \
+                     {:?} it fences its own database, {:?} before the standby may promote at the earliest)",
+                    timing.lease_ttl,
+                    timing.renew_every,
+                    timing.self_fence_after,
+                    timing.margin()
+                ),
+            );
+        }
+        (None, None, false) => {
+            gauge.set(0);
+            let why = state.witness_error.unwrap_or_else(|| "starting".into());
+            set("False", reasons::ACQUIRING, &format!("{site} is taking the leader key: {why}"));
+        }
+    }
+}
+
+/// The keeper's configuration: the witness, this site's admin connection and the PgBouncers.
+async fn config(
+    drp: &DisasterRecoveryPair,
+    ns: &str,
+    site: &str,
+    etcd: &crate::crd::EtcdWitness,
+    timing: Timing,
+    ctx: &Context,
+) -> Result<keeper::Config, String> {
+    let secrets = Secrets::new(ctx.client.clone(), ns);
+    let (i, s) = drp
+        .spec
+        .sites
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == site)
+        .ok_or_else(|| format!("no site named {site} in spec.sites"))?;
+    let field = format!("spec.sites[{i}].postgres.credentialsSecret");
+    let data = secrets
+        .get(&s.postgres.credentials_secret.name, &["username", "password"], &field)
+        .await
+        .map_err(|e| e.to_string())?;
+    let creds =
+        Credentials { username: data.value("username").into(), password: data.value("password").into() };
+    let postgres = sql::config(&s.postgres, &creds, timing.fence_budget);
+    let mut bouncers = Vec::new();
+    for (i, r) in drp.spec.recycle.iter().enumerate() {
+        let Some(pgb) = &r.pg_bouncer else { continue };
+        let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
+        let d = secrets
+            .get(&pgb.admin_secret.name, &["username", "password"], &field)
+            .await
+            .map_err(|e| e.to_string())?;
+        bouncers.push((pgb.clone(), d.value("username").to_string(), d.value("password").to_string()));
+    }
+    Ok(keeper::Config {
+        endpoints: etcd.endpoints.clone(),
+        prefix: etcd.prefix.clone(),
+        namespace: ns.to_string(),
+        name: drp.metadata.name.clone().unwrap_or_default(),
+        site: site.to_string(),
+        epoch: 0,
+        timing,
+        postgres,
+        bouncers,
+        lift_on_acquire: false,
+    })
+}
