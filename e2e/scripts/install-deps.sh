@@ -19,6 +19,8 @@ have_cmd protoc || need+=(protobuf-compiler)
 have_cmd openssl || need+=(openssl)
 have_cmd setpriv || need+=(util-linux)
 have_cmd curl || need+=(curl)
+# network partitions in the e2e tests (rules by socket owner on loopback)
+have_cmd nft || need+=(nftables)
 
 if [ ${#need[@]} -gt 0 ]; then
   # Debian packages start their services on install; the sandbox runs its own instances on its own ports.

@@ -327,6 +327,15 @@ spec:
             .to_string())
     }
 
+    /// The primary site's leader key (`<epoch> <site>`), empty when nobody holds it.
+    pub fn witness_leader(&self, name: &str) -> Result<String> {
+        Ok(self
+            .witness
+            .etcdctl(&["get", &format!("/understudy/{}/{name}/leader", self.ns), "--print-value-only"])?
+            .trim()
+            .to_string())
+    }
+
     /// Runs the controller binary as a process watching this namespace.
     pub fn controller_process(&self, site: &str, env: &[(&str, &str)]) -> Result<Proc> {
         self.controller_process_with(site, &[], env)
@@ -334,6 +343,22 @@ spec:
 
     /// The controller as a process with extra arguments (a later `--metrics-addr` wins).
     pub fn controller_process_with(&self, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proc> {
+        self.controller_command(site, extra, env, None)
+    }
+
+    /// The controller of `site` running under user id `uid`, so that `sandbox::netcut` can cut
+    /// that site's controller off from its peers.
+    pub fn controller_process_as(&self, site: &str, uid: u32, extra: &[&str]) -> Result<Proc> {
+        self.controller_command(site, extra, &[], Some(uid))
+    }
+
+    fn controller_command(
+        &self,
+        site: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Result<Proc> {
         let bin = controller_binary()?;
         let mut cmd = Command::new(bin);
         cmd.args([
@@ -352,6 +377,10 @@ spec:
         .env("UNDERSTUDY_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
         }
         Proc::spawn("understudy", cmd, &self.pg.dir.join(format!("understudy-{site}.log")))
     }

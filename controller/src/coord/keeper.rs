@@ -151,7 +151,26 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
         let cfg = cfg_rx.borrow_and_update().clone();
         let t = cfg.timing;
         let round = Instant::now();
-        let outcome = round_once(&cfg, &mut witness, &mut lease, &mut keepalive).await;
+        // A round never runs past the self-fence deadline: a witness that hangs mid-round must not
+        // delay the fence (the inequality on `Timing` counts from the deadline, not from a timeout).
+        let cutoff = if fenced_here {
+            round + t.renew_every * 3
+        } else {
+            (confirmed + t.self_fence_after).max(round + Duration::from_millis(1))
+        };
+        let outcome = match tokio::time::timeout_at(
+            cutoff.into(),
+            round_once(&cfg, &mut witness, &mut lease, &mut keepalive),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                witness = None;
+                keepalive = None;
+                Err(format!("etcd: no confirmation within {:?}", cutoff - round))
+            }
+        };
         match outcome {
             Ok(Round::Confirmed(sent)) => {
                 confirmed = confirmed.max(sent);

@@ -7,6 +7,7 @@
 
 pub mod bind;
 pub mod control_plane;
+pub mod netcut;
 pub mod pgbouncer;
 pub mod postgres;
 pub mod proc;
@@ -55,7 +56,8 @@ fn start_reaper() -> Result<()> {
     let script = format!(
         "while kill -0 {owner} 2>/dev/null; do sleep 1; done; \
          for p in $(pgrep -f '{prefix}'); do [ \"$p\" != \"$$\" ] && kill -9 \"$p\" 2>/dev/null; done; \
-         sleep 0.5; rm -rf {prefix}*"
+         sleep 0.5; rm -rf {prefix}*; {}",
+        netcut::reaper_snippet(owner)
     );
     Command::new("setsid")
         .args(["sh", "-c", &script])

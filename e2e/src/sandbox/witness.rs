@@ -14,6 +14,9 @@ use super::{
 pub struct Witness {
     pub dir: PathBuf,
     pub endpoint: String,
+    /// The client port (partition tests cut it).
+    pub port: u16,
+    args: Vec<String>,
     proc: Proc,
 }
 
@@ -23,23 +26,42 @@ impl Witness {
         let dir = scratch_dir("witness")?;
         let (port, peer) = (free_port()?, free_port()?);
         let endpoint = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new("etcd");
-        cmd.arg("--name=witness")
-            .arg(format!("--data-dir={}", dir.join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!("--initial-cluster=witness=http://127.0.0.1:{peer}"))
-            .arg("--log-level=warn")
-            .arg("--logger=zap");
-        let proc = Proc::spawn("witness-etcd", cmd, &dir.join("etcd.log"))?;
-        let w = Witness { dir, endpoint, proc };
-        wait_until("witness etcd health", Duration::from_secs(30), || {
-            w.etcdctl(&["endpoint", "health"]).is_ok()
-        })
-        .with_context(|| format!("witness etcd log:\n{}", w.proc.tail(20)))?;
+        let args = vec![
+            "--name=witness".to_string(),
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--listen-client-urls={endpoint}"),
+            format!("--advertise-client-urls={endpoint}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+            format!("--initial-cluster=witness=http://127.0.0.1:{peer}"),
+            "--log-level=warn".to_string(),
+            "--logger=zap".to_string(),
+        ];
+        let proc = Self::spawn(&dir, &args)?;
+        let w = Witness { dir, endpoint, port, args, proc };
+        w.wait_healthy()?;
         Ok(w)
+    }
+
+    fn spawn(dir: &std::path::Path, args: &[String]) -> Result<Proc> {
+        let mut cmd = Command::new("etcd");
+        cmd.args(args);
+        Proc::spawn("witness-etcd", cmd, &dir.join("etcd.log"))
+    }
+
+    fn wait_healthy(&self) -> Result<()> {
+        wait_until("witness etcd health", Duration::from_secs(30), || {
+            self.etcdctl(&["endpoint", "health"]).is_ok()
+        })
+        .with_context(|| format!("witness etcd log:\n{}", self.proc.tail(20)))
+    }
+
+    /// Starts a killed witness again on the same port with the same data (its keys and leases
+    /// survive; etcd extends unexpired leases across a restart).
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.kill9();
+        self.proc = Self::spawn(&self.dir, &self.args)?;
+        self.wait_healthy()
     }
 
     /// Runs `etcdctl` (v3 API) against the witness.

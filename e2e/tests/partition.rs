@@ -1,0 +1,265 @@
+//! Network partitions between real processes (nftables rules by socket owner, `sandbox::netcut`),
+//! with one controller per site, each under its own user id, coordinated through the witness etcd:
+//!
+//! - the primary site cut off from the witness and from the standby → the primary fences itself,
+//!   the standby promotes exactly once after the leader key's lease expired, and no write is ever
+//!   acknowledged by both sides (`make chaos N=50` repeats it);
+//! - the primary cut off from the witness only → it fences itself, and the standby, which still
+//!   sees it (fenced, so down for writes), takes over once;
+//! - the witness down → the primary fences itself, nothing is promoted, and when the witness
+//!   returns the primary takes its key back and serves again.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use understudy::crd::conditions;
+use understudy_e2e::{
+    bed::Bed,
+    sandbox::{netcut, proc::Proc},
+    support::{self, condition, wait_for},
+    workload::{Stats, Workload},
+};
+
+/// Lease 4 s: the primary fences itself after 2 s without renewal, within probeTimeout (500 ms).
+const FAILOVER: &str = "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 2";
+const LEASE_TTL: &str = "4s";
+
+struct Sites {
+    bed: Bed,
+    east_uid: u32,
+    west_uid: u32,
+    east: Proc,
+    _west: Proc,
+    /// Writes straight to the east database, as the primary site's own clients would.
+    direct: Workload,
+}
+
+async fn two_site_bed(label: &str) -> Result<Sites> {
+    let bed = Bed::start(label).await?;
+    let yaml = bed.pair_yaml("chat", FAILOVER).replace(
+        "prefix: /understudy }",
+        &format!("prefix: /understudy, leaseTTL: {LEASE_TTL} }}"),
+    );
+    ensure!(yaml.contains("leaseTTL"), "pair YAML changed shape: {yaml}");
+    support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+    let (east_uid, west_uid) = (netcut::site_uid(0), netcut::site_uid(1));
+    // The controllers run under their own user ids and rewrite PgBouncer's include file.
+    let dbfile = bed.pgb.databases_file();
+    for (mode, path) in [("0777", dbfile.parent().context("databases file dir")?), ("0666", dbfile.as_path())] {
+        std::process::Command::new("chmod").arg(mode).arg(path).status()?;
+    }
+    let east = bed.controller_process_as("east", east_uid, &[])?;
+    let west = bed.controller_process_as("west", west_uid, &[])?;
+    bed.wait_healthy("chat").await?;
+    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
+        Ok(bed.witness_leader("chat")? == "0 east")
+    })
+    .await?;
+    let direct = Workload::start(
+        "127.0.0.1",
+        bed.pg.primary.port,
+        "postgres",
+        &bed.pg.user,
+        &bed.pg.password,
+        "direct_east",
+        Duration::from_millis(10),
+    )
+    .await?;
+    wait_for("direct writes on east", Duration::from_secs(10), || async { Ok(direct.acked() > 20) }).await?;
+    Ok(Sites { bed, east_uid, west_uid, east, _west: west, direct })
+}
+
+/// What one partition trial measured.
+struct Trial {
+    /// East's last acknowledged direct write after the cut (≈ the self-fence), since the cut.
+    east_last_ack: Duration,
+    /// West's epoch swap (its earliest moment as a primary), since the cut.
+    west_took_epoch: Duration,
+    /// Direct writes east acknowledged at or after west took the epoch (dual-writable): must be 0.
+    east_acks_after_swap: usize,
+}
+
+impl Trial {
+    fn margin(&self) -> f64 {
+        self.west_took_epoch.as_secs_f64() - self.east_last_ack.as_secs_f64()
+    }
+}
+
+fn rfc3339_since(ts: &str, cut_wall: SystemTime) -> Result<Duration> {
+    let t: jiff::Timestamp = ts.parse().with_context(|| format!("timestamp {ts:?}"))?;
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_nanos(t.as_nanosecond() as u64);
+    wall.duration_since(cut_wall).context("the swap happened before the cut")
+}
+
+/// Waits for west's failover, then checks the outcome and measures the trial.
+async fn judge(s: Sites, cut_at: Instant, cut_wall: SystemTime) -> Result<Trial> {
+    let drp = s.bed.wait_transition_finished("chat", Duration::from_secs(60)).await?;
+    let st = drp.status.clone().unwrap_or_default();
+    let t = st.last_transition.clone().context("no transition")?;
+    ensure!(t.outcome.as_deref() == Some("Completed"), "transition outcome {:?}", t.outcome);
+    ensure!(t.from == "east" && t.to == "west" && t.holder == "west", "transition {} → {} by {}", t.from, t.to, t.holder);
+    // Give any second actor the chance to do harm before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = s.bed.api().get("chat").await?.status.unwrap_or_default();
+    ensure!(st.epoch == 1, "epoch {} after one failover", st.epoch);
+    let etcd = s.bed.witness_epoch("chat")?;
+    ensure!(etcd.starts_with("1 west "), "etcd epoch {etcd:?}");
+    ensure!(s.bed.pg.standby.timeline()? == 2, "west promoted more than once or not at all");
+    ensure!(
+        s.bed.pg.primary.psql("SHOW default_transaction_read_only")?.trim() == "on",
+        "east is not fenced"
+    );
+    let east_log = std::fs::read_to_string(&s.east.log).unwrap_or_default();
+    ensure!(east_log.contains("self-fenced"), "east never fenced itself:\n{}", s.east.tail(30));
+
+    let took = t.steps.iter().find(|x| x.name == "TakeEpoch").and_then(|x| x.started_at.clone());
+    let west_took_epoch = rfc3339_since(&took.context("TakeEpoch never started")?, cut_wall)?;
+    let stats: Stats = s.direct.stop().await;
+    let after_cut: Vec<Duration> =
+        stats.acked_at.iter().filter(|a| **a >= cut_at).map(|a| a.duration_since(cut_at)).collect();
+    let east_last_ack = after_cut.last().copied().unwrap_or_default();
+    let east_acks_after_swap = after_cut.iter().filter(|a| **a >= west_took_epoch).count();
+    Ok(Trial { east_last_ack, west_took_epoch, east_acks_after_swap })
+}
+
+async fn full_partition_trial(round: usize) -> Result<Trial> {
+    let s = two_site_bed("partition").await?;
+    let cut = netcut::Partition::new()?;
+    let postgres_uid: u32 = std::process::Command::new("id")
+        .args(["-u", "postgres"])
+        .output()?
+        .stdout
+        .iter()
+        .map(|b| *b as char)
+        .collect::<String>()
+        .trim()
+        .parse()?;
+    let (east_pg, west_pg) = (s.bed.pg.primary.port, s.bed.pg.standby.port);
+    // The primary site (east's controller) loses the witness and the standby site; the standby
+    // site (west's controller, west's WAL receiver, and PgBouncer with the app behind it) loses east.
+    let cut_wall = SystemTime::now();
+    let cut_at = Instant::now();
+    cut.cut(s.east_uid, s.bed.witness.port)?;
+    cut.cut(s.east_uid, west_pg)?;
+    cut.cut(s.west_uid, east_pg)?;
+    cut.cut(postgres_uid, east_pg)?;
+    let trial = judge(s, cut_at, cut_wall).await.with_context(|| format!("round {round}, rules:\n{}", cut.describe()))?;
+    eprintln!(
+        "round {round}: east's last write {:.2}s after the cut, west took the epoch at {:.2}s: margin {:.2}s, \
+         east writes after west's swap: {}",
+        trial.east_last_ack.as_secs_f64(),
+        trial.west_took_epoch.as_secs_f64(),
+        trial.margin(),
+        trial.east_acks_after_swap
+    );
+    Ok(trial)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_site_cut_off_fences_itself_and_the_standby_promotes_once() -> Result<()> {
+    let rounds: usize = std::env::var("CHAOS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut trials = Vec::new();
+    let mut failures = Vec::new();
+    for round in 1..=rounds {
+        match full_partition_trial(round).await {
+            Ok(t) => trials.push(t),
+            Err(e) => {
+                eprintln!("round {round} FAILED: {e:#}");
+                failures.push(format!("round {round}: {e:#}"));
+            }
+        }
+    }
+    let dual: usize = trials.iter().map(|t| t.east_acks_after_swap).sum();
+    let margins: Vec<f64> = trials.iter().map(Trial::margin).collect();
+    eprintln!(
+        "{rounds} partitions: {} failed, {} dual-writable writes; self-fence margin (east's last write → west's \
+         epoch swap) median {:.2}s, min {:.2}s, max {:.2}s",
+        failures.len(),
+        dual,
+        median(margins.clone()),
+        margins.iter().copied().fold(f64::INFINITY, f64::min),
+        margins.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    if !failures.is_empty() {
+        bail!("{} of {rounds} rounds failed:\n{}", failures.len(), failures.join("\n"));
+    }
+    ensure!(dual == 0, "{dual} writes acknowledged by east after west took the epoch");
+    ensure!(margins.iter().all(|m| *m > 0.0), "a non-positive self-fence margin: {margins:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_cut_off_from_the_witness_only_is_replaced_by_the_standby() -> Result<()> {
+    let s = two_site_bed("witnesscut").await?;
+    let cut = netcut::Partition::new()?;
+    let cut_wall = SystemTime::now();
+    let cut_at = Instant::now();
+    cut.cut(s.east_uid, s.bed.witness.port)?;
+    let api = s.bed.api();
+    // East fences itself; west still reaches east, sees it fenced (down for writes), and waits for
+    // the lease to expire before it takes over.
+    wait_for("east to report its self-fence", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("chat").await?, conditions::LEADER_KEY).is_some_and(|c| c.1 == "SelfFenced"))
+    })
+    .await?;
+    let trial = judge(s, cut_at, cut_wall).await.with_context(|| cut.describe())?;
+    eprintln!(
+        "witness cut: east's last write {:.2}s, west's swap {:.2}s, margin {:.2}s",
+        trial.east_last_ack.as_secs_f64(),
+        trial.west_took_epoch.as_secs_f64(),
+        trial.margin()
+    );
+    ensure!(trial.east_acks_after_swap == 0, "{} east writes after west's swap", trial.east_acks_after_swap);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_it_returns() -> Result<()> {
+    let mut s = two_site_bed("witnessdown").await?;
+    let api = s.bed.api();
+    let before = s.direct.acked();
+    s.bed.witness.kill();
+    wait_for("east to fence itself", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("chat").await?, conditions::LEADER_KEY).is_some_and(|c| c.1 == "SelfFenced"))
+    })
+    .await?;
+    ensure!(s.bed.pg.primary.psql("SHOW default_transaction_read_only")?.trim() == "on", "east not fenced");
+    // Past the lease: nothing may be promoted while nobody can reach the witness.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fenced_acks = s.direct.acked();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(s.direct.acked() == fenced_acks, "east acknowledged writes while fenced");
+    ensure!(s.bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim() == "t", "west was promoted");
+    let drp = api.get("chat").await?;
+    let blocked = condition(&drp, conditions::FAILOVER_BLOCKED);
+    ensure!(
+        blocked.as_ref().is_some_and(|c| c.0 == "True" && c.1 == "WitnessUnavailable"),
+        "FailoverBlocked {blocked:?}"
+    );
+
+    s.bed.witness.restart()?;
+    wait_for("east to take its key back and lift the fence", Duration::from_secs(30), || async {
+        Ok(condition(&api.get("chat").await?, conditions::LEADER_KEY).is_some_and(|c| c.1 == "LeaderKeyHeld")
+            && s.bed.pg.primary.psql("SHOW default_transaction_read_only")?.trim() == "off")
+    })
+    .await?;
+    wait_for("direct writes to resume on east", Duration::from_secs(20), || async {
+        Ok(s.direct.acked() > fenced_acks + 20)
+    })
+    .await?;
+    wait_for("the pair to be healthy again", Duration::from_secs(30), || async {
+        Ok(api.get("chat").await?.status.and_then(|s| s.phase).map(|p| format!("{p:?}")).as_deref()
+            == Some("Healthy"))
+    })
+    .await?;
+    let st = api.get("chat").await?.status.unwrap_or_default();
+    ensure!(st.epoch == 0 && st.last_transition.is_none(), "a transition ran: epoch {}", st.epoch);
+    ensure!(s.bed.witness_leader("chat")? == "0 east", "leader key {:?}", s.bed.witness_leader("chat")?);
+    eprintln!("witness down: {} direct writes before, {} at the fence, resumed after the restart", before, fenced_acks);
+    Ok(())
+}
