@@ -36,16 +36,16 @@ struct Sites {
 
 async fn two_site_bed(label: &str) -> Result<Sites> {
     let bed = Bed::start(label).await?;
-    let yaml = bed.pair_yaml("chat", FAILOVER).replace(
-        "prefix: /understudy }",
-        &format!("prefix: /understudy, leaseTTL: {LEASE_TTL} }}"),
-    );
+    let yaml = bed
+        .pair_yaml("chat", FAILOVER)
+        .replace("prefix: /understudy }", &format!("prefix: /understudy, leaseTTL: {LEASE_TTL} }}"));
     ensure!(yaml.contains("leaseTTL"), "pair YAML changed shape: {yaml}");
     support::create_pair(&bed.client, &bed.ns, &yaml).await?;
     let (east_uid, west_uid) = (netcut::site_uid(0), netcut::site_uid(1));
     // The controllers run under their own user ids and rewrite PgBouncer's include file.
     let dbfile = bed.pgb.databases_file();
-    for (mode, path) in [("0777", dbfile.parent().context("databases file dir")?), ("0666", dbfile.as_path())] {
+    for (mode, path) in [("0777", dbfile.parent().context("databases file dir")?), ("0666", dbfile.as_path())]
+    {
         std::process::Command::new("chmod").arg(mode).arg(path).status()?;
     }
     let east = bed.controller_process_as("east", east_uid, &[])?;
@@ -97,7 +97,13 @@ async fn judge(s: Sites, cut_at: Instant, cut_wall: SystemTime) -> Result<Trial>
     let st = drp.status.clone().unwrap_or_default();
     let t = st.last_transition.clone().context("no transition")?;
     ensure!(t.outcome.as_deref() == Some("Completed"), "transition outcome {:?}", t.outcome);
-    ensure!(t.from == "east" && t.to == "west" && t.holder == "west", "transition {} → {} by {}", t.from, t.to, t.holder);
+    ensure!(
+        t.from == "east" && t.to == "west" && t.holder == "west",
+        "transition {} → {} by {}",
+        t.from,
+        t.to,
+        t.holder
+    );
     // Give any second actor the chance to do harm before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let st = s.bed.api().get("chat").await?.status.unwrap_or_default();
@@ -143,7 +149,9 @@ async fn full_partition_trial(round: usize) -> Result<Trial> {
     cut.cut(s.east_uid, west_pg)?;
     cut.cut(s.west_uid, east_pg)?;
     cut.cut(postgres_uid, east_pg)?;
-    let trial = judge(s, cut_at, cut_wall).await.with_context(|| format!("round {round}, rules:\n{}", cut.describe()))?;
+    let trial = judge(s, cut_at, cut_wall)
+        .await
+        .with_context(|| format!("round {round}, rules:\n{}", cut.describe()))?;
     eprintln!(
         "round {round}: east's last write {:.2}s after the cut, west took the epoch at {:.2}s: margin {:.2}s, \
          east writes after west's swap: {}",
@@ -260,6 +268,9 @@ async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_i
     let st = api.get("chat").await?.status.unwrap_or_default();
     ensure!(st.epoch == 0 && st.last_transition.is_none(), "a transition ran: epoch {}", st.epoch);
     ensure!(s.bed.witness_leader("chat")? == "0 east", "leader key {:?}", s.bed.witness_leader("chat")?);
-    eprintln!("witness down: {} direct writes before, {} at the fence, resumed after the restart", before, fenced_acks);
+    eprintln!(
+        "witness down: {} direct writes before, {} at the fence, resumed after the restart",
+        before, fenced_acks
+    );
     Ok(())
 }

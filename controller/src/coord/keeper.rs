@@ -45,6 +45,10 @@ pub struct Config {
     /// The database was fenced by a self-fence before this controller started: lift it once the
     /// key is ours again.
     pub lift_on_acquire: bool,
+    /// This site failed its own probes (SQL unreachable or HTTP checks failing, for
+    /// `failureThreshold` rounds): it gives up the key so that the standby may take over, after
+    /// fencing what it can reach. A fence the keeper made itself is not a failure of the site.
+    pub site_failed: bool,
 }
 
 impl Config {
@@ -147,9 +151,27 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
             f(&mut s)
         }
     };
+    let mut gave_up = false;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
         let t = cfg.timing;
+        if cfg.site_failed {
+            if !gave_up {
+                gave_up = true;
+                give_up(&cfg, &mut witness, &mut lease, &mut keepalive, &state).await;
+                fenced_here = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(t.renew_every) => {}
+                changed = cfg_rx.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        if gave_up {
+            // The site answers again before anybody promoted: take the key back (and lift the fence).
+            gave_up = false;
+            confirmed = Instant::now();
+        }
         let round = Instant::now();
         // A round never runs past the self-fence deadline: a witness that hangs mid-round must not
         // delay the fence (the inequality on `Timing` counts from the deadline, not from a timeout).
@@ -333,9 +355,57 @@ async fn round_connected(
     }
 }
 
+/// The site failed its probes: fence what can be reached, then, only if the database is surely
+/// fenced, delete the key so that the standby need not wait for the lease to expire. Otherwise the
+/// key is left to expire (the database may still be serving clients we cannot see).
+async fn give_up(
+    cfg: &Config,
+    witness: &mut Option<Witness>,
+    lease: &mut Option<i64>,
+    keepalive: &mut Option<KeepAlive>,
+    state: &Mutex<State>,
+) {
+    let (fenced, note) = fence_checked(cfg).await;
+    let mut msg = format!("{} failed its probes and gives up the leader key: {note}", cfg.site);
+    *keepalive = None;
+    *lease = None;
+    if fenced {
+        let limit = cfg.timing.renew_every;
+        let released = async {
+            let mut w = match witness.take() {
+                Some(w) => w,
+                None => Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            w.release(cfg.epoch, &cfg.site).await.map_err(|e| e.to_string())?;
+            *witness = Some(w);
+            Ok::<_, String>(())
+        };
+        match tokio::time::timeout(limit, released).await {
+            Ok(Ok(())) => msg.push_str("; key released"),
+            Ok(Err(e)) => msg.push_str(&format!("; key left to expire ({e})")),
+            Err(_) => msg.push_str("; key left to expire (etcd did not answer)"),
+        }
+    } else {
+        msg.push_str("; key left to expire");
+    }
+    warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %msg, "leader key given up");
+    let now = Timestamp::now();
+    if let Ok(mut s) = state.lock() {
+        s.holding = false;
+        s.self_fenced = Some((now, msg));
+    }
+}
+
 /// Fences this site's database and pauses the PgBouncers, within the fence budget. Returns what
 /// was done, for the log and the status (never credentials).
 async fn fence(cfg: &Config) -> String {
+    fence_checked(cfg).await.1
+}
+
+/// `fence`, and whether the database is surely fenced now.
+async fn fence_checked(cfg: &Config) -> (bool, String) {
     let budget = cfg.timing.fence_budget;
     let db = async {
         let c = sql::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
@@ -346,6 +416,7 @@ async fn fence(cfg: &Config) -> String {
         c.pause(budget).await.map_err(|e| e.to_string())
     }));
     let (db, pauses) = tokio::join!(tokio::time::timeout(budget, db), tokio::time::timeout(budget, pauses));
+    let fenced = matches!(db, Ok(Ok(_)));
     let mut note = match db {
         Ok(Ok(n)) => format!("database read-only, {n} client sessions terminated"),
         Ok(Err(e)) => format!("fencing the database failed: {e}"),
@@ -363,7 +434,7 @@ async fn fence(cfg: &Config) -> String {
         }
         Err(_) => note.push_str(&format!(", PgBouncer PAUSE did not finish within {budget:?}")),
     }
-    note
+    (fenced, note)
 }
 
 /// Lifts a self-fence: the database takes writes again and the PgBouncers resume.

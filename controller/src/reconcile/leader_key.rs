@@ -39,6 +39,10 @@ pub async fn tend(
     let lift_on_acquire =
         st.conditions.iter().any(|c| c.type_ == conditions::LEADER_KEY && c.reason == reasons::SELF_FENCED);
     let epoch = st.epoch;
+    let threshold = drp.spec.failover.failure_threshold.max(1);
+    let site_failed = st.sites.iter().find(|s| s.name == site).is_some_and(|s| {
+        s.consecutive_failures >= threshold && (!s.reachable || s.http_healthy == Some(false))
+    });
     let mut set = |status: &str, reason: &str, msg: &str| {
         decide::upsert(
             &mut st.conditions,
@@ -61,7 +65,7 @@ pub async fn tend(
         }
     };
     let cfg = match config(drp, ns, site, etcd, timing, ctx).await {
-        Ok(cfg) => keeper::Config { epoch, lift_on_acquire, ..cfg },
+        Ok(cfg) => keeper::Config { epoch, lift_on_acquire, site_failed, ..cfg },
         Err(e) => {
             // Without credentials the keeper could not fence; say so instead of pretending.
             set("False", reasons::SECRET_MISSING, &format!("{site} cannot keep the leader key: {e}"));
@@ -148,5 +152,6 @@ async fn config(
         postgres,
         bouncers,
         lift_on_acquire: false,
+        site_failed: false,
     })
 }

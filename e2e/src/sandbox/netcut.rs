@@ -36,7 +36,14 @@ impl Partition {
         super::ensure_packages()?;
         let table = format!("{TABLE_PREFIX}{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
         nft(&["add", "table", "inet", &table])?;
-        nft(&["add", "chain", "inet", &table, "out", "{ type filter hook output priority 0 ; policy accept ; }"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            &table,
+            "out",
+            "{ type filter hook output priority 0 ; policy accept ; }",
+        ])?;
         Ok(Partition { table })
     }
 
