@@ -81,10 +81,27 @@ impl Access {
                 return format!("etcd refused the user in {field}: {text}: check its username and password");
             }
         }
-        if self.tls.is_some()
-            && (text.contains("certificate") || text.contains("tls") || text.contains("TLS"))
-        {
-            return format!("{text} (check {tls_field})");
+        // With TLS 1.3 the server's verdict on our certificate arrives after the handshake: as an
+        // alert, or only as a closed connection, inside the gRPC error.
+        if self.tls.is_some() {
+            if ["fatal alert: BadCertificate", "fatal alert: UnknownCA", "fatal alert: CertificateRequired"]
+                .iter()
+                .any(|n| text.contains(n))
+            {
+                return format!(
+                    "the witness refused understudy's client certificate: set {tls_field} keys tls.crt and \
+                     tls.key to a certificate issued by the CA the witness trusts ({text})"
+                );
+            }
+            if text.contains("connection closed") || text.contains("reset") || text.contains("alert") {
+                return format!(
+                    "the witness closed the TLS connection, as it does for a client certificate it does not \
+                     trust: check {tls_field} keys tls.crt and tls.key ({text})"
+                );
+            }
+            if text.contains("certificate") {
+                return format!("{text} (check {tls_field} key ca.crt)");
+            }
         }
         text
     }

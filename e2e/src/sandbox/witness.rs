@@ -6,24 +6,50 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use anyhow::{Context as _, Result};
 
 use super::{
+    certs::Issued,
     proc::{free_port, run, wait_until, Proc},
     scratch_dir,
 };
+
+/// TLS for the witness: its server certificate, the CA clients must chain to and that signs the
+/// client certificates it accepts (`--client-cert-auth`), the client certificate `etcdctl` uses,
+/// and optionally etcd authentication with a `root` user.
+pub struct WitnessTls {
+    pub ca: PathBuf,
+    pub server: Issued,
+    pub client: Issued,
+    /// `auth enable` with user `root` and this password.
+    pub root_password: Option<String>,
+}
 
 /// A running witness etcd.
 pub struct Witness {
     pub dir: PathBuf,
     pub endpoint: String,
     proc: Proc,
+    tls: Option<WitnessTls>,
 }
 
 impl Witness {
     pub fn start() -> Result<Witness> {
+        Self::start_with(None)
+    }
+
+    /// As `start`; with `tls` the client URL is `https://`, only clients with a certificate from
+    /// the CA get in, and with `root_password` etcd authentication is enabled.
+    pub fn start_with(tls: Option<WitnessTls>) -> Result<Witness> {
         super::ensure_packages()?;
         let dir = scratch_dir("witness")?;
         let (port, peer) = (free_port()?, free_port()?);
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{port}");
         let mut cmd = Command::new("etcd");
+        if let Some(t) = &tls {
+            cmd.arg(format!("--cert-file={}", t.server.cert_path.display()))
+                .arg(format!("--key-file={}", t.server.key_path.display()))
+                .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                .arg("--client-cert-auth");
+        }
         cmd.arg("--name=witness")
             .arg(format!("--data-dir={}", dir.join("data").display()))
             .arg(format!("--listen-client-urls={endpoint}"))
@@ -34,20 +60,35 @@ impl Witness {
             .arg("--log-level=warn")
             .arg("--logger=zap");
         let proc = Proc::spawn("witness-etcd", cmd, &dir.join("etcd.log"))?;
-        let w = Witness { dir, endpoint, proc };
+        let w = Witness { dir, endpoint, proc, tls };
         wait_until("witness etcd health", Duration::from_secs(30), || {
             w.etcdctl(&["endpoint", "health"]).is_ok()
         })
         .with_context(|| format!("witness etcd log:\n{}", w.proc.tail(20)))?;
+        if let Some(pw) = w.tls.as_ref().and_then(|t| t.root_password.clone()) {
+            w.etcdctl(&["user", "add", &format!("root:{pw}"), "--interactive=false"])?;
+            w.etcdctl(&["user", "grant-role", "root", "root"]).ok();
+            w.etcdctl(&["auth", "enable"])?;
+        }
         Ok(w)
     }
 
-    /// Runs `etcdctl` (v3 API) against the witness.
+    /// Runs `etcdctl` (v3 API) against the witness (with the client certificate, and as `root`
+    /// when authentication is on).
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
-        run(Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .args(args))
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoint));
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cacert={}", t.ca.display()))
+                .arg(format!("--cert={}", t.client.cert_path.display()))
+                .arg(format!("--key={}", t.client.key_path.display()));
+            let enabling =
+                args.first() == Some(&"user") || args == ["auth", "enable"] || args == ["endpoint", "health"];
+            if let (Some(pw), false) = (&t.root_password, enabling) {
+                cmd.arg(format!("--user=root:{pw}"));
+            }
+        }
+        run(cmd.args(args))
     }
 
     /// SIGKILL the witness (outage tests).
