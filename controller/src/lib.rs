@@ -19,3 +19,4 @@ pub mod reconcile;
 pub mod recycle;
 pub mod secrets;
 pub mod telemetry;
+pub mod tls;

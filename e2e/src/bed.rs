@@ -21,7 +21,13 @@ use understudy::crd::DisasterRecoveryPair;
 
 use crate::{
     app::App,
-    sandbox::{proc::Proc, repo_root, Bind, ControlPlane, PgBouncer, PgPair, Witness},
+    sandbox::{
+        certs::{Ca, Issued},
+        proc::Proc,
+        repo_root,
+        witness::WitnessTls,
+        Bind, ControlPlane, PgBouncer, PgPair, Witness,
+    },
     support::{self, wait_for},
 };
 
@@ -46,6 +52,18 @@ pub struct Bed {
     pub witness: Witness,
     /// The application's HTTP side (ping and recycle endpoints).
     pub app: App,
+    /// Set by `start_tls`: PostgreSQL and the witness speak TLS, and the pair uses it.
+    pub tls: Option<BedTls>,
+}
+
+/// The certificates of a TLS bed: one CA issued PostgreSQL's and the witness's server certificate
+/// (`IP:127.0.0.1`) and the client certificate (`CN=root`) understudy and etcdctl present.
+pub struct BedTls {
+    pub ca: Ca,
+    pub server: Issued,
+    pub client: Issued,
+    /// The witness's `root` password (etcd authentication is on).
+    pub root_password: String,
 }
 
 /// The bearer token the app accepts on its recycle endpoint.
@@ -53,15 +71,40 @@ pub const APP_TOKEN: &str = "mm-token-5e3f";
 
 impl Bed {
     pub async fn start(label: &str) -> Result<Bed> {
+        Self::start_with(label, false).await
+    }
+
+    /// A bed whose PostgreSQL servers run `ssl = on` and whose witness etcd requires TLS client
+    /// certificates and a password (`root`); `pair_yaml` then asks for `VerifyFull` and gives the
+    /// witness `tlsSecret` and `authSecret`. Secrets `pg-ca`, `witness-tls` and `witness-auth`.
+    pub async fn start_tls(label: &str) -> Result<Bed> {
+        Self::start_with(label, true).await
+    }
+
+    async fn start_with(label: &str, tls: bool) -> Result<Bed> {
         let client = support::client_with_crd().await?;
         let cp = tokio::task::spawn_blocking(support::control_plane).await?;
         let label2 = label.to_string();
-        let (pg, pgb, bind, witness) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let pg = PgPair::start(&label2)?;
+        let (pg, pgb, bind, witness, tls) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let tls = match tls {
+                false => None,
+                true => {
+                    let ca = Ca::new("understudy-test-ca")?;
+                    let server = ca.issue("127.0.0.1", &["IP:127.0.0.1"], false)?;
+                    let client = ca.issue("root", &[], true)?;
+                    Some(BedTls { ca, server, client, root_password: crate::sandbox::random_hex(10) })
+                }
+            };
+            let pg = PgPair::start_with(&label2, tls.as_ref().map(|t| &t.server))?;
             let pgb = PgBouncer::start("app", pg.primary.port, &pg.user, &pg.password)?;
             let bind = Bind::start("example.test", &[("chat", "127.0.0.11".parse()?)])?;
-            let witness = Witness::start()?;
-            Ok((pg, pgb, bind, witness))
+            let witness = Witness::start_with(tls.as_ref().map(|t| WitnessTls {
+                ca: t.ca.cert_path.clone(),
+                server: t.server.clone(),
+                client: t.client.clone(),
+                root_password: Some(t.root_password.clone()),
+            }))?;
+            Ok((pg, pgb, bind, witness, tls))
         })
         .await??;
         let ns = support::namespace(&client, label).await?;
@@ -97,7 +140,24 @@ impl Bed {
         Api::<Deployment>::namespaced(client.clone(), &ns)
             .patch("mattermost", &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&deployment))
             .await?;
-        let bed = Bed { cp, client, ns, pg, pgb, bind, witness, app };
+        if let Some(t) = &tls {
+            support::put_secret(&client, &ns, "pg-ca", &[("ca.crt", &t.ca.cert)]).await?;
+            support::put_secret(
+                &client,
+                &ns,
+                "witness-tls",
+                &[("ca.crt", &t.ca.cert), ("tls.crt", &t.client.cert), ("tls.key", &t.client.key)],
+            )
+            .await?;
+            support::put_secret(
+                &client,
+                &ns,
+                "witness-auth",
+                &[("username", "root"), ("password", &t.root_password)],
+            )
+            .await?;
+        }
+        let bed = Bed { cp, client, ns, pg, pgb, bind, witness, app, tls };
         support::put_secret(&bed.client, &bed.ns, "mattermost-db", &[("dsn", &bed.dsn("east"))]).await?;
         let cm = ConfigMap {
             metadata: ObjectMeta { name: Some("mattermost-config".into()), ..Default::default() },
@@ -117,10 +177,21 @@ impl Bed {
     }
 
     /// A full pair: both sites, DataSource (ConfigMap pointer + Secret), PgBouncer recycler, RFC 2136
-    /// record and the etcd witness. `failover` is the flow-mapping body of `spec.failover`.
+    /// record and the etcd witness. `failover` is the flow-mapping body of `spec.failover`. On a TLS
+    /// bed both sites use `VerifyFull` with `pg-ca`, and the witness `witness-tls` and `witness-auth`.
     pub fn pair_yaml(&self, name: &str, failover: &str) -> String {
+        let tls = if self.tls.is_some() {
+            ", tls: { mode: VerifyFull, caSecret: { name: pg-ca, key: ca.crt } }"
+        } else {
+            ""
+        };
+        let witness_tls = if self.tls.is_some() {
+            ", tlsSecret: { name: witness-tls }, authSecret: { name: witness-auth }"
+        } else {
+            ""
+        };
         let p = |port: u16| {
-            format!("{{ host: 127.0.0.1, port: {port}, database: postgres, credentialsSecret: {{ name: pg-admin }} }}")
+            format!("{{ host: 127.0.0.1, port: {port}, database: postgres, credentialsSecret: {{ name: pg-admin }}{tls} }}")
         };
         format!(
             "apiVersion: dr.understudy.dev/v1alpha1
@@ -158,7 +229,7 @@ spec:
     - rfc2136: {{ server: '127.0.0.1:{dns}', zone: example.test, name: chat, ttl: 30, tsigSecret: {{ name: dns-tsig }} }}
     - dnsEndpoint: {{ name: chat, dnsName: chat.example.test, ttl: 30 }}
   coordination:
-    etcd: {{ endpoints: ['{etcd}'], prefix: /understudy }}
+    etcd: {{ endpoints: ['{etcd}'], prefix: /understudy{witness_tls} }}
 ",
             pe = p(self.pg.primary.port),
             pw = p(self.pg.standby.port),
@@ -178,7 +249,16 @@ spec:
     /// A bed with the pair `chat` (its `spec.failover` = `failover`) created, the controller running
     /// in-process, and the pair Healthy: the opening of most end-to-end tests.
     pub async fn with_pair(label: &str, failover: &str) -> Result<(Bed, support::RunningController)> {
-        let bed = Bed::start(label).await?;
+        Self::with_pair_on(Bed::start(label).await?, failover).await
+    }
+
+    /// `with_pair` on a TLS bed (`start_tls`): PostgreSQL over `VerifyFull`, the witness over TLS
+    /// with a client certificate and a password.
+    pub async fn with_tls_pair(label: &str, failover: &str) -> Result<(Bed, support::RunningController)> {
+        Self::with_pair_on(Bed::start_tls(label).await?, failover).await
+    }
+
+    async fn with_pair_on(bed: Bed, failover: &str) -> Result<(Bed, support::RunningController)> {
         let ctl = support::RunningController::start(bed.client.clone(), &bed.ns);
         support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", failover)).await?;
         bed.wait_healthy("chat").await?;

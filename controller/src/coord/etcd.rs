@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
-    Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp,
 };
 
 use super::{decode_epoch, encode_epoch, Swap};
@@ -19,6 +19,111 @@ pub enum Error {
     Txn { key: String, reason: String },
 }
 
+/// How to reach the witness beyond its endpoints: TLS material and an etcd user, each with the
+/// spec field it came from (for the errors). Not `Debug`: it holds a private key and a password.
+#[derive(Default, Clone)]
+pub struct Access {
+    /// `(field, ca.crt, tls.crt, tls.key)`, PEM.
+    pub tls: Option<(String, String, String, String)>,
+    /// `(field, username, password)`.
+    pub user: Option<(String, String, String)>,
+}
+
+impl Access {
+    /// Checks the material (PEM that parses, https endpoints with TLS) and builds the options.
+    fn options(&self, endpoints: &[String], timeout: Duration) -> Result<ConnectOptions, String> {
+        let mut opts = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+        if let Some((field, ca, cert, key)) = &self.tls {
+            crate::tls::roots(ca)
+                .map_err(|e| format!("{field} key ca.crt {e}: put the witness's CA there"))?;
+            crate::tls::certs(cert)
+                .map_err(|e| format!("{field} key tls.crt {e}: put the client certificate there"))?;
+            crate::tls::private_key(key)
+                .map_err(|e| format!("{field} key tls.key {e}: put the client key there"))?;
+            if let Some((i, e)) = endpoints.iter().enumerate().find(|(_, e)| !e.starts_with("https://")) {
+                return Err(format!(
+                    "spec.coordination.etcd.endpoints[{i}] is {e:?} but {field} asks for TLS: use https:// endpoints"
+                ));
+            }
+            opts = opts.with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .identity(Identity::from_pem(cert, key)),
+            );
+        } else if let Some((i, e)) = endpoints.iter().enumerate().find(|(_, e)| e.starts_with("https://")) {
+            return Err(format!(
+                "spec.coordination.etcd.endpoints[{i}] is {e:?} but spec.coordination.etcd.tlsSecret is not set: \
+                 set tlsSecret (ca.crt, tls.crt, tls.key) or use an http:// endpoint"
+            ));
+        }
+        if let Some((_, user, password)) = &self.user {
+            opts = opts.with_user(user.as_str(), password.as_str());
+        }
+        Ok(opts)
+    }
+
+    /// An etcd error in words, naming the field to fix when it is an authentication or TLS failure.
+    fn explain(&self, e: &etcd_client::Error) -> String {
+        let tls_field = self.tls.as_ref().map(|t| t.0.as_str()).unwrap_or("spec.coordination.etcd.tlsSecret");
+        if let Some(r) = crate::tls::find_rustls_error(e) {
+            return crate::tls::explain(
+                r,
+                &format!("{tls_field} key ca.crt"),
+                &format!("{tls_field} keys tls.crt and tls.key"),
+                "spec.coordination.etcd.endpoints",
+                "the endpoint's host",
+            );
+        }
+        let text = chain(e);
+        if let Some((field, _, _)) = &self.user {
+            if ["authentication failed", "invalid auth token", "permission denied", "user name"]
+                .iter()
+                .any(|n| text.contains(n))
+            {
+                return format!("etcd refused the user in {field}: {text}: check its username and password");
+            }
+        }
+        // With TLS 1.3 the server's verdict on our certificate arrives after the handshake: as an
+        // alert, or only as a closed connection, inside the gRPC error.
+        if self.tls.is_some() {
+            if ["fatal alert: BadCertificate", "fatal alert: UnknownCA", "fatal alert: CertificateRequired"]
+                .iter()
+                .any(|n| text.contains(n))
+            {
+                return format!(
+                    "the witness refused understudy's client certificate: set {tls_field} keys tls.crt and \
+                     tls.key to a certificate issued by the CA the witness trusts ({text})"
+                );
+            }
+            if text.contains("connection closed") || text.contains("reset") || text.contains("alert") {
+                return format!(
+                    "the witness closed the TLS connection, as it does for a client certificate it does not \
+                     trust: check {tls_field} keys tls.crt and tls.key ({text})"
+                );
+            }
+            if text.contains("certificate") {
+                return format!("{text} (check {tls_field} key ca.crt)");
+            }
+        }
+        text
+    }
+}
+
+/// An error and its sources in one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out.chars().take(500).collect()
+}
+
 /// A connection to the witness for one pair.
 pub struct Witness {
     client: Client,
@@ -26,6 +131,7 @@ pub struct Witness {
     key: String,
     /// `<prefix>/<namespace>/<name>/leader`: `<epoch> <site>`, bound to the primary site's lease.
     leader_key: String,
+    access: Access,
 }
 
 /// Who holds the leader key, when somebody does.
@@ -85,22 +191,21 @@ impl Witness {
         namespace: &str,
         name: &str,
         timeout: Duration,
+        access: Access,
     ) -> Result<Witness, Error> {
-        let opts = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+        let err = |reason| Error::Connect { endpoints: endpoints.join(","), reason };
+        let opts = access.options(endpoints, timeout).map_err(err)?;
         let client = tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts)))
             .await
-            .map_err(|_| Error::Connect {
-                endpoints: endpoints.join(","),
-                reason: format!("no answer within {timeout:?}"),
-            })?
-            .map_err(|e| Error::Connect { endpoints: endpoints.join(","), reason: e.to_string() })?;
+            .map_err(|_| err(format!("no answer within {timeout:?}")))?
+            .map_err(|e| err(access.explain(&e)))?;
         let base = format!("{}/{namespace}/{name}", prefix.trim_end_matches('/'));
-        Ok(Witness { client, key: format!("{base}/epoch"), leader_key: format!("{base}/leader") })
+        Ok(Witness { client, key: format!("{base}/epoch"), leader_key: format!("{base}/leader"), access })
     }
 
-    fn txn_err(&self, key: &str) -> impl Fn(etcd_client::Error) -> Error {
+    fn txn_err(&self, key: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
         let key = key.to_string();
-        move |e| Error::Txn { key: key.clone(), reason: e.to_string() }
+        move |e| Error::Txn { key: key.clone(), reason: self.access.explain(&e) }
     }
 
     /// The epoch key's raw value and the leader key, read in one request.
@@ -248,7 +353,7 @@ impl Witness {
             .client
             .get(self.key.as_str(), None)
             .await
-            .map_err(|e| Error::Txn { key: self.key.clone(), reason: e.to_string() })?;
+            .map_err(|e| Error::Txn { key: self.key.clone(), reason: self.access.explain(&e) })?;
         Ok(resp.kvs().first().and_then(|kv| kv.value_str().ok()).and_then(decode_epoch).unwrap_or((
             0,
             String::new(),
@@ -295,7 +400,7 @@ impl Witness {
             .client
             .txn(txn)
             .await
-            .map_err(|e| Error::Txn { key: self.key.clone(), reason: e.to_string() })?;
+            .map_err(|e| Error::Txn { key: self.key.clone(), reason: self.access.explain(&e) })?;
         if resp.succeeded() {
             return Ok(Swap::Won);
         }

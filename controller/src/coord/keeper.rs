@@ -20,16 +20,22 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
 use super::{
-    etcd::{Acquire, KeepAlive, Renewal, Witness},
+    etcd::{Access, Acquire, KeepAlive, Renewal, Witness},
     Timing,
 };
-use crate::{crd::PgBouncerRecycler, pg::admin, probe::sql, recycle::pgbouncer::Console};
+use crate::{
+    crd::PgBouncerRecycler,
+    pg::{admin, conn},
+    recycle::pgbouncer::Console,
+};
 
 /// What a keeper needs; rebuilt by every reconcile of the pair (credentials may rotate). Holds
 /// credentials, so it is deliberately not `Debug`.
 #[derive(Clone)]
 pub struct Config {
     pub endpoints: Vec<String>,
+    /// The witness's TLS material and etcd user.
+    pub access: Access,
     pub prefix: String,
     pub namespace: String,
     pub name: String,
@@ -38,8 +44,8 @@ pub struct Config {
     /// The epoch this site serves.
     pub epoch: i64,
     pub timing: Timing,
-    /// The admin connection to this site's own database.
-    pub postgres: tokio_postgres::Config,
+    /// The admin connection to this site's own database (TLS as the spec asks).
+    pub postgres: Arc<conn::Target>,
     /// The pair's PgBouncers with their admin user and password.
     pub bouncers: Vec<(PgBouncerRecycler, String, String)>,
     /// The database was fenced by a self-fence before this controller started: lift it once the
@@ -290,9 +296,16 @@ async fn round_once(
     let t = cfg.timing;
     let limit = t.renew_every;
     if witness.is_none() {
-        let w = Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit)
-            .await
-            .map_err(|e| e.to_string())?;
+        let w = Witness::connect(
+            &cfg.endpoints,
+            &cfg.prefix,
+            &cfg.namespace,
+            &cfg.name,
+            limit,
+            cfg.access.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         *witness = Some(w);
         *keepalive = None;
     }
@@ -374,9 +387,16 @@ async fn give_up(
         let released = async {
             let mut w = match witness.take() {
                 Some(w) => w,
-                None => Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                None => Witness::connect(
+                    &cfg.endpoints,
+                    &cfg.prefix,
+                    &cfg.namespace,
+                    &cfg.name,
+                    limit,
+                    cfg.access.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?,
             };
             w.release(cfg.epoch, &cfg.site).await.map_err(|e| e.to_string())?;
             *witness = Some(w);
@@ -408,7 +428,7 @@ async fn fence(cfg: &Config) -> String {
 async fn fence_checked(cfg: &Config) -> (bool, String) {
     let budget = cfg.timing.fence_budget;
     let db = async {
-        let c = sql::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
+        let c = conn::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
         admin::fence(&c).await.map_err(|e| e.to_string())
     };
     let pauses = futures::future::join_all(cfg.bouncers.iter().map(|(r, user, password)| async move {
@@ -440,9 +460,10 @@ async fn fence_checked(cfg: &Config) -> (bool, String) {
 /// Lifts a self-fence: the database takes writes again and the PgBouncers resume.
 async fn lift(cfg: &Config) -> Result<String, String> {
     let budget = cfg.timing.fence_budget.max(Duration::from_secs(1));
-    let c = tokio::time::timeout(budget, sql::connect(&cfg.postgres))
+    let c = tokio::time::timeout(budget, conn::connect(&cfg.postgres))
         .await
-        .map_err(|_| format!("connect: no answer within {budget:?}"))??;
+        .map_err(|_| format!("connect: no answer within {budget:?}"))?
+        .map_err(|e| format!("connect: {e}"))?;
     admin::unfence(&c).await.map_err(|e| e.to_string())?;
     // A PgBouncer that is not paused answers RESUME with an error; that is fine here.
     let mut notes = Vec::new();

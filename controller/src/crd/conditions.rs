@@ -34,6 +34,12 @@ pub mod reasons {
     pub const SECRETS_FOUND: &str = "SecretsFound";
     pub const SECRET_MISSING: &str = "SecretMissing";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    /// A TLS setting cannot be used: a PEM that does not parse, a key that does not fit its
+    /// certificate, an endpoint scheme that contradicts the TLS setting.
+    pub const TLS_CONFIG_INVALID: &str = "TlsConfigInvalid";
+    /// The TLS handshake was refused: wrong CA, a certificate for another name, a server without
+    /// TLS, or a client certificate the server rejects. A configuration problem, never a failed probe.
+    pub const TLS_HANDSHAKE_FAILED: &str = "TlsHandshakeFailed";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const PROTECTED: &str = "Protected";
     pub const NOT_NEEDED: &str = "NotNeeded";

@@ -169,6 +169,57 @@ pub struct PostgresEndpoint {
     /// Secret with keys `username` and `password` of a role allowed to call `pg_promote()` and to
     /// read `pg_stat_replication` (a superuser or a role granted `pg_monitor` and EXECUTE on pg_promote).
     pub credentials_secret: SecretRef,
+    /// TLS for every connection understudy opens to this server (probes, fencing, promotion, the
+    /// epoch marker, readiness checks, rejoin and switchover catch-up). Without it understudy
+    /// connects in plaintext (libpq `sslmode=disable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PostgresTls>,
+}
+
+/// TLS settings for the connections to one PostgreSQL server. When TLS is asked for, understudy
+/// never falls back to plaintext: a server that does not offer TLS, or whose certificate does
+/// not pass the check, is reported (condition and Warning Event naming this field) and is not
+/// counted as a failed probe, so a TLS misconfiguration never triggers a failover.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("(self.mode == 'VerifyCA' || self.mode == 'VerifyFull') == has(self.caSecret)")
+        .message("spec.sites[*].postgres.tls.caSecret is required for mode VerifyCA and VerifyFull and is not used by Disable or Require"),
+    validation = Rule::new("self.mode != 'Disable' || !has(self.clientCertSecret)")
+        .message("spec.sites[*].postgres.tls.clientCertSecret needs a mode other than Disable"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresTls {
+    /// How the connection is protected, as libpq's `sslmode`: `Disable` (plaintext), `Require`
+    /// (encrypted, the server's certificate is not checked), `VerifyCA` (encrypted, the
+    /// certificate must chain to `caSecret`) or `VerifyFull` (as VerifyCA, and `host` must be
+    /// one of the certificate's names or IP addresses: `sslmode=verify-full`).
+    #[serde(default)]
+    pub mode: PostgresTlsMode,
+    /// A Secret key holding the PEM certificate(s) of the CA that issued the server's
+    /// certificate, such as `{name: pg-ca, key: ca.crt}`. Required for VerifyCA and VerifyFull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    /// A Secret with keys `tls.crt` (PEM client certificate, chain allowed) and `tls.key` (its
+    /// PEM private key), such as a `kubernetes.io/tls` Secret, for servers that require client
+    /// certificates (`hostssl ... cert` or `clientcert=verify-full` in pg_hba.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret: Option<SecretRef>,
+}
+
+/// libpq's `sslmode`, without the modes that may silently fall back to plaintext (`allow`, `prefer`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PostgresTlsMode {
+    /// Plaintext (`sslmode=disable`).
+    Disable,
+    /// Encrypted; the server's certificate is not checked (`sslmode=require`).
+    Require,
+    /// Encrypted; the certificate must chain to `caSecret` (`sslmode=verify-ca`).
+    #[serde(rename = "VerifyCA")]
+    VerifyCa,
+    /// Encrypted; the certificate must chain to `caSecret` and name `host` (`sslmode=verify-full`).
+    #[default]
+    VerifyFull,
 }
 
 fn default_pg_port() -> u16 {
@@ -515,11 +566,16 @@ pub struct EtcdWitness {
     #[serde(default = "default_prefix")]
     #[schemars(length(min = 1, max = 253), pattern(r"^/"))]
     pub prefix: String,
-    /// Secret with `ca.crt`, `tls.crt` and `tls.key` for TLS client authentication (not supported
-    /// yet: a pair that sets it reports the witness as unavailable instead of connecting without TLS).
+    /// Secret with `ca.crt` (PEM CA that issued the witness's server certificate), `tls.crt` and
+    /// `tls.key` (PEM client certificate and private key, for etcd's `--client-cert-auth`). With it
+    /// every endpoint must be `https://` and the server's certificate must chain to `ca.crt` and
+    /// name the endpoint's host; understudy never falls back to plaintext. A witness it cannot
+    /// reach this way blocks failover (`FailoverBlocked/WitnessUnavailable` naming this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret: Option<SecretRef>,
-    /// Secret with `username` and `password` for etcd authentication (not supported yet, as tlsSecret).
+    /// Secret with `username` and `password` of an etcd user (etcd `auth enable`) allowed to read
+    /// and write keys under `prefix`. Wrong credentials block failover
+    /// (`FailoverBlocked/WitnessUnavailable` naming this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret: Option<SecretRef>,
     /// Lease TTL of the primary site's leader key (`10s`). The controller of the primary site (run

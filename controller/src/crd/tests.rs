@@ -161,3 +161,23 @@ fn the_checked_in_reference_is_fresh() {
     );
     assert!(checked_in.contains("| `spec.failover.failureThreshold` | integer | `3` |"));
 }
+
+#[test]
+fn postgres_tls_rules_name_the_field() {
+    let errors = |v: serde_json::Value| match PostgresTls::validate_cel(&v, None) {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:?}"),
+    };
+    assert!(
+        errors(json!({ "mode": "VerifyFull" })).contains("spec.sites[*].postgres.tls.caSecret is required")
+    );
+    assert!(errors(json!({ "mode": "Require", "caSecret": { "name": "c", "key": "ca.crt" } }))
+        .contains("is not used by Disable or Require"));
+    assert!(errors(json!({ "mode": "Disable", "clientCertSecret": { "name": "c" } }))
+        .contains("clientCertSecret needs a mode other than Disable"));
+    assert_eq!(errors(json!({ "mode": "VerifyCA", "caSecret": { "name": "c", "key": "ca.crt" } })), "");
+    assert_eq!(errors(json!({ "mode": "Require", "clientCertSecret": { "name": "c" } })), "");
+    let t: PostgresTls = serde_json::from_value(json!({ "caSecret": { "name": "c", "key": "ca.crt" } }))
+        .expect("tls without a mode parses");
+    assert_eq!(t.mode, PostgresTlsMode::VerifyFull, "the default checks the certificate and the name");
+}

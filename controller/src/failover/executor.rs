@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     coord::{
-        etcd::{LeaderKey, Witness},
+        etcd::{Access, LeaderKey, Witness},
         Swap,
     },
     crd::{
@@ -53,18 +53,47 @@ pub async fn write_status(
     })
 }
 
-/// The witness of `drp`, when it has one.
-pub async fn witness(drp: &DisasterRecoveryPair) -> Result<Option<Witness>, String> {
+/// The witness of `drp`, when it has one, connected with the TLS material and etcd user its spec
+/// names. Errors name the spec field to fix and never carry the material.
+pub async fn witness(drp: &DisasterRecoveryPair, client: &kube::Client) -> Result<Option<Witness>, String> {
     let Some(etcd) = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref()) else { return Ok(None) };
-    // Refuse loudly rather than talk to the witness without the protection the spec asked for.
-    if etcd.tls_secret.is_some() || etcd.auth_secret.is_some() {
-        return Err("spec.coordination.etcd.tlsSecret and authSecret are not supported yet: use a witness reachable over a trusted network, or remove them".into());
-    }
     let ns = drp.namespace().unwrap_or_default();
-    Witness::connect(&etcd.endpoints, &etcd.prefix, &ns, &drp.name_any(), Duration::from_secs(2))
+    let access = witness_access(etcd, &crate::secrets::Secrets::new(client.clone(), &ns)).await?;
+    Witness::connect(&etcd.endpoints, &etcd.prefix, &ns, &drp.name_any(), Duration::from_secs(2), access)
         .await
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// The TLS material and etcd user `etcd` names, read from its Secrets.
+pub async fn witness_access(
+    etcd: &crate::crd::EtcdWitness,
+    secrets: &crate::secrets::Secrets,
+) -> Result<Access, String> {
+    let mut access = Access::default();
+    if let Some(t) = &etcd.tls_secret {
+        let field = "spec.coordination.etcd.tlsSecret";
+        let d = secrets
+            .get(&t.name, &["ca.crt", "tls.crt", "tls.key"], field)
+            .await
+            .map_err(|e| e.to_string())?;
+        access.tls = Some((
+            format!("{field} (Secret {})", t.name),
+            d.value("ca.crt").into(),
+            d.value("tls.crt").into(),
+            d.value("tls.key").into(),
+        ));
+    }
+    if let Some(a) = &etcd.auth_secret {
+        let field = "spec.coordination.etcd.authSecret";
+        let d = secrets.get(&a.name, &["username", "password"], field).await.map_err(|e| e.to_string())?;
+        access.user = Some((
+            format!("{field} (Secret {})", a.name),
+            d.value("username").into(),
+            d.value("password").into(),
+        ));
+    }
+    Ok(access)
 }
 
 /// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
@@ -157,7 +186,7 @@ async fn take_epoch(
     id: &str,
     leader: LeaderKey,
 ) -> Result<String, (&'static str, String)> {
-    match witness(drp).await {
+    match witness(drp, &ctx.client).await {
         Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
         Ok(None) => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
         Ok(Some(mut w)) => match w.swap(from, &ctx.identity, id, leader).await {
@@ -259,7 +288,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
 
         // A stale leader's late step is refused: once the epoch is ours, the witness must still hold it.
         if epoch_taken {
-            if let Ok(Some(mut w)) = witness(&drp).await {
+            if let Ok(Some(mut w)) = witness(&drp, &ctx.client).await {
                 if let Ok((held, holder, id)) = w.epoch().await {
                     if held != t.epoch || id != t.id {
                         let msg = format!(

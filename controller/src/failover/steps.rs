@@ -11,8 +11,8 @@ use crate::{
     crd::{DisasterRecoveryPairSpec, Site},
     datasource,
     dns::{dns_endpoint, rfc2136},
-    pg::{admin, Lsn},
-    probe::sql::{self, Credentials},
+    pg::{admin, conn, Lsn},
+    probe::sql,
     recycle::{self, pgbouncer::Console},
     secrets::Secrets,
 };
@@ -197,18 +197,9 @@ fn site<'a>(cx: &'a StepCtx<'_>, name: &str) -> Result<(usize, &'a Site), String
 
 async fn connect_site(cx: &StepCtx<'_>, name: &str) -> Result<tokio_postgres::Client, String> {
     let (i, s) = site(cx, name)?;
-    let data = Secrets::new(cx.client.clone(), cx.ns)
-        .get(
-            &s.postgres.credentials_secret.name,
-            &["username", "password"],
-            &format!("spec.sites[{i}].postgres.credentialsSecret"),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let creds =
-        Credentials { username: data.value("username").into(), password: data.value("password").into() };
-    let cfg = sql::config(&s.postgres, &creds, cx.timeout);
-    tokio::time::timeout(cx.timeout, sql::connect(&cfg))
+    let secrets = Secrets::new(cx.client.clone(), cx.ns);
+    let (target, _) = conn::resolve(&secrets, i, s, cx.timeout).await.map_err(|e| e.to_string())?;
+    tokio::time::timeout(cx.timeout, conn::connect(&target))
         .await
         .map_err(|_| {
             format!("{name} ({}:{}): no answer within {:?}", s.postgres.host, s.postgres.port, cx.timeout)

@@ -1,5 +1,5 @@
 //! Probes: what one look at a site returns. A probe that times out is a failed probe. A probe that
-//! could not run because its configuration is broken (a missing Secret) is `NotRun`: that is a
+//! could not run because its configuration is broken (a missing Secret, a refused TLS handshake) is `NotRun`: that is a
 //! configuration problem, never evidence that the site is down, so it never counts toward failover.
 
 pub mod http;
@@ -33,8 +33,9 @@ pub enum Outcome<T> {
     Up(T),
     /// The site did not answer in time, refused, or answered wrongly: evidence of failure.
     Down(String),
-    /// The probe could not be run (configuration problem): no evidence either way.
-    NotRun(String),
+    /// The probe could not be run (configuration problem: a missing Secret, a TLS setting the
+    /// server refuses): no evidence either way. The condition reason, and the message.
+    NotRun(&'static str, String),
 }
 
 /// One probe round of one site.

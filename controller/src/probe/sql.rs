@@ -5,28 +5,18 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{Outcome, PgState};
-use crate::crd::PostgresEndpoint;
+use crate::{
+    crd::conditions::reasons,
+    pg::conn::{self, ConnectError, Target},
+};
 
 /// Credentials for one site; not `Debug`, so they cannot end up in a log line.
 pub struct Credentials {
     pub username: String,
     pub password: String,
-}
-
-/// Connection settings for a site's admin role.
-pub fn config(endpoint: &PostgresEndpoint, creds: &Credentials, timeout: Duration) -> tokio_postgres::Config {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&endpoint.host)
-        .port(endpoint.port)
-        .dbname(&endpoint.database)
-        .user(&creds.username)
-        .password(&creds.password)
-        .application_name("understudy")
-        .connect_timeout(timeout);
-    cfg
 }
 
 const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
@@ -47,15 +37,15 @@ pub struct SqlProber {
 
 impl SqlProber {
     /// Reads the server's state within `timeout` (connecting included).
-    pub async fn probe(
-        &self,
-        key: &str,
-        cfg: &tokio_postgres::Config,
-        timeout: Duration,
-    ) -> Outcome<PgState> {
-        match tokio::time::timeout(timeout, self.probe_inner(key, cfg)).await {
+    pub async fn probe(&self, key: &str, target: &Target, timeout: Duration) -> Outcome<PgState> {
+        match tokio::time::timeout(timeout, self.probe_inner(key, target)).await {
             Ok(Ok(state)) => Outcome::Up(state),
-            Ok(Err(msg)) => {
+            // A refused TLS handshake is a configuration problem, not evidence the site is down.
+            Ok(Err(ConnectError::Tls(msg))) => {
+                self.conns.lock().await.remove(key);
+                Outcome::NotRun(reasons::TLS_HANDSHAKE_FAILED, msg)
+            }
+            Ok(Err(ConnectError::Other(msg))) => {
                 self.conns.lock().await.remove(key);
                 Outcome::Down(msg)
             }
@@ -71,26 +61,16 @@ impl SqlProber {
         self.conns.lock().await.retain(|k, _| !k.starts_with(prefix));
     }
 
-    async fn probe_inner(&self, key: &str, cfg: &tokio_postgres::Config) -> Result<PgState, String> {
+    async fn probe_inner(&self, key: &str, target: &Target) -> Result<PgState, ConnectError> {
         let cached = self.conns.lock().await.remove(key).filter(|c| !c.is_closed());
         let client = match cached {
             Some(c) => c,
-            None => connect(cfg).await?,
+            None => conn::connect(target).await?,
         };
-        let state = read_state(&client).await?;
+        let state = read_state(&client).await.map_err(ConnectError::Other)?;
         self.conns.lock().await.insert(key.to_string(), client);
         Ok(state)
     }
-}
-
-/// Opens a connection and drives it on a background task.
-pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, String> {
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| describe(&e))?;
-    tokio::spawn(async move {
-        // The connection ends with an error when the server goes away; the next query reports it.
-        let _ = conn.await;
-    });
-    Ok(client)
 }
 
 async fn read_state(client: &Client) -> Result<PgState, String> {

@@ -142,7 +142,7 @@ pub fn observe(
 
     // PrimaryHealthy
     next.push(match primary_obs.map(|o| &o.sql) {
-        Some(Outcome::NotRun(msg)) => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reasons::SECRET_MISSING, format!("cannot probe primary {primary}: {msg}")),
+        Some(Outcome::NotRun(reason, msg)) => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reason, format!("cannot probe primary {primary}: {msg}")),
         None => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reasons::PROBE_FAILED, format!("primary {primary} was not probed")),
         Some(_) if p.consecutive_failures >= threshold => (
             conditions::PRIMARY_HEALTHY.into(),
@@ -176,7 +176,7 @@ pub fn observe(
 
     // StandbyStreaming
     next.push(match standby_obs.map(|o| &o.sql) {
-        Some(Outcome::NotRun(msg)) => (conditions::STANDBY_STREAMING.into(), "Unknown", reasons::SECRET_MISSING, format!("cannot probe standby {standby}: {msg}")),
+        Some(Outcome::NotRun(reason, msg)) => (conditions::STANDBY_STREAMING.into(), "Unknown", reason, format!("cannot probe standby {standby}: {msg}")),
         None => (conditions::STANDBY_STREAMING.into(), "Unknown", reasons::PROBE_FAILED, format!("standby {standby} was not probed")),
         Some(Outcome::Down(msg)) => (conditions::STANDBY_STREAMING.into(), "False", reasons::STANDBY_UNREACHABLE, format!("standby {standby} does not answer: {msg}")),
         Some(Outcome::Up(state)) if !state.in_recovery => (
@@ -290,7 +290,7 @@ fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) 
             rec.reachable = false;
             failure = Some(format!("sql: {msg}"));
         }
-        Outcome::NotRun(msg) => {
+        Outcome::NotRun(_, msg) => {
             rec.reachable = false;
             ran = false;
             rec.message = Some(msg.clone());
@@ -305,7 +305,7 @@ fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) 
                 None => format!("http: {msg}"),
             });
         }
-        Some(Outcome::NotRun(_)) | None => rec.http_healthy = None,
+        Some(Outcome::NotRun(..)) | None => rec.http_healthy = None,
     }
     if !ran {
         return; // a configuration problem is not evidence either way
@@ -494,8 +494,8 @@ mod tests {
     fn a_secret_problem_is_not_a_probe_failure() {
         let s = spec();
         let mut o = obs(
-            Outcome::NotRun("Secret ns/s not found".into()),
-            Outcome::NotRun("Secret ns/s not found".into()),
+            Outcome::NotRun(reasons::SECRET_MISSING, "Secret ns/s not found".into()),
+            Outcome::NotRun(reasons::SECRET_MISSING, "Secret ns/s not found".into()),
         );
         o.secret_problems = vec![(reasons::SECRET_MISSING, "Secret ns/s not found".into())];
         let (st, events) = observe(&s, None, &o, at(0));
@@ -505,6 +505,23 @@ mod tests {
         assert_eq!(cond(&st, conditions::SECRETS_RESOLVED).reason, reasons::SECRET_MISSING);
         assert_eq!(st.phase, Some(Phase::Degraded));
         assert!(events.iter().any(|e| e.warning && e.reason == reasons::SECRET_MISSING));
+    }
+
+    #[test]
+    fn a_refused_tls_handshake_is_reported_and_never_counted_as_a_failure() {
+        let s = spec();
+        let msg = "spec.sites[0].postgres.tls (mode VerifyFull): the server's certificate was not issued by the CA in spec.sites[0].postgres.tls.caSecret";
+        let o = obs(Outcome::NotRun(reasons::TLS_HANDSHAKE_FAILED, msg.into()), standby(100));
+        let (mut st, events) = observe(&s, None, &o, at(0));
+        for t in 1..10 {
+            st = observe(&s, Some(&st), &o, at(t)).0;
+        }
+        assert_eq!(st.sites[0].consecutive_failures, 0, "ten refused handshakes are not one failure");
+        let c = cond(&st, conditions::PRIMARY_HEALTHY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", reasons::TLS_HANDSHAKE_FAILED));
+        assert!(c.message.contains("spec.sites[0].postgres.tls.caSecret"), "{}", c.message);
+        assert!(events.iter().any(|e| e.warning && e.reason == reasons::TLS_HANDSHAKE_FAILED));
+        assert_eq!(st.phase, Some(Phase::Degraded));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{
         conditions::{self, reasons},
         DisasterRecoveryPair, DisasterRecoveryPairStatus,
     },
-    probe::sql::{self, Credentials},
+    pg::conn,
     secrets::Secrets,
 };
 
@@ -123,14 +123,9 @@ async fn config(
         .enumerate()
         .find(|(_, s)| s.name == site)
         .ok_or_else(|| format!("no site named {site} in spec.sites"))?;
-    let field = format!("spec.sites[{i}].postgres.credentialsSecret");
-    let data = secrets
-        .get(&s.postgres.credentials_secret.name, &["username", "password"], &field)
-        .await
-        .map_err(|e| e.to_string())?;
-    let creds =
-        Credentials { username: data.value("username").into(), password: data.value("password").into() };
-    let postgres = sql::config(&s.postgres, &creds, timing.fence_budget);
+    let (postgres, _) =
+        conn::resolve(&secrets, i, s, timing.fence_budget).await.map_err(|e| e.to_string())?;
+    let access = crate::failover::executor::witness_access(etcd, &secrets).await?;
     let mut bouncers = Vec::new();
     for (i, r) in drp.spec.recycle.iter().enumerate() {
         let Some(pgb) = &r.pg_bouncer else { continue };
@@ -143,13 +138,14 @@ async fn config(
     }
     Ok(keeper::Config {
         endpoints: etcd.endpoints.clone(),
+        access,
         prefix: etcd.prefix.clone(),
         namespace: ns.to_string(),
         name: drp.metadata.name.clone().unwrap_or_default(),
         site: site.to_string(),
         epoch: 0,
         timing,
-        postgres,
+        postgres: std::sync::Arc::new(postgres),
         bouncers,
         lift_on_acquire: false,
         site_failed: false,

@@ -253,7 +253,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         let outcome = match &o.sql {
             crate::probe::Outcome::Up(_) => "up",
             crate::probe::Outcome::Down(_) => "down",
-            crate::probe::Outcome::NotRun(_) => "not_run",
+            crate::probe::Outcome::NotRun(..) => "not_run",
         };
         ctx.metrics
             .probes

@@ -1,17 +1,15 @@
 //! Observation: read the Secrets a pair references and probe both sites, concurrently, each probe
 //! bounded by `probeTimeout`. Nothing here writes anything.
 
-use std::{
-    hash::{DefaultHasher, Hash, Hasher},
-    time::Duration,
-};
+use std::time::Duration;
 
 use futures::future::join_all;
 
 use super::{decide::Observed, Context};
 use crate::{
     crd::DisasterRecoveryPair,
-    probe::{self, sql::Credentials, Outcome, SiteObservation},
+    pg,
+    probe::{self, Outcome, SiteObservation},
     secrets::{SecretError, Secrets},
 };
 
@@ -20,7 +18,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
     let spec = &drp.spec;
     let secrets = Secrets::new(ctx.client.clone(), ns);
     let timeout: Duration = spec.failover.probe_timeout.into();
-    let mut problems: Vec<SecretError> = Vec::new();
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
 
     // References other than the probe credentials: checked so that a failover never discovers a
     // missing Secret half-way through.
@@ -29,7 +27,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
             if let Err(e) =
                 secrets.get(&r.name, &[&r.key], &format!("spec.sites[{i}].dataSourceSecret")).await
             {
-                problems.push(e);
+                problems.push((e.reason(), e.to_string()));
             }
         }
     }
@@ -39,7 +37,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
             if let Err(e @ (SecretError::Missing { .. } | SecretError::Api { .. })) =
                 secrets.get(&k.name, &[], &format!("spec.dataSource[{i}].secretKey")).await
             {
-                problems.push(e);
+                problems.push((e.reason(), e.to_string()));
             }
         }
     }
@@ -47,14 +45,14 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         if let Some(pgb) = &r.pg_bouncer {
             let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
             if let Err(e) = secrets.get(&pgb.admin_secret.name, &["username", "password"], &field).await {
-                problems.push(e);
+                problems.push((e.reason(), e.to_string()));
             }
         }
         if let Some(t) = r.http.as_ref().and_then(|h| h.token_secret.as_ref()) {
             if let Err(e) =
                 secrets.get(&t.name, &["token"], &format!("spec.recycle[{i}].http.tokenSecret")).await
             {
-                problems.push(e);
+                problems.push((e.reason(), e.to_string()));
             }
         }
     }
@@ -63,7 +61,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
             let field = format!("spec.dns[{i}].rfc2136.tsigSecret");
             if let Err(e) = secrets.get(&rfc.tsig_secret.name, &["name", "algorithm", "secret"], &field).await
             {
-                problems.push(e);
+                problems.push((e.reason(), e.to_string()));
             }
         }
     }
@@ -73,29 +71,12 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         let secrets = secrets.clone();
         let pair_key = pair_key.clone();
         async move {
-            let field = format!("spec.sites[{i}].postgres.credentialsSecret");
-            let creds =
-                secrets.get(&site.postgres.credentials_secret.name, &["username", "password"], &field).await;
-            let (sql, problem) = match creds {
-                Err(e) => (Outcome::NotRun(e.to_string()), Some(e)),
-                Ok(data) => {
-                    let creds = Credentials {
-                        username: data.value("username").into(),
-                        password: data.value("password").into(),
-                    };
-                    let cfg = probe::sql::config(&site.postgres, &creds, timeout);
-                    // The cache key changes with the credentials, so a rotated password reconnects.
-                    let mut h = DefaultHasher::new();
-                    (
-                        &site.postgres.host,
-                        site.postgres.port,
-                        &site.postgres.database,
-                        &creds.username,
-                        &creds.password,
-                    )
-                        .hash(&mut h);
-                    let key = format!("{pair_key}{}/{:x}", site.name, h.finish());
-                    (ctx.sql.probe(&key, &cfg, timeout).await, None)
+            let (sql, problem) = match pg::conn::resolve(&secrets, i, site, timeout).await {
+                Err(e) => (Outcome::NotRun(e.reason(), e.to_string()), Some(e)),
+                Ok((target, _)) => {
+                    // The cache key changes with the credentials and TLS material, so a rotation reconnects.
+                    let key = format!("{pair_key}{}/{:x}", site.name, target.fingerprint());
+                    (ctx.sql.probe(&key, &target, timeout).await, None)
                 }
             };
             let http = match site.health.as_ref().filter(|h| !h.http.is_empty()) {
@@ -108,11 +89,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
     let mut sites = Vec::new();
     for (obs, problem) in join_all(probes).await {
         sites.push(obs);
-        problems.extend(problem);
+        problems.extend(problem.map(|e| (e.reason(), e.to_string())));
     }
-    Observed {
-        sites,
-        secret_problems: problems.iter().map(|e| (e.reason(), e.to_string())).collect(),
-        generation: drp.metadata.generation,
-    }
+    Observed { sites, secret_problems: problems, generation: drp.metadata.generation }
 }

@@ -64,7 +64,7 @@ pub async fn assess(
         blockers.push("automation is paused (dr.understudy.dev/paused=true)".into());
     }
 
-    match witness(drp).await {
+    match witness(drp, &ctx.client).await {
         Ok(Some(mut w)) => match w.epoch().await {
             Ok((e, holder, _)) => plan.push(format!(
                 "TakeEpoch: etcd epoch {e} ({}) → {}",

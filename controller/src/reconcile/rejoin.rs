@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::{decide::EventNote, Context};
 use crate::{
     crd::{DisasterRecoveryPair, DisasterRecoveryPairStatus},
-    pg::{admin, Lsn},
+    pg::{admin, conn, Lsn},
     probe::sql::{self, Credentials},
     secrets::Secrets,
 };
@@ -149,20 +149,14 @@ async fn connect(
         .enumerate()
         .find(|(_, s)| s.name == site)
         .ok_or_else(|| format!("no site {site}"))?;
-    let d = Secrets::new(ctx.client.clone(), &ns)
-        .get(
-            &s.postgres.credentials_secret.name,
-            &["username", "password"],
-            &format!("spec.sites[{i}].postgres.credentialsSecret"),
-        )
+    let timeout: Duration = drp.spec.failover.probe_timeout.into();
+    let (target, creds) = conn::resolve(&Secrets::new(ctx.client.clone(), &ns), i, s, timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let creds = Credentials { username: d.value("username").into(), password: d.value("password").into() };
-    let timeout: Duration = drp.spec.failover.probe_timeout.into();
-    let cfg = sql::config(&s.postgres, &creds, timeout);
-    let c = tokio::time::timeout(timeout, sql::connect(&cfg))
+    let c = tokio::time::timeout(timeout, conn::connect(&target))
         .await
-        .map_err(|_| format!("{site}: no answer"))??;
+        .map_err(|_| format!("{site}: no answer"))?
+        .map_err(|e| e.to_string())?;
     Ok((c, creds, s.postgres.host.clone(), s.postgres.port))
 }
 

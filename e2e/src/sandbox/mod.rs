@@ -6,6 +6,7 @@
 //! under that process's directories once the process is gone, even after SIGKILL.
 
 pub mod bind;
+pub mod certs;
 pub mod control_plane;
 pub mod netcut;
 pub mod pgbouncer;

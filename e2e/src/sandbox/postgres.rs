@@ -40,6 +40,12 @@ impl PgPair {
     /// initdb, start the primary, clone the standby with `pg_basebackup -R`, start it, and wait until
     /// it streams.
     pub fn start(label: &str) -> Result<PgPair> {
+        Self::start_with(label, None)
+    }
+
+    /// As `start`, and with `tls` both servers run `ssl = on` with that certificate (issued for
+    /// `IP:127.0.0.1`); plaintext connections are still accepted, as `pg_hba.conf` says `host`.
+    pub fn start_with(label: &str, tls: Option<&super::certs::Issued>) -> Result<PgPair> {
         super::ensure_packages()?;
         let dir = scratch_dir(&format!("pg-{label}"))?;
         run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
@@ -67,12 +73,26 @@ impl PgPair {
         for sock in ["sock-primary", "sock-standby"] {
             std::fs::create_dir_all(dir.join(sock))?;
         }
+        let ssl = match tls {
+            None => String::new(),
+            Some(t) => {
+                // Outside the data directories, so the standby's copy of postgresql.conf finds them too.
+                std::fs::write(dir.join("server.crt"), &t.cert)?;
+                std::fs::write(dir.join("server.key"), &t.key)?;
+                run(Command::new("chmod").arg("0600").arg(dir.join("server.key")))?;
+                format!(
+                    "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                    dir.join("server.crt").display(),
+                    dir.join("server.key").display()
+                )
+            }
+        };
         run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
         let conf = format!(
             "\n# understudy sandbox\nport = {pport}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{d}'\n\
              wal_level = replica\nmax_wal_senders = 10\nwal_keep_size = '512MB'\nhot_standby = on\nfsync = off\n\
              full_page_writes = on\nlogging_collector = off\nshared_buffers = '32MB'\nmax_connections = 200\n\
-             wal_receiver_status_interval = 1s\nhot_standby_feedback = on\nwal_log_hints = on\n",
+             wal_receiver_status_interval = 1s\nhot_standby_feedback = on\nwal_log_hints = on\n{ssl}",
             d = dir.join("sock-primary").display()
         );
         append(&pdata.join("postgresql.conf"), &conf)?;

@@ -6,9 +6,21 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use anyhow::{Context as _, Result};
 
 use super::{
+    certs::Issued,
     proc::{free_port, run, wait_until, Proc},
     scratch_dir,
 };
+
+/// TLS for the witness: its server certificate, the CA clients must chain to and that signs the
+/// client certificates it accepts (`--client-cert-auth`), the client certificate `etcdctl` uses,
+/// and optionally etcd authentication with a `root` user.
+pub struct WitnessTls {
+    pub ca: PathBuf,
+    pub server: Issued,
+    pub client: Issued,
+    /// `auth enable` with user `root` and this password.
+    pub root_password: Option<String>,
+}
 
 /// A running witness etcd.
 pub struct Witness {
@@ -18,15 +30,32 @@ pub struct Witness {
     pub port: u16,
     args: Vec<String>,
     proc: Proc,
+    tls: Option<WitnessTls>,
 }
 
 impl Witness {
     pub fn start() -> Result<Witness> {
+        Self::start_with(None)
+    }
+
+    /// As `start`; with `tls` the client URL is `https://`, only clients with a certificate from
+    /// the CA get in, and with `root_password` etcd authentication is enabled.
+    pub fn start_with(tls: Option<WitnessTls>) -> Result<Witness> {
         super::ensure_packages()?;
         let dir = scratch_dir("witness")?;
         let (port, peer) = (free_port()?, free_port()?);
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let args = vec![
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{port}");
+        let mut args = Vec::new();
+        if let Some(t) = &tls {
+            args.extend([
+                format!("--cert-file={}", t.server.cert_path.display()),
+                format!("--key-file={}", t.server.key_path.display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                "--client-cert-auth".to_string(),
+            ]);
+        }
+        args.extend([
             "--name=witness".to_string(),
             format!("--data-dir={}", dir.join("data").display()),
             format!("--listen-client-urls={endpoint}"),
@@ -36,10 +65,15 @@ impl Witness {
             format!("--initial-cluster=witness=http://127.0.0.1:{peer}"),
             "--log-level=warn".to_string(),
             "--logger=zap".to_string(),
-        ];
+        ]);
         let proc = Self::spawn(&dir, &args)?;
-        let w = Witness { dir, endpoint, port, args, proc };
+        let w = Witness { dir, endpoint, port, args, proc, tls };
         w.wait_healthy()?;
+        if let Some(pw) = w.tls.as_ref().and_then(|t| t.root_password.clone()) {
+            w.etcdctl(&["user", "add", &format!("root:{pw}"), "--interactive=false"])?;
+            w.etcdctl(&["user", "grant-role", "root", "root"]).ok();
+            w.etcdctl(&["auth", "enable"])?;
+        }
         Ok(w)
     }
 
@@ -64,12 +98,22 @@ impl Witness {
         self.wait_healthy()
     }
 
-    /// Runs `etcdctl` (v3 API) against the witness.
+    /// Runs `etcdctl` (v3 API) against the witness (with the client certificate, and as `root`
+    /// when authentication is on).
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
-        run(Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .args(args))
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoint));
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cacert={}", t.ca.display()))
+                .arg(format!("--cert={}", t.client.cert_path.display()))
+                .arg(format!("--key={}", t.client.key_path.display()));
+            let enabling =
+                args.first() == Some(&"user") || args == ["auth", "enable"] || args == ["endpoint", "health"];
+            if let (Some(pw), false) = (&t.root_password, enabling) {
+                cmd.arg(format!("--user=root:{pw}"));
+            }
+        }
+        run(cmd.args(args))
     }
 
     /// SIGKILL the witness (outage tests).
