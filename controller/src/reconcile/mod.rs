@@ -46,6 +46,31 @@ pub struct Context {
     pub site: Option<String>,
     /// The leader-key keepers of the pairs whose primary is this site.
     pub keepers: crate::coord::keeper::Keepers,
+    /// Per pair: when its status was last written, and the last status computed (maybe unwritten).
+    pub written_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub unwritten:
+        std::sync::Mutex<std::collections::HashMap<String, crate::crd::DisasterRecoveryPairStatus>>,
+}
+
+/// How often a status whose only change is WAL positions and lag is written.
+pub const POSITIONS_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether two statuses differ at most in WAL positions and replication lag.
+fn same_but_positions(
+    a: &crate::crd::DisasterRecoveryPairStatus,
+    b: &crate::crd::DisasterRecoveryPairStatus,
+) -> bool {
+    let strip = |s: &crate::crd::DisasterRecoveryPairStatus| {
+        let mut s = s.clone();
+        s.replication_lag_bytes = None;
+        for site in &mut s.sites {
+            site.current_lsn = None;
+            site.receive_lsn = None;
+            site.replay_lsn = None;
+        }
+        s
+    };
+    strip(a) == strip(b)
 }
 
 /// How often the `ReadyForFailover` checks run per pair.
@@ -141,6 +166,8 @@ pub async fn run(
         leadership: opts.leadership.clone(),
         site: opts.identity.clone(),
         keepers: Default::default(),
+        written_at: Default::default(),
+        unwritten: Default::default(),
     });
     if let Some(r) = &opts.ready {
         r.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -157,14 +184,21 @@ pub async fn run(
     // Keepers of deleted pairs stop (a deleted pair is never reconciled again). The store keeps
     // its last contents while the watch is down, so a lost API server stops no keeper.
     let store = reader.clone();
-    let keepers = ctx.keepers.clone();
+    let ctx2 = ctx.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            keepers.retain(|pair| {
+            let exists = |pair: &str| {
                 let (ns, name) = pair.split_once('/').unwrap_or_default();
                 store.get(&reflector::ObjectRef::new(name).within(ns)).is_some()
-            });
+            };
+            ctx2.keepers.retain(exists);
+            if let Ok(mut m) = ctx2.written_at.lock() {
+                m.retain(|k, _| exists(k));
+            }
+            if let Ok(mut m) = ctx2.unwritten.lock() {
+                m.retain(|k, _| exists(k));
+            }
         }
     });
     Controller::for_stream(stream, reader)
@@ -242,7 +276,12 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
 
     let obs = observe::collect(&drp, &ns, &ctx).await;
     let now = jiff::Timestamp::now();
-    let (mut status, observed_events) = decide::observe(&drp.spec, drp.status.as_ref(), &obs, now);
+    let pair_key = format!("{ns}/{name}");
+    // WAL positions move with every write; the last round's positions (maybe not yet written) are
+    // the base, as long as the stored status says the same apart from them.
+    let fresh = ctx.unwritten.lock().ok().and_then(|m| m.get(&pair_key).cloned());
+    let base = fresh.as_ref().filter(|f| drp.status.as_ref().is_some_and(|s| same_but_positions(s, f)));
+    let (mut status, observed_events) = decide::observe(&drp.spec, base.or(drp.status.as_ref()), &obs, now);
     events.extend(observed_events);
     let pair_label = crate::metrics::PairLabels { pair: format!("{ns}/{name}") };
     if let Some(lag) = status.replication_lag_bytes {
@@ -340,11 +379,27 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         status.phase = Some(crate::crd::Phase::Paused);
     }
 
-    let drp = if drp.status.as_ref() != Some(&status) {
-        failover::executor::write_status(&ctx, &drp, &status).await?
+    // Status writes are skipped when only WAL positions and lag moved, up to POSITIONS_EVERY (at a
+    // thousand steady pairs, position-only writes were most of the API traffic). Metrics stay live.
+    let positions_only = drp.status.as_ref().is_some_and(|s| same_but_positions(s, &status));
+    let recently = ctx
+        .written_at
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&pair_key).map(|t| t.elapsed() < POSITIONS_EVERY))
+        .unwrap_or(false);
+    let drp = if drp.status.as_ref() != Some(&status) && !(positions_only && recently) {
+        let drp = failover::executor::write_status(&ctx, &drp, &status).await?;
+        if let Ok(mut m) = ctx.written_at.lock() {
+            m.insert(pair_key.clone(), std::time::Instant::now());
+        }
+        drp
     } else {
         drp
     };
+    if let Ok(mut m) = ctx.unwritten.lock() {
+        m.insert(pair_key, status.clone());
+    }
     publish_all(&ctx, &drp, events).await;
     let from = status.current_primary.clone().unwrap_or_default();
     let started = match (cmds.run, decision) {
@@ -395,4 +450,35 @@ fn new_nonce() -> String {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
     );
     format!("{:08x}", h.finish() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{DisasterRecoveryPairStatus, SiteStatus};
+
+    #[test]
+    fn only_wal_positions_and_lag_count_as_positions() {
+        let site = |lsn: &str, failures| SiteStatus {
+            name: "east".into(),
+            reachable: true,
+            current_lsn: Some(lsn.into()),
+            consecutive_failures: failures,
+            ..Default::default()
+        };
+        let a = DisasterRecoveryPairStatus {
+            sites: vec![site("0/100", 0)],
+            replication_lag_bytes: Some(10),
+            ..Default::default()
+        };
+        let moved = DisasterRecoveryPairStatus {
+            sites: vec![site("0/200", 0)],
+            replication_lag_bytes: Some(99),
+            ..Default::default()
+        };
+        let failing = DisasterRecoveryPairStatus { sites: vec![site("0/200", 1)], ..moved.clone() };
+        assert!(same_but_positions(&a, &moved));
+        assert!(!same_but_positions(&a, &failing));
+        assert!(!same_but_positions(&moved, &DisasterRecoveryPairStatus { epoch: 1, ..moved.clone() }));
+    }
 }
