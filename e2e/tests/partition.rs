@@ -34,7 +34,9 @@ struct Sites {
     direct: Workload,
 }
 
-async fn two_site_bed(label: &str) -> Result<Sites> {
+/// `site_users`: run each controller under its own user id (so the network can be cut per site);
+/// without, they run as root and can run the sandbox's rejoin hook (it restarts PostgreSQL).
+async fn two_site_bed(label: &str, site_users: bool) -> Result<Sites> {
     let bed = Bed::start(label).await?;
     let yaml = bed
         .pair_yaml("chat", FAILOVER)
@@ -48,8 +50,11 @@ async fn two_site_bed(label: &str) -> Result<Sites> {
     {
         std::process::Command::new("chmod").arg(mode).arg(path).status()?;
     }
-    let east = bed.controller_process_as("east", east_uid, &[])?;
-    let west = bed.controller_process_as("west", west_uid, &[])?;
+    let (east, west) = if site_users {
+        (bed.controller_process_as("east", east_uid, &[])?, bed.controller_process_as("west", west_uid, &[])?)
+    } else {
+        (bed.controller_process("east", &[])?, bed.controller_process("west", &[])?)
+    };
     bed.wait_healthy("chat").await?;
     wait_for("east to hold the leader key", Duration::from_secs(20), || async {
         Ok(bed.witness_leader("chat")? == "0 east")
@@ -129,7 +134,7 @@ async fn judge(s: Sites, cut_at: Instant, cut_wall: SystemTime) -> Result<Trial>
 }
 
 async fn full_partition_trial(round: usize) -> Result<Trial> {
-    let s = two_site_bed("partition").await?;
+    let s = two_site_bed("partition", true).await?;
     let cut = netcut::Partition::new()?;
     let postgres_uid: u32 = std::process::Command::new("id")
         .args(["-u", "postgres"])
@@ -203,7 +208,7 @@ async fn a_primary_site_cut_off_fences_itself_and_the_standby_promotes_once() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_cut_off_from_the_witness_only_is_replaced_by_the_standby() -> Result<()> {
-    let s = two_site_bed("witnesscut").await?;
+    let s = two_site_bed("witnesscut", true).await?;
     let cut = netcut::Partition::new()?;
     let cut_wall = SystemTime::now();
     let cut_at = Instant::now();
@@ -228,7 +233,7 @@ async fn a_primary_cut_off_from_the_witness_only_is_replaced_by_the_standby() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_it_returns() -> Result<()> {
-    let mut s = two_site_bed("witnessdown").await?;
+    let mut s = two_site_bed("witnessdown", true).await?;
     let api = s.bed.api();
     let before = s.direct.acked();
     s.bed.witness.kill();
@@ -272,5 +277,46 @@ async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_i
         "witness down: {} direct writes before, {} at the fence, resumed after the restart",
         before, fenced_acks
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchovers_with_a_controller_per_site_move_the_leader_key_and_writes_keep_flowing() -> Result<()> {
+    let s = two_site_bed("twosite-switch", false).await?;
+    let wl = s.bed.workload("app_writes", Duration::from_millis(10)).await?;
+    wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
+    let mut primary = "east";
+    for i in 1..=2i64 {
+        let target = if primary == "east" { "west" } else { "east" };
+        s.bed.annotate("chat", "dr.understudy.dev/switchover", &format!("two-site-{i}")).await?;
+        let drp = s.bed.wait_epoch_finished("chat", i, Duration::from_secs(60)).await?;
+        let t = drp.status.and_then(|s| s.last_transition).context("transition")?;
+        ensure!(
+            t.kind == "Switchover" && t.outcome.as_deref() == Some("Completed") && t.to == target,
+            "switchover {i}: {} {:?} to {}",
+            t.kind,
+            t.outcome,
+            t.to
+        );
+        wait_for(&format!("{target} to hold the leader key"), Duration::from_secs(20), || async {
+            Ok(s.bed.witness_leader("chat")? == format!("{i} {target}"))
+        })
+        .await?;
+        // The old primary's keeper saw the epoch move: it fences its database only, never the
+        // PgBouncer the new primary has resumed, so writes keep flowing well past its reaction time.
+        let before = wl.acked();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        ensure!(
+            wl.acked() > before + 100,
+            "writes stalled after switchover {i}: {} → {}",
+            before,
+            wl.acked()
+        );
+        primary = target;
+        s.bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
+    }
+    let stats = wl.stop().await;
+    let missing = understudy_e2e::workload::lost(&stats.acked, &s.bed.server(primary).ids("app_writes")?);
+    ensure!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
     Ok(())
 }

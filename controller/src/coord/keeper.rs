@@ -229,7 +229,9 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
                     "the epoch moved to {epoch} ({holder}): {} was promoted, this site no longer serves",
                     if holder.is_empty() { "the other site".to_string() } else { holder.clone() }
                 );
-                let note = fence(&cfg).await;
+                // The database only: the PgBouncers now belong to the new primary's transition,
+                // which may already have resumed them.
+                let (_, note) = fence_database(&cfg).await;
                 warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %why, %note, "fenced: epoch moved");
                 let now = Timestamp::now();
                 set(&|s| {
@@ -424,24 +426,30 @@ async fn fence(cfg: &Config) -> String {
     fence_checked(cfg).await.1
 }
 
-/// `fence`, and whether the database is surely fenced now.
-async fn fence_checked(cfg: &Config) -> (bool, String) {
+/// Fences this site's database only, within the fence budget: whether it is surely fenced, and
+/// what happened.
+async fn fence_database(cfg: &Config) -> (bool, String) {
     let budget = cfg.timing.fence_budget;
     let db = async {
         let c = conn::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
         admin::fence(&c).await.map_err(|e| e.to_string())
     };
+    match tokio::time::timeout(budget, db).await {
+        Ok(Ok(n)) => (true, format!("database read-only, {n} client sessions terminated")),
+        Ok(Err(e)) => (false, format!("fencing the database failed: {e}")),
+        Err(_) => (false, format!("fencing the database did not finish within {budget:?}")),
+    }
+}
+
+/// `fence`, and whether the database is surely fenced now.
+async fn fence_checked(cfg: &Config) -> (bool, String) {
+    let budget = cfg.timing.fence_budget;
     let pauses = futures::future::join_all(cfg.bouncers.iter().map(|(r, user, password)| async move {
         let c = Console::connect(r, user, password, budget).await.map_err(|e| e.to_string())?;
         c.pause(budget).await.map_err(|e| e.to_string())
     }));
-    let (db, pauses) = tokio::join!(tokio::time::timeout(budget, db), tokio::time::timeout(budget, pauses));
-    let fenced = matches!(db, Ok(Ok(_)));
-    let mut note = match db {
-        Ok(Ok(n)) => format!("database read-only, {n} client sessions terminated"),
-        Ok(Err(e)) => format!("fencing the database failed: {e}"),
-        Err(_) => format!("fencing the database did not finish within {budget:?}"),
-    };
+    let ((fenced, mut note), pauses) =
+        tokio::join!(fence_database(cfg), tokio::time::timeout(budget, pauses));
     match pauses {
         Ok(results) => {
             let ok = results.iter().filter(|r| r.is_ok()).count();

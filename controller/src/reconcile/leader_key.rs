@@ -36,8 +36,12 @@ pub async fn tend(
         ctx.keepers.stop(&pair);
         return;
     }
-    let lift_on_acquire =
-        st.conditions.iter().any(|c| c.type_ == conditions::LEADER_KEY && c.reason == reasons::SELF_FENCED);
+    // Only a fence this site made itself (in an earlier life) is lifted when it takes the key again.
+    let lift_on_acquire = st.conditions.iter().any(|c| {
+        c.type_ == conditions::LEADER_KEY
+            && c.reason == reasons::SELF_FENCED
+            && c.message.starts_with(&format!("{site} fenced itself"))
+    });
     let epoch = st.epoch;
     let threshold = drp.spec.failover.failure_threshold.max(1);
     let site_failed = st.sites.iter().find(|s| s.name == site).is_some_and(|s| {
@@ -81,7 +85,7 @@ pub async fn tend(
         }
         (Some((at, msg)), None, _) => {
             gauge.set(-1);
-            set("False", reasons::SELF_FENCED, &format!("at {at}: {msg}"));
+            set("False", reasons::SELF_FENCED, &format!("{site} fenced itself at {at}: {msg}"));
         }
         (None, None, true) => {
             gauge.set(1);

@@ -82,6 +82,21 @@ pub async fn step(
             {
                 if fp.rejoin_attempts < HOOK_ATTEMPTS {
                     fp.rejoin_attempts += 1;
+                    // Claim the attempt in the status first (a resourceVersion-guarded write): with a
+                    // controller per site both see the former primary, and only the one whose write
+                    // lands runs the hook; the other sees `Rejoining` and leaves it alone.
+                    let mut claim = st.clone();
+                    claim.former_primary = Some(crate::crd::FormerPrimary {
+                        assessment: "Rejoining".into(),
+                        message: Some(format!(
+                            "rejoin hook attempt {} started by {}",
+                            fp.rejoin_attempts, ctx.identity
+                        )),
+                        ..fp.clone()
+                    });
+                    let Ok(claimed) = crate::failover::executor::write_status(ctx, drp, &claim).await else {
+                        return events;
+                    };
                     // A server that was still a primary after the fork writes a shutdown checkpoint
                     // past it when the hook stops it: always rewind (pg_rewind is a no-op when not needed).
                     let rewind = true;
@@ -116,6 +131,13 @@ pub async fn step(
                             });
                             fp.message = Some(msg);
                         }
+                    }
+                    // Record the outcome on top of the claim (the caller's own write then meets a
+                    // newer resourceVersion and the next round starts from this).
+                    let mut done = st.clone();
+                    done.former_primary = Some(fp.clone());
+                    if let Err(e) = crate::failover::executor::write_status(ctx, &claimed, &done).await {
+                        warn!(error = %e, "recording the rejoin hook's outcome");
                     }
                 }
             }
