@@ -528,7 +528,7 @@ impl Report {
 pub fn settings(patroni: bool) -> String {
     let mut o = format!(
         "switchover: per run a fresh Workload (e2e/src/workload.rs: one autocommit INSERT … RETURNING inet_server_port() every {} ms, reconnect after any error, its own table), {WARM_ACKS} acks before the request, then until the new primary acked {AFTER_ACKS} more and 1 s after the system's own \"done\"; the former primary rejoins before the next run\n\
-         switchover understudy: kubectl annotate drp chat dr.understudy.dev/switchover=<token> (as a merge patch); pair spec.failover {{ {UNDERSTUDY_FAILOVER} }}; controller = target/debug/understudy as a process (--site west); the client writes through PgBouncer 1.18 (transaction pooling, e2e/src/sandbox/pgbouncer.rs), which the controller PAUSEs, repoints and RESUMEs\n",
+         switchover understudy: kubectl -n <ns> annotate --overwrite drp chat dr.understudy.dev/switchover=<token>; pair spec.failover {{ {UNDERSTUDY_FAILOVER} }}; controller = target/debug/understudy as a process (--site west); the client writes through PgBouncer 1.18 (transaction pooling, e2e/src/sandbox/pgbouncer.rs), which the controller PAUSEs, repoints and RESUMEs\n",
         WRITE_EVERY.as_millis()
     );
     if patroni {

@@ -89,6 +89,7 @@ type Config = (&'static str, Timing, Scenario);
 async fn main() -> Result<()> {
     let a = args()?;
     let began = Instant::now();
+    let load_at_start = loadavg();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut patroni_version = String::new();
     if !a.skip_patroni {
@@ -202,6 +203,7 @@ async fn main() -> Result<()> {
         aggressive_note,
         patroni_version,
         failures: &failures,
+        load_at_start,
     };
     let (md, table) = report.render();
     println!("{table}");
@@ -235,6 +237,7 @@ struct Report<'a> {
     aggressive_note: String,
     patroni_version: String,
     failures: &'a [String],
+    load_at_start: String,
 }
 
 fn s(v: impl Iterator<Item = Option<f64>>) -> Option<Summary> {
@@ -500,8 +503,9 @@ impl Report<'_> {
         let _ = writeln!(o, "command: make bench BENCH_ARGS='{}'  (= cargo run --release -p understudy-e2e --bin understudy-bench -- {})", self.argv.join(" "), self.argv.join(" "));
         let _ = writeln!(
             o,
-            "machine: {} cores, shared; all traffic on 127.0.0.1; load average at the end {}",
+            "machine: {} cores, shared; all traffic on 127.0.0.1; load average (1/5/15 min) at the start {}, at the end {}",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            self.load_at_start,
             std::fs::read_to_string("/proc/loadavg")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -513,7 +517,17 @@ impl Report<'_> {
             let _ = writeln!(o, "Patroni: {}; DCS etcd3 (Debian etcd-server, own instance per cluster); 2 members, PostgreSQL 15 with the sandbox's settings (fsync off, wal_keep_size 512MB, shared_buffers 32MB, max_connections 200, hot_standby_feedback on, wal_log_hints on); use_pg_rewind false, use_slots true, maximum_lag_on_failover 16MiB, watchdog off", self.patroni_version);
         }
         if let Some(sw) = self.sw {
-            let _ = writeln!(o, "switchover runs: N={} rounds, interleaved (understudy switchover i, then Patroni's for each client path); figures are median (min–max){}", self.a.runs, if sw.failed.is_empty() { String::new() } else { format!("; failed: {:?}", sw.failed) });
+            let _ = writeln!(
+                o,
+                "switchover runs: N={} rounds, {}; figures are median (min–max){}",
+                self.a.runs,
+                if self.a.skip_patroni {
+                    ""
+                } else {
+                    ", interleaved (understudy switchover i, then Patroni's for each client path)"
+                },
+                if sw.failed.is_empty() { String::new() } else { format!("; failed: {:?}", sw.failed) }
+            );
             o.push_str(&switchover::settings(!self.a.skip_patroni));
         }
         if self.a.skip_failover {
@@ -629,4 +643,14 @@ fn add_table(md: &mut String, text: &mut String, head: &[String; 4], rows: &[[St
         text.push('\n');
     }
     text.push_str(notes);
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
