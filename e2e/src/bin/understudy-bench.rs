@@ -519,7 +519,7 @@ impl Report<'_> {
         if let Some(sw) = self.sw {
             let _ = writeln!(
                 o,
-                "switchover runs: N={} rounds, {}; figures are median (min–max){}",
+                "switchover runs: N={} rounds{}; figures are median (min–max){}",
                 self.a.runs,
                 if self.a.skip_patroni {
                     ""
