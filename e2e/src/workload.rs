@@ -1,6 +1,7 @@
 //! A workload that writes the way an application does: through PgBouncer, one autocommit INSERT at a
-//! time, reconnecting after errors. It records every id whose commit was acknowledged, so lost data
-//! can be counted exactly afterwards, and the longest gap between two acknowledged commits.
+//! time, reconnecting after errors. It records every id whose commit was acknowledged and the port of
+//! the server that acknowledged it (`inet_server_port()`, also behind PgBouncer), so lost data can be
+//! counted exactly afterwards, and the longest gap between two acknowledged commits.
 
 use std::{
     sync::{Arc, Mutex},
@@ -8,7 +9,7 @@ use std::{
 };
 
 use anyhow::Result;
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 /// What the workload saw.
 #[derive(Clone, Debug, Default)]
@@ -16,6 +17,8 @@ pub struct Stats {
     pub acked: Vec<i64>,
     /// When each id in `acked` was acknowledged (same order as `acked`).
     pub acked_at: Vec<Instant>,
+    /// The port of the PostgreSQL server that acknowledged each id in `acked` (0 if unknown).
+    pub acked_port: Vec<u16>,
     pub errors: u64,
     /// Longest time between two acknowledged commits.
     pub longest_gap: Duration,
@@ -43,12 +46,18 @@ impl Workload {
         every: Duration,
     ) -> Result<Workload> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host(host)
-            .port(port)
-            .dbname(db)
-            .user(user)
-            .password(password)
-            .connect_timeout(Duration::from_secs(2));
+        cfg.host(host).port(port).dbname(db).user(user).password(password);
+        Self::start_with(cfg, table, every).await
+    }
+
+    /// Starts writing with a client configuration of its own (e.g. several hosts with
+    /// `target_session_attrs=read-write`); the connect timeout is the same 2 s as through `start`.
+    pub async fn start_with(
+        mut cfg: tokio_postgres::Config,
+        table: &str,
+        every: Duration,
+    ) -> Result<Workload> {
+        cfg.connect_timeout(Duration::from_secs(2));
         {
             let (c, conn) = cfg.connect(NoTls).await?;
             tokio::spawn(conn);
@@ -82,17 +91,25 @@ impl Workload {
                     };
                 }
                 id += 1;
-                let sql = format!("INSERT INTO {t2} (id) VALUES ({id})");
+                let sql = format!("INSERT INTO {t2} (id) VALUES ({id}) RETURNING inet_server_port()");
                 let res = match &client {
                     Some(c) => tokio::time::timeout(Duration::from_secs(5), c.simple_query(&sql)).await,
                     None => continue,
                 };
                 match res {
-                    Ok(Ok(_)) => {
+                    Ok(Ok(msgs)) => {
                         let now = Instant::now();
+                        let port = msgs
+                            .iter()
+                            .find_map(|m| match m {
+                                SimpleQueryMessage::Row(r) => r.get(0).and_then(|p| p.parse().ok()),
+                                _ => None,
+                            })
+                            .unwrap_or(0);
                         if let Ok(mut s) = s2.lock() {
                             s.acked.push(id);
                             s.acked_at.push(now);
+                            s.acked_port.push(port);
                             let gap = now - last_ack;
                             if gap > s.longest_gap {
                                 s.longest_gap = gap;

@@ -19,7 +19,7 @@ use super::{http_get, Mark};
 use crate::sandbox::{
     postgres::PG_BIN,
     proc::{as_user, free_port, run, tail_file, wait_until, Proc},
-    random_hex, repo_root, scratch_dir, Witness,
+    random_hex, repo_root, scratch_dir, PgBouncer, Witness,
 };
 
 /// Patroni's HA timing (the dynamic configuration written at bootstrap).
@@ -57,6 +57,11 @@ pub struct Scenario {
     /// `primary_start_timeout`: 0 fails over at once, 300 (default) restarts the postmaster in place.
     pub primary_start_timeout: u32,
 }
+
+/// The planned-switchover bench's cluster: nothing is killed (`kill` is unused), Patroni's default
+/// `primary_start_timeout`.
+pub const SWITCHOVER: Scenario =
+    Scenario { key: "switchover", kill: Kill::Postmaster, primary_start_timeout: 300 };
 
 pub const SCENARIOS: [Scenario; 3] = [
     Scenario { key: "a-failover", kill: Kill::Postmaster, primary_start_timeout: 0 },
@@ -138,6 +143,18 @@ impl Node {
     pub fn log(&self) -> PathBuf {
         self.dir.join("patroni.log")
     }
+
+    /// When this member's `on_role_change` callback (PgBouncer clusters only) first ran for a
+    /// promotion after `after` (Unix seconds), from the callback's own log.
+    pub fn promoted_callback_after(&self, after: f64) -> Option<f64> {
+        let text = std::fs::read_to_string(self.dir.join("callback.log")).ok()?;
+        text.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let ts: f64 = f.next()?.parse().ok()?;
+            let (_action, role) = (f.next()?, f.next()?);
+            (ts > after && ["promoted", "master", "primary"].contains(&role)).then_some(ts)
+        })
+    }
 }
 
 impl Drop for Node {
@@ -161,6 +178,9 @@ pub struct Cluster {
     pub dcs: Witness,
     /// The dynamic configuration Patroni reports (`GET /config`), to show what it accepted.
     pub accepted: serde_json::Value,
+    /// PgBouncer in front of the cluster (database `app`, as in the understudy bed), repointed by
+    /// Patroni's `on_role_change` callback; only with `Cluster::start_with(.., true)`.
+    pub pgbouncer: Option<PgBouncer>,
 }
 
 /// Installs Patroni when missing (the project's script).
@@ -169,8 +189,36 @@ pub fn ensure_installed() -> Result<String> {
         .context("e2e/scripts/install-bench-deps.sh")
 }
 
-fn yaml(node: &Node, etcd: &str, t: Timing, s: Scenario, password: &str) -> String {
+/// Patroni's `on_role_change` callback (`<script> <action> <role> <scope>`) as a Patroni user with
+/// PgBouncer writes it: when this member becomes primary, point PgBouncer's `[databases]` include at
+/// it and `RELOAD` (PgBouncer then closes its server connections to the old host as they are released).
+fn pgbouncer_callback(node: &Node, pgb: &PgBouncer) -> String {
+    let db = pgb.databases_file();
+    format!(
+        "#!/bin/sh
+# Patroni on_role_change callback: $1 action, $2 role, $3 scope.
+echo \"$(date +%s.%N) $*\" >> {dir}/callback.log
+case \"$2\" in
+  promoted|master|primary)
+    printf '%s = host=127.0.0.1 port=%s dbname=postgres\\n' {name} {port} > {db}.new && mv {db}.new {db}
+    PGPASSWORD='{pw}' {PG_BIN}/psql -X -q -h 127.0.0.1 -p {pgb_port} -U {admin} -d pgbouncer -c RELOAD >> {dir}/callback.log 2>&1
+    ;;
+esac
+",
+        dir = node.dir.display(),
+        name = pgb.database,
+        port = node.pg_port,
+        db = db.display(),
+        pw = pgb.admin_password,
+        pgb_port = pgb.port,
+        admin = pgb.admin_user,
+    )
+}
+
+fn yaml(node: &Node, etcd: &str, t: Timing, s: Scenario, password: &str, callback: Option<&Path>) -> String {
     let params: String = PG_PARAMETERS.iter().map(|(k, v)| format!("        {k}: '{v}'\n")).collect();
+    let callbacks =
+        callback.map(|c| format!("  callbacks:\n    on_role_change: {}\n", c.display())).unwrap_or_default();
     format!(
         "scope: bench
 namespace: /bench/
@@ -217,7 +265,7 @@ postgresql:
     - host replication replicator 127.0.0.1/32 scram-sha-256
   basebackup:
     - checkpoint: fast
-watchdog:
+{callbacks}watchdog:
   mode: off
 ",
         name = node.name,
@@ -236,10 +284,17 @@ impl Cluster {
     /// Starts etcd, the first member (which bootstraps and becomes primary), then the second (which
     /// clones it and streams).
     pub fn start(timing: Timing, scenario: Scenario) -> Result<Cluster> {
+        Self::start_with(timing, scenario, false)
+    }
+
+    /// `start`, with PgBouncer in front (pointing at pn1, the bootstrap leader) and each member's
+    /// `on_role_change` callback repointing it when `pgbouncer` is set.
+    pub fn start_with(timing: Timing, scenario: Scenario, pgbouncer: bool) -> Result<Cluster> {
         let dcs = Witness::start().context("start etcd for Patroni")?;
         let etcd_hosts = dcs.endpoint.trim_start_matches("http://").to_string();
         let password = random_hex(12);
         let mut nodes = Vec::new();
+        let mut pgb: Option<PgBouncer> = None;
         for name in ["pn1", "pn2"] {
             let dir = scratch_dir(&format!("patroni-{name}"))?;
             let node = Node {
@@ -250,12 +305,35 @@ impl Cluster {
                 dir,
                 proc: None,
             };
-            std::fs::write(&node.yaml, yaml(&node, &etcd_hosts, timing, scenario, &password))?;
+            if pgbouncer && pgb.is_none() {
+                pgb = Some(PgBouncer::start("app", node.pg_port, "postgres", &password)?);
+            }
+            let callback = match &pgb {
+                Some(b) => {
+                    let path = node.dir.join("on_role_change.sh");
+                    std::fs::write(&path, pgbouncer_callback(&node, b))?;
+                    run(Command::new("chmod").arg("0755").arg(&path))?;
+                    Some(path)
+                }
+                None => None,
+            };
+            std::fs::write(
+                &node.yaml,
+                yaml(&node, &etcd_hosts, timing, scenario, &password, callback.as_deref()),
+            )?;
             run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&node.dir))?;
             run(Command::new("chmod").arg("0600").arg(&node.yaml))?;
             nodes.push(node);
         }
-        let mut c = Cluster { timing, scenario, password, nodes, dcs, accepted: serde_json::Value::Null };
+        let mut c = Cluster {
+            timing,
+            scenario,
+            password,
+            nodes,
+            dcs,
+            accepted: serde_json::Value::Null,
+            pgbouncer: pgb,
+        };
         c.spawn(0)?;
         let n0 = &c.nodes[0];
         wait_until("Patroni pn1 to bootstrap as primary", Duration::from_secs(90), || n0.is("primary"))
@@ -299,7 +377,7 @@ impl Cluster {
         )
     }
 
-    fn client_config(&self) -> tokio_postgres::Config {
+    pub fn client_config(&self) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         for n in &self.nodes {
             cfg.host("127.0.0.1").port(n.pg_port);
@@ -494,8 +572,8 @@ pub async fn run_once(timing: Timing, scenario: Scenario) -> Result<Run> {
 }
 
 /// The first Patroni log line after `after` (Unix seconds) in which a member decided to take over
-/// or restart the primary, as (time, text).
-fn decision(logs: &[&Path], after: f64) -> (Option<f64>, Option<String>) {
+/// or restart the primary, as (time, text); the switchover bench reads the candidate's log with it.
+pub fn decision(logs: &[&Path], after: f64) -> (Option<f64>, Option<String>) {
     const MARKERS: [&str; 4] = [
         "promoted self to leader",
         "acquired session lock as a leader",

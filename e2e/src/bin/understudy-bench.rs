@@ -2,7 +2,11 @@
 //! side by side with Patroni doing the same kill on an identical PostgreSQL 15 pair, printed as one
 //! table of `median (min–max)` over N runs, and written as JSON and Markdown under `target/bench/`.
 //!
-//! Flags: `--runs N` (10), `--pairs N` (1000), `--skip-patroni`, `--skip-footprint`.
+//! Planned switchovers are measured the same way for understudy and `patronictl switchover`, interleaved,
+//! in a table of their own.
+//!
+//! Flags: `--runs N` (10), `--pairs N` (1000), `--skip-patroni`, `--skip-failover`, `--skip-switchover`,
+//! `--skip-footprint`, `--only failover,switchover,footprint` (any subset).
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
@@ -12,7 +16,7 @@ use understudy_e2e::{
         cell,
         footprint::{self, Footprint},
         patroni::{self, Scenario, Timing, SCENARIOS},
-        understudy as us, Summary,
+        switchover, understudy as us, Summary,
     },
     sandbox::repo_root,
 };
@@ -23,11 +27,18 @@ struct Args {
     skip_patroni: bool,
     skip_footprint: bool,
     skip_switchover: bool,
+    skip_failover: bool,
 }
 
 fn args() -> Result<Args> {
-    let mut a =
-        Args { runs: 10, pairs: 1000, skip_patroni: false, skip_footprint: false, skip_switchover: false };
+    let mut a = Args {
+        runs: 10,
+        pairs: 1000,
+        skip_patroni: false,
+        skip_footprint: false,
+        skip_switchover: false,
+        skip_failover: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -36,8 +47,26 @@ fn args() -> Result<Args> {
             "--skip-patroni" => a.skip_patroni = true,
             "--skip-footprint" => a.skip_footprint = true,
             "--skip-switchover" => a.skip_switchover = true,
+            "--skip-failover" => a.skip_failover = true,
+            "--only" => {
+                let parts: Vec<String> = it
+                    .next()
+                    .context("--only failover,switchover,footprint")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                if let Some(p) =
+                    parts.iter().find(|p| !["failover", "switchover", "footprint"].contains(&p.as_str()))
+                {
+                    bail!("--only: unknown part {p:?} (failover, switchover, footprint)");
+                }
+                let has = |x: &str| parts.iter().any(|p| p == x);
+                a.skip_failover = !has("failover");
+                a.skip_switchover = !has("switchover");
+                a.skip_footprint = !has("footprint");
+            }
             "-h" | "--help" => {
-                println!("understudy-bench [--runs N] [--pairs N] [--skip-patroni] [--skip-footprint] [--skip-switchover]");
+                println!("understudy-bench [--runs N] [--pairs N] [--skip-patroni] [--skip-failover] [--skip-switchover] [--skip-footprint] [--only failover,switchover,footprint]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
@@ -60,6 +89,7 @@ type Config = (&'static str, Timing, Scenario);
 async fn main() -> Result<()> {
     let a = args()?;
     let began = Instant::now();
+    let load_at_start = loadavg();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut patroni_version = String::new();
     if !a.skip_patroni {
@@ -73,7 +103,8 @@ async fn main() -> Result<()> {
     let mut us_runs: Vec<us::Run> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut pat_runs: BTreeMap<String, Vec<patroni::Run>> = BTreeMap::new();
-    for i in 0..a.runs {
+    let failover_rounds = if a.skip_failover { 0 } else { a.runs };
+    for i in 0..failover_rounds {
         say(format!("round {}/{}: understudy", i + 1, a.runs));
         match us::run_once(&format!("bench{i}")).await {
             Ok(r) => {
@@ -138,16 +169,13 @@ async fn main() -> Result<()> {
     let sw = if a.skip_switchover {
         None
     } else {
-        say(format!("switchovers: {} back and forth under a workload", a.runs));
+        say(format!(
+            "switchovers: {} rounds, interleaved (understudy{})",
+            a.runs,
+            if a.skip_patroni { "" } else { ", Patroni via PgBouncer, Patroni multi-host" }
+        ));
         let mut log = say;
-        match understudy_e2e::bench::switchover::run(a.runs, &mut log).await {
-            Ok(r) => Some(r),
-            Err(e) => {
-                say(format!("switchovers FAILED: {e:#}"));
-                failures.push(format!("switchovers: {e:#}"));
-                None
-            }
-        }
+        Some(switchover::run(a.runs, !a.skip_patroni, &mut log, &mut failures).await)
     };
 
     let fp = if a.skip_footprint {
@@ -175,6 +203,7 @@ async fn main() -> Result<()> {
         aggressive_note,
         patroni_version,
         failures: &failures,
+        load_at_start,
     };
     let (md, table) = report.render();
     println!("{table}");
@@ -203,11 +232,12 @@ struct Report<'a> {
     us: &'a [us::Run],
     pat: &'a BTreeMap<String, Vec<patroni::Run>>,
     fp: Option<&'a Footprint>,
-    sw: Option<&'a understudy_e2e::bench::switchover::Report>,
+    sw: Option<&'a switchover::Report>,
     aggressive: Timing,
     aggressive_note: String,
     patroni_version: String,
     failures: &'a [String],
+    load_at_start: String,
 }
 
 fn s(v: impl Iterator<Item = Option<f64>>) -> Option<Summary> {
@@ -253,164 +283,148 @@ impl Report<'_> {
             (Some(u), Some(p)) => format!("{:+.2} s", u.median - p.median),
             _ => "–".into(),
         };
-        let uw = self.us_write();
-        row(
-            "(a) primary postmaster SIGKILL → first write acked on the new primary",
-            c(uw),
-            c(self.pat_write("defaults/a-failover")),
-            c(self.pat_write("aggressive/a-failover")),
-        );
-        row(
+        let dash = || "".to_string();
+        if !self.a.skip_failover {
+            let uw = self.us_write();
+            row(
+                "(a) primary postmaster SIGKILL → first write acked on the new primary",
+                c(uw),
+                c(self.pat_write("defaults/a-failover")),
+                c(self.pat_write("aggressive/a-failover")),
+            );
+            row(
             "(a′) same kill, Patroni restarts the postmaster in place (primary_start_timeout 300) → first write",
             "– (never restarts in place)".into(),
             c(self.pat_write("defaults/a-restart")),
             c(self.pat_write("aggressive/a-restart")),
         );
-        row(
-            "(b) node loss (Patroni + postmaster SIGKILLed) → first write acked on the new primary",
-            format!("{} ¹", c(uw)),
-            c(self.pat_write("defaults/b-node-loss")),
-            c(self.pat_write("aggressive/b-node-loss")),
-        );
-        row(
-            "ratio understudy / Patroni (a), medians",
-            "".into(),
-            ratio(uw, self.pat_write("defaults/a-failover")),
-            ratio(uw, self.pat_write("aggressive/a-failover")),
-        );
-        row(
-            "ratio understudy / Patroni (b), medians",
-            "".into(),
-            ratio(uw, self.pat_write("defaults/b-node-loss")),
-            ratio(uw, self.pat_write("aggressive/b-node-loss")),
-        );
-        row(
-            "kill → failover decided (understudy: TakeEpoch start; Patroni: leader-lock log line) (a)",
-            c(s(self.us.iter().map(|r| r.kill_to_decision))),
-            c(self.pat_decision("defaults/a-failover")),
-            c(self.pat_decision("aggressive/a-failover")),
-        );
-        row(
-            "kill → failover decided (b)",
-            format!("{} ¹", c(s(self.us.iter().map(|r| r.kill_to_decision)))),
-            c(self.pat_decision("defaults/b-node-loss")),
-            c(self.pat_decision("aggressive/b-node-loss")),
-        );
-        row(
-            "decided → first write acked (understudy: through PgBouncer; Patroni: multi-host DSN) (a)",
-            c(s(self.us.iter().map(|r| r.kill_to_write.zip(r.kill_to_decision).map(|(w, d)| w - d)))),
-            c(self.pat_after_decision("defaults/a-failover")),
-            c(self.pat_after_decision("aggressive/a-failover")),
-        );
-        row(
-            "decided → first write acked (b)",
-            "same as (a) ¹".into(),
-            c(self.pat_after_decision("defaults/b-node-loss")),
-            c(self.pat_after_decision("aggressive/b-node-loss")),
-        );
-        let cut = self.us_cutover();
-        row(
+            row(
+                "(b) node loss (Patroni + postmaster SIGKILLed) → first write acked on the new primary",
+                format!("{} ¹", c(uw)),
+                c(self.pat_write("defaults/b-node-loss")),
+                c(self.pat_write("aggressive/b-node-loss")),
+            );
+            row(
+                "ratio understudy / Patroni (a), medians",
+                "".into(),
+                ratio(uw, self.pat_write("defaults/a-failover")),
+                ratio(uw, self.pat_write("aggressive/a-failover")),
+            );
+            row(
+                "ratio understudy / Patroni (b), medians",
+                "".into(),
+                ratio(uw, self.pat_write("defaults/b-node-loss")),
+                ratio(uw, self.pat_write("aggressive/b-node-loss")),
+            );
+            row(
+                "kill → failover decided (understudy: TakeEpoch start; Patroni: leader-lock log line) (a)",
+                c(s(self.us.iter().map(|r| r.kill_to_decision))),
+                c(self.pat_decision("defaults/a-failover")),
+                c(self.pat_decision("aggressive/a-failover")),
+            );
+            row(
+                "kill → failover decided (b)",
+                format!("{} ¹", c(s(self.us.iter().map(|r| r.kill_to_decision)))),
+                c(self.pat_decision("defaults/b-node-loss")),
+                c(self.pat_decision("aggressive/b-node-loss")),
+            );
+            row(
+                "decided → first write acked (understudy: through PgBouncer; Patroni: multi-host DSN) (a)",
+                c(s(self.us.iter().map(|r| r.kill_to_write.zip(r.kill_to_decision).map(|(w, d)| w - d)))),
+                c(self.pat_after_decision("defaults/a-failover")),
+                c(self.pat_after_decision("aggressive/a-failover")),
+            );
+            row(
+                "decided → first write acked (b)",
+                "same as (a) ¹".into(),
+                c(self.pat_after_decision("defaults/b-node-loss")),
+                c(self.pat_after_decision("aggressive/b-node-loss")),
+            );
+            let cut = self.us_cutover();
+            row(
             "equal detection: understudy whole cutover (decided → DNS confirmed) − Patroni DB-only promotion (decided → write) (a)",
             c(cut),
             diff(cut, self.pat_after_decision("defaults/a-failover")),
             diff(cut, self.pat_after_decision("aggressive/a-failover")),
         );
-        row(
-            "equal detection: same difference (b)",
-            "".into(),
-            diff(cut, self.pat_after_decision("defaults/b-node-loss")),
-            diff(cut, self.pat_after_decision("aggressive/b-node-loss")),
-        );
-        let dash = || "".to_string();
-        row(
-            "understudy: kill → first failed probe",
-            c(s(self.us.iter().map(|r| r.kill_to_first_failed_probe))),
-            dash(),
-            dash(),
-        );
-        row(
-            "understudy: detection window (first failed probe → TakeEpoch start)",
-            c(s(self.us.iter().map(|r| r.detection))),
-            dash(),
-            dash(),
-        );
-        let mut names: Vec<String> = Vec::new();
-        for r in self.us {
-            for (name, _, _) in &r.steps {
-                if !names.contains(name) {
-                    names.push(name.clone());
+            row(
+                "equal detection: same difference (b)",
+                "".into(),
+                diff(cut, self.pat_after_decision("defaults/b-node-loss")),
+                diff(cut, self.pat_after_decision("aggressive/b-node-loss")),
+            );
+            row(
+                "understudy: kill → first failed probe",
+                c(s(self.us.iter().map(|r| r.kill_to_first_failed_probe))),
+                dash(),
+                dash(),
+            );
+            row(
+                "understudy: detection window (first failed probe → TakeEpoch start)",
+                c(s(self.us.iter().map(|r| r.detection))),
+                dash(),
+                dash(),
+            );
+            let mut names: Vec<String> = Vec::new();
+            for r in self.us {
+                for (name, _, _) in &r.steps {
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
                 }
             }
-        }
-        for name in &names {
-            let outcomes: std::collections::BTreeSet<&str> = self
-                .us
-                .iter()
-                .flat_map(|r| r.steps.iter().filter(|(n, _, _)| n == name).map(|(_, _, o)| o.as_str()))
-                .collect();
-            let v = s(self
-                .us
-                .iter()
-                .map(|r| r.steps.iter().find(|(n, _, _)| n == name).and_then(|(_, d, _)| *d)));
+            for name in &names {
+                let outcomes: std::collections::BTreeSet<&str> = self
+                    .us
+                    .iter()
+                    .flat_map(|r| r.steps.iter().filter(|(n, _, _)| n == name).map(|(_, _, o)| o.as_str()))
+                    .collect();
+                let v = s(self
+                    .us
+                    .iter()
+                    .map(|r| r.steps.iter().find(|(n, _, _)| n == name).and_then(|(_, d, _)| *d)));
+                row(
+                    &format!(
+                        "understudy step {name} ({})",
+                        outcomes.into_iter().collect::<Vec<_>>().join("/")
+                    ),
+                    cell(v, 3, " s", n),
+                    dash(),
+                    dash(),
+                );
+            }
             row(
-                &format!("understudy step {name} ({})", outcomes.into_iter().collect::<Vec<_>>().join("/")),
-                cell(v, 3, " s", n),
+                "understudy: controller's share (TakeEpoch start → last step end)",
+                c(s(self.us.iter().map(|r| r.controller_share))),
                 dash(),
                 dash(),
             );
-        }
-        row(
-            "understudy: controller's share (TakeEpoch start → last step end)",
-            c(s(self.us.iter().map(|r| r.controller_share))),
-            dash(),
-            dash(),
-        );
-        row(
-            "understudy: RTO (rtoSeconds: first failed probe → DNS confirmed)",
-            c(s(self.us.iter().map(|r| r.rto))),
-            dash(),
-            dash(),
-        );
-        row(
-            "lost WAL bytes (understudy: lostWalBytes)",
-            cell(s(self.us.iter().map(|r| r.lost_wal_bytes.map(|b| b as f64))), 0, " B", n),
-            dash(),
-            dash(),
-        );
-        let lost = |v: &[patroni::Run]| {
-            cell(Summary::of(&v.iter().map(|r| r.lost_acked as f64).collect::<Vec<_>>()), 0, "", n)
-        };
-        row(
-            "lost acknowledged commits (a) (acked ids missing on the new primary)",
-            cell(Summary::of(&self.us.iter().map(|r| r.lost_acked as f64).collect::<Vec<_>>()), 0, "", n),
-            lost(self.pat("defaults/a-failover")),
-            lost(self.pat("aggressive/a-failover")),
-        );
-        row(
-            "lost acknowledged commits (b)",
-            "same as (a) ¹".into(),
-            lost(self.pat("defaults/b-node-loss")),
-            lost(self.pat("aggressive/b-node-loss")),
-        );
-        if let Some(sw) = self.sw {
-            let k = sw.gaps.len();
             row(
-                &format!("planned switchover: write-unavailability window (longest gap between acked commits), {k} switchovers"),
-                cell(Summary::of(&sw.gaps), 3, " s", k),
-                "–".into(),
-                "–".into(),
+                "understudy: RTO (rtoSeconds: first failed probe → DNS confirmed)",
+                c(s(self.us.iter().map(|r| r.rto))),
+                dash(),
+                dash(),
             );
             row(
-                "planned switchover: request → journal finished",
-                cell(Summary::of(&sw.durations), 3, " s", k),
-                "–".into(),
-                "–".into(),
+                "lost WAL bytes (understudy: lostWalBytes)",
+                cell(s(self.us.iter().map(|r| r.lost_wal_bytes.map(|b| b as f64))), 0, " B", n),
+                dash(),
+                dash(),
+            );
+            let lost = |v: &[patroni::Run]| {
+                cell(Summary::of(&v.iter().map(|r| r.lost_acked as f64).collect::<Vec<_>>()), 0, "", n)
+            };
+            row(
+                "lost acknowledged commits (a) (acked ids missing on the new primary)",
+                cell(Summary::of(&self.us.iter().map(|r| r.lost_acked as f64).collect::<Vec<_>>()), 0, "", n),
+                lost(self.pat("defaults/a-failover")),
+                lost(self.pat("aggressive/a-failover")),
             );
             row(
-                "planned switchover: lost acknowledged commits / client errors / acked",
-                format!("{} / {} / {}", sw.lost_acked, sw.client_errors, sw.acked),
-                "–".into(),
-                "–".into(),
+                "lost acknowledged commits (b)",
+                "same as (a) ¹".into(),
+                lost(self.pat("defaults/b-node-loss")),
+                lost(self.pat("aggressive/b-node-loss")),
             );
         }
         if let Some(f) = self.fp {
@@ -487,16 +501,42 @@ impl Report<'_> {
     fn settings(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "command: make bench BENCH_ARGS='{}'  (= cargo run --release -p understudy-e2e --bin understudy-bench -- {})", self.argv.join(" "), self.argv.join(" "));
-        let _ = writeln!(o, "runs: N={} per configuration, interleaved (understudy run i, then each Patroni configuration run i); each run on a fresh sandbox; figures are median (min–max)", self.a.runs);
         let _ = writeln!(
             o,
-            "machine: {} cores, shared; all traffic on 127.0.0.1",
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+            "machine: {} cores, shared; all traffic on 127.0.0.1; load average (1/5/15 min) at the start {}, at the end {}",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            self.load_at_start,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
+        if !self.patroni_version.is_empty() {
+            let _ = writeln!(o, "Patroni: {}; DCS etcd3 (Debian etcd-server, own instance per cluster); 2 members, PostgreSQL 15 with the sandbox's settings (fsync off, wal_keep_size 512MB, shared_buffers 32MB, max_connections 200, hot_standby_feedback on, wal_log_hints on); use_pg_rewind false, use_slots true, maximum_lag_on_failover 16MiB, watchdog off", self.patroni_version);
+        }
+        if let Some(sw) = self.sw {
+            let _ = writeln!(
+                o,
+                "switchover runs: N={} rounds{}; figures are median (min–max){}",
+                self.a.runs,
+                if self.a.skip_patroni {
+                    ""
+                } else {
+                    ", interleaved (understudy switchover i, then Patroni's for each client path)"
+                },
+                if sw.failed.is_empty() { String::new() } else { format!("; failed: {:?}", sw.failed) }
+            );
+            o.push_str(&switchover::settings(!self.a.skip_patroni));
+        }
+        if self.a.skip_failover {
+            return self.footprint_settings(o);
+        }
+        let _ = writeln!(o, "failover runs: N={} per configuration, interleaved (understudy run i, then each Patroni configuration run i); each run on a fresh sandbox; figures are median (min–max)", self.a.runs);
         let _ = writeln!(o, "understudy: pair spec.failover {{ {} }}; controller = target/debug/understudy as a process (bed.controller_process, --site west); Workload INSERT through PgBouncer (transaction pooling) every 20 ms; kill = SIGKILL of the primary postmaster; first write = first ack after the kill and after the Promote step started", us::FAILOVER);
         let _ = writeln!(o, "understudy full pair: DataSource ConfigMap+Secret, PgBouncer/HTTP/rollout recycle, RFC 2136 DNS + DNSEndpoint, etcd witness epoch (e2e/src/bed.rs pair_yaml)");
         if !self.patroni_version.is_empty() {
-            let _ = writeln!(o, "Patroni: {}; DCS etcd3 (Debian etcd-server, own instance per run); 2 members, PostgreSQL 15 with the sandbox's settings (fsync off, wal_keep_size 512MB, shared_buffers 32MB, max_connections 200, hot_standby_feedback on, wal_log_hints on); use_pg_rewind false, use_slots true, maximum_lag_on_failover 16MiB, watchdog off", self.patroni_version);
             let _ = writeln!(
                 o,
                 "Patroni defaults: {}; aggressive: {} ({})",
@@ -507,6 +547,10 @@ impl Report<'_> {
             let _ = writeln!(o, "Patroni scenarios: (a) kill -KILL <postmaster> with primary_start_timeout 0 (fails over); (a′) same with primary_start_timeout 300 (default: restarts in place); (b) kill -KILL <patroni> and <postmaster>");
             let _ = writeln!(o, "Patroni client: INSERT every 50 ms, DSN {}, reconnect after any error; a write counts when a server other than the killed postmaster acked it (inet_server_port(), pg_postmaster_start_time())", patroni::CLIENT_DSN);
         }
+        self.footprint_settings(o)
+    }
+
+    fn footprint_settings(&self, mut o: String) -> String {
         if let Some(f) = self.fp {
             let _ = writeln!(o, "footprint: controller {} (release) --namespace <ns>; {} pairs created through kube-apiserver (all on one sandbox PostgreSQL pair, max_connections raised to {} for one probe connection per pair and site), spec.failover {{ {} }}; 30 s windows; RSS = VmRSS, CPU = utime+stime from /proc; API requests from kube-apiserver /metrics apiserver_request_total for disasterrecoverypairs, secrets, events (the bench sends none during the window); created in {:.0} s, {} pairs with a status after {}", f.binary, f.loaded.pairs, f.max_connections, footprint::FAILOVER, f.create_seconds, f.observed, f.all_observed_seconds.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "180 s (not all)".into()));
         }
@@ -514,52 +558,36 @@ impl Report<'_> {
     }
 
     fn render(&self) -> (String, String) {
-        let rows = self.rows();
-        let head = [
-            "measurement".to_string(),
-            "understudy".to_string(),
-            format!("Patroni {}", Timing::DEFAULTS.label()),
-            format!("Patroni {}", self.aggressive.label()),
-        ];
-        let mut md = String::new();
-        let _ = writeln!(md, "| {} |", head.join(" | "));
-        let _ = writeln!(md, "|---|---|---|---|");
-        for r in &rows {
-            let _ = writeln!(md, "| {} |", r.join(" | "));
-        }
-        let notes = "¹ understudy's node loss is the same experiment as (a): the \"node\" of the primary runs only the postmaster (the controller runs at the standby's site), so there is nothing else to kill; the same runs are shown.\n\
-                     ² PostgreSQL's view of the controller: query_start of each pair's cached probe connection on the primary (pg_stat_activity, sampled every 200 ms); the controller requeues probeInterval after a reconcile ends, so interval − 1 s = reconcile duration + queueing.\n";
         let settings = self.settings();
         let mut text = String::from("== understudy bench\n");
         text.push_str(&settings);
-        text.push('\n');
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[String]| -> String {
-            cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        };
-        text.push_str(&line(&head));
-        text.push('\n');
-        text.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-"));
-        text.push('\n');
-        for r in &rows {
-            text.push_str(line(r).trim_end());
-            text.push('\n');
+        let mut md = format!("# understudy bench\n\n```\n{settings}```\n");
+        let rows = self.rows();
+        if !rows.is_empty() {
+            let head = [
+                "measurement".to_string(),
+                "understudy".to_string(),
+                format!("Patroni {}", Timing::DEFAULTS.label()),
+                format!("Patroni {}", self.aggressive.label()),
+            ];
+            let mut notes = String::new();
+            if !self.a.skip_failover {
+                notes.push_str("¹ understudy's node loss is the same experiment as (a): the \"node\" of the primary runs only the postmaster (the controller runs at the standby's site), so there is nothing else to kill; the same runs are shown.\n");
+            }
+            if self.fp.is_some() {
+                notes.push_str("² PostgreSQL's view of the controller: query_start of each pair's cached probe connection on the primary (pg_stat_activity, sampled every 200 ms); the controller requeues probeInterval after a reconcile ends, so interval − 1 s = reconcile duration + queueing.\n");
+            }
+            add_table(&mut md, &mut text, &head, &rows, &notes);
         }
-        text.push_str(notes);
+        if let Some(sw) = self.sw {
+            let (head, rows) = sw.table(self.a.runs, !self.a.skip_patroni);
+            add_table(&mut md, &mut text, &head, &rows, switchover::NOTES);
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(text, "failed runs (not in the figures): {}", self.failures.len());
+            let _ = writeln!(md, "\nfailed runs (not in the figures): {}", self.failures.len());
         }
-        let full = format!("# understudy bench\n\n```\n{settings}```\n\n{md}\n{notes}");
-        (full, text)
+        (md, text)
     }
 
     fn json(&self, table: &str) -> serde_json::Value {
@@ -569,7 +597,8 @@ impl Report<'_> {
             "pairs": self.a.pairs,
             "settings": self.settings(),
             "table": table,
-            "understudy": { "failover": us::FAILOVER, "runs": self.us, "switchovers": self.sw },
+            "understudy": { "failover": us::FAILOVER, "runs": self.us },
+            "switchover": self.sw,
             "patroni": {
                 "version": self.patroni_version,
                 "defaults": Timing::DEFAULTS,
@@ -581,4 +610,47 @@ impl Report<'_> {
             "failures": self.failures,
         })
     }
+}
+
+/// Appends one table (Markdown to `md`, aligned text to `text`) with its notes.
+fn add_table(md: &mut String, text: &mut String, head: &[String; 4], rows: &[[String; 4]], notes: &str) {
+    let _ = writeln!(md, "\n| {} |", head.join(" | "));
+    let _ = writeln!(md, "|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(md, "| {} |", r.join(" | "));
+    }
+    let _ = write!(md, "\n{notes}");
+    let widths: Vec<usize> = (0..4)
+        .map(|i| {
+            rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    text.push('\n');
+    text.push_str(line(head).trim_end());
+    text.push('\n');
+    text.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-"));
+    text.push('\n');
+    for r in rows {
+        text.push_str(line(r).trim_end());
+        text.push('\n');
+    }
+    text.push_str(notes);
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
