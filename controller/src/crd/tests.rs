@@ -181,3 +181,16 @@ fn postgres_tls_rules_name_the_field() {
         .expect("tls without a mode parses");
     assert_eq!(t.mode, PostgresTlsMode::VerifyFull, "the default checks the certificate and the name");
 }
+
+#[test]
+fn the_example_pair_parses_and_passes_every_rule() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/examples/mattermost-pair.yaml");
+    let text = std::fs::read_to_string(path).expect("crds/examples/mattermost-pair.yaml");
+    let drp: DisasterRecoveryPair =
+        serde_yaml::from_str(&text).expect("the example is a DisasterRecoveryPair");
+    let spec = serde_json::to_value(&drp.spec).expect("spec as JSON");
+    assert_eq!(cel_errors(&spec), "");
+    let etcd = drp.spec.coordination.and_then(|c| c.etcd).expect("the example has a witness");
+    crate::coord::Timing::new(etcd.lease_ttl.into(), drp.spec.failover.probe_timeout.into())
+        .expect("the example's timing holds");
+}
