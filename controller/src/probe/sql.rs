@@ -1,8 +1,14 @@
-//! The SQL probe. Keeps one admin connection per (pair, site) and reuses it across probes, so that
-//! a thousand pairs probing every second do not open a thousand connections a second; a connection
-//! that errors or times out is dropped and the next probe reconnects.
+//! The SQL probe. Keeps one admin connection per server and login (the connection target's
+//! fingerprint: host, port, database, credentials, TLS material) and shares it between every pair
+//! and site that probe that server, so a thousand pairs on one server cost one backend, not a
+//! thousand, and no connection is opened per probe. Concurrent probes pipeline on it. A connection
+//! that errors or times out is dropped and the next probe reconnects; idle ones are pruned.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
@@ -29,46 +35,58 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
     current_setting('default_transaction_read_only') = 'on'";
 
-/// Probes sites over cached connections.
+/// Probes sites over cached, shared connections.
 #[derive(Default, Clone)]
 pub struct SqlProber {
-    conns: Arc<Mutex<HashMap<String, Client>>>,
+    conns: Arc<Mutex<HashMap<u64, (Arc<Client>, Instant)>>>,
 }
 
 impl SqlProber {
     /// Reads the server's state within `timeout` (connecting included).
-    pub async fn probe(&self, key: &str, target: &Target, timeout: Duration) -> Outcome<PgState> {
-        match tokio::time::timeout(timeout, self.probe_inner(key, target)).await {
-            Ok(Ok(state)) => Outcome::Up(state),
+    pub async fn probe(&self, target: &Target, timeout: Duration) -> Outcome<PgState> {
+        let key = target.fingerprint();
+        let mut used = None;
+        let res = tokio::time::timeout(timeout, self.probe_inner(key, target, &mut used)).await;
+        let outcome = match res {
+            Ok(Ok(state)) => return Outcome::Up(state),
             // A refused TLS handshake is a configuration problem, not evidence the site is down.
-            Ok(Err(ConnectError::Tls(msg))) => {
-                self.conns.lock().await.remove(key);
-                Outcome::NotRun(reasons::TLS_HANDSHAKE_FAILED, msg)
-            }
-            Ok(Err(ConnectError::Other(msg))) => {
-                self.conns.lock().await.remove(key);
-                Outcome::Down(msg)
-            }
-            Err(_) => {
-                self.conns.lock().await.remove(key);
-                Outcome::Down(format!("no answer within {}ms", timeout.as_millis()))
-            }
+            Ok(Err(ConnectError::Tls(msg))) => Outcome::NotRun(reasons::TLS_HANDSHAKE_FAILED, msg),
+            Ok(Err(ConnectError::Other(msg))) => Outcome::Down(msg),
+            Err(_) => Outcome::Down(format!("no answer within {}ms", timeout.as_millis())),
+        };
+        // Drop the connection this probe used (not one another probe has put there since).
+        let mut conns = self.conns.lock().await;
+        if conns.get(&key).is_some_and(|(c, _)| used.as_ref().is_none_or(|u| Arc::ptr_eq(c, u))) {
+            conns.remove(&key);
         }
+        outcome
     }
 
-    /// Drops every cached connection whose key starts with `prefix` (a deleted pair).
-    pub async fn forget(&self, prefix: &str) {
-        self.conns.lock().await.retain(|k, _| !k.starts_with(prefix));
+    /// Drops connections no probe used for `idle` (servers of deleted pairs, rotated logins).
+    pub async fn prune(&self, idle: Duration) {
+        self.conns.lock().await.retain(|_, (_, at)| at.elapsed() < idle);
     }
 
-    async fn probe_inner(&self, key: &str, target: &Target) -> Result<PgState, ConnectError> {
-        let cached = self.conns.lock().await.remove(key).filter(|c| !c.is_closed());
+    async fn probe_inner(
+        &self,
+        key: u64,
+        target: &Target,
+        used: &mut Option<Arc<Client>>,
+    ) -> Result<PgState, ConnectError> {
+        let cached = self.conns.lock().await.get(&key).map(|(c, _)| c.clone()).filter(|c| !c.is_closed());
         let client = match cached {
             Some(c) => c,
-            None => conn::connect(target).await?,
+            None => {
+                let c = Arc::new(conn::connect(target).await?);
+                self.conns.lock().await.insert(key, (c.clone(), Instant::now()));
+                c
+            }
         };
+        *used = Some(client.clone());
         let state = read_state(&client).await.map_err(ConnectError::Other)?;
-        self.conns.lock().await.insert(key.to_string(), client);
+        if let Some(entry) = self.conns.lock().await.get_mut(&key) {
+            entry.1 = Instant::now();
+        }
         Ok(state)
     }
 }

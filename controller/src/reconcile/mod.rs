@@ -193,6 +193,7 @@ pub async fn run(
                 store.get(&reflector::ObjectRef::new(name).within(ns)).is_some()
             };
             ctx2.keepers.retain(exists);
+            ctx2.sql.prune(Duration::from_secs(60)).await;
             if let Ok(mut m) = ctx2.written_at.lock() {
                 m.retain(|k, _| exists(k));
             }
@@ -246,7 +247,6 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         {
             Some(d) => d,
             None => {
-                ctx.sql.forget(&format!("{ns}/{name}/")).await;
                 ctx.keepers.stop(&format!("{ns}/{name}"));
                 return Ok(Action::await_change());
             }

@@ -66,17 +66,15 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         }
     }
 
-    let pair_key = format!("{ns}/{}/", drp.metadata.name.as_deref().unwrap_or_default());
     let probes = spec.sites.iter().enumerate().map(|(i, site)| {
         let secrets = secrets.clone();
-        let pair_key = pair_key.clone();
         async move {
             let (sql, problem) = match pg::conn::resolve(&secrets, i, site, timeout).await {
                 Err(e) => (Outcome::NotRun(e.reason(), e.to_string()), Some(e)),
                 Ok((target, _)) => {
-                    // The cache key changes with the credentials and TLS material, so a rotation reconnects.
-                    let key = format!("{pair_key}{}/{:x}", site.name, target.fingerprint());
-                    (ctx.sql.probe(&key, &target, timeout).await, None)
+                    // Connections are shared by server and login (the target's fingerprint, which
+                    // changes with the credentials and TLS material, so a rotation reconnects).
+                    (ctx.sql.probe(&target, timeout).await, None)
                 }
             };
             let http = match site.health.as_ref().filter(|h| !h.http.is_empty()) {
