@@ -35,10 +35,13 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
     current_setting('default_transaction_read_only') = 'on'";
 
+/// Shared connections by target fingerprint, with when each was last used.
+type Pool = HashMap<u64, (Arc<Client>, Instant)>;
+
 /// Probes sites over cached, shared connections.
 #[derive(Default, Clone)]
 pub struct SqlProber {
-    conns: Arc<Mutex<HashMap<u64, (Arc<Client>, Instant)>>>,
+    conns: Arc<Mutex<Pool>>,
 }
 
 impl SqlProber {
