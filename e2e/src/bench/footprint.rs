@@ -18,7 +18,7 @@ use kube::{api::ListParams, Api};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use understudy::crd::DisasterRecoveryPair;
 
-use super::{cpu_seconds, http_get, quantile, rss_mib};
+use super::{cpu_seconds, http_get, rss_mib};
 use crate::{
     sandbox::{proc::Proc, repo_root, PgPair},
     support,
@@ -44,27 +44,18 @@ pub struct Window {
     /// Requests per second the controller sent, by "VERB resource[/subresource]".
     pub api_rps: BTreeMap<String, f64>,
     pub api_rps_total: f64,
-    /// Time between two probes of the same (pair, primary site), as PostgreSQL saw them.
-    pub probe_interval_p50: Option<f64>,
-    pub probe_interval_p99: Option<f64>,
-    pub probe_interval_max: Option<f64>,
-    pub probe_intervals: usize,
+    /// Reconcile duration quantiles over the window, from the controller's own histogram
+    /// (`understudy_reconcile_duration_seconds`, interpolated within its buckets).
+    pub reconcile_p50: Option<f64>,
+    pub reconcile_p99: Option<f64>,
+    /// Reconciles in the window, and the mean time between two probe rounds of one pair.
+    pub reconciles: f64,
+    pub mean_round_interval: Option<f64>,
     /// Probe connections the controller held on the primary at the end of the window.
     pub probe_connections: usize,
     /// Pairs whose status said Healthy / anything else after the window.
     pub healthy: usize,
     pub not_healthy: BTreeMap<String, usize>,
-}
-
-impl Window {
-    /// Reconcile latency proxy: probe interval − probeInterval (1 s), p50.
-    pub fn reconcile_p50(&self) -> Option<f64> {
-        self.probe_interval_p50.map(|x| (x - 1.0).max(0.0))
-    }
-
-    pub fn reconcile_p99(&self) -> Option<f64> {
-        self.probe_interval_p99.map(|x| (x - 1.0).max(0.0))
-    }
 }
 
 /// The whole footprint measurement.
@@ -170,40 +161,70 @@ fn scrape(kubeconfig: &std::path::Path) -> Result<HashMap<String, f64>> {
     Ok(request_totals(&body))
 }
 
-/// Samples `query_start` of the controller's probe connections on the primary every 200 ms and
-/// returns the intervals between successive probes of each connection, and the connection count.
-async fn probe_cadence(cfg: &tokio_postgres::Config, window: Duration) -> Result<(Vec<f64>, usize)> {
+/// The controller's reconcile histogram: cumulative counts by upper bound, and the total.
+fn reconcile_histogram(metrics_port: u16) -> Result<(Vec<(f64, f64)>, f64)> {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+        .output()
+        .context("curl the controller's /metrics")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut buckets = Vec::new();
+    let mut total = 0.0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("understudy_reconcile_duration_seconds_bucket{le=\"") {
+            let Some((le, count)) = rest.split_once("\"} ") else { continue };
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+            buckets.push((le, count.trim().parse().unwrap_or(0.0)));
+        } else if let Some(c) = line.strip_prefix("understudy_reconcile_duration_seconds_count ") {
+            total = c.trim().parse().unwrap_or(0.0);
+        }
+    }
+    Ok((buckets, total))
+}
+
+/// The `q` quantile of the reconciles between two histogram scrapes, linear within a bucket.
+fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, c)| (*le, c - before.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0)))
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lo, mut below) = (0.0, 0.0);
+    for (le, cum) in delta {
+        if cum >= rank {
+            if !le.is_finite() {
+                return Some(lo);
+            }
+            let inside = (cum - below).max(1.0);
+            return Some(lo + (le - lo) * ((rank - below) / inside).clamp(0.0, 1.0));
+        }
+        (lo, below) = (le, cum);
+    }
+    None
+}
+
+/// Probe connections the controller holds on a server.
+async fn probe_connections(cfg: &tokio_postgres::Config) -> Result<usize> {
     let (c, conn) = cfg.connect(NoTls).await?;
     tokio::spawn(conn);
-    let mut last: HashMap<String, f64> = HashMap::new();
-    let mut intervals = Vec::new();
-    let mut conns = 0;
-    let end = Instant::now() + window;
-    while Instant::now() < end {
-        let rows = c
-            .simple_query(
-                "SELECT pid, extract(epoch from query_start) FROM pg_stat_activity \
-                 WHERE application_name = 'understudy' AND query_start IS NOT NULL",
-            )
-            .await?;
-        conns = 0;
-        for m in rows {
-            if let SimpleQueryMessage::Row(r) = m {
-                conns += 1;
-                let (Some(pid), Some(Ok(at))) = (r.get(0), r.get(1).map(str::parse::<f64>)) else { continue };
-                match last.insert(pid.to_string(), at) {
-                    Some(prev) if at > prev => intervals.push(at - prev),
-                    _ => {}
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok((intervals, conns))
+    let rows =
+        c.simple_query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'understudy'").await?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or(0))
 }
 
 async fn measure(
     ctl: &Proc,
+    metrics_port: u16,
     apiserver_pid: u32,
     kubeconfig: &std::path::Path,
     pg_cfg: &tokio_postgres::Config,
@@ -212,10 +233,14 @@ async fn measure(
 ) -> Result<Window> {
     let pid = ctl.pid();
     let m0 = tokio::task::block_in_place(|| scrape(kubeconfig))?;
+    let h0 = tokio::task::block_in_place(|| reconcile_histogram(metrics_port))?;
     let (c0, a0, t0) = (cpu_seconds(pid)?, cpu_seconds(apiserver_pid)?, Instant::now());
-    let (intervals, conns) = probe_cadence(pg_cfg, WINDOW).await?;
+    tokio::time::sleep(WINDOW).await;
     let (c1, a1, secs) = (cpu_seconds(pid)?, cpu_seconds(apiserver_pid)?, t0.elapsed().as_secs_f64());
+    let h1 = tokio::task::block_in_place(|| reconcile_histogram(metrics_port))?;
     let m1 = tokio::task::block_in_place(|| scrape(kubeconfig))?;
+    let conns = probe_connections(pg_cfg).await?;
+    let reconciles = h1.1 - h0.1;
     let rss = rss_mib(pid)?;
     let mut api_rps = BTreeMap::new();
     for (k, v1) in &m1 {
@@ -241,10 +266,10 @@ async fn measure(
         apiserver_cpu_pct: 100.0 * (a1 - a0) / secs,
         api_rps_total: api_rps.values().sum(),
         api_rps,
-        probe_interval_p50: quantile(&intervals, 0.5),
-        probe_interval_p99: quantile(&intervals, 0.99),
-        probe_interval_max: quantile(&intervals, 1.0),
-        probe_intervals: intervals.len(),
+        reconcile_p50: histogram_quantile(&h0.0, &h1.0, 0.5),
+        reconcile_p99: histogram_quantile(&h0.0, &h1.0, 0.99),
+        reconciles,
+        mean_round_interval: (reconciles > 0.0).then(|| pairs as f64 * secs / reconciles),
         probe_connections: conns,
         healthy,
         not_healthy,
@@ -256,8 +281,8 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     let binary = release_binary()?;
     let max_connections = (pairs + 60).max(200);
     let mut pg = tokio::task::spawn_blocking(|| PgPair::start("bench-fp")).await??;
-    // One cached probe connection per (pair, site): each server needs room for `pairs` of them.
-    // The standby first (a hot standby needs max_connections >= the primary's).
+    // Room for one probe connection per (pair, site), as older controllers held (today they are
+    // shared per server and login). The standby first (a hot standby needs max_connections >= the primary's).
     tokio::task::block_in_place(|| -> Result<()> {
         for srv in [&mut pg.standby, &mut pg.primary] {
             let conf = srv.data.join("postgresql.conf");
@@ -276,6 +301,7 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
     support::create_pair(&client, &ns, &pair_yaml("fp-0000", &pg)).await?;
 
+    let metrics_port = crate::sandbox::proc::free_port()?;
     let mut cmd = Command::new(&binary);
     cmd.args([
         "run",
@@ -286,7 +312,7 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
         "--instance",
         &format!("bench-{ns}"),
         "--metrics-addr",
-        "127.0.0.1:0",
+        &format!("127.0.0.1:{metrics_port}"),
     ])
     .env("KUBECONFIG", &cp.kubeconfig)
     .env("UNDERSTUDY_LOG", "info");
@@ -306,7 +332,7 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
         .password(&pg.password)
         .application_name("understudy-bench");
     log(format!("footprint: idle window ({}s, 1 pair)", WINDOW.as_secs()));
-    let idle = measure(&ctl, cp.apiserver_pid(), &cp.kubeconfig, &pg_cfg, &api, 1).await?;
+    let idle = measure(&ctl, metrics_port, cp.apiserver_pid(), &cp.kubeconfig, &pg_cfg, &api, 1).await?;
 
     log(format!("footprint: creating {} more pairs through the API server", pairs - 1));
     let t0 = Instant::now();
@@ -340,7 +366,8 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
         t0.elapsed().as_secs_f64()
     ));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let loaded = measure(&ctl, cp.apiserver_pid(), &cp.kubeconfig, &pg_cfg, &api, pairs).await?;
+    let loaded =
+        measure(&ctl, metrics_port, cp.apiserver_pid(), &cp.kubeconfig, &pg_cfg, &api, pairs).await?;
     drop(ctl);
     Ok(Footprint {
         binary: binary.display().to_string(),
@@ -351,4 +378,20 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
         observed,
         max_connections,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::histogram_quantile;
+
+    #[test]
+    fn quantiles_of_the_reconciles_between_two_scrapes() {
+        let before = [(0.001, 10.0), (0.002, 10.0), (0.004, 10.0), (f64::INFINITY, 10.0)];
+        // 100 more reconciles: 50 under 1 ms, 40 in (1, 2] ms, 10 in (2, 4] ms.
+        let after = [(0.001, 60.0), (0.002, 100.0), (0.004, 110.0), (f64::INFINITY, 110.0)];
+        assert_eq!(histogram_quantile(&before, &after, 0.5), Some(0.001));
+        let p99 = histogram_quantile(&before, &after, 0.99).expect("p99");
+        assert!((0.0038..=0.004).contains(&p99), "{p99}");
+        assert_eq!(histogram_quantile(&after, &after, 0.5), None, "no reconciles, no quantile");
+    }
 }

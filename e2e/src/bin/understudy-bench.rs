@@ -454,29 +454,25 @@ impl Report<'_> {
             let top: Vec<String> = l.api_rps.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
             row(&format!("  of which at {} pairs", l.pairs), top.join(", "), dash(), dash());
             row(
-                &format!(
-                    "probe interval per pair p50 / p99 / max at {} pairs (probeInterval 1 s) ²",
-                    l.pairs
-                ),
+                &format!("probe round interval per pair, mean at {} pairs (probeInterval 1 s) ²", l.pairs),
                 format!(
-                    "{} / {} / {} (n={})",
-                    pct(l.probe_interval_p50),
-                    pct(l.probe_interval_p99),
-                    pct(l.probe_interval_max),
-                    l.probe_intervals
+                    "{} ({:.0} reconciles in {:.0} s)",
+                    pct(l.mean_round_interval),
+                    l.reconciles,
+                    l.seconds
                 ),
                 dash(),
                 dash(),
             );
             row(
-                &format!("reconcile latency p50 / p99 at {} pairs (proxy: probe interval − 1 s) ²", l.pairs),
-                format!("{} / {}", pct(l.reconcile_p50()), pct(l.reconcile_p99())),
+                &format!("reconcile duration p50 / p99 at {} pairs ²", l.pairs),
+                format!("{} / {}", pct(l.reconcile_p50), pct(l.reconcile_p99)),
                 dash(),
                 dash(),
             );
             row(
-                "reconcile latency p50 / p99 at 1 pair (same proxy) ²",
-                format!("{} / {}", pct(i.reconcile_p50()), pct(i.reconcile_p99())),
+                "reconcile duration p50 / p99 at 1 pair ²",
+                format!("{} / {}", pct(i.reconcile_p50), pct(i.reconcile_p99)),
                 dash(),
                 dash(),
             );
@@ -575,7 +571,7 @@ impl Report<'_> {
                 notes.push_str("¹ understudy's node loss is the same experiment as (a): the \"node\" of the primary runs only the postmaster (the controller runs at the standby's site), so there is nothing else to kill; the same runs are shown.\n");
             }
             if self.fp.is_some() {
-                notes.push_str("² PostgreSQL's view of the controller: query_start of each pair's cached probe connection on the primary (pg_stat_activity, sampled every 200 ms); the controller requeues probeInterval after a reconcile ends, so interval − 1 s = reconcile duration + queueing.\n");
+                notes.push_str("² the controller's own /metrics: understudy_reconcile_duration_seconds (histogram, quantiles interpolated within its buckets) and its count over the window; the controller requeues probeInterval after a reconcile ends, so the round interval per pair = 1 s + reconcile duration + queueing.\n");
             }
             add_table(&mut md, &mut text, &head, &rows, &notes);
         }
