@@ -6,6 +6,7 @@
 pub mod footprint;
 pub mod patroni;
 pub mod switchover;
+pub mod two_site;
 pub mod understudy;
 
 use std::{

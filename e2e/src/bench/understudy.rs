@@ -1,8 +1,20 @@
-//! One understudy failover run: a fresh `Bed`, the pair in Automatic mode, the controller as a real
-//! process, the `Workload` committing through PgBouncer every 20 ms, SIGKILL of the primary
-//! postmaster, and every figure read back from the pair's journal and the workload's acks.
+//! One understudy failover run: a fresh `Bed`, the pair in Automatic mode, the controller(s) as real
+//! processes, the `Workload` committing through PgBouncer every 20 ms, SIGKILL of the primary
+//! postmaster (and, for a node loss, of the primary site's controller), and every figure read back
+//! from the pair's journal, the witness's leader key and the workload's acks.
+//!
+//! Two topologies: `Topology::Single` runs only the standby site's controller (`--site west`), so
+//! nobody keeps the primary site's leader key and the standby promotes as soon as its probes
+//! decide; `Topology::TwoSite` runs one controller per site, as in production, so the east
+//! controller keeps the leader key on a lease of `leaseTTL` and west may take the epoch only once
+//! that key is gone (expired, or released by east after a fence that succeeded).
 
-use std::time::Duration;
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -20,9 +32,34 @@ pub const FAILOVER: &str =
 /// The workload's write interval.
 pub const WRITE_EVERY: Duration = Duration::from_millis(20);
 
+/// Which controllers run, and what the kill takes down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Topology {
+    /// Only west's controller; the kill is the primary postmaster's SIGKILL.
+    Single,
+    /// One controller per site, `lease_ttl_s` the leader key's lease; `node_loss` kills east's
+    /// controller process together with the primary postmaster (the analogue of Patroni's node loss).
+    TwoSite { lease_ttl_s: u32, node_loss: bool },
+}
+
+impl Topology {
+    /// A short key for logs and JSON: `single`, `two-site/ttl10/a-postmaster`, `two-site/ttl10/b-node-loss`.
+    pub fn key(&self) -> String {
+        match self {
+            Topology::Single => "single".into(),
+            Topology::TwoSite { lease_ttl_s, node_loss } => format!(
+                "two-site/ttl{lease_ttl_s}/{}",
+                if *node_loss { "b-node-loss" } else { "a-postmaster" }
+            ),
+        }
+    }
+}
+
 /// What one run measured (seconds unless named otherwise).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Run {
+    /// `Topology::key`.
+    pub topology: String,
     /// kill → first failed probe (`lastTransition.startedAt`).
     pub kill_to_first_failed_probe: Option<f64>,
     /// first failed probe → TakeEpoch start.
@@ -43,20 +80,141 @@ pub struct Run {
     pub lost_acked: usize,
     pub acked: usize,
     pub workload_errors: u64,
+    /// Two sites: kill → the leader key deleted in etcd (lease expired, or released by east).
+    pub kill_to_key_gone: Option<f64>,
+    /// Two sites: the leader key gone → TakeEpoch start (west's next reconcile winning the swap).
+    pub key_gone_to_decision: Option<f64>,
+    /// Two sites: east's "leader key given up" log line, when it wrote one (postmaster kill only).
+    pub east_gave_up: Option<String>,
+    /// Two sites: kill → that log line.
+    pub kill_to_east_gave_up: Option<f64>,
+}
+
+/// Watches the pair's leader key with `etcdctl watch` and records when it is first deleted.
+struct KeyWatch {
+    child: std::process::Child,
+    deleted: Arc<Mutex<Option<Instant>>>,
+}
+
+impl KeyWatch {
+    fn start(endpoint: &str, key: &str) -> Result<KeyWatch> {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(["watch", key])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("etcdctl watch")?;
+        let out = child.stdout.take().context("etcdctl watch stdout")?;
+        let deleted = Arc::new(Mutex::new(None));
+        let d = deleted.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if line.trim() == "DELETE" {
+                    let now = Instant::now();
+                    if let Ok(mut g) = d.lock() {
+                        g.get_or_insert(now);
+                    }
+                }
+            }
+        });
+        Ok(KeyWatch { child, deleted })
+    }
+
+    fn deleted(&self) -> Option<Instant> {
+        self.deleted.lock().ok().and_then(|g| *g)
+    }
+}
+
+impl Drop for KeyWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pair YAML with `spec.coordination.etcd.leaseTTL` set.
+fn with_lease_ttl(yaml: &str, ttl_s: u32) -> Result<String> {
+    let out = yaml.replace("prefix: /understudy }", &format!("prefix: /understudy, leaseTTL: {ttl_s}s }}"));
+    if !out.contains("leaseTTL") {
+        bail!("the pair YAML changed shape (no `prefix: /understudy }}`): {yaml}");
+    }
+    Ok(out)
+}
+
+/// The first "leader key given up" line of a controller log at or after `after` (wall seconds):
+/// its time and its `msg=` (ANSI colours stripped).
+fn gave_up_line(log: &std::path::Path, after: f64) -> Option<(f64, String)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().map(strip_ansi).filter(|l| l.contains("leader key given up")).find_map(|l| {
+        let ts = rfc3339(l.split_whitespace().next()?)?;
+        let msg = l.split_once("msg=").map(|(_, m)| m.to_string()).unwrap_or_else(|| l.clone());
+        (ts >= after).then_some((ts, msg))
+    })
+}
+
+/// Removes `ESC [ … m` colour sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs one failover on a fresh bed.
-pub async fn run_once(label: &str) -> Result<Run> {
+pub async fn run_once(label: &str, topo: Topology) -> Result<Run> {
     let mut bed = Bed::start(label).await?;
-    let yaml = bed.pair_yaml("chat", FAILOVER);
+    let mut yaml = bed.pair_yaml("chat", FAILOVER);
+    if let Topology::TwoSite { lease_ttl_s, .. } = topo {
+        yaml = with_lease_ttl(&yaml, lease_ttl_s)?;
+    }
     support::create_pair(&bed.client, &bed.ns, &yaml).await?;
-    let _ctl = bed.controller_process("west", &[]).context("start the understudy controller")?;
+    let mut east = match topo {
+        Topology::Single => None,
+        Topology::TwoSite { .. } => {
+            Some(bed.controller_process("east", &[]).context("start the east controller")?)
+        }
+    };
+    let _west = bed.controller_process("west", &[]).context("start the understudy controller")?;
     bed.wait_healthy("chat").await?;
+    let watch = match topo {
+        Topology::Single => None,
+        Topology::TwoSite { .. } => {
+            wait_for("east to hold the leader key", Duration::from_secs(30), || async {
+                Ok(bed.witness_leader("chat")? == "0 east")
+            })
+            .await?;
+            let key = format!("/understudy/{}/chat/leader", bed.ns);
+            Some(KeyWatch::start(&bed.witness.endpoint, &key)?)
+        }
+    };
     let wl = bed.workload("bench_writes", WRITE_EVERY).await?;
     wait_for("the workload to commit", Duration::from_secs(15), || async { Ok(wl.acked() > 50) }).await?;
+    if let Some(w) = &watch {
+        if w.deleted().is_some() {
+            bail!("the leader key was deleted before the kill");
+        }
+    }
 
     let kill = Mark::now();
-    tokio::task::block_in_place(|| bed.pg.primary.kill9());
+    tokio::task::block_in_place(|| {
+        if let (Topology::TwoSite { node_loss: true, .. }, Some(e)) = (topo, east.as_mut()) {
+            e.kill9();
+        }
+        bed.pg.primary.kill9()
+    });
     let drp = bed.wait_transition_finished("chat", Duration::from_secs(90)).await?;
     let t = drp.status.and_then(|s| s.last_transition).context("no transition recorded")?;
     if t.to != "west" {
@@ -105,7 +263,20 @@ pub async fn run_once(label: &str) -> Result<Run> {
         })
         .collect();
     let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+    let key_gone = watch.as_ref().and_then(KeyWatch::deleted).map(|t| kill.wall_of(t));
+    if watch.is_some() && key_gone.is_none() {
+        bail!("west took the epoch but the watch saw no deletion of the leader key");
+    }
+    let gave_up = match (topo, &east) {
+        (Topology::TwoSite { node_loss: false, .. }, Some(e)) => gave_up_line(&e.log, kill.wall),
+        _ => None,
+    };
     Ok(Run {
+        topology: topo.key(),
+        kill_to_key_gone: diff(key_gone, Some(kill.wall)),
+        key_gone_to_decision: diff(take, key_gone),
+        kill_to_east_gave_up: diff(gave_up.as_ref().map(|g| g.0), Some(kill.wall)),
+        east_gave_up: gave_up.map(|g| g.1),
         kill_to_first_failed_probe: diff(started, Some(kill.wall)),
         detection: diff(take, started),
         steps,

@@ -5,8 +5,15 @@
 //! Planned switchovers are measured the same way for understudy and `patronictl switchover`, interleaved,
 //! in a table of their own.
 //!
-//! Flags: `--runs N` (10), `--pairs N` (1000), `--skip-patroni`, `--skip-failover`, `--skip-switchover`,
-//! `--skip-footprint`, `--only failover,switchover,footprint` (any subset).
+//! Failovers are measured twice for understudy: with one controller (the standby site's, so no leader
+//! key is kept) and with one controller per site (`two-site`: the primary site keeps the leader key
+//! on an etcd lease of `leaseTTL`, and the standby promotes only after it is gone), for each
+//! `--lease-ttls` value, both for a postmaster SIGKILL and a node loss.
+//!
+//! Flags: `--runs N` (10), `--pairs N` (1000), `--lease-ttls 10,4` (seconds), `--skip-patroni`,
+//! `--skip-failover`, `--skip-two-site`, `--skip-switchover`, `--skip-footprint`,
+//! `--only failover,two-site,switchover,footprint` (any subset; `two-site` alone runs the two-site
+//! understudy failovers and Patroni's (a) and (b), not (a′) nor the one-controller runs).
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
@@ -16,7 +23,9 @@ use understudy_e2e::{
         cell,
         footprint::{self, Footprint},
         patroni::{self, Scenario, Timing, SCENARIOS},
-        switchover, understudy as us, Summary,
+        switchover, two_site,
+        understudy::{self as us, Topology},
+        Summary,
     },
     sandbox::repo_root,
 };
@@ -28,6 +37,8 @@ struct Args {
     skip_footprint: bool,
     skip_switchover: bool,
     skip_failover: bool,
+    skip_two_site: bool,
+    lease_ttls: Vec<u32>,
 }
 
 fn args() -> Result<Args> {
@@ -38,6 +49,8 @@ fn args() -> Result<Args> {
         skip_footprint: false,
         skip_switchover: false,
         skip_failover: false,
+        skip_two_site: false,
+        lease_ttls: two_site::DEFAULT_TTLS.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -48,29 +61,49 @@ fn args() -> Result<Args> {
             "--skip-footprint" => a.skip_footprint = true,
             "--skip-switchover" => a.skip_switchover = true,
             "--skip-failover" => a.skip_failover = true,
+            "--skip-two-site" => a.skip_two_site = true,
+            "--lease-ttls" => {
+                a.lease_ttls = it
+                    .next()
+                    .context("--lease-ttls 10,4")?
+                    .split(',')
+                    .map(|t| {
+                        t.trim().trim_end_matches('s').parse::<u32>().context("--lease-ttls 10,4 (seconds)")
+                    })
+                    .collect::<Result<_>>()?;
+                // leaseTTL ≥ 4 × probeTimeout (1 s in the measured pair), and the CRD's 2 s..5 m.
+                if let Some(t) = a.lease_ttls.iter().find(|t| !(4..=300).contains(*t)) {
+                    bail!("--lease-ttls: {t} s is outside 4..300 s (leaseTTL ≥ 4 × probeTimeout 1 s)");
+                }
+            }
             "--only" => {
                 let parts: Vec<String> = it
                     .next()
-                    .context("--only failover,switchover,footprint")?
+                    .context("--only failover,two-site,switchover,footprint")?
                     .split(',')
                     .map(str::to_string)
                     .collect();
-                if let Some(p) =
-                    parts.iter().find(|p| !["failover", "switchover", "footprint"].contains(&p.as_str()))
+                if let Some(p) = parts
+                    .iter()
+                    .find(|p| !["failover", "two-site", "switchover", "footprint"].contains(&p.as_str()))
                 {
-                    bail!("--only: unknown part {p:?} (failover, switchover, footprint)");
+                    bail!("--only: unknown part {p:?} (failover, two-site, switchover, footprint)");
                 }
                 let has = |x: &str| parts.iter().any(|p| p == x);
                 a.skip_failover = !has("failover");
+                a.skip_two_site = !has("two-site");
                 a.skip_switchover = !has("switchover");
                 a.skip_footprint = !has("footprint");
             }
             "-h" | "--help" => {
-                println!("understudy-bench [--runs N] [--pairs N] [--skip-patroni] [--skip-failover] [--skip-switchover] [--skip-footprint] [--only failover,switchover,footprint]");
+                println!("understudy-bench [--runs N] [--pairs N] [--lease-ttls 10,4] [--skip-patroni] [--skip-failover] [--skip-two-site] [--skip-switchover] [--skip-footprint] [--only failover,two-site,switchover,footprint]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
+    }
+    if a.lease_ttls.is_empty() {
+        a.skip_two_site = true;
     }
     if a.runs == 0 || a.pairs == 0 {
         bail!("--runs and --pairs must be at least 1");
@@ -102,31 +135,55 @@ async fn main() -> Result<()> {
 
     let mut us_runs: Vec<us::Run> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
+    let mut two_runs: BTreeMap<String, Vec<us::Run>> = BTreeMap::new();
     let mut pat_runs: BTreeMap<String, Vec<patroni::Run>> = BTreeMap::new();
-    let failover_rounds = if a.skip_failover { 0 } else { a.runs };
-    for i in 0..failover_rounds {
-        say(format!("round {}/{}: understudy", i + 1, a.runs));
-        match us::run_once(&format!("bench{i}")).await {
-            Ok(r) => {
-                say(format!(
-                    "  understudy: kill→write {:.2}s, RTO {:.2}s, lost acked {}",
-                    r.kill_to_write.unwrap_or(f64::NAN),
-                    r.rto.unwrap_or(f64::NAN),
-                    r.lost_acked
-                ));
-                us_runs.push(r);
+    let failover_rounds = if a.skip_failover && a.skip_two_site { 0 } else { a.runs };
+    // One controller (unless skipped), then one controller per site for each lease TTL and kill.
+    let mut topologies: Vec<Topology> = Vec::new();
+    if !a.skip_failover {
+        topologies.push(Topology::Single);
+    }
+    if !a.skip_two_site {
+        for &ttl in &a.lease_ttls {
+            for node_loss in [false, true] {
+                topologies.push(Topology::TwoSite { lease_ttl_s: ttl, node_loss });
             }
-            Err(e) => {
-                say(format!("  understudy run {} FAILED: {e:#}", i + 1));
-                failures.push(format!("understudy run {}: {e:#}", i + 1));
+        }
+    }
+    for i in 0..failover_rounds {
+        for (j, topo) in topologies.iter().enumerate() {
+            let key = topo.key();
+            say(format!("round {}/{}: understudy {key}", i + 1, a.runs));
+            match us::run_once(&format!("bench{i}x{j}"), *topo).await {
+                Ok(r) => {
+                    say(format!(
+                        "  understudy {key}: kill→write {:.2}s, kill→decided {:.2}s, kill→key gone {:.2}s, RTO {:.2}s, lost acked {}",
+                        r.kill_to_write.unwrap_or(f64::NAN),
+                        r.kill_to_decision.unwrap_or(f64::NAN),
+                        r.kill_to_key_gone.unwrap_or(f64::NAN),
+                        r.rto.unwrap_or(f64::NAN),
+                        r.lost_acked
+                    ));
+                    if *topo == Topology::Single {
+                        us_runs.push(r);
+                    } else {
+                        two_runs.entry(key).or_default().push(r);
+                    }
+                }
+                Err(e) => {
+                    say(format!("  understudy {key} run {} FAILED: {e:#}", i + 1));
+                    failures.push(format!("understudy {key} run {}: {e:#}", i + 1));
+                }
             }
         }
         if a.skip_patroni {
             continue;
         }
+        // (a′), Patroni restarting in place, belongs to the one-controller table only.
         let configs: Vec<Config> = [("defaults", Timing::DEFAULTS), ("aggressive", aggressive)]
             .into_iter()
             .flat_map(|(l, t)| SCENARIOS.iter().map(move |s| (l, t, *s)))
+            .filter(|(_, _, s)| !a.skip_failover || s.key != "a-restart")
             .collect();
         for (label, timing, scenario) in configs {
             let key = format!("{label}/{}", scenario.key);
@@ -196,6 +253,7 @@ async fn main() -> Result<()> {
         a: &a,
         argv,
         us: &us_runs,
+        two: &two_runs,
         pat: &pat_runs,
         fp: fp.as_ref(),
         sw: sw.as_ref(),
@@ -230,6 +288,7 @@ struct Report<'a> {
     a: &'a Args,
     argv: Vec<String>,
     us: &'a [us::Run],
+    two: &'a BTreeMap<String, Vec<us::Run>>,
     pat: &'a BTreeMap<String, Vec<patroni::Run>>,
     fp: Option<&'a Footprint>,
     sw: Option<&'a switchover::Report>,
@@ -526,12 +585,15 @@ impl Report<'_> {
             );
             o.push_str(&switchover::settings(!self.a.skip_patroni));
         }
-        if self.a.skip_failover {
+        if self.a.skip_failover && self.a.skip_two_site {
             return self.footprint_settings(o);
         }
-        let _ = writeln!(o, "failover runs: N={} per configuration, interleaved (understudy run i, then each Patroni configuration run i); each run on a fresh sandbox; figures are median (min–max)", self.a.runs);
+        let _ = writeln!(o, "failover runs: N={} per configuration, interleaved (understudy run i of each topology, then each Patroni configuration run i); each run on a fresh sandbox; figures are median (min–max)", self.a.runs);
         let _ = writeln!(o, "understudy: pair spec.failover {{ {} }}; controller = target/debug/understudy as a process (bed.controller_process, --site west); Workload INSERT through PgBouncer (transaction pooling) every 20 ms; kill = SIGKILL of the primary postmaster; first write = first ack after the kill and after the Promote step started", us::FAILOVER);
         let _ = writeln!(o, "understudy full pair: DataSource ConfigMap+Secret, PgBouncer/HTTP/rollout recycle, RFC 2136 DNS + DNSEndpoint, etcd witness epoch (e2e/src/bed.rs pair_yaml)");
+        if !self.a.skip_two_site {
+            o.push_str(&two_site::settings(&self.a.lease_ttls));
+        }
         if !self.patroni_version.is_empty() {
             let _ = writeln!(
                 o,
@@ -540,7 +602,7 @@ impl Report<'_> {
                 self.aggressive.label(),
                 self.aggressive_note
             );
-            let _ = writeln!(o, "Patroni scenarios: (a) kill -KILL <postmaster> with primary_start_timeout 0 (fails over); (a′) same with primary_start_timeout 300 (default: restarts in place); (b) kill -KILL <patroni> and <postmaster>");
+            let _ = writeln!(o, "Patroni scenarios: (a) kill -KILL <postmaster> with primary_start_timeout 0 (fails over); {}(b) kill -KILL <patroni> and <postmaster>", if self.a.skip_failover { "" } else { "(a′) same with primary_start_timeout 300 (default: restarts in place); " });
             let _ = writeln!(o, "Patroni client: INSERT every 50 ms, DSN {}, reconnect after any error; a write counts when a server other than the killed postmaster acked it (inet_server_port(), pg_postmaster_start_time())", patroni::CLIENT_DSN);
         }
         self.footprint_settings(o)
@@ -568,12 +630,22 @@ impl Report<'_> {
             ];
             let mut notes = String::new();
             if !self.a.skip_failover {
-                notes.push_str("¹ understudy's node loss is the same experiment as (a): the \"node\" of the primary runs only the postmaster (the controller runs at the standby's site), so there is nothing else to kill; the same runs are shown.\n");
+                notes.push_str("¹ understudy's node loss is the same experiment as (a): the \"node\" of the primary runs only the postmaster (the only controller runs at the standby's site), so there is nothing else to kill; the same runs are shown. With one controller per site, see the two-site table.\n");
             }
             if self.fp.is_some() {
                 notes.push_str("² the controller's own /metrics: understudy_reconcile_duration_seconds (histogram, quantiles interpolated within its buckets) and its count over the window; the controller requeues probeInterval after a reconcile ends, so the round interval per pair = 1 s + reconcile duration + queueing.\n");
             }
             add_table(&mut md, &mut text, &head, &rows, &notes);
+        }
+        if !self.a.skip_two_site {
+            let head = [
+                "measurement (failover, one controller per site)".to_string(),
+                "understudy two-site".to_string(),
+                format!("Patroni {}", Timing::DEFAULTS.label()),
+                format!("Patroni {}", self.aggressive.label()),
+            ];
+            let rows = two_site::rows(self.two, &self.a.lease_ttls, self.a.runs, self.pat, self.aggressive);
+            add_table(&mut md, &mut text, &head, &rows, two_site::NOTES);
         }
         if let Some(sw) = self.sw {
             let (head, rows) = sw.table(self.a.runs, !self.a.skip_patroni);
@@ -594,6 +666,7 @@ impl Report<'_> {
             "settings": self.settings(),
             "table": table,
             "understudy": { "failover": us::FAILOVER, "runs": self.us },
+            "understudy_two_site": { "lease_ttls": self.a.lease_ttls, "runs": self.two },
             "switchover": self.sw,
             "patroni": {
                 "version": self.patroni_version,
