@@ -167,9 +167,8 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
                 give_up(&cfg, &mut witness, &mut lease, &mut keepalive, &state).await;
                 fenced_here = true;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(t.renew_every) => {}
-                changed = cfg_rx.changed() => if changed.is_err() { return },
+            if !wait(&mut cfg_rx, Instant::now() + t.renew_every, true).await {
+                return;
             }
             continue;
         }
@@ -269,9 +268,27 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
         if let Some(d) = deadline {
             wake = wake.min(d.max(Instant::now()));
         }
+        if !wait(&mut cfg_rx, wake, cfg.site_failed).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps until `wake`. A new configuration (every reconcile sends one) only cuts the sleep short
+/// when it changes whether the site failed, so keepalives keep their own cadence. False when the
+/// reconciler dropped the keeper.
+async fn wait(cfg_rx: &mut watch::Receiver<Config>, wake: Instant, site_failed: bool) -> bool {
+    loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {}
-            changed = cfg_rx.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(wake.into()) => return true,
+            changed = cfg_rx.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+                if cfg_rx.borrow().site_failed != site_failed {
+                    return true;
+                }
+            }
         }
     }
 }

@@ -176,7 +176,10 @@ pub struct Transition {
     /// Recovery time: from `startedAt` to the last step done, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_seconds: Option<f64>,
-    /// WAL bytes written on the old primary that the promoted standby had not replayed.
+    /// WAL bytes written on the old primary that the promoted standby had not received, counted from
+    /// the last position a probe read on the old primary: a lower bound after an unplanned failover
+    /// (WAL written after that probe cannot be seen; 0 for a switchover, which waits for it).
+    /// Absent when the old primary's position was never read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_wal_bytes: Option<i64>,
     /// `Failover` or `Switchover`.

@@ -241,12 +241,20 @@ fn step_ctx<'a>(
     idx: usize,
 ) -> StepCtx<'a> {
     let st = drp.status.as_ref();
+    // The old primary's last position: the switchover's final LSN, else the latest this controller
+    // saw itself or found in the status (position-only status writes are throttled, and with a
+    // controller per site the other one may have written the status last).
     let last_primary_lsn = match t.final_lsn.as_deref() {
         Some(l) => l.parse().ok(),
-        None => st
-            .and_then(|st| st.sites.iter().find(|s| s.name == t.from))
-            .and_then(|s| s.current_lsn.as_deref())
-            .and_then(|l| l.parse().ok()),
+        None => {
+            let written = st
+                .and_then(|st| st.sites.iter().find(|s| s.name == t.from))
+                .and_then(|s| s.current_lsn.as_deref())
+                .and_then(|l| l.parse::<crate::pg::Lsn>().ok());
+            let seen =
+                ctx.seen_lsn.lock().ok().and_then(|m| m.get(&format!("{pair}/{}", t.from)).map(|(_, l)| *l));
+            written.max(seen)
+        }
     };
     StepCtx {
         client: &ctx.client,

@@ -50,6 +50,9 @@ pub struct Context {
     pub written_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub unwritten:
         std::sync::Mutex<std::collections::HashMap<String, crate::crd::DisasterRecoveryPairStatus>>,
+    /// Per pair and site (`ns/name/site`): the highest WAL insert position a probe of it read, the
+    /// freshest "last known primary LSN" for the lost-WAL figure of a failover.
+    pub seen_lsn: std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, crate::pg::Lsn)>>,
 }
 
 /// How often a status whose only change is WAL positions and lag is written.
@@ -168,6 +171,7 @@ pub async fn run(
         keepers: Default::default(),
         written_at: Default::default(),
         unwritten: Default::default(),
+        seen_lsn: Default::default(),
     });
     if let Some(r) = &opts.ready {
         r.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -199,6 +203,9 @@ pub async fn run(
             }
             if let Ok(mut m) = ctx2.unwritten.lock() {
                 m.retain(|k, _| exists(k));
+            }
+            if let Ok(mut m) = ctx2.seen_lsn.lock() {
+                m.retain(|k, _| k.rsplit_once('/').is_some_and(|(pair, _)| exists(pair)));
             }
         }
     });
@@ -289,6 +296,15 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     }
     ctx.metrics.epoch.get_or_create(&pair_label).set(status.epoch);
     for o in &obs.sites {
+        if let crate::probe::Outcome::Up(crate::probe::PgState { current_lsn: Some(lsn), timeline, .. }) =
+            &o.sql
+        {
+            if let Ok(mut m) = ctx.seen_lsn.lock() {
+                // The highest position on the server's current timeline (a rewound server starts over).
+                let e = m.entry(format!("{pair_key}/{}", o.name)).or_insert((*timeline, *lsn));
+                *e = if e.0 == *timeline { (e.0, e.1.max(*lsn)) } else { (*timeline, *lsn) };
+            }
+        }
         let outcome = match &o.sql {
             crate::probe::Outcome::Up(_) => "up",
             crate::probe::Outcome::Down(_) => "down",

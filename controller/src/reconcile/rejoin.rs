@@ -139,6 +139,12 @@ pub async fn step(
                     if let Err(e) = crate::failover::executor::write_status(ctx, &claimed, &done).await {
                         warn!(error = %e, "recording the rejoin hook's outcome");
                     }
+                    // The caller's own status write now meets a newer resourceVersion and its
+                    // Events would be dropped with it: publish this round's here.
+                    for ev in events.drain(..) {
+                        info!(reason = %ev.reason, note = %ev.note, "event");
+                        ctx.publish(&claimed, ev).await;
+                    }
                 }
             }
         }
