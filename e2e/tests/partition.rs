@@ -37,9 +37,13 @@ struct Sites {
 /// `site_users`: run each controller under its own user id (so the network can be cut per site);
 /// without, they run as root and can run the sandbox's rejoin hook (it restarts PostgreSQL).
 async fn two_site_bed(label: &str, site_users: bool) -> Result<Sites> {
+    two_site_bed_with(label, site_users, FAILOVER).await
+}
+
+async fn two_site_bed_with(label: &str, site_users: bool, failover: &str) -> Result<Sites> {
     let bed = Bed::start(label).await?;
     let yaml = bed
-        .pair_yaml("chat", FAILOVER)
+        .pair_yaml("chat", failover)
         .replace("prefix: /understudy }", &format!("prefix: /understudy, leaseTTL: {LEASE_TTL} }}"));
     ensure!(yaml.contains("leaseTTL"), "pair YAML changed shape: {yaml}");
     support::create_pair(&bed.client, &bed.ns, &yaml).await?;
@@ -282,7 +286,14 @@ async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchovers_with_a_controller_per_site_move_the_leader_key_and_writes_keep_flowing() -> Result<()> {
-    let s = two_site_bed("twosite-switch", false).await?;
+    // Gentler probes than the partition trials: a loaded CI machine must not make a healthy primary
+    // look down in the middle of a planned switchover.
+    let s = two_site_bed_with(
+        "twosite-switch",
+        false,
+        "mode: Automatic, probeInterval: 500ms, probeTimeout: 1s, failureThreshold: 4",
+    )
+    .await?;
     let wl = s.bed.workload("app_writes", Duration::from_millis(10)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
     let mut primary = "east";
@@ -293,10 +304,14 @@ async fn switchovers_with_a_controller_per_site_move_the_leader_key_and_writes_k
         let t = drp.status.and_then(|s| s.last_transition).context("transition")?;
         ensure!(
             t.kind == "Switchover" && t.outcome.as_deref() == Some("Completed") && t.to == target,
-            "switchover {i}: {} {:?} to {}",
+            "switchover {i}: {} {:?} to {}; steps: {:?}",
             t.kind,
             t.outcome,
-            t.to
+            t.to,
+            t.steps
+                .iter()
+                .map(|x| format!("{} {:?}: {:?}", x.name, x.outcome, x.message))
+                .collect::<Vec<_>>()
         );
         wait_for(&format!("{target} to hold the leader key"), Duration::from_secs(20), || async {
             Ok(s.bed.witness_leader("chat")? == format!("{i} {target}"))
