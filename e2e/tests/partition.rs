@@ -252,12 +252,11 @@ async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_i
     tokio::time::sleep(Duration::from_secs(1)).await;
     ensure!(s.direct.acked() == fenced_acks, "east acknowledged writes while fenced");
     ensure!(s.bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim() == "t", "west was promoted");
-    let drp = api.get("chat").await?;
-    let blocked = condition(&drp, conditions::FAILOVER_BLOCKED);
-    ensure!(
-        blocked.as_ref().is_some_and(|c| c.0 == "True" && c.1 == "WitnessUnavailable"),
-        "FailoverBlocked {blocked:?}"
-    );
+    wait_for("FailoverBlocked/WitnessUnavailable", Duration::from_secs(10), || async {
+        Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED)
+            .is_some_and(|c| c.0 == "True" && c.1 == "WitnessUnavailable"))
+    })
+    .await?;
 
     s.bed.witness.restart()?;
     wait_for("east to take its key back and lift the fence", Duration::from_secs(30), || async {

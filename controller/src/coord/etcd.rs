@@ -375,7 +375,9 @@ impl Witness {
         let to = from + 1;
         let new = encode_epoch(to, holder, transition);
         let (cur_epoch, cur_holder, cur_transition) = self.epoch().await?;
-        if cur_epoch == to && cur_holder == holder && cur_transition == transition {
+        // The same transition already moved it: a retry after a crash, or the other site's controller
+        // running the same journal step (the journal, not the holder, owns the transition).
+        if cur_epoch == to && cur_transition == transition {
             return Ok(Swap::Won);
         }
         if cur_epoch != from {

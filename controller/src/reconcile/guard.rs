@@ -141,6 +141,12 @@ pub fn record(
     now: Timestamp,
 ) -> Vec<EventNote> {
     let mut events = Vec::new();
+    if matches!(decision, Decision::Failover { .. }) {
+        // The transition's start records it (or its refusal: the witness, the epoch swap, the
+        // leader key); writing "started" first would flap the condition on every refused round.
+        st.pending_approval = None;
+        return events;
+    }
     let (status, reason, message) = match decision {
         Decision::Steady => ("False", reasons::NOT_NEEDED, "the primary is not confirmed down".to_string()),
         Decision::Blocked { reason, message } => ("True", *reason, message.clone()),
@@ -152,7 +158,7 @@ pub fn record(
                 annotations::APPROVE
             ),
         ),
-        Decision::Failover { .. } => ("False", reasons::FAILING_OVER, "failover started".to_string()),
+        Decision::Failover { .. } => unreachable!("returned above"),
     };
     let before = st.conditions.iter().find(|c| c.type_ == conditions::FAILOVER_BLOCKED);
     let changed = before.map(|b| b.status != status || b.reason != reason).unwrap_or(status == "True");
