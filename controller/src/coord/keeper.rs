@@ -304,6 +304,13 @@ enum Round {
     },
 }
 
+/// Connects to the witness within `limit`.
+async fn connect(cfg: &Config, limit: Duration) -> Result<Witness, String> {
+    Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit, cfg.access.clone())
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// One round: connect if needed, take the key if not held, else renew. Every call is bounded by
 /// the renew interval, so a witness that stops answering cannot stall the self-fence clock.
 async fn round_once(
@@ -315,17 +322,7 @@ async fn round_once(
     let t = cfg.timing;
     let limit = t.renew_every;
     if witness.is_none() {
-        let w = Witness::connect(
-            &cfg.endpoints,
-            &cfg.prefix,
-            &cfg.namespace,
-            &cfg.name,
-            limit,
-            cfg.access.clone(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        *witness = Some(w);
+        *witness = Some(connect(cfg, limit).await?);
         *keepalive = None;
     }
     let res = round_connected(cfg, witness.as_mut().expect("connected above"), lease, keepalive, limit).await;
@@ -406,16 +403,7 @@ async fn give_up(
         let released = async {
             let mut w = match witness.take() {
                 Some(w) => w,
-                None => Witness::connect(
-                    &cfg.endpoints,
-                    &cfg.prefix,
-                    &cfg.namespace,
-                    &cfg.name,
-                    limit,
-                    cfg.access.clone(),
-                )
-                .await
-                .map_err(|e| e.to_string())?,
+                None => connect(cfg, limit).await?,
             };
             w.release(cfg.epoch, &cfg.site).await.map_err(|e| e.to_string())?;
             *witness = Some(w);

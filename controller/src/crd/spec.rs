@@ -99,6 +99,17 @@ pub struct DisasterRecoveryPairSpec {
     pub coordination: Option<Coordination>,
 }
 
+impl DisasterRecoveryPairSpec {
+    /// The site named `name` with its index in `spec.sites` (for field paths in messages).
+    pub fn site(&self, name: &str) -> Result<(usize, &Site), String> {
+        self.sites
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+            .ok_or_else(|| format!("no site named {name} in spec.sites"))
+    }
+}
+
 /// One site: a PostgreSQL server and how the application reaches it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -8,7 +8,7 @@ use kube::Client;
 
 use super::{Failure, Outcome, Step};
 use crate::{
-    crd::{DisasterRecoveryPairSpec, Site},
+    crd::DisasterRecoveryPairSpec,
     datasource,
     dns::{dns_endpoint, rfc2136},
     pg::{admin, conn, Lsn},
@@ -186,17 +186,8 @@ pub async fn roll_back(cx: &StepCtx<'_>) -> Result<String, String> {
     Ok(format!("{} writable again, PgBouncer resumed", cx.from))
 }
 
-fn site<'a>(cx: &'a StepCtx<'_>, name: &str) -> Result<(usize, &'a Site), String> {
-    cx.spec
-        .sites
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name == name)
-        .ok_or_else(|| format!("no site named {name} in spec.sites"))
-}
-
 async fn connect_site(cx: &StepCtx<'_>, name: &str) -> Result<tokio_postgres::Client, String> {
-    let (i, s) = site(cx, name)?;
+    let (i, s) = cx.spec.site(name)?;
     let secrets = Secrets::new(cx.client.clone(), cx.ns);
     let (target, _) = conn::resolve(&secrets, i, s, cx.timeout).await.map_err(|e| e.to_string())?;
     tokio::time::timeout(cx.timeout, conn::connect(&target))
@@ -319,7 +310,7 @@ async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, String> {
     if cx.spec.recycle.is_empty() {
         return Ok(Done::skipped("no spec.recycle entries"));
     }
-    let (_, to) = site(cx, cx.to)?;
+    let (_, to) = cx.spec.site(cx.to)?;
     let secrets = Secrets::new(cx.client.clone(), cx.ns);
     let mut done = Vec::new();
     for (i, r) in cx.spec.recycle.iter().enumerate() {
@@ -382,7 +373,7 @@ async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
     if cx.spec.dns.is_empty() {
         return Ok(Done::skipped("no spec.dns records"));
     }
-    let (i, to) = site(cx, cx.to)?;
+    let (i, to) = cx.spec.site(cx.to)?;
     let target = to
         .dns_target
         .as_deref()

@@ -141,13 +141,13 @@ pub fn record(
     now: Timestamp,
 ) -> Vec<EventNote> {
     let mut events = Vec::new();
-    if matches!(decision, Decision::Failover { .. }) {
+    let (status, reason, message) = match decision {
         // The transition's start records it (or its refusal: the witness, the epoch swap, the
         // leader key); writing "started" first would flap the condition on every refused round.
-        st.pending_approval = None;
-        return events;
-    }
-    let (status, reason, message) = match decision {
+        Decision::Failover { .. } => {
+            st.pending_approval = None;
+            return events;
+        }
         Decision::Steady => ("False", reasons::NOT_NEEDED, "the primary is not confirmed down".to_string()),
         Decision::Blocked { reason, message } => ("True", *reason, message.clone()),
         Decision::AwaitApproval { nonce, to } => (
@@ -158,7 +158,6 @@ pub fn record(
                 annotations::APPROVE
             ),
         ),
-        Decision::Failover { .. } => unreachable!("returned above"),
     };
     let before = st.conditions.iter().find(|c| c.type_ == conditions::FAILOVER_BLOCKED);
     let changed = before.map(|b| b.status != status || b.reason != reason).unwrap_or(status == "True");
@@ -198,8 +197,8 @@ pub fn record(
                 }
             }
         }
-        Decision::Failover { .. } | Decision::Steady => st.pending_approval = None,
-        Decision::Blocked { .. } => {}
+        Decision::Steady => st.pending_approval = None,
+        Decision::Failover { .. } | Decision::Blocked { .. } => {}
     }
     events
 }

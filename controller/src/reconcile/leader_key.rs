@@ -120,13 +120,7 @@ async fn config(
     ctx: &Context,
 ) -> Result<keeper::Config, String> {
     let secrets = Secrets::new(ctx.client.clone(), ns);
-    let (i, s) = drp
-        .spec
-        .sites
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name == site)
-        .ok_or_else(|| format!("no site named {site} in spec.sites"))?;
+    let (i, s) = drp.spec.site(site)?;
     let (postgres, _) =
         conn::resolve(&secrets, i, s, timing.fence_budget).await.map_err(|e| e.to_string())?;
     let access = crate::failover::executor::witness_access(etcd, &secrets).await?;

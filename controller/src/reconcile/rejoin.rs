@@ -170,13 +170,7 @@ async fn connect(
     ctx: &Context,
 ) -> Result<(tokio_postgres::Client, Credentials, String, u16), String> {
     let ns = drp.namespace().unwrap_or_default();
-    let (i, s) = drp
-        .spec
-        .sites
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name == site)
-        .ok_or_else(|| format!("no site {site}"))?;
+    let (i, s) = drp.spec.site(site)?;
     let timeout: Duration = drp.spec.failover.probe_timeout.into();
     let (target, creds) = conn::resolve(&Secrets::new(ctx.client.clone(), &ns), i, s, timeout)
         .await
