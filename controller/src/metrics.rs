@@ -71,6 +71,8 @@ pub struct Metrics {
     pub lost_wal_bytes: Family<PairLabels, Gauge<i64, AtomicI64>>,
     pub is_leader: Gauge<i64, AtomicI64>,
     pub leader_key: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    /// 1 for each pair whose stored object the controller cannot read (it is skipped, the rest are not).
+    pub undecodable: Family<PairLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -93,6 +95,7 @@ impl Default for Metrics {
             lost_wal_bytes: Family::default(),
             is_leader: Gauge::default(),
             leader_key: Family::default(),
+            undecodable: Family::default(),
         };
         r.register("reconcile_runs", "Reconciles run", m.reconcile_runs.clone());
         r.register(
@@ -138,6 +141,11 @@ impl Default for Metrics {
             "leader_key",
             "Primary site's leader key in etcd: 1 held, 0 not held, -1 this site fenced itself",
             m.leader_key.clone(),
+        );
+        r.register(
+            "undecodable_pair",
+            "1 while the pair's stored object cannot be read by this controller (reported on the pair as an Undecodable Event; the other pairs are unaffected)",
+            m.undecodable.clone(),
         );
         Metrics { registry: Arc::new(r), ..m }
     }

@@ -168,7 +168,7 @@ pub fn pair_yaml(name: &str, pg: &PgPair, credentials_secret: &str, extra: &str)
          \x20   dataSourceSecret: {{ name: dsn-east, key: dsn }}\n    dnsTarget: 127.0.0.11\n\
          - name: west\n    postgres: {{ host: 127.0.0.1, port: {s}, database: postgres, credentialsSecret: {{ name: {credentials_secret} }} }}\n\
          \x20   dataSourceSecret: {{ name: dsn-west, key: dsn }}\n    dnsTarget: 127.0.0.12\n\
-         \x20 failover: {{ mode: Manual, probeInterval: 500ms, probeTimeout: 1s, failureThreshold: 3, maxLagBytes: 16Mi }}\n{extra}",
+         \x20 failover: {{ mode: Manual, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 3, maxLagBytes: 16Mi }}\n{extra}",
         p = pg.primary.port,
         s = pg.standby.port,
     )

@@ -21,7 +21,7 @@ use understudy_e2e::{
 };
 
 const FAST: &str =
-    "mode: Automatic, probeInterval: 500ms, probeTimeout: 1s, failureThreshold: 3, maxLagBytes: 16Mi";
+    "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 3, maxLagBytes: 16Mi";
 
 async fn events(bed: &Bed) -> Result<Vec<Event>> {
     Ok(Api::<Event>::namespaced(bed.client.clone(), &bed.ns).list(&ListParams::default()).await?.items)
@@ -147,8 +147,8 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
 async fn a_blip_shorter_than_the_threshold_changes_nothing() -> Result<()> {
     let mut bed = Bed::start("blip").await?;
     let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    let yaml =
-        bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, probeTimeout: 1s, failureThreshold: 8");
+    let yaml = bed
+        .pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 8");
     support::create_pair(&bed.client, &bed.ns, &yaml).await?;
     bed.wait_healthy("chat").await?;
     // A restart of the primary: down for well under 8 x 500 ms.

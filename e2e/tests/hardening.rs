@@ -66,7 +66,7 @@ async fn the_api_server_rejects_bad_pairs_naming_the_field() -> Result<()> {
         (doc("dns2", SITES, "  dns: [ { rfc2136: { server: 'x:53', zone: z, name: n, tsigSecret: { name: t } }, dnsEndpoint: { name: e, dnsName: d } } ]\n"), "spec.dns[0]"),
         (doc("ttl0", SITES, "  dns: [ { rfc2136: { server: 'x:53', zone: z, name: n, ttl: 0, tsigSecret: { name: t } } } ]\n"), "spec.dns[0].rfc2136.ttl"),
         (doc("lease", SITES, "  coordination: { etcd: { endpoints: ['http://w:2379'], leaseTTL: 1s } }\n"), "spec.coordination.etcd.leaseTTL"),
-        (doc("leasetiming", SITES, "  failover: { probeTimeout: 5s }\n  coordination: { etcd: { endpoints: ['http://w:2379'], leaseTTL: 10s } }\n"), "spec.coordination.etcd.leaseTTL must be at least 4 × spec.failover.probeTimeout"),
+        (doc("leasetiming", SITES, "  failover: { probeInterval: 5s, probeTimeout: 5s }\n  coordination: { etcd: { endpoints: ['http://w:2379'], leaseTTL: 10s } }\n"), "spec.coordination.etcd.leaseTTL must be at least 4 × spec.failover.probeTimeout"),
         (doc("noetcd", SITES, "  coordination: { etcd: { endpoints: [] } }\n"), "spec.coordination.etcd.endpoints"),
         (doc("tlsnoca", "  - { name: east, postgres: { host: a, credentialsSecret: { name: s }, tls: { mode: VerifyFull } } }\n  - { name: west, postgres: { host: b, credentialsSecret: { name: s } } }\n", ""), "spec.sites[0].postgres.tls"),
         (doc("tlsmode", "  - { name: east, postgres: { host: a, credentialsSecret: { name: s }, tls: { mode: Prefer } } }\n  - { name: west, postgres: { host: b, credentialsSecret: { name: s } } }\n", ""), "spec.sites[0].postgres.tls.mode"),

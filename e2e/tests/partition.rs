@@ -290,7 +290,7 @@ async fn switchovers_with_a_controller_per_site_move_the_leader_key_and_writes_k
     let s = two_site_bed_with(
         "twosite-switch",
         false,
-        "mode: Automatic, probeInterval: 500ms, probeTimeout: 1s, failureThreshold: 4",
+        "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 4",
     )
     .await?;
     let wl = s.bed.workload("app_writes", Duration::from_millis(10)).await?;

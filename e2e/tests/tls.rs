@@ -16,7 +16,7 @@ use understudy_e2e::{
 };
 
 const FAST: &str =
-    "mode: Automatic, probeInterval: 500ms, probeTimeout: 1s, failureThreshold: 3, maxLagBytes: 16Mi";
+    "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 3, maxLagBytes: 16Mi";
 
 /// The TLS fragment `pair_yaml` gives each site on a TLS bed.
 const VERIFY_FULL: &str = "tls: { mode: VerifyFull, caSecret: { name: pg-ca, key: ca.crt } }";

@@ -381,7 +381,7 @@ impl Witness {
             return Ok(Swap::Won);
         }
         if cur_epoch != from {
-            return Ok(Swap::Lost { epoch: cur_epoch, holder: cur_holder });
+            return Ok(Swap::Lost { epoch: cur_epoch, holder: cur_holder, transition: cur_transition });
         }
         let cmp = if from == 0 && cur_holder.is_empty() {
             Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0)
@@ -407,7 +407,7 @@ impl Witness {
             return Ok(Swap::Won);
         }
         let (raw, leader_now) = self.read_both().await?;
-        let (epoch, cur_holder, _) =
+        let (epoch, cur_holder, cur_transition) =
             raw.as_deref().and_then(decode_epoch).unwrap_or((0, String::new(), String::new()));
         if epoch == from {
             if let Some(l) = leader_now {
@@ -415,6 +415,6 @@ impl Witness {
                 return Ok(Swap::LeaderAlive { holder: l.holder, ttl_left_s: ttl });
             }
         }
-        Ok(Swap::Lost { epoch, holder: cur_holder })
+        Ok(Swap::Lost { epoch, holder: cur_holder, transition: cur_transition })
     }
 }

@@ -62,7 +62,9 @@ impl Timing {
             || self.self_fence_after < self.renew_every * 2
         {
             return Err(format!(
-                "spec.coordination.etcd.leaseTTL ({:?}) must be at least {LEASE_TTL_PER_PROBE_TIMEOUT} ×                  spec.failover.probeTimeout ({:?}) so that the primary site fences itself before the                  standby can promote: raise leaseTTL or lower probeTimeout",
+                "spec.coordination.etcd.leaseTTL ({:?}) must be at least {LEASE_TTL_PER_PROBE_TIMEOUT} × \
+                 spec.failover.probeTimeout ({:?}) so that the primary site fences itself before the \
+                 standby can promote: raise leaseTTL or lower probeTimeout",
                 self.lease_ttl, self.fence_budget
             ));
         }
@@ -80,11 +82,19 @@ impl Timing {
 pub enum Swap {
     /// We moved the epoch to the value asked for (or had already done so, before a restart).
     Won,
-    /// Somebody else holds the epoch; nothing was changed.
-    Lost { epoch: i64, holder: String },
+    /// Somebody else holds the epoch; nothing was changed. `transition` is the id stored with it.
+    Lost { epoch: i64, holder: String, transition: String },
     /// The epoch is unchanged but the primary site's leader key is still alive: it has not
     /// fenced itself yet, so nothing may be promoted. `ttl_left_s` is its lease's remaining time.
     LeaderAlive { holder: String, ttl_left_s: i64 },
+}
+
+/// The site a transition id names: ids are `<pair uid>/<epoch>/<site promoted>` (ids written
+/// before the site was part of them have two parts and name none).
+pub fn transition_site(id: &str) -> Option<&str> {
+    let mut parts = id.split('/');
+    let (_, _, site) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(site).filter(|s| !s.is_empty())
 }
 
 /// What an etcd epoch key holds: `<epoch> <holder> <transition id>`.
@@ -117,6 +127,7 @@ mod tests {
                     Err(e) => {
                         assert!(ttl_ms < 4 * p_ms, "{ttl_ms} {p_ms} refused: {e}");
                         assert!(e.contains("spec.coordination.etcd.leaseTTL"), "{e}");
+                        assert!(!e.contains("  "), "no stray spaces: {e}");
                     }
                 }
             }
@@ -133,5 +144,7 @@ mod tests {
         let raw = encode_epoch(7, "west", "uid-1/7");
         assert_eq!(decode_epoch(&raw), Some((7, "west".into(), "uid-1/7".into())));
         assert_eq!(decode_epoch("garbage"), None);
+        assert_eq!(transition_site("uid-1/7/west"), Some("west"));
+        assert_eq!(transition_site("uid-1/7"), None);
     }
 }

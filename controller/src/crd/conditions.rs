@@ -15,6 +15,12 @@ pub const READY_FOR_FAILOVER: &str = "ReadyForFailover";
 /// Set by the primary site's controller (run with `--site`) when a witness is configured: whether
 /// it holds the pair's leader key in etcd, or has fenced its own database because it could not.
 pub const LEADER_KEY: &str = "LeaderKey";
+/// The outcome of the latest command given by annotation: `True` when it was accepted, `False`
+/// with the refusal's reason and full message when it was refused (an Event says the same).
+pub const LAST_COMMAND: &str = "LastCommand";
+/// Whether the spec can be acted on as written; `False` names the field and the fix for a rule
+/// that the API server did not check when the object was stored (an object older than the rule).
+pub const SPEC_VALID: &str = "SpecValid";
 /// Summary: the pair is protected (all of the above hold).
 pub const READY: &str = "Ready";
 
@@ -41,6 +47,8 @@ pub mod reasons {
     /// TLS, or a client certificate the server rejects. A configuration problem, never a failed probe.
     pub const TLS_HANDSHAKE_FAILED: &str = "TlsHandshakeFailed";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SPEC_OK: &str = "SpecOk";
+    pub const ACCEPTED: &str = "Accepted";
     pub const PROTECTED: &str = "Protected";
     pub const NOT_NEEDED: &str = "NotNeeded";
     pub const FAILING_OVER: &str = "FailingOver";
@@ -50,6 +58,9 @@ pub mod reasons {
     pub const STANDBY_UNAVAILABLE: &str = "StandbyUnavailable";
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
     pub const LOST_EPOCH_SWAP: &str = "LostEpochSwap";
+    /// The witness held a newer epoch than the status (a pair created again under an old name):
+    /// the status took the witness's epoch and primary.
+    pub const EPOCH_ADOPTED: &str = "EpochAdopted";
     pub const WITNESS_UNAVAILABLE: &str = "WitnessUnavailable";
     pub const NOT_PROTECTED: &str = "NotProtected";
     pub const LEADER_KEY_HELD: &str = "LeaderKeyHeld";

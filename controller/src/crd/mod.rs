@@ -3,6 +3,7 @@
 
 pub mod annotations;
 pub mod conditions;
+pub mod decode;
 mod spec;
 mod status;
 

@@ -59,7 +59,7 @@ use super::status::DisasterRecoveryPairStatus;
         .field_path(".failover.mode"),
     // The cross-site timing inequality (coord::Timing): the primary site fences itself at leaseTTL/2
     // and needs up to probeTimeout for it, with probeTimeout to spare before the lease can expire.
-    validation = Rule::new("!has(self.coordination) || !has(self.coordination.etcd) || !has(self.coordination.etcd.leaseTTL) || !has(self.failover) || !has(self.failover.probeTimeout) || duration(self.coordination.etcd.leaseTTL) >= duration(self.failover.probeTimeout) + duration(self.failover.probeTimeout) + duration(self.failover.probeTimeout) + duration(self.failover.probeTimeout)")
+    validation = Rule::new("!has(self.coordination) || !has(self.coordination.etcd) || !has(self.coordination.etcd.leaseTTL) || duration(self.coordination.etcd.leaseTTL) >= duration(has(self.failover) && has(self.failover.probeTimeout) ? self.failover.probeTimeout : '1s') + duration(has(self.failover) && has(self.failover.probeTimeout) ? self.failover.probeTimeout : '1s') + duration(has(self.failover) && has(self.failover.probeTimeout) ? self.failover.probeTimeout : '1s') + duration(has(self.failover) && has(self.failover.probeTimeout) ? self.failover.probeTimeout : '1s')")
         .message("spec.coordination.etcd.leaseTTL must be at least 4 × spec.failover.probeTimeout, so that the primary site fences itself (after leaseTTL/2, within probeTimeout) before the standby can promote: raise leaseTTL or lower probeTimeout")
         .field_path(".coordination.etcd.leaseTTL"),
 )]
@@ -79,9 +79,13 @@ pub struct DisasterRecoveryPairSpec {
     pub failover: FailoverPolicy,
 
     /// Where the application reads its database connection string. Every target is rewritten to the
-    /// new primary's DSN (`sites[*].dataSourceSecret`) on failover.
+    /// new primary's DSN (`sites[*].dataSourceSecret`) on failover. Targets in the same object
+    /// (a Secret's keys, a ConfigMap key's pointers) are written together in one update; the same
+    /// Secret key, or the same ConfigMap key and pointer, may appear only once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, !has(a.secretKey) || self.exists_one(b, has(b.secretKey) && b.secretKey.name == a.secretKey.name && b.secretKey.key == a.secretKey.key)) && self.all(a, !has(a.configMapKey) || self.exists_one(b, has(b.configMapKey) && b.configMapKey.name == a.configMapKey.name && b.configMapKey.key == a.configMapKey.key && b.configMapKey.jsonPointer == a.configMapKey.jsonPointer))")
+        .message("spec.dataSource: a target is listed twice (the same Secret name and key, or the same ConfigMap name, key and jsonPointer); remove the duplicate"))]
     pub data_source: Vec<DataSourceTarget>,
 
     /// How the application is made to drop connections to the old primary.
@@ -282,6 +286,14 @@ pub struct HttpCheck {
 
 /// What understudy does when the primary fails.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    // A probe that may outlast its interval makes detection slower than the settings say
+    // (failureThreshold × probeInterval): with 200ms / 2s a dead primary took 7.2 s, not 0.6 s.
+    validation = Rule::new("!has(self.probeTimeout) || !has(self.probeInterval) || duration(self.probeTimeout) <= duration(self.probeInterval)")
+        .message("spec.failover.probeTimeout must not exceed spec.failover.probeInterval: a dead primary is confirmed after failureThreshold × probeInterval only when each probe ends within its interval; lower probeTimeout or raise probeInterval")
+        .field_path(".probeTimeout"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverPolicy {
     /// `Manual` detects and reports only; `Approve` waits for the `dr.understudy.dev/approve`
@@ -293,18 +305,20 @@ pub struct FailoverPolicy {
     #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('1h')")
         .message("spec.failover.probeInterval must be between 100ms and 1h, e.g. 1s"))]
     pub probe_interval: Duration,
-    /// How long one probe may take before it counts as failed (`1s`).
-    #[serde(default = "default_probe_timeout")]
+    /// How long one probe may take before it counts as failed; at most `probeInterval`.
+    /// Default: 1s, or `probeInterval` when that is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('50ms') && duration(self) <= duration('1m')")
         .message("spec.failover.probeTimeout must be between 50ms and 1m, e.g. 1s"))]
-    pub probe_timeout: Duration,
+    pub probe_timeout: Option<Duration>,
     /// Consecutive failed probes before the primary counts as dead; one blip never triggers anything.
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: i32,
     /// Refuse an automatic promotion when the standby's last known replay lag exceeds this many bytes
     /// (the RPO guard). A Kubernetes quantity: `16Mi`, `1Gi`, `0` for "only when fully caught up".
-    #[serde(default = "default_max_lag")]
+    #[serde(default = "default_max_lag", deserialize_with = "lenient_quantity")]
+    #[schemars(schema_with = "int_or_string")]
     pub max_lag_bytes: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
     /// Planned switchover: how long to wait for the standby to replay the quiesced primary's last
     /// WAL before rolling back (primary writable again, PgBouncer resumed, nothing promoted).
@@ -319,12 +333,54 @@ pub struct FailoverPolicy {
     pub cooldown: Duration,
 }
 
+impl FailoverPolicy {
+    /// The timeout a probe round uses: `probeTimeout`, but never more than `probeInterval`, so
+    /// that a dead primary is confirmed after `failureThreshold × probeInterval` as the settings
+    /// say, also for an object stored before the rule `probeTimeout ≤ probeInterval` existed.
+    pub fn effective_probe_timeout(&self) -> std::time::Duration {
+        self.probe_timeout().min(self.probe_interval.into())
+    }
+
+    /// `probeTimeout` as set, else its default: 1s, or `probeInterval` when that is shorter.
+    pub fn probe_timeout(&self) -> std::time::Duration {
+        match self.probe_timeout {
+            Some(t) => t.into(),
+            None => std::time::Duration::from_secs(1).min(self.probe_interval.into()),
+        }
+    }
+}
+
+impl DisasterRecoveryPairSpec {
+    /// The spec's cross-field rules checked again at run time, each naming its field and the fix:
+    /// an object stored before a rule existed is never checked by the API server again.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let (t, i): (std::time::Duration, std::time::Duration) =
+            (self.failover.probe_timeout(), self.failover.probe_interval.into());
+        if t > i {
+            out.push(format!(
+                "spec.failover.probeTimeout ({t:?}) exceeds spec.failover.probeInterval ({i:?}): probes use \
+                 {i:?} as their timeout so that detection takes failureThreshold × probeInterval; set \
+                 probeTimeout to at most probeInterval"
+            ));
+        }
+        for (i, a) in self.data_source.iter().enumerate() {
+            if self.data_source[..i].contains(a) {
+                out.push(format!(
+                    "spec.dataSource[{i}] repeats an earlier target; it is written once: remove the duplicate"
+                ));
+            }
+        }
+        out
+    }
+}
+
 impl Default for FailoverPolicy {
     fn default() -> Self {
         Self {
             mode: FailoverMode::default(),
             probe_interval: default_probe_interval(),
-            probe_timeout: default_probe_timeout(),
+            probe_timeout: None,
             failure_threshold: default_failure_threshold(),
             max_lag_bytes: default_max_lag(),
             catch_up_timeout: default_catch_up_timeout(),
@@ -336,15 +392,38 @@ impl Default for FailoverPolicy {
 fn default_probe_interval() -> Duration {
     std::time::Duration::from_secs(1).into()
 }
-fn default_probe_timeout() -> Duration {
-    std::time::Duration::from_secs(1).into()
-}
 fn default_failure_threshold() -> i32 {
     3
 }
 fn default_max_lag() -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
     k8s_openapi::apimachinery::pkg::api::resource::Quantity("16Mi".into())
 }
+/// A quantity as the API server stores it under `x-kubernetes-int-or-string`: a string, a whole
+/// number, or (for objects stored before the schema stopped allowing it) `null`, read as the default.
+fn lenient_quantity<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<k8s_openapi::apimachinery::pkg::api::resource::Quantity, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+    }
+    Ok(match Option::<Raw>::deserialize(d)? {
+        None => default_max_lag(),
+        Some(Raw::Text(s)) => k8s_openapi::apimachinery::pkg::api::resource::Quantity(s),
+        Some(Raw::Signed(n)) => k8s_openapi::apimachinery::pkg::api::resource::Quantity(n.to_string()),
+        Some(Raw::Unsigned(n)) => k8s_openapi::apimachinery::pkg::api::resource::Quantity(n.to_string()),
+    })
+}
+
+/// The schema of a quantity: int-or-string, not nullable (so the API server prunes a `null` and
+/// applies the default instead of storing it).
+fn int_or_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+}
+
 fn default_catch_up_timeout() -> Duration {
     std::time::Duration::from_secs(30).into()
 }

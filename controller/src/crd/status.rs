@@ -46,9 +46,29 @@ pub struct DisasterRecoveryPairStatus {
     /// The last plan written by a `dr.understudy.dev/dry-run` request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<DryRun>,
-    /// Annotation values already acted on (annotation key → value), so each token acts once.
+    /// The last annotation value acted on or refused, per annotation key (values over 64
+    /// characters are kept as their first 32 characters and a digest).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub handled: std::collections::BTreeMap<String, String>,
+    /// Every command token (`switchover`, `failover`, `dry-run`) this pair has ever acted on or
+    /// refused, so that each acts at most once, forever, in bounded space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_tokens: Option<TokenFilter>,
+}
+
+/// A Bloom filter of handled tokens: 8,192 bits, 3 hashes of SHA-256(`<annotation>\0<token>`).
+/// It never forgets a token; a token never seen may, rarely, look seen (about 0.1 % after 300
+/// tokens, 3 % after 1,000), and is then refused with a request for another token: a command
+/// never acts twice, and at worst asks for a fresh token.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenFilter {
+    /// The 8,192 bits as 2,048 hexadecimal digits.
+    #[schemars(length(max = 2048))]
+    pub bits: String,
+    /// How many tokens were added.
+    #[serde(default)]
+    pub count: i64,
 }
 
 /// A failover that waits for approval.

@@ -191,6 +191,72 @@ fn the_example_pair_parses_and_passes_every_rule() {
     let spec = serde_json::to_value(&drp.spec).expect("spec as JSON");
     assert_eq!(cel_errors(&spec), "");
     let etcd = drp.spec.coordination.and_then(|c| c.etcd).expect("the example has a witness");
-    crate::coord::Timing::new(etcd.lease_ttl.into(), drp.spec.failover.probe_timeout.into())
+    crate::coord::Timing::new(etcd.lease_ttl.into(), drp.spec.failover.probe_timeout())
         .expect("the example's timing holds");
+}
+
+#[test]
+fn a_probe_timeout_longer_than_the_interval_is_rejected_and_capped_at_run_time() {
+    let policy =
+        |interval: &str, timeout: &str| json!({ "probeInterval": interval, "probeTimeout": timeout });
+    let errors = |v: &serde_json::Value| match FailoverPolicy::validate_cel(v, None) {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:?}"),
+    };
+    assert_eq!(errors(&policy("1s", "1s")), "");
+    assert_eq!(errors(&policy("500ms", "200ms")), "");
+    assert!(
+        errors(&policy("200ms", "2s"))
+            .contains("spec.failover.probeTimeout must not exceed spec.failover.probeInterval"),
+        "{}",
+        errors(&policy("200ms", "2s"))
+    );
+    assert_eq!(
+        errors(&json!({ "probeInterval": "200ms" })),
+        "",
+        "an unset timeout defaults below the interval"
+    );
+    // Run time: an object stored before the rule is capped and reported.
+    let stored: DisasterRecoveryPairSpec = serde_json::from_value(spec(
+        json!({ "failover": { "probeInterval": "200ms", "probeTimeout": "2s" } }),
+    ))
+    .expect("spec");
+    assert_eq!(stored.failover.effective_probe_timeout(), std::time::Duration::from_millis(200));
+    assert!(stored.problems()[0].contains("spec.failover.probeTimeout"), "{:?}", stored.problems());
+    let unset: DisasterRecoveryPairSpec = serde_json::from_value(json!({
+        "primary": "east",
+        "sites": [
+            { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
+            { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
+        ],
+        "failover": { "probeInterval": "300ms" }
+    }))
+    .expect("spec");
+    assert_eq!(unset.failover.probe_timeout(), std::time::Duration::from_millis(300));
+    assert!(unset.problems().is_empty());
+}
+
+#[test]
+fn a_lease_is_checked_against_the_default_probe_timeout_too() {
+    let pair = |ttl: &str| {
+        let mut v =
+            spec(json!({ "coordination": { "etcd": { "endpoints": ["http://w:2379"], "leaseTTL": ttl } } }));
+        v["failover"].as_object_mut().expect("failover").remove("probeTimeout");
+        v
+    };
+    assert_eq!(cel_errors(&pair("4s")), "");
+    assert!(cel_errors(&pair("3s")).contains("leaseTTL must be at least 4 ×"), "{}", cel_errors(&pair("3s")));
+}
+
+#[test]
+fn a_data_source_target_listed_twice_is_rejected() {
+    let ds = |targets: serde_json::Value| spec(json!({ "dataSource": targets }));
+    let secret = json!({ "secretKey": { "name": "mm", "key": "dsn" } });
+    let cm = |ptr: &str| json!({ "configMapKey": { "name": "c", "key": "config.json", "jsonPointer": ptr } });
+    let msg = "spec.dataSource: a target is listed twice";
+    assert!(cel_errors(&ds(json!([secret, secret]))).contains(msg));
+    assert!(cel_errors(&ds(json!([cm("/A"), secret, cm("/A")]))).contains(msg));
+    // Two keys of one Secret, two pointers into one ConfigMap key: merged into one write each.
+    assert_eq!(cel_errors(&ds(json!([secret, { "secretKey": { "name": "mm", "key": "dsn2" } }]))), "");
+    assert_eq!(cel_errors(&ds(json!([cm("/A"), cm("/B"), secret]))), "");
 }

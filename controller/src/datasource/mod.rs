@@ -1,6 +1,7 @@
 //! DataSource targets: where the application reads its DSN. A rewrite is planned in full first (every
-//! target read, every pointer resolved, every new document computed) and only then written, so a
-//! bad target fails the step before anything changed. Writes use the object's `resourceVersion`
+//! target read, every pointer resolved, every new document computed, targets in one object merged),
+//! then proven with a server-side dry run of every write, and only then written, so a target that
+//! would be refused fails the step before anything changed. Writes use the object's `resourceVersion`
 //! (optimistic lock) and stamp the epoch annotation; an object already stamped with a higher epoch
 //! is never overwritten, so a stale leader's late write is refused.
 
@@ -30,14 +31,27 @@ pub enum Error {
     Stale { field: String, kind: &'static str, name: String, held: i64, ours: i64 },
 }
 
-/// One planned write.
+/// One planned write: a whole object, with the spec fields of every target it carries.
 pub enum Write {
     Secret { field: String, object: Box<Secret> },
     ConfigMap { field: String, object: Box<ConfigMap> },
 }
 
-/// Reads every target and computes its new content for `site` at `epoch`. Targets already right are
-/// left out, so an empty plan means "nothing to do".
+impl Write {
+    fn field(&self) -> &str {
+        match self {
+            Write::Secret { field, .. } | Write::ConfigMap { field, .. } => field,
+        }
+    }
+}
+
+/// Kubernetes refuses a Secret or ConfigMap whose data adds up to more than this (`1 MiB`).
+pub const MAX_OBJECT_DATA: usize = 1 << 20;
+
+/// Reads every target and computes its new content for `site` at `epoch`. Targets in the same
+/// object are merged into one write (a Secret's keys, a ConfigMap key's pointers), so a failover
+/// never races itself on one object; objects already right are left out, so an empty plan means
+/// "nothing to do". Nothing is written here; `check` then proves the plan acceptable.
 pub async fn plan(
     client: &Client,
     ns: &str,
@@ -66,36 +80,58 @@ pub async fn plan(
         .value(&dsn_ref.key)
         .to_string();
 
-    let mut writes = Vec::new();
+    // Objects in the order their first target appears; each read once.
+    let mut secret_objs: Vec<(String, Vec<String>, Secret, bool)> = Vec::new(); // (name, fields, object, changed)
+    let mut cm_objs: Vec<(String, Vec<String>, ConfigMap, bool)> = Vec::new();
     for (i, target) in spec.data_source.iter().enumerate() {
         if let Some(k) = &target.secret_key {
             let field = format!("spec.dataSource[{i}].secretKey");
-            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-            let mut obj = api.get_opt(&k.name).await.map_err(|e| api_err(&field, &e))?.ok_or_else(|| {
-                Error::Target {
-                    field: field.clone(),
-                    reason: format!(
-                        "Secret {ns}/{} not found: create it (the key {:?} is written by understudy)",
-                        k.name, k.key
-                    ),
+            let at = match secret_objs.iter().position(|(n, ..)| *n == k.name) {
+                Some(at) => at,
+                None => {
+                    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+                    let obj = api.get_opt(&k.name).await.map_err(|e| api_err(&field, &e))?.ok_or_else(
+                        || Error::Target {
+                            field: field.clone(),
+                            reason: format!(
+                                "Secret {ns}/{} not found: create it (the key {:?} is written by understudy)",
+                                k.name, k.key
+                            ),
+                        },
+                    )?;
+                    check_epoch(&field, "Secret", &k.name, obj.metadata.annotations.as_ref(), epoch)?;
+                    secret_objs.push((k.name.clone(), vec![], obj, false));
+                    secret_objs.len() - 1
                 }
-            })?;
-            check_epoch(&field, "Secret", &k.name, obj.metadata.annotations.as_ref(), epoch)?;
+            };
+            let (_, fields, obj, changed) = &mut secret_objs[at];
+            fields.push(field);
             let data = obj.data.get_or_insert_with(BTreeMap::new);
-            if data.get(&k.key).map(|v| v.0.as_slice()) == Some(dsn.as_bytes()) {
-                continue;
+            if data.get(&k.key).map(|v| v.0.as_slice()) != Some(dsn.as_bytes()) {
+                data.insert(k.key.clone(), ByteString(dsn.as_bytes().to_vec()));
+                *changed = true;
             }
-            data.insert(k.key.clone(), ByteString(dsn.as_bytes().to_vec()));
-            stamp(&mut obj.metadata, epoch);
-            writes.push(Write::Secret { field, object: Box::new(obj) });
         }
         if let Some(c) = &target.config_map_key {
             let field = format!("spec.dataSource[{i}].configMapKey");
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-            let mut obj = api.get_opt(&c.name).await.map_err(|e| api_err(&field, &e))?.ok_or_else(|| {
-                Error::Target { field: field.clone(), reason: format!("ConfigMap {ns}/{} not found", c.name) }
-            })?;
-            check_epoch(&field, "ConfigMap", &c.name, obj.metadata.annotations.as_ref(), epoch)?;
+            let at = match cm_objs.iter().position(|(n, ..)| *n == c.name) {
+                Some(at) => at,
+                None => {
+                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+                    let obj =
+                        api.get_opt(&c.name).await.map_err(|e| api_err(&field, &e))?.ok_or_else(|| {
+                            Error::Target {
+                                field: field.clone(),
+                                reason: format!("ConfigMap {ns}/{} not found", c.name),
+                            }
+                        })?;
+                    check_epoch(&field, "ConfigMap", &c.name, obj.metadata.annotations.as_ref(), epoch)?;
+                    cm_objs.push((c.name.clone(), vec![], obj, false));
+                    cm_objs.len() - 1
+                }
+            };
+            let (_, fields, obj, changed) = &mut cm_objs[at];
+            fields.push(field.clone());
             let doc = obj.data.as_ref().and_then(|d| d.get(&c.key)).ok_or_else(|| Error::Target {
                 field: format!("{field}.key"),
                 reason: format!("ConfigMap {ns}/{} has no key {:?}", c.name, c.key),
@@ -116,10 +152,30 @@ pub async fn plan(
                     reason: e.to_string(),
                 })?;
             }
-            if &new_doc == doc {
-                continue;
+            if &new_doc != doc {
+                obj.data.get_or_insert_with(BTreeMap::new).insert(c.key.clone(), new_doc);
+                *changed = true;
             }
-            obj.data.get_or_insert_with(BTreeMap::new).insert(c.key.clone(), new_doc);
+        }
+    }
+
+    let mut writes = Vec::new();
+    for (name, fields, mut obj, changed) in secret_objs {
+        let field = fields.join(", ");
+        let size: usize = obj.data.iter().flatten().map(|(_, v)| v.0.len()).sum::<usize>()
+            + obj.string_data.iter().flatten().map(|(_, v)| v.len()).sum::<usize>();
+        too_large(&field, "Secret", ns, &name, size)?;
+        if changed {
+            stamp(&mut obj.metadata, epoch);
+            writes.push(Write::Secret { field, object: Box::new(obj) });
+        }
+    }
+    for (name, fields, mut obj, changed) in cm_objs {
+        let field = fields.join(", ");
+        let size: usize = obj.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + obj.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum::<usize>();
+        too_large(&field, "ConfigMap", ns, &name, size)?;
+        if changed {
             stamp(&mut obj.metadata, epoch);
             writes.push(Write::ConfigMap { field, object: Box::new(obj) });
         }
@@ -127,8 +183,48 @@ pub async fn plan(
     Ok(writes)
 }
 
-/// Writes a plan. Each write carries the `resourceVersion` it was planned from: a concurrent change
-/// makes it fail (409) and the step is planned again.
+fn too_large(field: &str, kind: &str, ns: &str, name: &str, size: usize) -> Result<(), Error> {
+    if size > MAX_OBJECT_DATA {
+        return Err(Error::Target {
+            field: field.into(),
+            reason: format!(
+                "{kind} {ns}/{name} would hold {size} bytes of data after the rewrite, over Kubernetes' limit of \
+                 {MAX_OBJECT_DATA} bytes, so the write would be refused: make the document smaller or move \
+                 the DSN to its own object"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Proves a plan acceptable without changing anything: every write is sent as a server-side dry
+/// run (size limits, validation, admission, permissions), all at once. Run before the first real
+/// write, so a target that would be refused fails the step while every target is unchanged, and
+/// by the readiness checks, so `ReadyForFailover` says so beforehand.
+pub async fn check(client: &Client, ns: &str, writes: &[Write]) -> Result<(), Error> {
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let results = futures::future::join_all(writes.iter().map(|w| {
+        let dry = &dry;
+        async move {
+            let res = match w {
+                Write::Secret { object, .. } => Api::<Secret>::namespaced(client.clone(), ns)
+                    .replace(&object.metadata.name.clone().unwrap_or_default(), dry, object)
+                    .await
+                    .map(drop),
+                Write::ConfigMap { object, .. } => Api::<ConfigMap>::namespaced(client.clone(), ns)
+                    .replace(&object.metadata.name.clone().unwrap_or_default(), dry, object)
+                    .await
+                    .map(drop),
+            };
+            res.map_err(|e| refused(w.field(), &e))
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+/// Writes a plan that `check` accepted. Each write carries the `resourceVersion` it was planned
+/// from: a concurrent change makes it fail (409) and the step is planned again.
 pub async fn apply(client: &Client, ns: &str, writes: Vec<Write>) -> Result<usize, Error> {
     let n = writes.len();
     for w in writes {
@@ -139,18 +235,41 @@ pub async fn apply(client: &Client, ns: &str, writes: Vec<Write>) -> Result<usiz
                 Api::<Secret>::namespaced(client.clone(), ns)
                     .replace(&name, &PostParams::default(), &object)
                     .await
-                    .map_err(|e| api_err(&field, &e))?;
+                    .map_err(|e| refused(&field, &e))?;
             }
             Write::ConfigMap { field, object } => {
                 let name = object.metadata.name.clone().unwrap_or_default();
                 Api::<ConfigMap>::namespaced(client.clone(), ns)
                     .replace(&name, &PostParams::default(), &object)
                     .await
-                    .map_err(|e| api_err(&field, &e))?;
+                    .map_err(|e| refused(&field, &e))?;
             }
         }
     }
     Ok(n)
+}
+
+/// A refused write in words: the API server's own message for a validation failure (it names the
+/// limit or rule and never echoes data values), a hint for the usual others.
+fn refused(field: &str, e: &kube::Error) -> Error {
+    let reason = match e {
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
+            format!(
+                "the API server refuses the write ({}): {}",
+                s.code,
+                s.message.chars().take(400).collect::<String>()
+            )
+        }
+        kube::Error::Api(s) if s.code == 403 => format!(
+            "the controller may not update it ({}): grant its service account get and update on this object",
+            s.code
+        ),
+        kube::Error::Api(s) if s.code == 409 => {
+            format!("changed while being rewritten ({}); planned again on the next attempt", s.code)
+        }
+        _ => short_api_error(e),
+    };
+    Error::Target { field: field.into(), reason }
 }
 
 fn api_err(field: &str, e: &kube::Error) -> Error {

@@ -168,8 +168,23 @@ fn signer(key: &TsigKey) -> Result<TSigner, Error> {
     };
     let secret = base64_decode(key.secret_b64.trim()).ok_or_else(|| Error::Config {
         field: "tsigSecret.secret".into(),
-        reason: "not valid base64 (copy the secret from tsig-keygen's output)".into(),
+        reason: format!(
+            "not valid base64 ({} characters; base64 comes in groups of 4, padded with =): copy the \
+             secret from tsig-keygen's output whole",
+            key.secret_b64.trim().len()
+        ),
     })?;
+    if secret.len() < MIN_TSIG_KEY_BYTES {
+        return Err(Error::Config {
+            field: "tsigSecret.secret".into(),
+            reason: format!(
+                "the key is {} bytes long; use at least {MIN_TSIG_KEY_BYTES} (`tsig-keygen -a {}` makes a \
+                 fitting one, and the server must hold the same)",
+                secret.len(),
+                key.algorithm.to_ascii_lowercase()
+            ),
+        });
+    }
     let key_name = Name::from_ascii(&key.name).map_err(|e| Error::Config {
         field: "tsigSecret.name".into(),
         reason: format!("invalid key name: {e}"),
@@ -229,12 +244,22 @@ fn rand_id() -> u16 {
     h.finish() as u16
 }
 
-/// Standard base64 (with or without padding).
+/// The shortest TSIG secret accepted: shorter keys are guessable (RFC 8945 asks for keys as long
+/// as the hash), and a truncated copy-paste is the usual cause.
+pub const MIN_TSIG_KEY_BYTES: usize = 16;
+
+/// Standard base64, strictly: padding only at the end and only to a group of 4 (or none at all),
+/// no leftover bits, so a truncated or mangled secret is refused instead of decoding to another key.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let body = s.trim_end_matches('=');
+    let pad = s.len() - body.len();
+    if pad > 2 || body.len() % 4 == 1 || (pad > 0 && s.len() % 4 != 0) {
+        return None;
+    }
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut buf, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| *c != b'=') {
+    for c in body.bytes() {
         let v = T.iter().position(|t| *t == c)? as u32;
         buf = (buf << 6) | v;
         bits += 6;
@@ -244,7 +269,7 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
             buf &= (1 << bits) - 1;
         }
     }
-    if s.is_empty() {
+    if s.is_empty() || buf != 0 {
         return None;
     }
     Some(out)
@@ -260,6 +285,10 @@ mod tests {
         assert_eq!(base64_decode("aGVsbG8").as_deref(), Some(&b"hello"[..]));
         assert_eq!(base64_decode("not base64!"), None);
         assert_eq!(base64_decode(""), None);
+        assert_eq!(base64_decode("aGVsbG8h="), None, "padding that does not end a group of 4");
+        assert_eq!(base64_decode("aGVsb"), None, "one character past a group cannot be base64");
+        assert_eq!(base64_decode("aGVsbG9="), None, "leftover bits");
+        assert_eq!(base64_decode("aGVs=bG8"), None, "padding in the middle");
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub async fn start(
     let mut st = drp.status.clone().unwrap_or_default();
     let began = Timestamp::now();
     let epoch = st.epoch + 1;
-    let id = format!("{}/{epoch}", drp.uid().unwrap_or_default());
+    let id = format!("{}/{epoch}/{to}", drp.uid().unwrap_or_default());
     let mut steps: Vec<StepRecord> =
         kind.steps().iter().map(|s| StepRecord { name: s.name().into(), ..Default::default() }).collect();
     let started_at = match kind {
@@ -123,10 +123,16 @@ pub async fn start(
             .unwrap_or_else(|| began.to_string()),
         Kind::Switchover => began.to_string(),
     };
+    if kind == Kind::Switchover && adopt_witness_epoch(ctx, drp, &mut st).await? {
+        return Ok(None);
+    }
     if kind == Kind::Failover {
         let leader = if trigger == "Forced" { LeaderKey::Break } else { LeaderKey::MustBeAbsent };
         let note = match take_epoch(ctx, drp, st.epoch, &id, leader).await {
             Ok(note) => note,
+            Err((_, msg)) if msg.starts_with(AHEAD) && adopt_witness_epoch(ctx, drp, &mut st).await? => {
+                return Ok(None);
+            }
             Err((reason, msg)) => {
                 refuse(ctx, drp, &mut st, reason, &msg).await?;
                 return Ok(None);
@@ -199,7 +205,11 @@ async fn take_epoch(
                      (by then {holder} has fenced its own database)"
                 ),
             )),
-            Ok(Swap::Lost { epoch, holder }) => Err((
+            Ok(Swap::Lost { epoch, .. }) if epoch > from => Err((
+                reasons::LOST_EPOCH_SWAP,
+                format!("{AHEAD}: etcd holds epoch {epoch}, this status {from}"),
+            )),
+            Ok(Swap::Lost { epoch, holder, .. }) => Err((
                 reasons::LOST_EPOCH_SWAP,
                 format!(
                     "epoch {epoch} is held by {holder} in etcd (ours was {from}): another controller acted"
@@ -208,6 +218,67 @@ async fn take_epoch(
             Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
         },
     }
+}
+
+/// The start of `take_epoch`'s refusal when the witness is ahead of the status.
+const AHEAD: &str = "the witness is ahead of this pair's status";
+
+/// The witness holds a newer epoch than this pair's status while no transition of ours runs: a
+/// pair deleted and created again under the same name (fencing tokens are never reused, so the
+/// witness keeps its epoch), or the other site's controller acted. The witness is the authority:
+/// its epoch, and the site its transition promoted, become the status; the next round decides
+/// again from there.
+/// Only a record made for another object is adopted (its transition id starts with another UID):
+/// a record of this very object whose journal is not in the status yet belongs to a controller
+/// that is between its epoch swap and its status write, and is left to it.
+/// Returns whether it adopted (and wrote the status).
+pub async fn adopt_witness_epoch(
+    ctx: &Context,
+    drp: &DisasterRecoveryPair,
+    st: &mut DisasterRecoveryPairStatus,
+) -> Result<bool, Error> {
+    let Ok(Some(mut w)) = witness(drp, &ctx.client).await else { return Ok(false) };
+    let Ok((epoch, holder, transition)) = w.epoch().await else { return Ok(false) };
+    let running = st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none());
+    let ours = transition.split('/').next() == Some(drp.uid().unwrap_or_default().as_str());
+    if epoch <= st.epoch || running || ours {
+        return Ok(false);
+    }
+    let site = crate::coord::transition_site(&transition)
+        .or(Some(holder.as_str()))
+        .filter(|s| drp.spec.sites.iter().any(|x| x.name == *s));
+    let before = (st.epoch, st.current_primary.clone().unwrap_or_else(|| drp.spec.primary.clone()));
+    st.epoch = epoch;
+    let msg = match site {
+        Some(site) => {
+            st.current_primary = Some(site.to_string());
+            format!(
+                "the witness holds epoch {epoch} (transition {transition}, site {site}) ahead of this status \
+                 (epoch {}, primary {}): adopted as the truth — this pair was deleted and created again under \
+                 its name, or the other site's controller acted; nothing was promoted",
+                before.0, before.1
+            )
+        }
+        None => format!(
+            "the witness holds epoch {epoch} (transition {transition}, holder {holder}) ahead of this status \
+             (epoch {}): adopted the epoch; the site it names is not in spec.sites, so currentPrimary stays {}",
+            before.0, before.1
+        ),
+    };
+    set_condition(
+        &mut st.conditions,
+        conditions::FAILOVER_BLOCKED,
+        "True",
+        reasons::EPOCH_ADOPTED,
+        &msg,
+        drp.metadata.generation,
+        Timestamp::now(),
+    );
+    write_status(ctx, drp, st).await?;
+    ctx.publish(drp, EventNote { warning: true, reason: reasons::EPOCH_ADOPTED.into(), note: msg.clone() })
+        .await;
+    warn!(epoch, "{msg}");
+    Ok(true)
 }
 
 async fn refuse(
@@ -265,7 +336,7 @@ fn step_ctx<'a>(
         from: &t.from,
         to: &t.to,
         epoch: t.epoch,
-        timeout: drp.spec.failover.probe_timeout.into(),
+        timeout: drp.spec.failover.probe_timeout(),
         attempts: t.steps.get(idx).map(|s| s.attempts.saturating_sub(1)).unwrap_or(0),
         last_primary_lsn,
         step_started: t.steps.get(idx).and_then(|s| s.started_at.as_deref()).and_then(|s| s.parse().ok()),

@@ -302,8 +302,13 @@ async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, String> {
     if plan.is_empty() {
         return Ok(Done::ok(format!("every DataSource target already points at {}", cx.to)));
     }
+    datasource::check(cx.client, cx.ns, &plan).await.map_err(|e| format!("nothing was written: {e}"))?;
     let n = datasource::apply(cx.client, cx.ns, plan).await.map_err(|e| e.to_string())?;
-    Ok(Done::ok(format!("{n} of {} DataSource targets rewritten to {}", cx.spec.data_source.len(), cx.to)))
+    Ok(Done::ok(format!(
+        "{n} object(s) holding {} DataSource target(s) rewritten to {}",
+        cx.spec.data_source.len(),
+        cx.to
+    )))
 }
 
 async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, String> {

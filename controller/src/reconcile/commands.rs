@@ -1,12 +1,16 @@
 //! Commands given by annotation (`kubectl annotate drp NAME dr.understudy.dev/<verb>=<token>`),
-//! pure: which one to run now, and which values to refuse. Every token acts once: the value acted
-//! on (or refused) is recorded in `status.handled`, so re-applying it does nothing. A bad or
-//! unknown value gets a Warning Event and changes nothing.
+//! pure: which one to run now, and which values to refuse. Every token acts at most once, forever:
+//! a token acted on (or refused) is added to `status.handledTokens`, a Bloom filter that never
+//! forgets, and the last value per annotation stays in `status.handled` (bounded). A bad or
+//! unknown value gets a Warning Event and changes nothing; the latest outcome is also kept in the
+//! `LastCommand` condition, so `kubectl describe drp` shows why this command was refused.
 
 use std::collections::BTreeMap;
 
+use sha2::Digest;
+
 use super::decide::{current_primary, EventNote};
-use crate::crd::{annotations, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus};
+use crate::crd::{annotations, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, TokenFilter};
 
 /// A command to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +30,10 @@ pub struct Commands {
     pub run: Option<Command>,
     /// Warning Events for refused values.
     pub events: Vec<EventNote>,
-    /// (annotation, value) pairs to record as handled.
+    /// (annotation, value) pairs to record as handled (`record`).
     pub handled: Vec<(String, String)>,
+    /// The latest outcome for the `LastCommand` condition: (accepted, reason, message).
+    pub last: Option<(bool, String, String)>,
 }
 
 const KNOWN: [&str; 7] = [
@@ -40,11 +46,86 @@ const KNOWN: [&str; 7] = [
     annotations::EPOCH,
 ];
 
+/// The annotations whose values are one-shot tokens.
+const TOKENS: [&str; 3] = [annotations::FAILOVER, annotations::SWITCHOVER, annotations::DRY_RUN];
+
 /// A token: 1–63 characters of `[A-Za-z0-9._-]`.
 pub fn valid_token(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 63
         && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A value as status keeps it: itself up to 64 characters, else its first 32 characters and a digest.
+pub fn bounded(value: &str) -> String {
+    if value.chars().count() <= 64 {
+        return value.to_string();
+    }
+    let head: String = value.chars().take(32).collect();
+    let d = sha2::Sha256::digest(value.as_bytes());
+    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{head}…sha256:{hex}")
+}
+
+/// A value as a message echoes it: quoted, at most 64 characters, with its length when cut.
+pub fn echo(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= 64 {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(64).collect();
+        format!("{head:?}… ({} bytes)", value.len())
+    }
+}
+
+const FILTER_BITS: usize = 8192;
+
+fn filter_indexes(key: &str, token: &str) -> [usize; 3] {
+    let mut h = sha2::Sha256::new();
+    h.update(key.as_bytes());
+    h.update([0u8]);
+    h.update(token.as_bytes());
+    let d = h.finalize();
+    let at = |i: usize| (usize::from(d[2 * i]) << 8 | usize::from(d[2 * i + 1])) % FILTER_BITS;
+    [at(0), at(1), at(2)]
+}
+
+fn filter_bytes(f: Option<&TokenFilter>) -> Vec<u8> {
+    let mut out = vec![0u8; FILTER_BITS / 8];
+    if let Some(f) = f {
+        for (i, b) in out.iter_mut().enumerate() {
+            if let Some(pair) = f.bits.get(2 * i..2 * i + 2) {
+                *b = u8::from_str_radix(pair, 16).unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `token` of annotation `key` was ever handled (or, rarely, collides with one that was).
+pub fn seen(st: &DisasterRecoveryPairStatus, key: &str, token: &str) -> bool {
+    if st.handled.get(key).is_some_and(|v| *v == bounded(token)) {
+        return true;
+    }
+    let Some(f) = st.handled_tokens.as_ref() else { return false };
+    let bytes = filter_bytes(Some(f));
+    filter_indexes(key, token).iter().all(|&i| bytes[i / 8] & (1 << (i % 8)) != 0)
+}
+
+/// Records what `read` handled: the bounded last value per annotation, and every token in the filter.
+pub fn record(st: &mut DisasterRecoveryPairStatus, handled: &[(String, String)]) {
+    for (key, value) in handled {
+        st.handled.insert(key.clone(), bounded(value));
+        if TOKENS.contains(&key.as_str()) {
+            let mut bytes = filter_bytes(st.handled_tokens.as_ref());
+            for i in filter_indexes(key, value) {
+                bytes[i / 8] |= 1 << (i % 8);
+            }
+            let count = st.handled_tokens.as_ref().map(|f| f.count).unwrap_or(0).saturating_add(1);
+            st.handled_tokens =
+                Some(TokenFilter { bits: bytes.iter().map(|b| format!("{b:02x}")).collect(), count });
+        }
+    }
 }
 
 /// Reads the annotations against what was already handled.
@@ -56,8 +137,9 @@ pub fn read(
     let mut out = Commands::default();
     let busy = st.last_transition.as_ref().filter(|t| t.finished_at.is_none()).map(|t| t.kind.clone());
     let primary = current_primary(spec, Some(st)).to_string();
-    let handled = |k: &str, v: &str| st.handled.get(k).map(String::as_str) == Some(v);
+    let handled = |k: &str, v: &str| st.handled.get(k).is_some_and(|h| *h == bounded(v));
     let refuse = |out: &mut Commands, key: &str, value: &str, reason: &str, note: String| {
+        out.last = Some((false, reason.into(), note.clone()));
         out.events.push(EventNote { warning: true, reason: reason.into(), note });
         out.handled.push((key.into(), value.into()));
     };
@@ -67,7 +149,8 @@ pub fn read(
         if !KNOWN.contains(&key.as_str()) {
             if !handled(key, value) {
                 refuse(&mut out, key, value, "UnknownAnnotation", format!(
-                    "annotation {key} is not one understudy knows ({verb:?}); known: switchover, switchover-to, failover, approve, paused, dry-run; nothing was done"
+                    "annotation {key} is not one understudy knows ({}); known: switchover, switchover-to, failover, approve, paused, dry-run; nothing was done",
+                    echo(verb)
                 ));
             }
             continue;
@@ -78,7 +161,7 @@ pub fn read(
                 key,
                 value,
                 "InvalidAnnotation",
-                format!("{key}={value:?}: use true or false; automation is unchanged"),
+                format!("{key} must be true or false, not {}; automation is unchanged", echo(value)),
             );
         }
     }
@@ -86,12 +169,13 @@ pub fn read(
     let target = |want: Option<&String>| -> Result<String, String> {
         match want {
             Some(site) if !spec.sites.iter().any(|s| &s.name == site) => Err(format!(
-                "{}={site:?} names no site; sites are {}",
+                "{} names no site ({}); sites are {}",
                 annotations::SWITCHOVER_TO,
+                echo(site),
                 spec.sites.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
             )),
             Some(site) if *site == primary => {
-                Err(format!("{}={site:?} already serves", annotations::SWITCHOVER_TO))
+                Err(format!("{}={site} already serves: there is nothing to move", annotations::SWITCHOVER_TO))
             }
             Some(site) => Ok(site.clone()),
             None => spec
@@ -109,7 +193,7 @@ pub fn read(
         (annotations::DRY_RUN, "DryRunRejected"),
     ] {
         let Some(token) = ann.get(key) else { continue };
-        if handled(key, token) {
+        if seen(st, key, token) {
             continue;
         }
         if !valid_token(token) {
@@ -118,7 +202,10 @@ pub fn read(
                 key,
                 token,
                 reason,
-                format!("{key}={token:?} is not a token (1-63 of A-Z a-z 0-9 . _ -); nothing was done"),
+                format!(
+                    "{key}: the value is not a token (1-63 of A-Z a-z 0-9 . _ -), so nothing was done: {}",
+                    echo(token)
+                ),
             );
             continue;
         }
@@ -140,6 +227,12 @@ pub fn read(
         };
         match cmd {
             Ok(c) => {
+                let what = match &c {
+                    Command::Switchover { to } => format!("switchover to {to}"),
+                    Command::ForcedFailover { to } => format!("forced failover to {to}"),
+                    Command::DryRun { .. } => "dry-run".to_string(),
+                };
+                out.last = Some((true, "Accepted".into(), format!("{key}={token}: {what} accepted")));
                 out.run = Some(c);
                 out.handled.push((key.into(), token.clone()));
             }
@@ -243,5 +336,72 @@ mod tests {
         let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "s1"), (annotations::FAILOVER, "f1")]));
         assert_eq!(c.run, Some(Command::ForcedFailover { to: "east".into() }));
         assert_eq!(c.handled.len(), 1, "the switchover token waits for its turn");
+    }
+
+    #[test]
+    fn a_token_acts_once_forever_even_after_others() {
+        let mut st = DisasterRecoveryPairStatus::default();
+        for t in ["d1", "d2"] {
+            let c = read(&spec(), &st, &ann(&[(annotations::DRY_RUN, t)]));
+            assert_eq!(c.run, Some(Command::DryRun { token: t.into() }), "{t} runs the first time");
+            record(&mut st, &c.handled);
+        }
+        let again = read(&spec(), &st, &ann(&[(annotations::DRY_RUN, "d1")]));
+        assert_eq!(again, Commands::default(), "d1 came back after d2 and must not run again");
+        // Switchover and failover tokens share the rule, and a token of one command does not
+        // block the same token of another.
+        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "d1")]));
+        assert_eq!(c.run, Some(Command::Switchover { to: "west".into() }));
+        record(&mut st, &c.handled);
+        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "s2")]));
+        record(&mut st, &c.handled);
+        assert_eq!(read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "d1")])).run, None);
+        assert_eq!(st.handled_tokens.as_ref().map(|f| f.count), Some(4));
+        assert_eq!(st.handled_tokens.as_ref().map(|f| f.bits.len()), Some(2048));
+    }
+
+    #[test]
+    fn the_token_filter_never_forgets_and_rarely_collides() {
+        let mut st = DisasterRecoveryPairStatus::default();
+        let used: Vec<String> = (0..300).map(|i| format!("drill-{i}")).collect();
+        for t in &used {
+            record(&mut st, &[(annotations::SWITCHOVER.to_string(), t.clone())]);
+        }
+        assert!(used.iter().all(|t| seen(&st, annotations::SWITCHOVER, t)), "no false negative");
+        let fresh = (0..10_000).filter(|i| seen(&st, annotations::SWITCHOVER, &format!("new-{i}"))).count();
+        assert!(fresh < 50, "{fresh} of 10000 fresh tokens looked used after 300 (expected about 0.1 %)");
+    }
+
+    #[test]
+    fn a_long_value_is_refused_with_its_reason_first_and_stored_bounded() {
+        let st = DisasterRecoveryPairStatus::default();
+        let long = "x".repeat(10_240);
+        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, &long)]));
+        assert_eq!(c.run, None);
+        let note = &c.events[0].note;
+        assert!(note.contains("not a token") && note.contains("nothing was done"), "{note}");
+        assert!(note.contains("(10240 bytes)"), "{note}");
+        assert!(note.len() < 300, "the reason is not cut off: {} bytes", note.len());
+        let mut st2 = st.clone();
+        record(&mut st2, &c.handled);
+        let kept = &st2.handled[annotations::SWITCHOVER];
+        assert!(kept.len() < 120 && kept.contains("sha256:"), "{kept}");
+        assert!(read(&spec(), &st2, &ann(&[(annotations::SWITCHOVER, &long)])).events.is_empty());
+    }
+
+    #[test]
+    fn each_refusal_says_its_own_reason_in_last_command() {
+        let mut st = DisasterRecoveryPairStatus::default();
+        let c =
+            read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "a"), (annotations::SWITCHOVER_TO, "east")]));
+        assert!(c.last.as_ref().is_some_and(|l| !l.0 && l.2.contains("already serves")), "{:?}", c.last);
+        record(&mut st, &c.handled);
+        let c = read(
+            &spec(),
+            &st,
+            &ann(&[(annotations::SWITCHOVER, "b"), (annotations::SWITCHOVER_TO, "north")]),
+        );
+        assert!(c.last.as_ref().is_some_and(|l| !l.0 && l.2.contains("names no site")), "{:?}", c.last);
+        assert_ne!(c.events[0].note, "", "the Event carries the same text");
     }
 }

@@ -140,6 +140,20 @@ pub fn observe(
         }
     }
 
+    // SpecValid: rules the API server may not have checked (objects older than the rule).
+    let problems = spec.problems();
+    next.push(match problems.first() {
+        None => {
+            (conditions::SPEC_VALID.into(), "True", reasons::SPEC_OK, "the spec passes every rule".into())
+        }
+        Some(p) => (
+            conditions::SPEC_VALID.into(),
+            "False",
+            reasons::INVALID_SPEC,
+            if problems.len() > 1 { format!("{p} (and {} more)", problems.len() - 1) } else { p.clone() },
+        ),
+    });
+
     // PrimaryHealthy
     next.push(match primary_obs.map(|o| &o.sql) {
         Some(Outcome::NotRun(reason, msg)) => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reason, format!("cannot probe primary {primary}: {msg}")),
@@ -224,7 +238,13 @@ pub fn observe(
     });
 
     // Ready: the summary; it never drives logic.
-    let failing: Vec<&str> = next.iter().filter(|c| c.1 != "True").map(|c| c.0.as_str()).collect();
+    // A spec problem is reported but handled (the probe timeout is capped), so it does not make
+    // the pair unprotected.
+    let failing: Vec<&str> = next
+        .iter()
+        .filter(|c| c.1 != "True" && c.0 != conditions::SPEC_VALID)
+        .map(|c| c.0.as_str())
+        .collect();
     next.push(if failing.is_empty() {
         (
             conditions::READY.into(),

@@ -60,7 +60,7 @@ pub async fn tend(
             false,
         )
     };
-    let timing = match Timing::new(etcd.lease_ttl.into(), drp.spec.failover.probe_timeout.into()) {
+    let timing = match Timing::new(etcd.lease_ttl.into(), drp.spec.failover.probe_timeout()) {
         Ok(t) => t,
         Err(e) => {
             ctx.keepers.stop(&pair);

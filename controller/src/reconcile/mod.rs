@@ -14,8 +14,9 @@ pub mod rejoin;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::{
+    api::{ApiResource, DynamicObject},
     runtime::{
         controller::{Action, Controller},
         events::{Event, EventType, Recorder, Reporter},
@@ -53,6 +54,8 @@ pub struct Context {
     /// Per pair and site (`ns/name/site`): the highest WAL insert position a probe of it read, the
     /// freshest "last known primary LSN" for the lost-WAL figure of a failover.
     pub seen_lsn: std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, crate::pg::Lsn)>>,
+    /// Pairs (`ns/name`) whose stored object cannot be read, with the resourceVersion reported.
+    pub undecodable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How often a status whose only change is WAL positions and lag is written.
@@ -84,15 +87,67 @@ impl Context {
     pub async fn publish(&self, drp: &DisasterRecoveryPair, ev: decide::EventNote) {
         let event = Event {
             type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            action: action_for(&ev.note),
             reason: ev.reason,
             note: Some(ev.note.chars().take(1000).collect()),
-            action: "Reconcile".into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &drp.object_ref(&())).await {
             warn!(error = %crate::secrets::short_api_error(&e), "publish event");
         }
     }
+}
+
+impl Context {
+    /// `obj` reads again: clear its Undecodable mark.
+    fn decoded(&self, obj: &DynamicObject) {
+        let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+        if self.undecodable.lock().map(|mut m| m.remove(&key)).unwrap_or(false) {
+            self.metrics.undecodable.remove(&crate::metrics::PairLabels { pair: key });
+        }
+    }
+
+    /// `obj` cannot be read: report it on the object (a Warning Event naming the field, and a
+    /// metric) and skip it until it changes. Every other pair goes on as before.
+    async fn undecodable(
+        &self,
+        obj: &DynamicObject,
+        e: crate::crd::decode::Undecodable,
+    ) -> Result<Action, Error> {
+        let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+        if let Ok(mut m) = self.undecodable.lock() {
+            m.insert(key.clone());
+        }
+        self.metrics.undecodable.get_or_create(&crate::metrics::PairLabels { pair: key.clone() }).set(1);
+        let note = format!(
+            "cannot read this pair, so understudy does nothing for it (every other pair goes on): {e}. \
+             Fix {} to the type `kubectl explain drp.{}` describes",
+            e.field,
+            e.field.split('[').next().unwrap_or(&e.field)
+        );
+        warn!(pair = %key, field = %e.field, "pair skipped: {e}");
+        let ar = ApiResource::erase::<DisasterRecoveryPair>(&());
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Undecodable".into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action_for(&note),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&ar)).await {
+            warn!(error = %crate::secrets::short_api_error(&err), "publish event");
+        }
+        Ok(Action::await_change())
+    }
+}
+
+/// The Event `action` for a note. kube's Recorder folds Events with the same reason and action
+/// into one series that keeps the first note, so a later refusal for another cause would show an
+/// earlier, different text; a digest of the note in the action folds only identical messages.
+pub fn action_for(note: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(note.as_bytes());
+    format!("Reconcile-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
 }
 
 /// Why a reconcile failed.
@@ -152,9 +207,12 @@ pub async fn run(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<DisasterRecoveryPair> = match &opts.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    // Pairs are listed and watched as raw objects and read one by one (`crd::decode`): a single
+    // object the types cannot read must never fail the list that carries every other pair.
+    let ar = ApiResource::erase::<DisasterRecoveryPair>(&());
+    let api: Api<DynamicObject> = match &opts.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
     };
     let http = reqwest::Client::builder().user_agent("understudy").build().unwrap_or_default();
     let reporter = Reporter { controller: "understudy".into(), instance: Some(opts.instance.clone()) };
@@ -172,6 +230,7 @@ pub async fn run(
         written_at: Default::default(),
         unwritten: Default::default(),
         seen_lsn: Default::default(),
+        undecodable: Default::default(),
     });
     if let Some(r) = &opts.ready {
         r.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -179,22 +238,30 @@ pub async fn run(
 
     // Status writes must not trigger a new probe round (that would probe in a hot loop): only spec
     // (generation) and annotation changes trigger; everything else runs on the requeue timer.
-    let (reader, writer) = reflector::store();
+    let writer = reflector::store::Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let ctx_deleted = ctx.clone();
     let stream = watcher(api, WatcherConfig::default())
         .default_backoff()
         .reflect(writer)
+        .inspect_ok(move |ev| {
+            if let watcher::Event::Delete(obj) = ev {
+                deleted(obj, &ctx_deleted);
+            }
+        })
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
     // Keepers of deleted pairs stop (a deleted pair is never reconciled again). The store keeps
     // its last contents while the watch is down, so a lost API server stops no keeper.
     let store = reader.clone();
     let ctx2 = ctx.clone();
+    let ar2 = ar.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let exists = |pair: &str| {
                 let (ns, name) = pair.split_once('/').unwrap_or_default();
-                store.get(&reflector::ObjectRef::new(name).within(ns)).is_some()
+                store.get(&reflector::ObjectRef::new_with(name, ar2.clone()).within(ns)).is_some()
             };
             ctx2.keepers.retain(exists);
             ctx2.sql.prune(Duration::from_secs(60)).await;
@@ -207,9 +274,18 @@ pub async fn run(
             if let Ok(mut m) = ctx2.seen_lsn.lock() {
                 m.retain(|k, _| k.rsplit_once('/').is_some_and(|(pair, _)| exists(pair)));
             }
+            if let Ok(mut m) = ctx2.undecodable.lock() {
+                m.retain(|k| {
+                    let keep = exists(k);
+                    if !keep {
+                        ctx2.metrics.undecodable.remove(&crate::metrics::PairLabels { pair: k.clone() });
+                    }
+                    keep
+                });
+            }
         }
     });
-    Controller::for_stream(stream, reader)
+    Controller::for_stream_with(stream, reader, ar)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -221,7 +297,46 @@ pub async fn run(
     info!("controller stopped");
 }
 
-async fn reconcile(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// A pair was deleted: stop tending it, and say what a transition it was running leaves undone.
+fn deleted(obj: &DynamicObject, ctx: &Arc<Context>) {
+    let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+    ctx.keepers.stop(&key);
+    let Ok(drp) = crate::crd::decode::decode(obj) else { return };
+    let Some(t) = drp.status.as_ref().and_then(|s| s.last_transition.as_ref()) else { return };
+    if t.finished_at.is_some() || !ctx.leadership.is_leader() {
+        return;
+    }
+    let done: Vec<&str> =
+        t.steps.iter().filter(|s| s.finished_at.is_some()).map(|s| s.name.as_str()).collect();
+    let undone: Vec<&str> =
+        t.steps.iter().filter(|s| s.finished_at.is_none()).map(|s| s.name.as_str()).collect();
+    let note = format!(
+        "the pair was deleted during its {} from {} to {} (epoch {}): done {}; NOT done {}. \
+         understudy stopped; finish by hand (the failback runbook in docs) or create the pair again, \
+         which continues from the witness's epoch",
+        t.kind,
+        t.from,
+        t.to,
+        t.epoch,
+        if done.is_empty() { "nothing".into() } else { done.join(", ") },
+        undone.join(", ")
+    );
+    warn!(pair = %key, "{note}");
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        ctx.publish(&drp, decide::EventNote { warning: true, reason: "DeletedMidTransition".into(), note })
+            .await;
+    });
+}
+
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let drp = match crate::crd::decode::decode(&obj) {
+        Ok(d) => {
+            ctx.decoded(&obj);
+            Arc::new(d)
+        }
+        Err(e) => return ctx.undecodable(&obj, e).await,
+    };
     let interval: Duration = drp.spec.failover.probe_interval.into();
     // Followers keep their watch cache warm and do nothing else: leadership gates every probe and write.
     if !ctx.leadership.is_leader() {
@@ -274,7 +389,8 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
             drp
         } else {
             let mut st = drp.status.clone().unwrap_or_default();
-            st.handled.extend(cmds.handled.iter().cloned());
+            commands::record(&mut st, &cmds.handled);
+            last_command(&mut st, &cmds, drp.metadata.generation);
             failover::executor::write_status(&ctx, &drp, &st).await?
         };
         publish_all(&ctx, &drp, events).await;
@@ -319,7 +435,8 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
             })
             .inc();
     }
-    status.handled.extend(cmds.handled.iter().cloned());
+    commands::record(&mut status, &cmds.handled);
+    last_command(&mut status, &cmds, drp.metadata.generation);
     events.extend(rejoin::step(&drp, &mut status, &ctx).await);
     leader_key::tend(&drp, &ns, &name, &mut status, &mut events, &ctx, now).await;
 
@@ -340,6 +457,11 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     if due || dry_run.is_some() {
         if let Ok(mut m) = ctx.readiness_at.lock() {
             m.insert(key, std::time::Instant::now());
+        }
+        // The witness is the authority on the epoch: a record ahead of this status (a pair created
+        // again under an old name) is adopted before anything is decided from the stale one.
+        if failover::executor::adopt_witness_epoch(&ctx, &drp, &mut status).await? {
+            return Ok(Action::requeue(Duration::from_millis(50)));
         }
         let (to, plan, blockers) = readiness::assess(&drp, &status, &ctx).await;
         let (st, reason, msg) = if blockers.is_empty() {
@@ -438,6 +560,25 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     }
 }
 
+/// Keeps the latest command outcome in the `LastCommand` condition.
+fn last_command(
+    st: &mut crate::crd::DisasterRecoveryPairStatus,
+    cmds: &commands::Commands,
+    generation: Option<i64>,
+) {
+    if let Some((accepted, reason, message)) = &cmds.last {
+        decide::set_condition(
+            &mut st.conditions,
+            crate::crd::conditions::LAST_COMMAND,
+            if *accepted { "True" } else { "False" },
+            reason,
+            message,
+            generation,
+            jiff::Timestamp::now(),
+        );
+    }
+}
+
 async fn publish_all(ctx: &Context, drp: &DisasterRecoveryPair, events: Vec<decide::EventNote>) {
     for ev in events {
         if ev.warning {
@@ -449,7 +590,7 @@ async fn publish_all(ctx: &Context, drp: &DisasterRecoveryPair, events: Vec<deci
     }
 }
 
-fn error_policy(drp: Arc<DisasterRecoveryPair>, err: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(drp: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_failures
         .get_or_create(&crate::metrics::CategoryLabels { category: err.category().into() })

@@ -17,7 +17,7 @@ use crate::{
 pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Observed {
     let spec = &drp.spec;
     let secrets = Secrets::new(ctx.client.clone(), ns);
-    let timeout: Duration = spec.failover.probe_timeout.into();
+    let timeout: Duration = spec.failover.effective_probe_timeout();
     let mut problems: Vec<(&'static str, String)> = Vec::new();
 
     // References other than the probe credentials: checked so that a failover never discovers a

@@ -28,7 +28,7 @@ pub async fn assess(
     let ns = drp.namespace().unwrap_or_default();
     let from = decide::current_primary(spec, Some(st)).to_string();
     let to = decide::other_site(spec, &from).unwrap_or_default().to_string();
-    let timeout: Duration = spec.failover.probe_timeout.into();
+    let timeout: Duration = spec.failover.probe_timeout();
     let mut plan = Vec::new();
     let mut blockers = Vec::new();
 
@@ -88,9 +88,13 @@ pub async fn assess(
     }
     plan.push(format!("VerifyWritable: epoch marker on {to}"));
 
-    match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch + 1).await {
+    let planned = match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch + 1).await {
+        Ok(w) => datasource::check(&ctx.client, &ns, &w).await.map(|()| w),
+        Err(e) => Err(e),
+    };
+    match planned {
         Ok(w) => plan.push(format!(
-            "RewriteDataSource: {} of {} targets to change",
+            "RewriteDataSource: {} object(s) to change for {} target(s) (each write accepted in a server-side dry run)",
             w.len(),
             spec.data_source.len()
         )),

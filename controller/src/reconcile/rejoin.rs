@@ -171,7 +171,7 @@ async fn connect(
 ) -> Result<(tokio_postgres::Client, Credentials, String, u16), String> {
     let ns = drp.namespace().unwrap_or_default();
     let (i, s) = drp.spec.site(site)?;
-    let timeout: Duration = drp.spec.failover.probe_timeout.into();
+    let timeout: Duration = drp.spec.failover.probe_timeout();
     let (target, creds) = conn::resolve(&Secrets::new(ctx.client.clone(), &ns), i, s, timeout)
         .await
         .map_err(|e| e.to_string())?;

@@ -1,0 +1,83 @@
+//! Reading one stored object into the typed pair, on its own. The watch lists and watches raw
+//! objects, so an object the API server accepted but these types cannot read (a schema from
+//! another version of understudy, a field edited by hand into a shape the types never knew) is
+//! reported on that object alone and skipped, never failing the list that carries every other pair.
+
+use kube::api::DynamicObject;
+
+use super::DisasterRecoveryPair;
+
+/// Why a stored object cannot be read, naming the field as a path from the object's root.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Undecodable {
+    /// Such as `spec.failover.maxLagBytes` or `spec.sites[0].postgres.port`.
+    pub field: String,
+    /// What serde found there, such as `invalid type: null, expected a string`.
+    pub reason: String,
+}
+
+/// Reads `obj` as a pair, or says which field cannot be read and why.
+pub fn decode(obj: &DynamicObject) -> Result<DisasterRecoveryPair, Undecodable> {
+    let value = serde_json::to_value(obj)
+        .map_err(|e| Undecodable { field: "the object".into(), reason: e.to_string() })?;
+    from_value(value)
+}
+
+/// `decode` for a JSON value.
+pub fn from_value(value: serde_json::Value) -> Result<DisasterRecoveryPair, Undecodable> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() { "the object".into() } else { path };
+        // serde's messages carry no values from the document beyond short type names, so no
+        // Secret content can leak through here (Secrets are never part of the pair anyway).
+        let reason: String = e.into_inner().to_string().chars().take(300).collect();
+        Undecodable { field, reason }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pair(spec_failover: serde_json::Value) -> serde_json::Value {
+        json!({
+            "apiVersion": "dr.understudy.dev/v1alpha1",
+            "kind": "DisasterRecoveryPair",
+            "metadata": { "name": "p", "namespace": "n" },
+            "spec": {
+                "primary": "east",
+                "sites": [
+                    { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
+                    { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
+                ],
+                "failover": spec_failover
+            }
+        })
+    }
+
+    #[test]
+    fn a_null_or_whole_number_quantity_reads_as_the_schema_allows() {
+        let p = from_value(pair(json!({ "maxLagBytes": null }))).expect("null is the default");
+        assert_eq!(p.spec.failover.max_lag_bytes.0, "16Mi");
+        let p = from_value(pair(json!({ "maxLagBytes": 1048576 }))).expect("int-or-string");
+        assert_eq!(p.spec.failover.max_lag_bytes.0, "1048576");
+        let p = from_value(pair(json!({ "maxLagBytes": "0" }))).expect("string");
+        assert_eq!(p.spec.failover.max_lag_bytes.0, "0");
+    }
+
+    #[test]
+    fn an_unreadable_field_is_named_by_its_path() {
+        let e = from_value(pair(json!({ "failureThreshold": "three" }))).expect_err("a string");
+        assert_eq!(e.field, "spec.failover.failureThreshold");
+        assert!(e.reason.contains("invalid type"), "{e}");
+        let mut v = pair(json!({}));
+        v["spec"]["sites"][1]["postgres"]["port"] = json!("x");
+        let e = from_value(v).expect_err("port");
+        assert_eq!(e.field, "spec.sites[1].postgres.port");
+        let mut v = pair(json!({}));
+        v["status"] = json!({ "epoch": "many" });
+        assert_eq!(from_value(v).expect_err("status").field, "status.epoch");
+    }
+}
