@@ -73,6 +73,8 @@ pub struct Metrics {
     pub leader_key: Family<PairLabels, Gauge<i64, AtomicI64>>,
     /// 1 for each pair whose stored object the controller cannot read (it is skipped, the rest are not).
     pub undecodable: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    /// 1 while another controller is registered in the witness for this controller's `--site`.
+    pub duplicate_site: Family<PairLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,7 @@ impl Default for Metrics {
             is_leader: Gauge::default(),
             leader_key: Family::default(),
             undecodable: Family::default(),
+            duplicate_site: Family::default(),
         };
         r.register("reconcile_runs", "Reconciles run", m.reconcile_runs.clone());
         r.register(
@@ -146,6 +149,11 @@ impl Default for Metrics {
             "undecodable_pair",
             "1 while the pair's stored object cannot be read by this controller (reported on the pair as an Undecodable Event; the other pairs are unaffected)",
             m.undecodable.clone(),
+        );
+        r.register(
+            "duplicate_site_controller",
+            "1 while another controller is registered in the witness with this controller's --site for the pair",
+            m.duplicate_site.clone(),
         );
         Metrics { registry: Arc::new(r), ..m }
     }

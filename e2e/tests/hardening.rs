@@ -70,6 +70,10 @@ async fn the_api_server_rejects_bad_pairs_naming_the_field() -> Result<()> {
         (doc("noetcd", SITES, "  coordination: { etcd: { endpoints: [] } }\n"), "spec.coordination.etcd.endpoints"),
         (doc("tlsnoca", "  - { name: east, postgres: { host: a, credentialsSecret: { name: s }, tls: { mode: VerifyFull } } }\n  - { name: west, postgres: { host: b, credentialsSecret: { name: s } } }\n", ""), "spec.sites[0].postgres.tls"),
         (doc("tlsmode", "  - { name: east, postgres: { host: a, credentialsSecret: { name: s }, tls: { mode: Prefer } } }\n  - { name: west, postgres: { host: b, credentialsSecret: { name: s } } }\n", ""), "spec.sites[0].postgres.tls.mode"),
+        (doc("dupds", SITES, "  dataSource: [ { secretKey: { name: a, key: b } }, { secretKey: { name: a, key: b } } ]\n"), "spec.dataSource: a target is listed twice"),
+        (doc("dupcm", SITES, "  dataSource: [ { configMapKey: { name: c, key: d, jsonPointer: /x } }, { secretKey: { name: a, key: b } }, { configMapKey: { name: c, key: d, jsonPointer: /x } } ]\n"), "spec.dataSource: a target is listed twice"),
+        (doc("probetiming", SITES, "  failover: { probeInterval: 200ms, probeTimeout: 2s }\n"), "spec.failover.probeTimeout must not exceed spec.failover.probeInterval"),
+        (doc("leasedefault", SITES, "  coordination: { etcd: { endpoints: ['http://w:2379'], leaseTTL: 3s } }\n"), "spec.coordination.etcd.leaseTTL must be at least 4 × spec.failover.probeTimeout"),
         (doc("tlsclient", "  - { name: east, postgres: { host: a, credentialsSecret: { name: s }, tls: { mode: Disable, clientCertSecret: { name: c } } } }\n  - { name: west, postgres: { host: b, credentialsSecret: { name: s } } }\n", ""), "spec.sites[0].postgres.tls"),
     ];
     assert!(cases.len() >= 25);
@@ -119,6 +123,16 @@ async fn bad_references_are_reported_naming_the_field_and_nothing_is_written_hal
         ..Default::default()
     };
     cms.patch("not-json", &PatchParams::apply("e2e").force(), &Patch::Apply(&notjson)).await?;
+    // A TSIG secret cut short (not a whole base64 group) and one too short to be a key.
+    for (name, secret) in [("trunc-tsig", "c2VjcmV0LWtleS1jdXQtc2hvcnQtaGVyZ"), ("short-tsig", "aGVsbG8h")] {
+        support::put_secret(
+            &bed.client,
+            &bed.ns,
+            name,
+            &[("name", &bed.key_name()), ("algorithm", "hmac-sha256"), ("secret", secret)],
+        )
+        .await?;
+    }
 
     // (pair name, edit of the YAML, condition type, needle in its message)
     type Edit = Box<dyn Fn(&str) -> String>;
@@ -164,6 +178,22 @@ async fn bad_references_are_reported_naming_the_field_and_nothing_is_written_hal
             Box::new(|y: &str| y.replace("tsigSecret: { name: dns-tsig }", "tsigSecret: { name: tsig-md5 }")),
             conditions::READY_FOR_FAILOVER,
             "tsigSecret.algorithm",
+        ),
+        (
+            "trunc-tsig",
+            Box::new(|y: &str| {
+                y.replace("tsigSecret: { name: dns-tsig }", "tsigSecret: { name: trunc-tsig }")
+            }),
+            conditions::READY_FOR_FAILOVER,
+            "tsigSecret.secret: not valid base64",
+        ),
+        (
+            "short-tsig",
+            Box::new(|y: &str| {
+                y.replace("tsigSecret: { name: dns-tsig }", "tsigSecret: { name: short-tsig }")
+            }),
+            conditions::READY_FOR_FAILOVER,
+            "the key is 6 bytes long",
         ),
         // The DNS server's port is swapped for a closed one below.
         (
@@ -302,5 +332,267 @@ async fn no_secret_value_appears_in_logs_events_status_or_metrics() -> Result<()
         promote.is_some_and(|l| l["span"]["drp"] == "chat" && l["epoch"] == 1),
         "step lines carry the pair, the step and the epoch"
     );
+    Ok(())
+}
+
+/// Bad input, round two (issue 11): each case on the real API server with the controller running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> Result<()> {
+    let bed = Bed::start("round2").await?;
+    let _ctl = support::RunningController::start(bed.client.clone(), &bed.ns);
+    let api = bed.api();
+    let dynapi: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        bed.client.clone(),
+        &bed.ns,
+        &kube::api::ApiResource::erase::<DisasterRecoveryPair>(&()),
+    );
+    let base = bed.pair_yaml("PAIR", "mode: Manual, probeInterval: 500ms");
+
+    // 1. `maxLagBytes: null` is stored as the default (the schema no longer allows null), and the
+    //    pair is reconciled.
+    let yaml = base
+        .replace("PAIR", "nulllag")
+        .replace("probeInterval: 500ms", "probeInterval: 500ms, maxLagBytes: null");
+    let obj: kube::api::DynamicObject = serde_json::from_value(serde_yaml::from_str(&yaml)?)?;
+    dynapi.create(&Default::default(), &obj).await?;
+    assert_eq!(api.get("nulllag").await?.spec.failover.max_lag_bytes.0, "16Mi");
+
+    // 2. DataSource targets [Secret, ConfigMap]: a ConfigMap that a longer DSN would push over the
+    //    1 MiB limit, and an immutable one. Both are refused before anything is written, and
+    //    ReadyForFailover says so beforehand.
+    let long_dsn = format!("{}&application_name={}", bed.dsn("west"), "w".repeat(200));
+    support::put_secret(&bed.client, &bed.ns, "dsn-west-long", &[("dsn", &long_dsn)]).await?;
+    for name in ["db-big", "db-imm"] {
+        support::put_secret(&bed.client, &bed.ns, name, &[("dsn", &bed.dsn("east"))]).await?;
+    }
+    let doc = |pad: usize| {
+        format!(
+            "{{\"SqlSettings\":{{\"DataSource\":{}}},\"JobSettings\":{{\"RunScheduler\":true}},\"Padding\":\"{}\"}}",
+            serde_json::to_string(&bed.dsn("east")).unwrap_or_default(),
+            "p".repeat(pad)
+        )
+    };
+    let short = doc(0).len();
+    let big_doc = doc((1 << 20) - short - 64);
+    let cms: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &bed.ns);
+    for (name, body, immutable) in
+        [("big-config", big_doc.clone(), None), ("imm-config", doc(10), Some(true))]
+    {
+        let cm = ConfigMap {
+            metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+            data: Some([("config.json".to_string(), body)].into()),
+            immutable,
+            ..Default::default()
+        };
+        cms.create(&Default::default(), &cm).await?;
+    }
+    let with_targets = |pair: &str, secret: &str, cm: &str| {
+        let y = base
+            .replace("PAIR", pair)
+            .replace("{ name: dsn-west, key: dsn }", "{ name: dsn-west-long, key: dsn }");
+        let (head, rest) = y.split_once("  dataSource:\n").unwrap_or_default();
+        let (_, tail) = rest.split_once("  recycle:\n").unwrap_or_default();
+        format!(
+            "{head}  dataSource:\n    - secretKey: {{ name: {secret}, key: dsn }}\n    - configMapKey: {{ name: {cm}, key: config.json, jsonPointer: /SqlSettings/DataSource, perSite: [ {{ jsonPointer: /JobSettings/RunScheduler, values: {{ east: 'true', west: 'false' }} }} ] }}\n  recycle:\n{tail}"
+        )
+    };
+    support::create_pair(&bed.client, &bed.ns, &with_targets("bigcm", "db-big", "big-config")).await?;
+    support::create_pair(&bed.client, &bed.ns, &with_targets("immcm", "db-imm", "imm-config")).await?;
+    for (pair, needle) in [("bigcm", "1048576"), ("immcm", "the API server refuses the write (422)")] {
+        wait_for(
+            &format!("{pair}: ReadyForFailover names the ConfigMap"),
+            Duration::from_secs(30),
+            || async {
+                Ok(condition(&api.get(pair).await?, conditions::READY_FOR_FAILOVER).is_some_and(
+                    |(s, _, m)| {
+                        s == "False" && m.contains("spec.dataSource[1].configMapKey") && m.contains(needle)
+                    },
+                ))
+            },
+        )
+        .await?;
+    }
+
+    // 3. A token acts once, forever: dry-run d1, d2, then d1 again.
+    for t in ["d1", "d2"] {
+        bed.annotate("nulllag", "dr.understudy.dev/dry-run", t).await?;
+        wait_for(&format!("dry-run {t}"), Duration::from_secs(20), || async {
+            Ok(api.get("nulllag").await?.status.and_then(|s| s.dry_run).is_some_and(|d| d.token == t))
+        })
+        .await?;
+    }
+    let d2_at = api.get("nulllag").await?.status.and_then(|s| s.dry_run).map(|d| d.at);
+    bed.annotate("nulllag", "dr.understudy.dev/dry-run", "d1").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = api.get("nulllag").await?.status.and_then(|s| s.dry_run);
+    assert_eq!(after.as_ref().map(|d| d.token.as_str()), Some("d2"), "d1 must not run a second time");
+    assert_eq!(after.map(|d| d.at), d2_at);
+
+    // 4. Each refusal keeps its own message: in the LastCommand condition and in its own Event.
+    let events: Api<Event> = Api::namespaced(bed.client.clone(), &bed.ns);
+    let cases = [("s1", "east", "already serves"), ("s2", "north", "names no site")];
+    for (token, to, needle) in cases {
+        let patch = serde_json::json!({ "metadata": { "annotations": {
+            "dr.understudy.dev/switchover-to": to, "dr.understudy.dev/switchover": token } } });
+        api.patch("nulllag", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        wait_for(&format!("LastCommand says {needle}"), Duration::from_secs(20), || async {
+            Ok(condition(&api.get("nulllag").await?, conditions::LAST_COMMAND)
+                .is_some_and(|(s, _, m)| s == "False" && m.contains(needle) && m.contains(token)))
+        })
+        .await?;
+    }
+    wait_for("one Event per refusal, each with its own text", Duration::from_secs(20), || async {
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("nulllag")
+                    && e.reason.as_deref() == Some("SwitchoverRejected")
+            })
+            .filter_map(|e| e.note)
+            .collect();
+        Ok(cases.iter().all(|(_, _, needle)| notes.iter().any(|n| n.contains(needle))))
+    })
+    .await?;
+
+    // 5. A 10 KB value: refused with the reason first, stored bounded.
+    let long = "x".repeat(10_240);
+    bed.annotate("nulllag", "dr.understudy.dev/failover", &long).await?;
+    wait_for("the long value refused", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("nulllag").await?, conditions::LAST_COMMAND)
+            .is_some_and(|(_, _, m)| m.contains("not a token") && m.contains("(10240 bytes)")))
+    })
+    .await?;
+    let handled = api.get("nulllag").await?.status.map(|s| s.handled).unwrap_or_default();
+    let kept = handled.get("dr.understudy.dev/failover").cloned().unwrap_or_default();
+    assert!(
+        kept.len() < 120 && kept.contains("sha256:"),
+        "status keeps a bounded form: {} bytes",
+        kept.len()
+    );
+
+    // 6. A pair deleted mid-transition says what it leaves undone.
+    support::create_pair(&bed.client, &bed.ns, &base.replace("PAIR", "midway")).await?;
+    wait_for("midway has a status", Duration::from_secs(20), || async {
+        Ok(api.get("midway").await?.status.is_some())
+    })
+    .await?;
+    let now = jiff::Timestamp::now().to_string();
+    let step = |name: &str, done: bool| understudy::crd::StepRecord {
+        name: name.into(),
+        started_at: done.then(|| now.clone()),
+        finished_at: done.then(|| now.clone()),
+        outcome: done.then(|| "Succeeded".into()),
+        ..Default::default()
+    };
+    // The journal claims an epoch the witness does not hold, so the executor stops before Promote.
+    wait_for("a journal written under the controller", Duration::from_secs(20), || async {
+        let mut drp = api.get("midway").await?;
+        let mut st = drp.status.clone().unwrap_or_default();
+        st.last_transition = Some(understudy::crd::Transition {
+            trigger: "Forced".into(),
+            kind: "Failover".into(),
+            from: "east".into(),
+            to: "west".into(),
+            epoch: 1,
+            id: "other/1/west".into(),
+            started_at: now.clone(),
+            steps: vec![step("TakeEpoch", true), step("Promote", false), step("FlipDns", false)],
+            ..Default::default()
+        });
+        drp.status = Some(st);
+        drp.metadata.managed_fields = None;
+        Ok(api.replace_status("midway", &Default::default(), &drp).await.is_ok())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.delete("midway", &Default::default()).await?;
+    wait_for("DeletedMidTransition names what is left", Duration::from_secs(20), || async {
+        Ok(events.list(&ListParams::default()).await?.items.into_iter().any(|e| {
+            e.reason.as_deref() == Some("DeletedMidTransition")
+                && e.note.is_some_and(|n| n.contains("NOT done Promote, FlipDns"))
+        }))
+    })
+    .await?;
+
+    // 7. Last (it promotes west): a forced failover of the pair whose ConfigMap is immutable
+    //    stops at RewriteDataSource with nothing written; the Secret listed first keeps east's DSN.
+    bed.annotate("immcm", "dr.understudy.dev/failover", "f1").await?;
+    wait_for("RewriteDataSource refused before any write", Duration::from_secs(40), || async {
+        let t = api.get("immcm").await?.status.and_then(|s| s.last_transition);
+        Ok(t.and_then(|t| t.steps.into_iter().find(|s| s.name == "RewriteDataSource")).is_some_and(|s| {
+            s.finished_at.is_none()
+                && s.message
+                    .unwrap_or_default()
+                    .contains("nothing was written: spec.dataSource[1].configMapKey")
+        }))
+    })
+    .await?;
+    assert_eq!(bed.secret_value("db-imm", "dsn").await?, bed.dsn("east"), "the Secret was not rewritten");
+    assert_eq!(bed.config_map_value("imm-config", "config.json").await?, doc(10));
+    assert_eq!(bed.config_map_value("big-config", "config.json").await?, big_doc);
+    Ok(())
+}
+
+/// A pair deleted and created again under its name continues from the witness's epoch (issue 11):
+/// before, every failover of the new pair was refused as "another controller acted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_created_again_continues_from_the_witness_epoch() -> Result<()> {
+    let (bed, _ctl) = Bed::with_pair("again", "mode: Manual, probeInterval: 500ms").await?;
+    let api = bed.api();
+    bed.annotate("chat", "dr.understudy.dev/failover", "f1").await?;
+    bed.wait_epoch_finished("chat", 1, Duration::from_secs(40)).await?;
+    bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
+    api.delete("chat", &Default::default()).await?;
+    wait_for("the pair gone", Duration::from_secs(20), || async { Ok(api.get_opt("chat").await?.is_none()) })
+        .await?;
+    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", "mode: Manual, probeInterval: 500ms"))
+        .await?;
+    wait_for("the witness's epoch and primary adopted", Duration::from_secs(40), || async {
+        let st = api.get("chat").await?.status.unwrap_or_default();
+        Ok(st.epoch == 1 && st.current_primary.as_deref() == Some("west"))
+    })
+    .await?;
+    let events: Api<Event> = Api::namespaced(bed.client.clone(), &bed.ns);
+    let adopted = events.list(&ListParams::default()).await?.items.into_iter().any(|e| {
+        e.reason.as_deref() == Some("EpochAdopted") && e.note.is_some_and(|n| n.contains("epoch 1"))
+    });
+    assert!(adopted, "an EpochAdopted Event says what happened");
+    bed.annotate("chat", "dr.understudy.dev/failover", "f2").await?;
+    let drp = bed.wait_epoch_finished("chat", 2, Duration::from_secs(40)).await?;
+    let st = drp.status.unwrap_or_default();
+    assert_eq!(st.current_primary.as_deref(), Some("east"));
+    assert_eq!(st.last_transition.and_then(|t| t.outcome).as_deref(), Some("Completed"));
+    assert!(bed.witness_epoch("chat")?.starts_with("2 "), "{}", bed.witness_epoch("chat")?);
+    Ok(())
+}
+
+/// Two controllers started with the same `--site` for one pair: the second finds the first's
+/// registration in the witness and says so (issue 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_controller_with_the_same_site_is_reported() -> Result<()> {
+    let bed = Bed::start("dupsite").await?;
+    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", "mode: Manual, probeInterval: 500ms"))
+        .await?;
+    let _first = bed.controller_process("east", &[])?;
+    bed.wait_healthy("chat").await?;
+    let _second = bed.controller_process("east", &[])?;
+    let events: Api<Event> = Api::namespaced(bed.client.clone(), &bed.ns);
+    // Reported once the first one's registration is seen renewed (a readiness round is 30 s).
+    wait_for("DuplicateSiteController", Duration::from_secs(100), || async {
+        Ok(events.list(&ListParams::default()).await?.items.into_iter().any(|e| {
+            e.reason.as_deref() == Some("DuplicateSiteController")
+                && e.note.is_some_and(|n| n.contains("another controller runs with --site east"))
+        }))
+    })
+    .await?;
+    let registered = bed.witness.etcdctl(&[
+        "get",
+        &format!("/understudy/{}/chat/controllers/east", bed.ns),
+        "--print-value-only",
+    ])?;
+    assert!(registered.trim().starts_with("east@"), "the first controller's registration: {registered}");
     Ok(())
 }

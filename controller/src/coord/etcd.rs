@@ -347,6 +347,51 @@ impl Witness {
         Ok(())
     }
 
+    /// Registers `me` as the controller of `site` for this pair, on a fresh lease of `ttl`
+    /// (`<prefix>/<ns>/<name>/controllers/<site>`). Returns the other registration when another
+    /// controller already holds it, with the lease it is bound to (a live controller re-registers
+    /// on a fresh lease every round; a crashed one's lease only runs out).
+    pub async fn register_site(
+        &mut self,
+        site: &str,
+        me: &str,
+        ttl: Duration,
+    ) -> Result<Option<(String, i64)>, Error> {
+        let base = self.key.trim_end_matches("epoch");
+        let key = format!("{base}controllers/{site}");
+        let resp = self.client.get(key.as_str(), None).await.map_err(self.txn_err(&key))?;
+        let held = resp.kvs().first().and_then(|kv| kv.value_str().ok().map(|v| (v.to_string(), kv.lease())));
+        if let Some(other) = held.filter(|(v, _)| v != me) {
+            return Ok(Some(other));
+        }
+        let lease = self.grant(ttl).await?;
+        // Put when absent or still ours; a controller that registered in between wins.
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), me, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::put(
+                key.as_str(),
+                me,
+                Some(PutOptions::new().with_lease(lease).with_prev_key()),
+            )]);
+        let resp = self.client.txn(txn).await.map_err(self.txn_err(&key))?;
+        if !resp.succeeded() {
+            // It existed: it was ours (read above), or somebody else's that we just overwrote in
+            // a race; say so either way.
+            for op in resp.op_responses() {
+                if let etcd_client::TxnOpResponse::Put(p) = op {
+                    if let Some(prev) = p.prev_key() {
+                        match prev.value_str() {
+                            Ok(v) if v != me => return Ok(Some((v.to_string(), prev.lease()))),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The epoch etcd holds (0 when the key does not exist yet).
     pub async fn epoch(&mut self) -> Result<(i64, String, String), Error> {
         let resp = self

@@ -90,15 +90,16 @@ pub async fn plan(
                 Some(at) => at,
                 None => {
                     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-                    let obj = api.get_opt(&k.name).await.map_err(|e| api_err(&field, &e))?.ok_or_else(
-                        || Error::Target {
-                            field: field.clone(),
-                            reason: format!(
+                    let obj =
+                        api.get_opt(&k.name).await.map_err(|e| api_err(&field, &e))?.ok_or_else(|| {
+                            Error::Target {
+                                field: field.clone(),
+                                reason: format!(
                                 "Secret {ns}/{} not found: create it (the key {:?} is written by understudy)",
                                 k.name, k.key
                             ),
-                        },
-                    )?;
+                            }
+                        })?;
                     check_epoch(&field, "Secret", &k.name, obj.metadata.annotations.as_ref(), epoch)?;
                     secret_objs.push((k.name.clone(), vec![], obj, false));
                     secret_objs.len() - 1
@@ -172,8 +173,9 @@ pub async fn plan(
     }
     for (name, fields, mut obj, changed) in cm_objs {
         let field = fields.join(", ");
-        let size: usize = obj.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            + obj.binary_data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum::<usize>();
+        // Counted as the API server counts: the values of data and binaryData.
+        let size: usize = obj.data.iter().flatten().map(|(_, v)| v.len()).sum::<usize>()
+            + obj.binary_data.iter().flatten().map(|(_, v)| v.0.len()).sum::<usize>();
         too_large(&field, "ConfigMap", ns, &name, size)?;
         if changed {
             stamp(&mut obj.metadata, epoch);

@@ -297,8 +297,9 @@ async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, String> {
     if cx.spec.data_source.is_empty() {
         return Ok(Done::skipped("no spec.dataSource targets"));
     }
-    let plan =
-        datasource::plan(cx.client, cx.ns, cx.spec, cx.to, cx.epoch).await.map_err(|e| e.to_string())?;
+    let plan = datasource::plan(cx.client, cx.ns, cx.spec, cx.to, cx.epoch)
+        .await
+        .map_err(|e| format!("nothing was written: {e}"))?;
     if plan.is_empty() {
         return Ok(Done::ok(format!("every DataSource target already points at {}", cx.to)));
     }

@@ -11,6 +11,7 @@ pub mod leader_key;
 pub mod observe;
 pub mod readiness;
 pub mod rejoin;
+pub mod site_lock;
 
 use std::{sync::Arc, time::Duration};
 
@@ -54,8 +55,14 @@ pub struct Context {
     /// Per pair and site (`ns/name/site`): the highest WAL insert position a probe of it read, the
     /// freshest "last known primary LSN" for the lost-WAL figure of a failover.
     pub seen_lsn: std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, crate::pg::Lsn)>>,
-    /// Pairs (`ns/name`) whose stored object cannot be read, with the resourceVersion reported.
+    /// Pairs (`ns/name`) whose stored object cannot be read.
     pub undecodable: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This replica's name (`--instance`, else the host name).
+    pub instance: String,
+    /// Random per process: tells apart two processes with the same instance name.
+    pub nonce: String,
+    /// Per pair: the lease of another controller's registration for this site (`site_lock`).
+    pub other_site_controller: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// How often a status whose only change is WAL positions and lag is written.
@@ -231,6 +238,9 @@ pub async fn run(
         unwritten: Default::default(),
         seen_lsn: Default::default(),
         undecodable: Default::default(),
+        instance: opts.instance.clone(),
+        nonce: new_nonce(),
+        other_site_controller: Default::default(),
     });
     if let Some(r) = &opts.ready {
         r.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -301,6 +311,17 @@ pub async fn run(
 fn deleted(obj: &DynamicObject, ctx: &Arc<Context>) {
     let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
     ctx.keepers.stop(&key);
+    // A pair created again under this name starts afresh (its first round assesses readiness and
+    // reads the witness at once).
+    if let Ok(mut m) = ctx.readiness_at.lock() {
+        m.remove(&key);
+    }
+    if let Ok(mut m) = ctx.written_at.lock() {
+        m.remove(&key);
+    }
+    if let Ok(mut m) = ctx.unwritten.lock() {
+        m.remove(&key);
+    }
     let Ok(drp) = crate::crd::decode::decode(obj) else { return };
     let Some(t) = drp.status.as_ref().and_then(|s| s.last_transition.as_ref()) else { return };
     if t.finished_at.is_some() || !ctx.leadership.is_leader() {
@@ -463,6 +484,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         if failover::executor::adopt_witness_epoch(&ctx, &drp, &mut status).await? {
             return Ok(Action::requeue(Duration::from_millis(50)));
         }
+        events.extend(site_lock::check(&drp, &ctx).await);
         let (to, plan, blockers) = readiness::assess(&drp, &status, &ctx).await;
         let (st, reason, msg) = if blockers.is_empty() {
             ("True", "Ready", format!("a failover to {to} could run now"))
