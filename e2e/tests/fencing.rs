@@ -23,7 +23,7 @@ async fn two_controllers_racing_to_promote_take_one_epoch_and_promote_once() -> 
             &bed.ns,
             &bed.pair_yaml(
                 "chat",
-                "mode: Automatic, probeInterval: 200ms, probeTimeout: 500ms, failureThreshold: 2",
+                "mode: Automatic, probeInterval: 200ms, probeTimeout: 200ms, failureThreshold: 2",
             ),
         )
         .await?;

@@ -417,7 +417,10 @@ impl Witness {
         transition: &str,
         leader: LeaderKey,
     ) -> Result<Swap, Error> {
-        let to = from + 1;
+        let to = from.checked_add(1).ok_or_else(|| Error::Txn {
+            key: self.key.clone(),
+            reason: format!("epoch {from} cannot be moved on"),
+        })?;
         let new = encode_epoch(to, holder, transition);
         let (cur_epoch, cur_holder, cur_transition) = self.epoch().await?;
         // The same transition already moved it: a retry after a crash, or the other site's controller

@@ -61,6 +61,8 @@ pub mod reasons {
     /// The witness held a newer epoch than the status (a pair created again under an old name):
     /// the status took the witness's epoch and primary.
     pub const EPOCH_ADOPTED: &str = "EpochAdopted";
+    /// The transition journal in status holds something understudy did not write (an unknown step).
+    pub const INVALID_JOURNAL: &str = "InvalidJournal";
     pub const WITNESS_UNAVAILABLE: &str = "WitnessUnavailable";
     pub const NOT_PROTECTED: &str = "NotProtected";
     pub const LEADER_KEY_HELD: &str = "LeaderKeyHeld";

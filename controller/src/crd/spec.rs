@@ -158,7 +158,9 @@ pub struct RejoinHook {
     #[schemars(length(min = 1, max = 32))]
     pub command: Vec<String>,
     /// How long the command may run (`2m`).
-    #[serde(default = "default_rejoin_timeout")]
+    #[serde(default = "default_rejoin_timeout", deserialize_with = "duration::required")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')")
+        .message("spec.sites[*].rejoin.timeout must be between 1s and 24h, e.g. 2m"))]
     pub timeout: Duration,
 }
 
@@ -301,13 +303,13 @@ pub struct FailoverPolicy {
     #[serde(default)]
     pub mode: FailoverMode,
     /// How often both sites are probed, as a Go duration (`1s`, `500ms`).
-    #[serde(default = "default_probe_interval")]
+    #[serde(default = "default_probe_interval", deserialize_with = "duration::required")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('1h')")
         .message("spec.failover.probeInterval must be between 100ms and 1h, e.g. 1s"))]
     pub probe_interval: Duration,
     /// How long one probe may take before it counts as failed; at most `probeInterval`.
     /// Default: 1s, or `probeInterval` when that is shorter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "duration::optional")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('50ms') && duration(self) <= duration('1m')")
         .message("spec.failover.probeTimeout must be between 50ms and 1m, e.g. 1s"))]
     pub probe_timeout: Option<Duration>,
@@ -322,12 +324,12 @@ pub struct FailoverPolicy {
     pub max_lag_bytes: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
     /// Planned switchover: how long to wait for the standby to replay the quiesced primary's last
     /// WAL before rolling back (primary writable again, PgBouncer resumed, nothing promoted).
-    #[serde(default = "default_catch_up_timeout")]
+    #[serde(default = "default_catch_up_timeout", deserialize_with = "duration::required")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')")
         .message("spec.failover.catchUpTimeout must be between 1s and 1h, e.g. 30s"))]
     pub catch_up_timeout: Duration,
     /// No second automatic failover inside this window after a transition (`10m`).
-    #[serde(default = "default_cooldown")]
+    #[serde(default = "default_cooldown", deserialize_with = "duration::required")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s')")
         .message("spec.failover.cooldown must not be negative, e.g. 10m"))]
     pub cooldown: Duration,
@@ -673,7 +675,7 @@ pub struct EtcdWitness {
     /// database (read-only, writers terminated, PgBouncer PAUSE). The standby promotes only after
     /// the lease expired. Must be at least 4 × `spec.failover.probeTimeout`. A whole-site failover
     /// with per-site controllers therefore takes at least leaseTTL.
-    #[serde(default = "default_lease_ttl")]
+    #[serde(default = "default_lease_ttl", deserialize_with = "duration::required")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('2s') && duration(self) <= duration('5m')")
         .message("spec.coordination.etcd.leaseTTL must be between 2s and 5m, e.g. 10s"))]
     #[serde(rename = "leaseTTL")]
@@ -685,4 +687,87 @@ fn default_prefix() -> String {
 }
 fn default_lease_ttl() -> Duration {
     std::time::Duration::from_secs(10).into()
+}
+
+/// Durations read without panicking. kube's `Duration` parser panics on a negative sum (`5s-3s`)
+/// or an overflow (`99999999999999999999h`), and a field without a CEL rule lets the API server
+/// store either, so one such object could bring the whole controller down. This parser takes Go's
+/// syntax (`1h2m0.5s`, `300ms`, units `ns us µs ms s m h`) and answers an error instead.
+pub mod duration {
+    use serde::{de::Error as _, Deserialize, Deserializer};
+
+    use super::Duration;
+
+    /// The longest duration read: 100 years.
+    const MAX_SECS: f64 = 100.0 * 365.0 * 86_400.0;
+
+    /// Parses a Go duration; negative, overflowing or malformed values are errors.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let s = text.trim();
+        let body = s.strip_prefix('+').unwrap_or(s);
+        if body.starts_with('-') {
+            return Err(format!("{text:?} is negative; use a positive duration such as 30s"));
+        }
+        if body == "0" {
+            return Ok(std::time::Duration::ZERO.into());
+        }
+        if body.is_empty() {
+            return Err(format!("{text:?} is not a duration; use one such as 30s or 1m30s"));
+        }
+        let mut total = 0f64;
+        let mut rest = body;
+        while !rest.is_empty() {
+            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let (num, tail) = rest.split_at(num_len);
+            let value: f64 = num
+                .parse()
+                .map_err(|_| format!("{text:?} is not a duration; use one such as 30s or 1m30s"))?;
+            let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+            let (unit, next) = tail.split_at(unit_len);
+            let scale = match unit {
+                "ns" => 1e-9,
+                "us" | "µs" | "μs" => 1e-6,
+                "ms" => 1e-3,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(format!("{text:?} has unit {unit:?}; use ns, us, ms, s, m or h")),
+            };
+            total += value * scale;
+            if !total.is_finite() || total > MAX_SECS {
+                return Err(format!("{text:?} is longer than 100 years"));
+            }
+            rest = next;
+        }
+        Ok(std::time::Duration::from_secs_f64(total).into())
+    }
+
+    /// Deserializes a duration field.
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse(&String::deserialize(d)?).map_err(D::Error::custom)
+    }
+
+    /// Deserializes an optional duration field.
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?.map(|s| parse(&s).map_err(D::Error::custom)).transpose()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::parse;
+
+        #[test]
+        fn go_durations_parse_and_odd_ones_are_errors_not_panics() {
+            let secs = |s: &str| std::time::Duration::from(parse(s).expect(s)).as_secs_f64();
+            assert_eq!(secs("1s"), 1.0);
+            assert_eq!(secs("1h0m0.5s"), 3600.5);
+            assert_eq!(secs("300ms"), 0.3);
+            assert_eq!(secs("1m30s"), 90.0);
+            assert_eq!(secs("0"), 0.0);
+            assert_eq!(secs("2µs"), 2e-6);
+            for bad in ["5s-3s", "-5s", "99999999999999999999h", "1e3s", "soon", "", "5", "1.2.3s", "1d"] {
+                assert!(parse(bad).is_err(), "{bad:?} must be an error");
+            }
+        }
+    }
 }

@@ -23,6 +23,7 @@ pub struct DisasterRecoveryPairStatus {
     pub target_primary: Option<String>,
     /// Fencing token: increased by one on every promotion and never reused.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991_i64))]
     pub epoch: i64,
     /// Bytes of WAL the standby has yet to replay (primary's current LSN minus the standby's replay LSN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +69,7 @@ pub struct TokenFilter {
     pub bits: String,
     /// How many tokens were added.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub count: i64,
 }
 
@@ -141,6 +143,7 @@ pub struct SiteStatus {
     pub http_healthy: Option<bool>,
     /// Consecutive failed probes (SQL or HTTP); reset by a passing probe.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub consecutive_failures: i32,
     /// When the current run of failures began (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +184,7 @@ pub struct Transition {
     /// The site promoted.
     pub to: String,
     /// The epoch this transition took.
+    #[schemars(range(min = 0, max = 9_007_199_254_740_991_i64))]
     pub epoch: i64,
     /// Unique id of the transition (`<pair uid>/<epoch>`), also stored with the epoch in etcd.
     #[serde(default)]
@@ -239,6 +243,7 @@ pub struct StepRecord {
     pub message: Option<String>,
     /// Attempts made so far.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub attempts: i32,
 }
 
@@ -257,6 +262,7 @@ pub struct FormerPrimary {
     pub message: Option<String>,
     /// Times the rejoin hook was run for this transition.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub rejoin_attempts: i32,
     /// When it was last assessed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]

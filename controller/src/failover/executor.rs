@@ -109,7 +109,15 @@ pub async fn start(
 ) -> Result<Option<DisasterRecoveryPair>, Error> {
     let mut st = drp.status.clone().unwrap_or_default();
     let began = Timestamp::now();
-    let epoch = st.epoch + 1;
+    let Some(epoch) = st.epoch.checked_add(1).filter(|_| st.epoch >= 0) else {
+        let msg = format!(
+            "status.epoch is {}, which cannot be moved on: only understudy writes the epoch; restore it from \
+             the witness (`etcdctl get <prefix>/<ns>/<name>/epoch`)",
+            st.epoch
+        );
+        refuse(ctx, drp, &mut st, reasons::INVALID_SPEC, &msg).await?;
+        return Ok(None);
+    };
     let id = format!("{}/{epoch}/{to}", drp.uid().unwrap_or_default());
     let mut steps: Vec<StepRecord> =
         kind.steps().iter().map(|s| StepRecord { name: s.name().into(), ..Default::default() }).collect();
@@ -196,7 +204,7 @@ async fn take_epoch(
         Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
         Ok(None) => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
         Ok(Some(mut w)) => match w.swap(from, &ctx.identity, id, leader).await {
-            Ok(Swap::Won) => Ok(format!("etcd epoch {from} → {}", from + 1)),
+            Ok(Swap::Won) => Ok(format!("etcd epoch {from} → {}", from.saturating_add(1))),
             Ok(Swap::LeaderAlive { holder, ttl_left_s }) => Err((
                 reasons::LEADER_KEY_HELD,
                 format!(
@@ -358,10 +366,35 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
             return Ok(Action::requeue(Duration::from_millis(100)));
         };
         let Some(step) = Step::from_name(&t.steps[idx].name) else {
-            return Err(Error::Journal(format!(
-                "unknown step {:?} in status.lastTransition.steps",
-                t.steps[idx].name
-            )));
+            // Only understudy writes the journal; a step it does not know (status edited by hand, or
+            // written by another version) is not guessed at: the transition stops and says so.
+            let name: String = t.steps[idx].name.chars().take(64).collect();
+            let msg = format!(
+                "status.lastTransition.steps[{idx}].name is {name:?}, not a step understudy knows; the {} \
+                 stopped before it. Finish the transition by hand (docs/failback.md), then remove \
+                 status.lastTransition",
+                t.kind
+            );
+            let mut st = st.clone();
+            if st.phase != Some(Phase::Failed) {
+                st.phase = Some(Phase::Failed);
+                set_condition(
+                    &mut st.conditions,
+                    conditions::FAILOVER_BLOCKED,
+                    "True",
+                    reasons::INVALID_JOURNAL,
+                    &msg,
+                    drp.metadata.generation,
+                    Timestamp::now(),
+                );
+                write_status(ctx, &drp, &st).await?;
+                ctx.publish(
+                    &drp,
+                    EventNote { warning: true, reason: reasons::INVALID_JOURNAL.into(), note: msg },
+                )
+                .await;
+            }
+            return Ok(Action::await_change());
         };
         let epoch_taken = t.steps.iter().any(|s| s.name == Step::TakeEpoch.name() && s.finished_at.is_some());
 
@@ -401,7 +434,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
         let mut st = st;
         if let Some(rec) = st.last_transition.as_mut().map(|t| &mut t.steps[idx]) {
             rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
-            rec.attempts += 1;
+            rec.attempts = rec.attempts.saturating_add(1);
         }
         drp = write_status(ctx, &drp, &st).await?;
         crash_point(step, "before");

@@ -69,11 +69,13 @@ pub async fn assess(
             Ok((e, holder, _)) => plan.push(format!(
                 "TakeEpoch: etcd epoch {e} ({}) → {}",
                 if holder.is_empty() { "unset" } else { &holder },
-                e + 1
+                e.saturating_add(1)
             )),
             Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
         },
-        Ok(None) => plan.push(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch + 1)),
+        Ok(None) => {
+            plan.push(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch.saturating_add(1)))
+        }
         Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
     }
     let site = |n: &str| spec.sites.iter().find(|s| s.name == n);
@@ -88,7 +90,7 @@ pub async fn assess(
     }
     plan.push(format!("VerifyWritable: epoch marker on {to}"));
 
-    let planned = match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch + 1).await {
+    let planned = match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch.saturating_add(1)).await {
         Ok(w) => datasource::check(&ctx.client, &ns, &w).await.map(|()| w),
         Err(e) => Err(e),
     };

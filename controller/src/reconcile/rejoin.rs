@@ -81,7 +81,7 @@ pub async fn step(
                 drp.spec.sites.iter().find(|s| s.name == fp.site).and_then(|s| s.rejoin.clone())
             {
                 if fp.rejoin_attempts < HOOK_ATTEMPTS {
-                    fp.rejoin_attempts += 1;
+                    fp.rejoin_attempts = fp.rejoin_attempts.saturating_add(1);
                     // Claim the attempt in the status first (a resourceVersion-guarded write): with a
                     // controller per site both see the former primary, and only the one whose write
                     // lands runs the hook; the other sees `Rejoining` and leaves it alone.
