@@ -698,8 +698,9 @@ pub mod duration {
 
     use super::Duration;
 
-    /// The longest duration read: 100 years.
-    const MAX_SECS: f64 = 100.0 * 365.0 * 86_400.0;
+    /// The longest duration read: Go's (about 292 years, `2562047h47m16.854775807s`), so that
+    /// whatever the API server's CEL `duration()` accepts is read.
+    const MAX_SECS: f64 = i64::MAX as f64 / 1e9;
 
     /// Parses a Go duration; negative, overflowing or malformed values are errors.
     pub fn parse(text: &str) -> Result<Duration, String> {
@@ -735,7 +736,7 @@ pub mod duration {
             };
             total += value * scale;
             if !total.is_finite() || total > MAX_SECS {
-                return Err(format!("{text:?} is longer than 100 years"));
+                return Err(format!("{text:?} is longer than the longest duration (2562047h)"));
             }
             rest = next;
         }
@@ -765,6 +766,7 @@ pub mod duration {
             assert_eq!(secs("1m30s"), 90.0);
             assert_eq!(secs("0"), 0.0);
             assert_eq!(secs("2µs"), 2e-6);
+            assert!(parse("2562047h").is_ok(), "Go's longest duration in hours");
             for bad in ["5s-3s", "-5s", "99999999999999999999h", "1e3s", "soon", "", "5", "1.2.3s", "1d"] {
                 assert!(parse(bad).is_err(), "{bad:?} must be an error");
             }

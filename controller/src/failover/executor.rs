@@ -358,6 +358,17 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
     loop {
         let st = drp.status.clone().unwrap_or_default();
         let Some(t) = st.last_transition.clone() else { return Ok(Action::await_change()) };
+        if let Some((field, site)) =
+            [("from", &t.from), ("to", &t.to)].into_iter().find(|(_, site)| drp.spec.site(site).is_err())
+        {
+            let site: String = site.chars().take(64).collect();
+            let msg = format!(
+                "status.lastTransition.{field} is {site:?}, which names no site in spec.sites; the {} is not \
+                 run. Finish it by hand (docs/failback.md), then remove status.lastTransition",
+                t.kind
+            );
+            return stop_invalid_journal(drp, ctx, msg).await;
+        }
         if t.outcome.as_deref() == Some("RollingBack") {
             return roll_back(drp, ctx, &ns, &pair).await;
         }
@@ -375,26 +386,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                  status.lastTransition",
                 t.kind
             );
-            let mut st = st.clone();
-            if st.phase != Some(Phase::Failed) {
-                st.phase = Some(Phase::Failed);
-                set_condition(
-                    &mut st.conditions,
-                    conditions::FAILOVER_BLOCKED,
-                    "True",
-                    reasons::INVALID_JOURNAL,
-                    &msg,
-                    drp.metadata.generation,
-                    Timestamp::now(),
-                );
-                write_status(ctx, &drp, &st).await?;
-                ctx.publish(
-                    &drp,
-                    EventNote { warning: true, reason: reasons::INVALID_JOURNAL.into(), note: msg },
-                )
-                .await;
-            }
-            return Ok(Action::await_change());
+            return stop_invalid_journal(drp, ctx, msg).await;
         };
         let epoch_taken = t.steps.iter().any(|s| s.name == Step::TakeEpoch.name() && s.finished_at.is_some());
 
@@ -559,6 +551,35 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
             }
         }
     }
+}
+
+/// Stops a journal understudy cannot run (it did not write it): phase Failed, `FailoverBlocked`
+/// with reason `InvalidJournal` and an Event, once; nothing else is done until the pair changes.
+async fn stop_invalid_journal(
+    drp: DisasterRecoveryPair,
+    ctx: &Context,
+    msg: String,
+) -> Result<Action, Error> {
+    let mut st = drp.status.clone().unwrap_or_default();
+    let already = st.phase == Some(Phase::Failed)
+        && st.conditions.iter().any(|c| c.reason == reasons::INVALID_JOURNAL && c.message == msg);
+    if !already {
+        st.phase = Some(Phase::Failed);
+        set_condition(
+            &mut st.conditions,
+            conditions::FAILOVER_BLOCKED,
+            "True",
+            reasons::INVALID_JOURNAL,
+            &msg,
+            drp.metadata.generation,
+            Timestamp::now(),
+        );
+        let drp = write_status(ctx, &drp, &st).await?;
+        warn!("{msg}");
+        ctx.publish(&drp, EventNote { warning: true, reason: reasons::INVALID_JOURNAL.into(), note: msg })
+            .await;
+    }
+    Ok(Action::await_change())
 }
 
 /// Rolls a switchover back and closes its journal as `RolledBack`; retried until it succeeds.
