@@ -2,7 +2,7 @@ use clap::Parser;
 use understudy::{
     admin,
     cli::{Cli, Command},
-    crd, lease, metrics, reconcile, telemetry,
+    crd, metrics, reconcile, replica_lease, telemetry,
 };
 
 #[tokio::main]
@@ -42,9 +42,9 @@ async fn main() -> anyhow::Result<()> {
                     .lease_namespace
                     .or_else(|| std::env::var("POD_NAMESPACE").ok())
                     .unwrap_or_else(|| "default".into());
-                let l = lease::Leadership::default();
+                let l = replica_lease::Leadership::default();
                 let m = metrics.clone();
-                tokio::spawn(lease::run(
+                tokio::spawn(replica_lease::run(
                     client.clone(),
                     ns,
                     args.lease_name.clone(),
@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
                 l
             } else {
                 metrics.is_leader.set(1);
-                lease::Leadership::always()
+                replica_lease::Leadership::always()
             };
             let opts = reconcile::Options {
                 namespace: args.namespace,

@@ -118,7 +118,7 @@ impl RunningController {
         let opts = understudy::reconcile::Options {
             namespace: Some(ns.into()),
             instance: format!("e2e-{ns}"),
-            leadership: understudy::lease::Leadership::always(),
+            leadership: understudy::replica_lease::Leadership::always(),
             ..Default::default()
         };
         let task = tokio::spawn(understudy::reconcile::run(client, opts, async move {

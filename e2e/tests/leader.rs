@@ -73,9 +73,9 @@ async fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease() ->
     let handover = killed.elapsed();
     eprintln!(
         "leader handover after SIGKILL: {handover:?} (lease duration {:?})",
-        understudy::lease::LEASE_DURATION
+        understudy::replica_lease::LEASE_DURATION
     );
-    assert!(handover <= understudy::lease::LEASE_DURATION + Duration::from_secs(6), "{handover:?}");
+    assert!(handover <= understudy::replica_lease::LEASE_DURATION + Duration::from_secs(6), "{handover:?}");
 
     // The new leader acts: a primary failure is handled exactly once.
     bed.pg.primary.kill9();

@@ -16,6 +16,54 @@ pub mod keeper;
 
 use std::time::Duration;
 
+use kube::ResourceExt;
+
+use crate::crd::DisasterRecoveryPair;
+use etcd::{Access, Witness};
+
+/// The witness of `drp`, when it has one, connected with the TLS material and etcd user its spec
+/// names. Errors name the spec field to fix and never carry the material.
+pub async fn witness(drp: &DisasterRecoveryPair, client: &kube::Client) -> Result<Option<Witness>, String> {
+    let Some(etcd) = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref()) else { return Ok(None) };
+    let ns = drp.namespace().unwrap_or_default();
+    let access = witness_access(etcd, &crate::secrets::Secrets::new(client.clone(), &ns)).await?;
+    Witness::connect(&etcd.endpoints, &etcd.prefix, &ns, &drp.name_any(), Duration::from_secs(2), access)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The TLS material and etcd user `etcd` names, read from its Secrets.
+pub async fn witness_access(
+    etcd: &crate::crd::EtcdWitness,
+    secrets: &crate::secrets::Secrets,
+) -> Result<Access, String> {
+    let mut access = Access::default();
+    if let Some(t) = &etcd.tls_secret {
+        let field = "spec.coordination.etcd.tlsSecret";
+        let d = secrets
+            .get(&t.name, &["ca.crt", "tls.crt", "tls.key"], field)
+            .await
+            .map_err(|e| e.to_string())?;
+        access.tls = Some((
+            format!("{field} (Secret {})", t.name),
+            d.value("ca.crt").into(),
+            d.value("tls.crt").into(),
+            d.value("tls.key").into(),
+        ));
+    }
+    if let Some(a) = &etcd.auth_secret {
+        let field = "spec.coordination.etcd.authSecret";
+        let d = secrets.get(&a.name, &["username", "password"], field).await.map_err(|e| e.to_string())?;
+        access.user = Some((
+            format!("{field} (Secret {})", a.name),
+            d.value("username").into(),
+            d.value("password").into(),
+        ));
+    }
+    Ok(access)
+}
+
 /// The cross-site timing, derived from `spec.coordination.etcd.leaseTTL` (T) and
 /// `spec.failover.probeTimeout` (p). Every duration is measured on the primary-site controller's
 /// monotonic clock, from the moment it *sent* the last keepalive that etcd confirmed:

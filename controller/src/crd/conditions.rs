@@ -70,3 +70,35 @@ pub mod reasons {
     pub const SELF_FENCED: &str = "SelfFenced";
     pub const SITE_DEMOTED: &str = "SiteDemoted";
 }
+
+/// Sets a condition; `lastTransitionTime` moves only when the status flips.
+pub fn set_condition(
+    list: &mut Vec<super::Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let msg: String = message.chars().take(1024).collect();
+    match list.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.to_string();
+            }
+            c.status = status.into();
+            c.reason = reason.into();
+            c.message = msg;
+            c.observed_generation = generation;
+        }
+        None => list.push(super::Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: msg,
+            last_transition_time: now.to_string(),
+            observed_generation: generation,
+        }),
+    }
+}

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::{api::PostParams, runtime::controller::Action, Api, ResourceExt};
+use kube::{runtime::controller::Action, ResourceExt};
 use tracing::{info, warn};
 
 use super::{
@@ -19,82 +19,15 @@ use super::{
     Failure, Kind, Outcome, Step,
 };
 use crate::{
-    coord::{
-        etcd::{Access, LeaderKey, Witness},
-        Swap,
-    },
+    context::{Context, Error},
+    coord::{etcd::LeaderKey, witness, Swap},
     crd::{
-        conditions::{self, reasons},
+        conditions::{self, reasons, set_condition},
         DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, Phase, StepRecord, Transition,
     },
-    reconcile::{
-        decide::{set_condition, EventNote},
-        Context, Error,
-    },
+    events::EventNote,
+    store::write_status,
 };
-
-/// Writes `status` with `resourceVersion` as precondition; returns the updated object. A PUT of
-/// the status subresource, not a merge patch: a merge patch would keep fields the new status
-/// leaves out (a finished transition's `finishedAt` leaking into the next one).
-pub async fn write_status(
-    ctx: &Context,
-    drp: &DisasterRecoveryPair,
-    status: &DisasterRecoveryPairStatus,
-) -> Result<DisasterRecoveryPair, Error> {
-    let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
-    drp.resource_version().ok_or(Error::MissingMetadata(".metadata.resourceVersion"))?;
-    let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut obj = drp.clone();
-    obj.metadata.managed_fields = None;
-    obj.status = Some(status.clone());
-    api.replace_status(&drp.name_any(), &PostParams::default(), &obj).await.map_err(|e| match &e {
-        kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-        _ => Error::UpdateStatus(crate::secrets::short_api_error(&e)),
-    })
-}
-
-/// The witness of `drp`, when it has one, connected with the TLS material and etcd user its spec
-/// names. Errors name the spec field to fix and never carry the material.
-pub async fn witness(drp: &DisasterRecoveryPair, client: &kube::Client) -> Result<Option<Witness>, String> {
-    let Some(etcd) = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref()) else { return Ok(None) };
-    let ns = drp.namespace().unwrap_or_default();
-    let access = witness_access(etcd, &crate::secrets::Secrets::new(client.clone(), &ns)).await?;
-    Witness::connect(&etcd.endpoints, &etcd.prefix, &ns, &drp.name_any(), Duration::from_secs(2), access)
-        .await
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
-
-/// The TLS material and etcd user `etcd` names, read from its Secrets.
-pub async fn witness_access(
-    etcd: &crate::crd::EtcdWitness,
-    secrets: &crate::secrets::Secrets,
-) -> Result<Access, String> {
-    let mut access = Access::default();
-    if let Some(t) = &etcd.tls_secret {
-        let field = "spec.coordination.etcd.tlsSecret";
-        let d = secrets
-            .get(&t.name, &["ca.crt", "tls.crt", "tls.key"], field)
-            .await
-            .map_err(|e| e.to_string())?;
-        access.tls = Some((
-            format!("{field} (Secret {})", t.name),
-            d.value("ca.crt").into(),
-            d.value("tls.crt").into(),
-            d.value("tls.key").into(),
-        ));
-    }
-    if let Some(a) = &etcd.auth_secret {
-        let field = "spec.coordination.etcd.authSecret";
-        let d = secrets.get(&a.name, &["username", "password"], field).await.map_err(|e| e.to_string())?;
-        access.user = Some((
-            format!("{field} (Secret {})", a.name),
-            d.value("username").into(),
-            d.value("password").into(),
-        ));
-    }
-    Ok(access)
-}
 
 /// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
 /// journals `TakeEpoch` as done; a switchover takes it later, after the standby caught up. Losing

@@ -12,7 +12,6 @@ use crate::{
     datasource,
     dns::{dns_endpoint, rfc2136},
     pg::{admin, conn, Lsn},
-    probe::sql,
     recycle::{self, pgbouncer::Console},
     secrets::Secrets,
 };
@@ -95,7 +94,7 @@ async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
     let streaming: Option<String> = s
         .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
         .await
-        .map_err(|e| Failure::Abort(format!("standby {}: {}", cx.to, sql::describe(&e))))?
+        .map_err(|e| Failure::Abort(format!("standby {}: {}", cx.to, conn::describe(&e))))?
         .and_then(|r| r.try_get(0).ok());
     if !admin::in_recovery(&s).await.map_err(|e| Failure::Abort(e.to_string()))? {
         return Err(Failure::Abort(format!(
@@ -115,13 +114,12 @@ async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
     let head = admin::current_lsn(&p).await.map_err(|e| Failure::Abort(e.to_string()))?;
     let (_, replay) = admin::standby_lsns(&s).await.map_err(|e| Failure::Abort(e.to_string()))?;
     let lag = head.bytes_after(replay.unwrap_or_default());
-    let max = crate::reconcile::decide::quantity_bytes(&cx.spec.failover.max_lag_bytes.0)
-        .map_err(Failure::Abort)?;
+    let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0).map_err(Failure::Abort)?;
     if lag > max {
         return Err(Failure::Abort(format!(
             "lag {} > maxLagBytes {}: the catch-up would hold writers too long",
-            crate::reconcile::decide::human_bytes(lag),
-            crate::reconcile::decide::human_bytes(max)
+            crate::units::human_bytes(lag),
+            crate::units::human_bytes(max)
         )));
     }
     Ok(Done::ok(format!("{} streams from {}, lag {} bytes", cx.to, cx.from, lag)))

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use super::conn::describe;
 use super::Lsn;
-use crate::probe::sql::describe;
 
 /// A failed admin action, with the server's message (never the credentials).
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,6 @@ use tokio_postgres::{config::SslMode, Client, NoTls};
 use super::tls::{self, Material, Part};
 use crate::{
     crd::{conditions::reasons, PostgresTlsMode, Site},
-    probe::sql::{describe, Credentials},
     secrets::{SecretError, Secrets},
 };
 
@@ -173,4 +172,23 @@ fn classify(e: &tokio_postgres::Error, f: &Fields) -> ConnectError {
         ));
     }
     ConnectError::Other(describe(e))
+}
+
+/// Credentials for one site; not `Debug`, so they cannot end up in a log line.
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A PostgreSQL error in one line: the server's message when there is one, else the client's.
+/// Neither includes the password (tokio-postgres never echoes it).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.code().code(), db.message());
+    }
+    match e.source() {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    }
 }

@@ -16,14 +16,8 @@ use tokio_postgres::Client;
 use super::{Outcome, PgState};
 use crate::{
     crd::conditions::reasons,
-    pg::conn::{self, ConnectError, Target},
+    pg::conn::{self, describe, ConnectError, Target},
 };
-
-/// Credentials for one site; not `Debug`, so they cannot end up in a log line.
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
 
 const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
@@ -112,17 +106,4 @@ async fn read_state(client: &Client) -> Result<PgState, String> {
         timeline: row.try_get(5).map_err(|e| describe(&e))?,
         fenced: row.try_get(6).map_err(|e| describe(&e))?,
     })
-}
-
-/// A PostgreSQL error in one line: the server's message when there is one, else the client's.
-/// Neither includes the password (tokio-postgres never echoes it).
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    use std::error::Error as _;
-    if let Some(db) = e.as_db_error() {
-        return format!("{}: {}", db.code().code(), db.message());
-    }
-    match e.source() {
-        Some(src) => format!("{e}: {src}"),
-        None => e.to_string(),
-    }
 }

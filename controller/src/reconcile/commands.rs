@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use sha2::Digest;
 
-use super::decide::{current_primary, EventNote};
+use super::decide::current_primary;
 use crate::crd::{annotations, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, TokenFilter};
+use crate::events::EventNote;
 
 /// A command to run.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,9 +7,11 @@ use jiff::Timestamp;
 use crate::{
     crd::{
         conditions::{self, reasons},
-        Condition, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Phase, SiteStatus,
+        DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Phase, SiteStatus,
     },
+    events::{upsert, EventNote},
     probe::{Outcome, SiteObservation},
+    units::{human_bytes, quantity_bytes},
 };
 
 /// Everything one reconcile observed.
@@ -21,55 +23,6 @@ pub struct Observed {
     pub secret_problems: Vec<(&'static str, String)>,
     /// `metadata.generation` of the object observed.
     pub generation: Option<i64>,
-}
-
-/// An Event to publish on the pair.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventNote {
-    pub warning: bool,
-    pub reason: String,
-    pub note: String,
-}
-
-/// Parses a Kubernetes quantity of bytes (`16Mi`, `1G`, `1048576`, `0`).
-pub fn quantity_bytes(q: &str) -> Result<u64, String> {
-    let q = q.trim();
-    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{q:?} is not a whole number of bytes with an optional suffix such as 16Mi"))?;
-    let mult: u64 = match suffix {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => {
-            return Err(format!("{q:?} has unknown suffix {suffix:?}; use one of k, M, G, T, Ki, Mi, Gi, Ti"))
-        }
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{q:?} is too large"))
-}
-
-/// Bytes in a human unit for messages (`40.0 MiB`).
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
 }
 
 /// The site serving writes according to the status (or, before the first status, the spec).
@@ -346,63 +299,6 @@ fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) 
     }
 }
 
-/// Sets a condition and queues an Event when its status or reason changed (and, for a condition
-/// seen for the first time, when it is not True or `announce_first` is set).
-#[allow(clippy::too_many_arguments)]
-pub fn upsert(
-    list: &mut Vec<Condition>,
-    events: &mut Vec<EventNote>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-    announce_first: bool,
-) {
-    let before = list.iter().find(|c| c.type_ == type_);
-    let announce = match before {
-        Some(b) => b.status != status || b.reason != reason,
-        None => status != "True" || announce_first,
-    };
-    if announce {
-        events.push(EventNote { warning: status != "True", reason: reason.into(), note: message.into() });
-    }
-    set_condition(list, type_, status, reason, message, generation, now);
-}
-
-/// Sets a condition; `lastTransitionTime` moves only when the status flips.
-pub fn set_condition(
-    list: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let msg: String = message.chars().take(1024).collect();
-    match list.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now.to_string();
-            }
-            c.status = status.into();
-            c.reason = reason.into();
-            c.message = msg;
-            c.observed_generation = generation;
-        }
-        None => list.push(Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: msg,
-            last_transition_time: now.to_string(),
-            observed_generation: generation,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,7 +342,7 @@ mod tests {
             generation: Some(1),
         }
     }
-    fn cond<'a>(st: &'a DisasterRecoveryPairStatus, t: &str) -> &'a Condition {
+    fn cond<'a>(st: &'a DisasterRecoveryPairStatus, t: &str) -> &'a crate::crd::Condition {
         st.conditions.iter().find(|c| c.type_ == t).expect(t)
     }
     fn at(secs: i64) -> Timestamp {
@@ -580,17 +476,5 @@ mod tests {
         assert_eq!(st.sites[0].consecutive_failures, 1);
         assert_eq!(st.sites[0].http_healthy, Some(false));
         assert!(st.sites[0].message.as_deref().is_some_and(|m| m.contains("503")));
-    }
-
-    #[test]
-    fn quantities_parse_or_say_why_not() {
-        assert_eq!(quantity_bytes("16Mi"), Ok(16 << 20));
-        assert_eq!(quantity_bytes("0"), Ok(0));
-        assert_eq!(quantity_bytes("1G"), Ok(1_000_000_000));
-        assert!(quantity_bytes("16MB").expect_err("unknown suffix").contains("unknown suffix"));
-        assert!(quantity_bytes("lots").is_err());
-        assert!(quantity_bytes("99999999999Ti").expect_err("overflow").contains("too large"));
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

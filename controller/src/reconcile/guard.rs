@@ -6,11 +6,16 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::decide::{current_primary, human_bytes, other_site, quantity_bytes, set_condition, EventNote};
+use super::decide::{current_primary, other_site};
 use crate::crd::{
     annotations,
     conditions::{self, reasons},
     DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, FailoverMode, PendingApproval,
+};
+use crate::{
+    crd::conditions::set_condition,
+    events::EventNote,
+    units::{human_bytes, quantity_bytes},
 };
 
 /// What the controller should do about the primary.

@@ -7,7 +7,7 @@
 pub mod commands;
 pub mod decide;
 pub mod guard;
-pub mod leader_key;
+pub mod keeper_tend;
 pub mod observe;
 pub mod readiness;
 pub mod rejoin;
@@ -20,50 +20,22 @@ use kube::{
     api::{ApiResource, DynamicObject},
     runtime::{
         controller::{Action, Controller},
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Recorder, Reporter},
         predicates, reflector, watcher,
         watcher::Config as WatcherConfig,
         Predicate, WatchStreamExt,
     },
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
 };
 use tracing::{info, instrument, warn};
 
-use crate::{crd::DisasterRecoveryPair, failover, probe::sql::SqlProber};
-
-/// Shared state of the controller.
-pub struct Context {
-    pub client: Client,
-    pub sql: SqlProber,
-    pub http: reqwest::Client,
-    pub recorder: Recorder,
-    /// Who this controller is in the journal and in etcd (`--site`, else the instance name).
-    pub identity: String,
-    /// When each pair's readiness was last assessed (the checks touch every target, so they run
-    /// every `READINESS_EVERY`, not on every probe).
-    pub readiness_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    pub metrics: crate::metrics::Metrics,
-    pub leadership: crate::lease::Leadership,
-    /// The site this controller runs at (`--site`); only a site controller keeps a leader key.
-    pub site: Option<String>,
-    /// The leader-key keepers of the pairs whose primary is this site.
-    pub keepers: crate::coord::keeper::Keepers,
-    /// Per pair: when its status was last written, and the last status computed (maybe unwritten).
-    pub written_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    pub unwritten:
-        std::sync::Mutex<std::collections::HashMap<String, crate::crd::DisasterRecoveryPairStatus>>,
-    /// Per pair and site (`ns/name/site`): the highest WAL insert position a probe of it read, the
-    /// freshest "last known primary LSN" for the lost-WAL figure of a failover.
-    pub seen_lsn: std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, crate::pg::Lsn)>>,
-    /// Pairs (`ns/name`) whose stored object cannot be read.
-    pub undecodable: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// This replica's name (`--instance`, else the host name).
-    pub instance: String,
-    /// Random per process: tells apart two processes with the same instance name.
-    pub nonce: String,
-    /// Per pair: the lease of another controller's registration for this site (`site_lock`).
-    pub other_site_controller: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-}
+use crate::{
+    context::{Context, Error},
+    crd::DisasterRecoveryPair,
+    events::EventNote,
+    failover,
+    probe::sql::SqlProber,
+};
 
 /// How often a status whose only change is WAL positions and lag is written.
 pub const POSITIONS_EVERY: Duration = Duration::from_secs(10);
@@ -89,108 +61,6 @@ fn same_but_positions(
 /// How often the `ReadyForFailover` checks run per pair.
 pub const READINESS_EVERY: Duration = Duration::from_secs(30);
 
-impl Context {
-    /// Publishes an Event on the pair; a failure to publish is logged, never fatal.
-    pub async fn publish(&self, drp: &DisasterRecoveryPair, ev: decide::EventNote) {
-        let event = Event {
-            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-            action: action_for(&ev.note),
-            reason: ev.reason,
-            note: Some(ev.note.chars().take(1000).collect()),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &drp.object_ref(&())).await {
-            warn!(error = %crate::secrets::short_api_error(&e), "publish event");
-        }
-    }
-}
-
-impl Context {
-    /// `obj` reads again: clear its Undecodable mark.
-    fn decoded(&self, obj: &DynamicObject) {
-        let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
-        if self.undecodable.lock().map(|mut m| m.remove(&key)).unwrap_or(false) {
-            self.metrics.undecodable.remove(&crate::metrics::PairLabels { pair: key });
-        }
-    }
-
-    /// `obj` cannot be read: report it on the object (a Warning Event naming the field, and a
-    /// metric) and skip it until it changes. Every other pair goes on as before.
-    async fn undecodable(
-        &self,
-        obj: &DynamicObject,
-        e: crate::crd::decode::Undecodable,
-    ) -> Result<Action, Error> {
-        let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
-        if let Ok(mut m) = self.undecodable.lock() {
-            m.insert(key.clone());
-        }
-        self.metrics.undecodable.get_or_create(&crate::metrics::PairLabels { pair: key.clone() }).set(1);
-        let note = format!(
-            "cannot read this pair, so understudy does nothing for it (every other pair goes on): {e}. \
-             Fix {} to the type `kubectl explain drp.{}` describes",
-            e.field,
-            e.field.split('[').next().unwrap_or(&e.field)
-        );
-        warn!(pair = %key, field = %e.field, "pair skipped: {e}");
-        let ar = ApiResource::erase::<DisasterRecoveryPair>(&());
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "Undecodable".into(),
-            note: Some(note.chars().take(1000).collect()),
-            action: action_for(&note),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&ar)).await {
-            warn!(error = %crate::secrets::short_api_error(&err), "publish event");
-        }
-        Ok(Action::await_change())
-    }
-}
-
-/// The Event `action` for a note. kube's Recorder folds Events with the same reason and action
-/// into one series that keeps the first note, so a later refusal for another cause would show an
-/// earlier, different text; a digest of the note in the action folds only identical messages.
-pub fn action_for(note: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(note.as_bytes());
-    format!("Reconcile-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
-}
-
-/// Why a reconcile failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("object has no {0}")]
-    MissingMetadata(&'static str),
-    #[error("write status: {0}")]
-    UpdateStatus(String),
-    #[error("status changed under us (409); observing again")]
-    Conflict,
-    #[error("transition journal: {0}")]
-    Journal(String),
-}
-
-impl Error {
-    /// A bounded label for metrics and logs.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::MissingMetadata(_) => "missing_metadata",
-            Error::UpdateStatus(_) => "update_status",
-            Error::Conflict => "conflict",
-            Error::Journal(_) => "journal",
-        }
-    }
-
-    /// How soon to try again.
-    pub fn retry_after(&self) -> Duration {
-        match self {
-            Error::Conflict => Duration::from_millis(50),
-            Error::MissingMetadata(_) | Error::Journal(_) => Duration::from_secs(30),
-            Error::UpdateStatus(_) => Duration::from_secs(1),
-        }
-    }
-}
-
 /// Options for running the controller.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -203,7 +73,7 @@ pub struct Options {
     /// Where metrics are recorded.
     pub metrics: crate::metrics::Metrics,
     /// Whether this replica may act (always, without leader election).
-    pub leadership: crate::lease::Leadership,
+    pub leadership: crate::replica_lease::Leadership,
     /// Set once the controller runs (for `/readyz`).
     pub ready: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -345,8 +215,7 @@ fn deleted(obj: &DynamicObject, ctx: &Arc<Context>) {
     warn!(pair = %key, "{note}");
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        ctx.publish(&drp, decide::EventNote { warning: true, reason: "DeletedMidTransition".into(), note })
-            .await;
+        ctx.publish(&drp, EventNote { warning: true, reason: "DeletedMidTransition".into(), note }).await;
     });
 }
 
@@ -412,7 +281,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
             let mut st = drp.status.clone().unwrap_or_default();
             commands::record(&mut st, &cmds.handled);
             last_command(&mut st, &cmds, drp.metadata.generation);
-            failover::executor::write_status(&ctx, &drp, &st).await?
+            crate::store::write_status(&ctx, &drp, &st).await?
         };
         publish_all(&ctx, &drp, events).await;
         return failover::executor::run(drp, &ctx).await;
@@ -459,7 +328,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     commands::record(&mut status, &cmds.handled);
     last_command(&mut status, &cmds, drp.metadata.generation);
     events.extend(rejoin::step(&drp, &mut status, &ctx).await);
-    leader_key::tend(&drp, &ns, &name, &mut status, &mut events, &ctx, now).await;
+    keeper_tend::tend(&drp, &ns, &name, &mut status, &mut events, &ctx, now).await;
 
     // Readiness: on a dry-run request, and every READINESS_EVERY.
     let key = format!("{ns}/{name}");
@@ -491,7 +360,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         } else {
             ("False", "Blocked", blockers.join("; "))
         };
-        decide::upsert(
+        crate::events::upsert(
             &mut status.conditions,
             &mut events,
             crate::crd::conditions::READY_FOR_FAILOVER,
@@ -511,7 +380,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
                 lag_bytes: status.replication_lag_bytes,
                 blockers: blockers.clone(),
             });
-            events.push(decide::EventNote {
+            events.push(EventNote {
                 warning: !blockers.is_empty(),
                 reason: "DryRun".into(),
                 note: format!(
@@ -549,7 +418,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         .and_then(|m| m.get(&pair_key).map(|t| t.elapsed() < POSITIONS_EVERY))
         .unwrap_or(false);
     let drp = if drp.status.as_ref() != Some(&status) && !(positions_only && recently) {
-        let drp = failover::executor::write_status(&ctx, &drp, &status).await?;
+        let drp = crate::store::write_status(&ctx, &drp, &status).await?;
         if let Ok(mut m) = ctx.written_at.lock() {
             m.insert(pair_key.clone(), std::time::Instant::now());
         }
@@ -589,7 +458,7 @@ fn last_command(
     generation: Option<i64>,
 ) {
     if let Some((accepted, reason, message)) = &cmds.last {
-        decide::set_condition(
+        crate::crd::conditions::set_condition(
             &mut st.conditions,
             crate::crd::conditions::LAST_COMMAND,
             if *accepted { "True" } else { "False" },
@@ -601,7 +470,7 @@ fn last_command(
     }
 }
 
-async fn publish_all(ctx: &Context, drp: &DisasterRecoveryPair, events: Vec<decide::EventNote>) {
+async fn publish_all(ctx: &Context, drp: &DisasterRecoveryPair, events: Vec<EventNote>) {
     for ev in events {
         if ev.warning {
             warn!(reason = %ev.reason, note = %ev.note, "event");

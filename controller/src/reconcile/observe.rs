@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::{decide::Observed, Context};
+use super::decide::Observed;
+use crate::context::Context;
 use crate::{
     crd::DisasterRecoveryPair,
     pg,

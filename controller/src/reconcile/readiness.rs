@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::{decide, Context};
+use super::decide;
+use crate::context::Context;
 use crate::{
+    coord::witness,
     crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, FailoverMode},
     datasource,
     dns::{dns_endpoint, rfc2136},
-    failover::executor::witness,
     recycle::pgbouncer::Console,
     secrets::Secrets,
 };

@@ -12,11 +12,14 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::{decide::EventNote, Context};
+use crate::{context::Context, events::EventNote};
 use crate::{
     crd::{DisasterRecoveryPair, DisasterRecoveryPairStatus},
-    pg::{admin, conn, Lsn},
-    probe::sql::{self, Credentials},
+    pg::{
+        admin,
+        conn::{self, Credentials},
+        Lsn,
+    },
     secrets::Secrets,
 };
 
@@ -94,7 +97,7 @@ pub async fn step(
                         )),
                         ..fp.clone()
                     });
-                    let Ok(claimed) = crate::failover::executor::write_status(ctx, drp, &claim).await else {
+                    let Ok(claimed) = crate::store::write_status(ctx, drp, &claim).await else {
                         return events;
                     };
                     // A server that was still a primary after the fork writes a shutdown checkpoint
@@ -136,7 +139,7 @@ pub async fn step(
                     // newer resourceVersion and the next round starts from this).
                     let mut done = st.clone();
                     done.former_primary = Some(fp.clone());
-                    if let Err(e) = crate::failover::executor::write_status(ctx, &claimed, &done).await {
+                    if let Err(e) = crate::store::write_status(ctx, &claimed, &done).await {
                         warn!(error = %e, "recording the rejoin hook's outcome");
                     }
                     // The caller's own status write now meets a newer resourceVersion and its
@@ -228,7 +231,7 @@ async fn run_hook(
     // then pg_rewind sees "the same timeline" and wrongly skips the rewind. Checkpoint first.
     c.batch_execute("CHECKPOINT")
         .await
-        .map_err(|e| format!("CHECKPOINT on new primary {primary}: {}", sql::describe(&e)))?;
+        .map_err(|e| format!("CHECKPOINT on new primary {primary}: {}", conn::describe(&e)))?;
     let (program, args) = hook.command.split_first().ok_or("spec.sites[*].rejoin.command is empty")?;
     let timeout: Duration = hook.timeout.into();
     let child = tokio::process::Command::new(program)

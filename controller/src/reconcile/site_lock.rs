@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use super::{decide::EventNote, Context};
-use crate::{crd::DisasterRecoveryPair, failover::executor::witness};
+use crate::{context::Context, events::EventNote};
+use crate::{coord::witness, crd::DisasterRecoveryPair};
 
 /// Lease of a registration; renewed every readiness round (30 s).
 pub const TTL: Duration = Duration::from_secs(45);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::{crd::PgBouncerRecycler, probe::sql::describe};
+use crate::{crd::PgBouncerRecycler, pg::conn::describe};
 
 /// A failed console command.
 #[derive(Debug, thiserror::Error)]

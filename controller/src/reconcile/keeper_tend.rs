@@ -5,7 +5,8 @@
 
 use jiff::Timestamp;
 
-use super::{decide, Context};
+use super::decide;
+use crate::context::Context;
 use crate::{
     coord::{keeper, Timing},
     crd::{
@@ -22,7 +23,7 @@ pub async fn tend(
     ns: &str,
     name: &str,
     st: &mut DisasterRecoveryPairStatus,
-    events: &mut Vec<decide::EventNote>,
+    events: &mut Vec<crate::events::EventNote>,
     ctx: &Context,
     now: Timestamp,
 ) {
@@ -48,7 +49,7 @@ pub async fn tend(
         s.consecutive_failures >= threshold && (!s.reachable || s.http_healthy == Some(false))
     });
     let mut set = |status: &str, reason: &str, msg: &str| {
-        decide::upsert(
+        crate::events::upsert(
             &mut st.conditions,
             events,
             conditions::LEADER_KEY,
@@ -123,7 +124,7 @@ async fn config(
     let (i, s) = drp.spec.site(site)?;
     let (postgres, _) =
         conn::resolve(&secrets, i, s, timing.fence_budget).await.map_err(|e| e.to_string())?;
-    let access = crate::failover::executor::witness_access(etcd, &secrets).await?;
+    let access = crate::coord::witness_access(etcd, &secrets).await?;
     let mut bouncers = Vec::new();
     for (i, r) in drp.spec.recycle.iter().enumerate() {
         let Some(pgb) = &r.pg_bouncer else { continue };

@@ -1,0 +1,148 @@
+//! What every part of a reconcile shares: the clients, the per-process memory, the metrics, and
+//! the error type. Its own module so that `failover/` and `reconcile/` both use it without
+//! importing each other.
+
+use std::time::Duration;
+
+use kube::{
+    api::{ApiResource, DynamicObject},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+    },
+    Client, Resource, ResourceExt,
+};
+use tracing::warn;
+
+use crate::{
+    crd::DisasterRecoveryPair,
+    events::{action_for, EventNote},
+    probe::sql::SqlProber,
+};
+
+/// Shared state of the controller.
+pub struct Context {
+    pub client: Client,
+    pub sql: SqlProber,
+    pub http: reqwest::Client,
+    pub recorder: Recorder,
+    /// Who this controller is in the journal and in etcd (`--site`, else the instance name).
+    pub identity: String,
+    /// When each pair's readiness was last assessed (the checks touch every target, so they run
+    /// every `READINESS_EVERY`, not on every probe).
+    pub readiness_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub metrics: crate::metrics::Metrics,
+    pub leadership: crate::replica_lease::Leadership,
+    /// The site this controller runs at (`--site`); only a site controller keeps a leader key.
+    pub site: Option<String>,
+    /// The leader-key keepers of the pairs whose primary is this site.
+    pub keepers: crate::coord::keeper::Keepers,
+    /// Per pair: when its status was last written, and the last status computed (maybe unwritten).
+    pub written_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub unwritten:
+        std::sync::Mutex<std::collections::HashMap<String, crate::crd::DisasterRecoveryPairStatus>>,
+    /// Per pair and site (`ns/name/site`): the highest WAL insert position a probe of it read, the
+    /// freshest "last known primary LSN" for the lost-WAL figure of a failover.
+    pub seen_lsn: std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, crate::pg::Lsn)>>,
+    /// Pairs (`ns/name`) whose stored object cannot be read.
+    pub undecodable: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This replica's name (`--instance`, else the host name).
+    pub instance: String,
+    /// Random per process: tells apart two processes with the same instance name.
+    pub nonce: String,
+    /// Per pair: the lease of another controller's registration for this site (`site_lock`).
+    pub other_site_controller: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl Context {
+    /// Publishes an Event on the pair; a failure to publish is logged, never fatal.
+    pub async fn publish(&self, drp: &DisasterRecoveryPair, ev: EventNote) {
+        let event = Event {
+            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            action: action_for(&ev.note),
+            reason: ev.reason,
+            note: Some(ev.note.chars().take(1000).collect()),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &drp.object_ref(&())).await {
+            warn!(error = %crate::secrets::short_api_error(&e), "publish event");
+        }
+    }
+}
+
+impl Context {
+    /// `obj` reads again: clear its Undecodable mark.
+    pub fn decoded(&self, obj: &DynamicObject) {
+        let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+        if self.undecodable.lock().map(|mut m| m.remove(&key)).unwrap_or(false) {
+            self.metrics.undecodable.remove(&crate::metrics::PairLabels { pair: key });
+        }
+    }
+
+    /// `obj` cannot be read: report it on the object (a Warning Event naming the field, and a
+    /// metric) and skip it until it changes. Every other pair goes on as before.
+    pub async fn undecodable(
+        &self,
+        obj: &DynamicObject,
+        e: crate::crd::decode::Undecodable,
+    ) -> Result<Action, Error> {
+        let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+        if let Ok(mut m) = self.undecodable.lock() {
+            m.insert(key.clone());
+        }
+        self.metrics.undecodable.get_or_create(&crate::metrics::PairLabels { pair: key.clone() }).set(1);
+        let note = format!(
+            "cannot read this pair, so understudy does nothing for it (every other pair goes on): {e}. \
+             Fix {} to the type `kubectl explain drp.{}` describes",
+            e.field,
+            e.field.split('[').next().unwrap_or(&e.field)
+        );
+        warn!(pair = %key, field = %e.field, "pair skipped: {e}");
+        let ar = ApiResource::erase::<DisasterRecoveryPair>(&());
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Undecodable".into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action_for(&note),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&ar)).await {
+            warn!(error = %crate::secrets::short_api_error(&err), "publish event");
+        }
+        Ok(Action::await_change())
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("object has no {0}")]
+    MissingMetadata(&'static str),
+    #[error("write status: {0}")]
+    UpdateStatus(String),
+    #[error("status changed under us (409); observing again")]
+    Conflict,
+    #[error("transition journal: {0}")]
+    Journal(String),
+}
+
+impl Error {
+    /// A bounded label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "missing_metadata",
+            Error::UpdateStatus(_) => "update_status",
+            Error::Conflict => "conflict",
+            Error::Journal(_) => "journal",
+        }
+    }
+
+    /// How soon to try again.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Error::Conflict => Duration::from_millis(50),
+            Error::MissingMetadata(_) | Error::Journal(_) => Duration::from_secs(30),
+            Error::UpdateStatus(_) => Duration::from_secs(1),
+        }
+    }
+}
