@@ -28,30 +28,18 @@ pub struct Context {
     pub recorder: Recorder,
     /// Who this controller is in the journal and in etcd (`--site`, else the instance name).
     pub identity: String,
-    /// When each pair's readiness was last assessed (the checks touch every target, so they run
-    /// every `READINESS_EVERY`, not on every probe).
-    pub readiness_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     pub metrics: crate::metrics::Metrics,
     pub leadership: crate::replica_lease::Leadership,
     /// The site this controller runs at (`--site`); only a site controller keeps a leader key.
     pub site: Option<String>,
     /// The leader-key keepers of the pairs whose primary is this site.
     pub keepers: crate::coord::keeper::Keepers,
-    /// Per pair: when its status was last written, and the last status computed (maybe unwritten).
-    pub written_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    pub unwritten:
-        std::sync::Mutex<std::collections::HashMap<String, crate::crd::DisasterRecoveryPairStatus>>,
-    /// Per pair and site (`ns/name/site`): the highest WAL insert position a probe of it read, the
-    /// freshest "last known primary LSN" for the lost-WAL figure of a failover.
-    pub seen_lsn: std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, crate::pg::Lsn)>>,
-    /// Pairs (`ns/name`) whose stored object cannot be read.
-    pub undecodable: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What the controller remembers per pair between rounds.
+    pub memory: crate::memory::Memory,
     /// This replica's name (`--instance`, else the host name).
     pub instance: String,
     /// Random per process: tells apart two processes with the same instance name.
     pub nonce: String,
-    /// Per pair: the lease of another controller's registration for this site (`site_lock`).
-    pub other_site_controller: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Context {
@@ -74,7 +62,7 @@ impl Context {
     /// `obj` reads again: clear its Undecodable mark.
     pub fn decoded(&self, obj: &DynamicObject) {
         let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
-        if self.undecodable.lock().map(|mut m| m.remove(&key)).unwrap_or(false) {
+        if self.memory.with(&key, |m| std::mem::take(&mut m.undecodable)) {
             self.metrics.undecodable.remove(&crate::metrics::PairLabels { pair: key });
         }
     }
@@ -87,9 +75,7 @@ impl Context {
         e: crate::crd::decode::Undecodable,
     ) -> Result<Action, Error> {
         let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
-        if let Ok(mut m) = self.undecodable.lock() {
-            m.insert(key.clone());
-        }
+        self.memory.with(&key, |m| m.undecodable = true);
         self.metrics.undecodable.get_or_create(&crate::metrics::PairLabels { pair: key.clone() }).set(1);
         let note = format!(
             "cannot read this pair, so understudy does nothing for it (every other pair goes on): {e}. \

@@ -7,6 +7,7 @@
 //! import each other; `module_graph` (a test) keeps the top-level modules free of cycles.
 
 pub mod admin;
+pub mod authority;
 pub mod cli;
 pub mod context;
 pub mod coord;
@@ -15,6 +16,7 @@ pub mod datasource;
 pub mod dns;
 pub mod events;
 pub mod failover;
+pub mod memory;
 pub mod metrics;
 pub mod pg;
 pub mod probe;

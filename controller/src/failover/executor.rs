@@ -263,8 +263,7 @@ fn step_ctx<'a>(
                 .and_then(|st| st.sites.iter().find(|s| s.name == t.from))
                 .and_then(|s| s.current_lsn.as_deref())
                 .and_then(|l| l.parse::<crate::pg::Lsn>().ok());
-            let seen =
-                ctx.seen_lsn.lock().ok().and_then(|m| m.get(&format!("{pair}/{}", t.from)).map(|(_, l)| *l));
+            let seen = ctx.memory.seen_lsn(pair, &t.from);
             written.max(seen)
         }
     };

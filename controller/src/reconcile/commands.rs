@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use sha2::Digest;
 
-use super::decide::current_primary;
 use crate::crd::{annotations, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, TokenFilter};
 use crate::events::EventNote;
 
@@ -137,7 +136,7 @@ pub fn read(
 ) -> Commands {
     let mut out = Commands::default();
     let busy = st.last_transition.as_ref().filter(|t| t.finished_at.is_none()).map(|t| t.kind.clone());
-    let primary = current_primary(spec, Some(st)).to_string();
+    let primary = crate::authority::primary(spec, Some(st)).site.to_string();
     let handled = |k: &str, v: &str| st.handled.get(k).is_some_and(|h| *h == bounded(v));
     let refuse = |out: &mut Commands, key: &str, value: &str, reason: &str, note: String| {
         out.last = Some((false, reason.into(), note.clone()));

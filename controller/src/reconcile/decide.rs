@@ -25,19 +25,6 @@ pub struct Observed {
     pub generation: Option<i64>,
 }
 
-/// The site serving writes according to the status (or, before the first status, the spec).
-pub fn current_primary<'a>(
-    spec: &'a DisasterRecoveryPairSpec,
-    status: Option<&'a DisasterRecoveryPairStatus>,
-) -> &'a str {
-    status.and_then(|s| s.current_primary.as_deref()).unwrap_or(&spec.primary)
-}
-
-/// The other site of the pair.
-pub fn other_site<'a>(spec: &'a DisasterRecoveryPairSpec, name: &str) -> Option<&'a str> {
-    spec.sites.iter().map(|s| s.name.as_str()).find(|n| *n != name)
-}
-
 /// Computes the next status and the Events describing what changed.
 pub fn observe(
     spec: &DisasterRecoveryPairSpec,
@@ -46,8 +33,8 @@ pub fn observe(
     now: Timestamp,
 ) -> (DisasterRecoveryPairStatus, Vec<EventNote>) {
     let mut st = old.cloned().unwrap_or_default();
-    let primary = current_primary(spec, old).to_string();
-    let standby = other_site(spec, &primary).unwrap_or_default().to_string();
+    let who = crate::authority::primary(spec, old);
+    let (primary, standby) = (who.site.to_string(), who.standby.to_string());
     st.current_primary = Some(primary.clone());
     st.observed_generation = obs.generation;
     let threshold = spec.failover.failure_threshold.max(1);

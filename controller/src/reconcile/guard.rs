@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::decide::{current_primary, other_site};
 use crate::crd::{
     annotations,
     conditions::{self, reasons},
@@ -55,8 +54,11 @@ pub fn next(
     now: Timestamp,
     fresh_nonce: impl FnOnce() -> String,
 ) -> Decision {
-    let from = current_primary(spec, Some(st)).to_string();
-    let Some(to) = other_site(spec, &from).map(str::to_string) else { return Decision::Steady };
+    let who = crate::authority::primary(spec, Some(st));
+    let (from, to) = (who.site.to_string(), who.standby.to_string());
+    if to.is_empty() {
+        return Decision::Steady;
+    }
     let threshold = spec.failover.failure_threshold.max(1);
     let p = st.sites.iter().find(|s| s.name == from);
     let s = st.sites.iter().find(|s| s.name == to);

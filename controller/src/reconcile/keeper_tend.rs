@@ -5,7 +5,6 @@
 
 use jiff::Timestamp;
 
-use super::decide;
 use crate::context::Context;
 use crate::{
     coord::{keeper, Timing},
@@ -33,7 +32,7 @@ pub async fn tend(
         ctx.keepers.stop(&pair);
         return;
     };
-    if decide::current_primary(&drp.spec, Some(st)) != site {
+    if crate::authority::primary(&drp.spec, Some(st)).site != site {
         ctx.keepers.stop(&pair);
         return;
     }

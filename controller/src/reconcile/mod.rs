@@ -4,12 +4,14 @@
 //! status is written when it changed, an Event is published for every condition that flipped, and a
 //! permitted failover starts. Steady pairs requeue after `probeInterval`.
 
+pub mod act;
 pub mod commands;
 pub mod decide;
 pub mod guard;
 pub mod keeper_tend;
 pub mod observe;
 pub mod readiness;
+pub mod record;
 pub mod rejoin;
 pub mod site_lock;
 
@@ -33,30 +35,8 @@ use crate::{
     context::{Context, Error},
     crd::DisasterRecoveryPair,
     events::EventNote,
-    failover,
     probe::sql::SqlProber,
 };
-
-/// How often a status whose only change is WAL positions and lag is written.
-pub const POSITIONS_EVERY: Duration = Duration::from_secs(10);
-
-/// Whether two statuses differ at most in WAL positions and replication lag.
-fn same_but_positions(
-    a: &crate::crd::DisasterRecoveryPairStatus,
-    b: &crate::crd::DisasterRecoveryPairStatus,
-) -> bool {
-    let strip = |s: &crate::crd::DisasterRecoveryPairStatus| {
-        let mut s = s.clone();
-        s.replication_lag_bytes = None;
-        for site in &mut s.sites {
-            site.current_lsn = None;
-            site.receive_lsn = None;
-            site.replay_lsn = None;
-        }
-        s
-    };
-    strip(a) == strip(b)
-}
 
 /// How often the `ReadyForFailover` checks run per pair.
 pub const READINESS_EVERY: Duration = Duration::from_secs(30);
@@ -99,18 +79,13 @@ pub async fn run(
         http,
         recorder: Recorder::new(client, reporter),
         identity: opts.identity.clone().unwrap_or_else(|| opts.instance.clone()),
-        readiness_at: Default::default(),
         metrics: opts.metrics.clone(),
         leadership: opts.leadership.clone(),
         site: opts.identity.clone(),
         keepers: Default::default(),
-        written_at: Default::default(),
-        unwritten: Default::default(),
-        seen_lsn: Default::default(),
-        undecodable: Default::default(),
+        memory: Default::default(),
         instance: opts.instance.clone(),
         nonce: new_nonce(),
-        other_site_controller: Default::default(),
     });
     if let Some(r) = &opts.ready {
         r.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -145,23 +120,10 @@ pub async fn run(
             };
             ctx2.keepers.retain(exists);
             ctx2.sql.prune(Duration::from_secs(60)).await;
-            if let Ok(mut m) = ctx2.written_at.lock() {
-                m.retain(|k, _| exists(k));
-            }
-            if let Ok(mut m) = ctx2.unwritten.lock() {
-                m.retain(|k, _| exists(k));
-            }
-            if let Ok(mut m) = ctx2.seen_lsn.lock() {
-                m.retain(|k, _| k.rsplit_once('/').is_some_and(|(pair, _)| exists(pair)));
-            }
-            if let Ok(mut m) = ctx2.undecodable.lock() {
-                m.retain(|k| {
-                    let keep = exists(k);
-                    if !keep {
-                        ctx2.metrics.undecodable.remove(&crate::metrics::PairLabels { pair: k.clone() });
-                    }
-                    keep
-                });
+            for (pair, m) in ctx2.memory.retain(exists) {
+                if m.undecodable {
+                    ctx2.metrics.undecodable.remove(&crate::metrics::PairLabels { pair });
+                }
             }
         }
     });
@@ -183,15 +145,7 @@ fn deleted(obj: &DynamicObject, ctx: &Arc<Context>) {
     ctx.keepers.stop(&key);
     // A pair created again under this name starts afresh (its first round assesses readiness and
     // reads the witness at once).
-    if let Ok(mut m) = ctx.readiness_at.lock() {
-        m.remove(&key);
-    }
-    if let Ok(mut m) = ctx.written_at.lock() {
-        m.remove(&key);
-    }
-    if let Ok(mut m) = ctx.unwritten.lock() {
-        m.remove(&key);
-    }
+    ctx.memory.forget(&key);
     let Ok(drp) = crate::crd::decode::decode(obj) else { return };
     let Some(t) = drp.status.as_ref().and_then(|s| s.last_transition.as_ref()) else { return };
     if t.finished_at.is_some() || !ctx.leadership.is_leader() {
@@ -241,232 +195,48 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
 
 #[instrument(skip_all, fields(drp = %drp.name_any(), ns = drp.namespace().unwrap_or_default()))]
 async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
-    let name = drp.metadata.name.clone().ok_or(Error::MissingMetadata(".metadata.name"))?;
-    let interval: Duration = drp.spec.failover.probe_interval.into();
-    // Steady pairs act on the watch cache (a read per probe round would cost a thousand API reads a
-    // second at a thousand pairs); a stale copy makes the status write fail with 409 and we re-run.
-    // A pair mid-transition reads the latest journal first: transitions are rare, and every step
-    // decision should start from the last write.
-    let cached_in_transition =
-        drp.status.as_ref().and_then(|s| s.last_transition.as_ref()).is_some_and(|t| t.finished_at.is_none());
-    let drp = if cached_in_transition {
-        let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .get_opt(&name)
-            .await
-            .map_err(|e| Error::UpdateStatus(crate::secrets::short_api_error(&e)))?
-        {
-            Some(d) => d,
-            None => {
-                ctx.keepers.stop(&format!("{ns}/{name}"));
-                return Ok(Action::await_change());
-            }
-        }
-    } else {
-        (*drp).clone()
-    };
-
-    // Commands by annotation are read first, also during a transition, so that one arriving at
-    // the wrong time is refused with a Warning instead of silently waiting.
+    let pair = Pair::of(&drp)?;
+    // Read: the watch cache, or the latest journal when a transition runs.
+    let Some(drp) = act::latest(drp, &pair, &ctx).await? else { return Ok(Action::await_change()) };
+    // Decide (pure): what the annotations ask for; refused values become Warnings.
     let cmds =
         commands::read(&drp.spec, drp.status.as_ref().unwrap_or(&Default::default()), drp.annotations());
-    let mut events = cmds.events.clone();
-    let in_transition =
-        drp.status.as_ref().and_then(|s| s.last_transition.as_ref()).is_some_and(|t| t.finished_at.is_none());
-    if in_transition {
-        let drp = if cmds.handled.is_empty() {
-            drp
-        } else {
-            let mut st = drp.status.clone().unwrap_or_default();
-            commands::record(&mut st, &cmds.handled);
-            last_command(&mut st, &cmds, drp.metadata.generation);
-            crate::store::write_status(&ctx, &drp, &st).await?
-        };
-        publish_all(&ctx, &drp, events).await;
-        return failover::executor::run(drp, &ctx).await;
+    if act::in_transition(&drp) {
+        return act::continue_transition(drp, &cmds, &ctx).await;
     }
-
-    let obs = observe::collect(&drp, &ns, &ctx).await;
+    // Observe (reads only): both sites probed once, every Secret resolved.
+    let obs = observe::collect(&drp, &pair.ns, &ctx).await;
     let now = jiff::Timestamp::now();
-    let pair_key = format!("{ns}/{name}");
-    // WAL positions move with every write; the last round's positions (maybe not yet written) are
-    // the base, as long as the stored status says the same apart from them.
-    let fresh = ctx.unwritten.lock().ok().and_then(|m| m.get(&pair_key).cloned());
-    let base = fresh.as_ref().filter(|f| drp.status.as_ref().is_some_and(|s| same_but_positions(s, f)));
-    let (mut status, observed_events) = decide::observe(&drp.spec, base.or(drp.status.as_ref()), &obs, now);
-    events.extend(observed_events);
-    let pair_label = crate::metrics::PairLabels { pair: format!("{ns}/{name}") };
-    if let Some(lag) = status.replication_lag_bytes {
-        ctx.metrics.lag_bytes.get_or_create(&pair_label).set(lag);
+    // Decide (pure): the next status from the last one and this round.
+    let base = record::base(&drp, &pair, &ctx);
+    let mut round = record::Round::new(decide::observe(&drp.spec, base.as_ref(), &obs, now), &cmds, &drp);
+    record::metrics(&ctx, &pair, &obs, &round.status);
+    // Act: the former primary's rejoin, the leader key, and (every 30 s) the witness and readiness.
+    if act::round_effects(&drp, &pair, &cmds, &mut round, &ctx, now).await? == act::Next::Again {
+        return Ok(Action::requeue(Duration::from_millis(50)));
     }
-    ctx.metrics.epoch.get_or_create(&pair_label).set(status.epoch);
-    for o in &obs.sites {
-        if let crate::probe::Outcome::Up(crate::probe::PgState { current_lsn: Some(lsn), timeline, .. }) =
-            &o.sql
-        {
-            if let Ok(mut m) = ctx.seen_lsn.lock() {
-                // The highest position on the server's current timeline (a rewound server starts over).
-                let e = m.entry(format!("{pair_key}/{}", o.name)).or_insert((*timeline, *lsn));
-                *e = if e.0 == *timeline { (e.0, e.1.max(*lsn)) } else { (*timeline, *lsn) };
-            }
-        }
-        let outcome = match &o.sql {
-            crate::probe::Outcome::Up(_) => "up",
-            crate::probe::Outcome::Down(_) => "down",
-            crate::probe::Outcome::NotRun(..) => "not_run",
-        };
-        ctx.metrics
-            .probes
-            .get_or_create(&crate::metrics::ProbeLabels {
-                pair: pair_label.pair.clone(),
-                site: o.name.clone(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-    commands::record(&mut status, &cmds.handled);
-    last_command(&mut status, &cmds, drp.metadata.generation);
-    events.extend(rejoin::step(&drp, &mut status, &ctx).await);
-    keeper_tend::tend(&drp, &ns, &name, &mut status, &mut events, &ctx, now).await;
-
-    // Readiness: on a dry-run request, and every READINESS_EVERY.
-    let key = format!("{ns}/{name}");
-    let due = ctx
-        .readiness_at
-        .lock()
-        .map(|m| m.get(&key).is_none_or(|t| t.elapsed() >= READINESS_EVERY))
-        .unwrap_or(true);
-    let dry_run = match &cmds.run {
-        Some(commands::Command::DryRun { token }) => Some(token.clone()),
-        _ => None,
-    };
-    if dry_run.is_some() {
-        crate::secrets::Secrets::new(ctx.client.clone(), &ns).invalidate_all();
-    }
-    if due || dry_run.is_some() {
-        if let Ok(mut m) = ctx.readiness_at.lock() {
-            m.insert(key, std::time::Instant::now());
-        }
-        // The witness is the authority on the epoch: a record ahead of this status (a pair created
-        // again under an old name) is adopted before anything is decided from the stale one.
-        if failover::executor::adopt_witness_epoch(&ctx, &drp, &mut status).await? {
-            return Ok(Action::requeue(Duration::from_millis(50)));
-        }
-        events.extend(site_lock::check(&drp, &ctx).await);
-        let (to, plan, blockers) = readiness::assess(&drp, &status, &ctx).await;
-        let (st, reason, msg) = if blockers.is_empty() {
-            ("True", "Ready", format!("a failover to {to} could run now"))
-        } else {
-            ("False", "Blocked", blockers.join("; "))
-        };
-        crate::events::upsert(
-            &mut status.conditions,
-            &mut events,
-            crate::crd::conditions::READY_FOR_FAILOVER,
-            st,
-            reason,
-            &msg,
-            drp.metadata.generation,
-            now,
-            false,
-        );
-        if let Some(token) = dry_run {
-            status.dry_run = Some(crate::crd::DryRun {
-                token: token.clone(),
-                at: now.to_string(),
-                to,
-                steps: plan,
-                lag_bytes: status.replication_lag_bytes,
-                blockers: blockers.clone(),
-            });
-            events.push(EventNote {
-                warning: !blockers.is_empty(),
-                reason: "DryRun".into(),
-                note: format!(
-                    "dry-run {token}: {} blockers{}",
-                    blockers.len(),
-                    if blockers.is_empty() { String::new() } else { format!(": {}", blockers.join("; ")) }
-                ),
-            });
-        }
-    }
-
-    let decision = match &cmds.run {
-        Some(commands::Command::Switchover { .. } | commands::Command::ForcedFailover { .. }) => {
-            guard::Decision::Steady
-        }
-        _ => guard::next(&drp.spec, &status, drp.annotations(), now, new_nonce),
-    };
-    if !matches!(
-        cmds.run,
-        Some(commands::Command::Switchover { .. } | commands::Command::ForcedFailover { .. })
-    ) {
-        events.extend(guard::record(&mut status, &decision, drp.annotations(), drp.metadata.generation, now));
-    }
-    if drp.annotations().get(crate::crd::annotations::PAUSED).map(String::as_str) == Some("true") {
-        status.phase = Some(crate::crd::Phase::Paused);
-    }
-
-    // Status writes are skipped when only WAL positions and lag moved, up to POSITIONS_EVERY (at a
-    // thousand steady pairs, position-only writes were most of the API traffic). Metrics stay live.
-    let positions_only = drp.status.as_ref().is_some_and(|s| same_but_positions(s, &status));
-    let recently = ctx
-        .written_at
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&pair_key).map(|t| t.elapsed() < POSITIONS_EVERY))
-        .unwrap_or(false);
-    let drp = if drp.status.as_ref() != Some(&status) && !(positions_only && recently) {
-        let drp = crate::store::write_status(&ctx, &drp, &status).await?;
-        if let Ok(mut m) = ctx.written_at.lock() {
-            m.insert(pair_key.clone(), std::time::Instant::now());
-        }
-        drp
-    } else {
-        drp
-    };
-    if let Ok(mut m) = ctx.unwritten.lock() {
-        m.insert(pair_key, status.clone());
-    }
-    publish_all(&ctx, &drp, events).await;
-    let from = status.current_primary.clone().unwrap_or_default();
-    let started = match (cmds.run, decision) {
-        (Some(commands::Command::Switchover { to }), _) => {
-            failover::executor::start(&drp, failover::Kind::Switchover, "Switchover", &from, &to, &ctx)
-                .await?
-        }
-        (Some(commands::Command::ForcedFailover { to }), _) => {
-            failover::executor::start(&drp, failover::Kind::Failover, "Forced", &from, &to, &ctx).await?
-        }
-        (_, guard::Decision::Failover { trigger, from, to }) => {
-            failover::executor::start(&drp, failover::Kind::Failover, trigger.as_str(), &from, &to, &ctx)
-                .await?
-        }
-        _ => None,
-    };
-    match started {
-        Some(drp) => failover::executor::run(drp, &ctx).await,
-        None => Ok(Action::requeue(interval)),
-    }
+    // Decide (pure): is a failover wanted and allowed?
+    let decision = round.guard(&drp, &cmds, now);
+    // Record: the status when it changed, then the Events.
+    let drp = record::write(&ctx, &pair, drp, &round.status).await?;
+    publish_all(&ctx, &drp, std::mem::take(&mut round.events)).await;
+    // Act: start what was decided (one transition at most), or come back next round.
+    act::start(drp, cmds.run, decision, &round.status, &ctx).await
 }
 
-/// Keeps the latest command outcome in the `LastCommand` condition.
-fn last_command(
-    st: &mut crate::crd::DisasterRecoveryPairStatus,
-    cmds: &commands::Commands,
-    generation: Option<i64>,
-) {
-    if let Some((accepted, reason, message)) = &cmds.last {
-        crate::crd::conditions::set_condition(
-            &mut st.conditions,
-            crate::crd::conditions::LAST_COMMAND,
-            if *accepted { "True" } else { "False" },
-            reason,
-            message,
-            generation,
-            jiff::Timestamp::now(),
-        );
+/// A pair's identity in this controller's memory and metrics.
+pub struct Pair {
+    pub ns: String,
+    pub name: String,
+    /// `namespace/name`.
+    pub key: String,
+}
+
+impl Pair {
+    fn of(drp: &DisasterRecoveryPair) -> Result<Pair, Error> {
+        let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
+        let name = drp.metadata.name.clone().ok_or(Error::MissingMetadata(".metadata.name"))?;
+        Ok(Pair { key: format!("{ns}/{name}"), ns, name })
     }
 }
 
@@ -498,35 +268,4 @@ fn new_nonce() -> String {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
     );
     format!("{:08x}", h.finish() as u32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::{DisasterRecoveryPairStatus, SiteStatus};
-
-    #[test]
-    fn only_wal_positions_and_lag_count_as_positions() {
-        let site = |lsn: &str, failures| SiteStatus {
-            name: "east".into(),
-            reachable: true,
-            current_lsn: Some(lsn.into()),
-            consecutive_failures: failures,
-            ..Default::default()
-        };
-        let a = DisasterRecoveryPairStatus {
-            sites: vec![site("0/100", 0)],
-            replication_lag_bytes: Some(10),
-            ..Default::default()
-        };
-        let moved = DisasterRecoveryPairStatus {
-            sites: vec![site("0/200", 0)],
-            replication_lag_bytes: Some(99),
-            ..Default::default()
-        };
-        let failing = DisasterRecoveryPairStatus { sites: vec![site("0/200", 1)], ..moved.clone() };
-        assert!(same_but_positions(&a, &moved));
-        assert!(!same_but_positions(&a, &failing));
-        assert!(!same_but_positions(&moved, &DisasterRecoveryPairStatus { epoch: 1, ..moved.clone() }));
-    }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::decide;
 use crate::context::Context;
 use crate::{
     coord::witness,
@@ -27,8 +26,8 @@ pub async fn assess(
 ) -> (String, Vec<String>, Vec<String>) {
     let spec = &drp.spec;
     let ns = drp.namespace().unwrap_or_default();
-    let from = decide::current_primary(spec, Some(st)).to_string();
-    let to = decide::other_site(spec, &from).unwrap_or_default().to_string();
+    let who = crate::authority::primary(spec, Some(st));
+    let (from, to) = (who.site.to_string(), who.standby.to_string());
     let timeout: Duration = spec.failover.probe_timeout();
     let mut plan = Vec::new();
     let mut blockers = Vec::new();

@@ -39,7 +39,7 @@ pub async fn step(
     }
     let Some(site_status) = st.sites.iter().find(|s| s.name == fp.site).cloned() else { return events };
     let now = Timestamp::now();
-    let new_primary = st.current_primary.clone().unwrap_or_default();
+    let new_primary = crate::authority::primary(&drp.spec, Some(st)).site.to_string();
     let prev = fp.assessment.clone();
 
     if site_status.reachable && site_status.in_recovery == Some(true) && site_status.streaming == Some(true) {
@@ -225,7 +225,7 @@ async fn run_hook(
     rewind: bool,
     ctx: &Context,
 ) -> Result<String, String> {
-    let primary = st.current_primary.clone().unwrap_or_default();
+    let primary = crate::authority::primary(&drp.spec, Some(st)).site.to_string();
     let (c, creds, host, port) = connect(drp, &primary, ctx).await.map_err(|e| format!("new primary {e}"))?;
     // A fast promotion records the new timeline in pg_control only at its next checkpoint; until
     // then pg_rewind sees "the same timeline" and wrongly skips the rewind. Checkpoint first.

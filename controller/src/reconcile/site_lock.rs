@@ -31,20 +31,15 @@ pub async fn check(drp: &DisasterRecoveryPair, ctx: &Context) -> Option<EventNot
     };
     let mut w = witness(drp, &ctx.client).await.ok()??;
     let registered = w.register_site(site, &me(ctx, site), TTL).await;
-    let renewed = match &registered {
-        Ok(Some((_, lease))) => ctx
-            .other_site_controller
-            .lock()
-            .ok()
-            .and_then(|mut m| m.insert(pair.pair.clone(), *lease))
-            .is_some_and(|before| before != *lease),
+    let renewed = ctx.memory.with(&pair.pair, |m| match &registered {
+        Ok(Some((_, lease))) => {
+            m.other_site_controller.replace(*lease).is_some_and(|before| before != *lease)
+        }
         _ => {
-            if let Ok(mut m) = ctx.other_site_controller.lock() {
-                m.remove(&pair.pair);
-            }
+            m.other_site_controller = None;
             false
         }
-    };
+    });
     let gauge = ctx.metrics.duplicate_site.get_or_create(&pair);
     match registered {
         Ok(Some(_)) if !renewed => None, // seen once: maybe a crashed predecessor's

@@ -1,0 +1,184 @@
+//! Act: the side effects a round may have, each behind a decision already made. A transition in
+//! progress goes straight to the journalled executor; a steady round tends the former primary's
+//! rejoin and the leader key, reads the witness and runs the readiness checks every
+//! `READINESS_EVERY` (or on a dry-run), and finally starts the one transition the round decided.
+
+use jiff::Timestamp;
+use kube::{runtime::controller::Action, Api};
+
+use super::{
+    commands, guard, keeper_tend, readiness, record::Round, rejoin, site_lock, Pair, READINESS_EVERY,
+};
+use crate::{
+    context::{Context, Error},
+    crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, DryRun},
+    events::{upsert, EventNote},
+    failover,
+};
+
+/// Whether the round goes on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Go on to the guard and the status write.
+    Continue,
+    /// The status was rewritten under this round (the witness's epoch adopted): start over.
+    Again,
+}
+
+/// Whether `drp` has a transition that has not finished.
+pub fn in_transition(drp: &DisasterRecoveryPair) -> bool {
+    drp.status.as_ref().and_then(|s| s.last_transition.as_ref()).is_some_and(|t| t.finished_at.is_none())
+}
+
+/// The pair to act on. Steady pairs act on the watch cache (a read per probe round would cost a
+/// thousand API reads a second at a thousand pairs; a stale copy makes the status write fail with
+/// 409 and the round runs again). A pair mid-transition reads the latest journal first:
+/// transitions are rare, and every step decision should start from the last write. `None`: gone.
+pub async fn latest(
+    drp: std::sync::Arc<DisasterRecoveryPair>,
+    pair: &Pair,
+    ctx: &Context,
+) -> Result<Option<DisasterRecoveryPair>, Error> {
+    if !in_transition(&drp) {
+        return Ok(Some((*drp).clone()));
+    }
+    let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &pair.ns);
+    let latest = api
+        .get_opt(&pair.name)
+        .await
+        .map_err(|e| Error::UpdateStatus(crate::secrets::short_api_error(&e)))?;
+    if latest.is_none() {
+        ctx.keepers.stop(&pair.key);
+    }
+    Ok(latest)
+}
+
+/// A transition runs: the commands' refusals are recorded (a command arriving now is refused
+/// with a Warning, not left waiting) and the executor goes on from the first unfinished step.
+pub async fn continue_transition(
+    drp: DisasterRecoveryPair,
+    cmds: &commands::Commands,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let drp = if cmds.handled.is_empty() {
+        drp
+    } else {
+        let mut st = drp.status.clone().unwrap_or_default();
+        commands::record(&mut st, &cmds.handled);
+        super::record::last_command(&mut st, cmds, drp.metadata.generation);
+        crate::store::write_status(ctx, &drp, &st).await?
+    };
+    super::publish_all(ctx, &drp, cmds.events.clone()).await;
+    failover::executor::run(drp, ctx).await
+}
+
+/// The round's side effects before the guard: the former primary's rejoin, the leader key's
+/// keeper, and, when due, the witness (its epoch adopted when ahead; this site's registration)
+/// and the readiness checks with a dry-run's plan.
+pub async fn round_effects(
+    drp: &DisasterRecoveryPair,
+    pair: &Pair,
+    cmds: &commands::Commands,
+    round: &mut Round,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Next, Error> {
+    round.events.extend(rejoin::step(drp, &mut round.status, ctx).await);
+    keeper_tend::tend(drp, &pair.ns, &pair.name, &mut round.status, &mut round.events, ctx, now).await;
+
+    let dry_run = match &cmds.run {
+        Some(commands::Command::DryRun { token }) => Some(token.clone()),
+        _ => None,
+    };
+    if dry_run.is_some() {
+        // A dry run is asked for now: it reads every Secret afresh.
+        crate::secrets::Secrets::new(ctx.client.clone(), &pair.ns).invalidate_all();
+    }
+    if !ctx.memory.readiness_due(&pair.key, READINESS_EVERY) && dry_run.is_none() {
+        return Ok(Next::Continue);
+    }
+    // The witness is the authority on the epoch: a record ahead of this status (a pair created
+    // again under an old name) is adopted before anything is decided from the stale one.
+    if failover::executor::adopt_witness_epoch(ctx, drp, &mut round.status).await? {
+        return Ok(Next::Again);
+    }
+    round.events.extend(site_lock::check(drp, ctx).await);
+    let (to, plan, blockers) = readiness::assess(drp, &round.status, ctx).await;
+    record_readiness(drp, &mut round.status, &mut round.events, &to, &blockers, now);
+    if let Some(token) = dry_run {
+        round.events.push(EventNote {
+            warning: !blockers.is_empty(),
+            reason: "DryRun".into(),
+            note: format!(
+                "dry-run {token}: {} blockers{}",
+                blockers.len(),
+                if blockers.is_empty() { String::new() } else { format!(": {}", blockers.join("; ")) }
+            ),
+        });
+        round.status.dry_run = Some(DryRun {
+            token,
+            at: now.to_string(),
+            to,
+            steps: plan,
+            lag_bytes: round.status.replication_lag_bytes,
+            blockers,
+        });
+    }
+    Ok(Next::Continue)
+}
+
+/// The `ReadyForFailover` condition from the readiness checks' blockers.
+fn record_readiness(
+    drp: &DisasterRecoveryPair,
+    status: &mut DisasterRecoveryPairStatus,
+    events: &mut Vec<EventNote>,
+    to: &str,
+    blockers: &[String],
+    now: Timestamp,
+) {
+    let (st, reason, msg) = if blockers.is_empty() {
+        ("True", "Ready", format!("a failover to {to} could run now"))
+    } else {
+        ("False", "Blocked", blockers.join("; "))
+    };
+    upsert(
+        &mut status.conditions,
+        events,
+        conditions::READY_FOR_FAILOVER,
+        st,
+        reason,
+        &msg,
+        drp.metadata.generation,
+        now,
+        false,
+    );
+}
+
+/// Starts what the round decided — a commanded switchover or failover, or the guard's failover —
+/// and runs its journal; otherwise the pair comes back after `probeInterval`.
+pub async fn start(
+    drp: DisasterRecoveryPair,
+    command: Option<commands::Command>,
+    decision: guard::Decision,
+    status: &DisasterRecoveryPairStatus,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    use failover::{executor, Kind};
+    let from = crate::authority::primary(&drp.spec, Some(status)).site.to_string();
+    let started = match (command, decision) {
+        (Some(commands::Command::Switchover { to }), _) => {
+            executor::start(&drp, Kind::Switchover, "Switchover", &from, &to, ctx).await?
+        }
+        (Some(commands::Command::ForcedFailover { to }), _) => {
+            executor::start(&drp, Kind::Failover, "Forced", &from, &to, ctx).await?
+        }
+        (_, guard::Decision::Failover { trigger, from, to }) => {
+            executor::start(&drp, Kind::Failover, trigger.as_str(), &from, &to, ctx).await?
+        }
+        _ => None,
+    };
+    match started {
+        Some(drp) => executor::run(drp, ctx).await,
+        None => Ok(Action::requeue(drp.spec.failover.probe_interval.into())),
+    }
+}

@@ -1,0 +1,196 @@
+//! Record: one round's result — the next status and its Events (`Round`), the metrics, and the
+//! status write, which skips changes of WAL positions alone for up to `POSITIONS_EVERY`.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::{commands, guard, Pair};
+use crate::{
+    context::{Context, Error},
+    crd::{annotations, conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, Phase},
+    events::EventNote,
+    probe::{Outcome, PgState, SiteObservation},
+};
+
+/// How often a status whose only change is WAL positions and lag is written.
+pub const POSITIONS_EVERY: Duration = Duration::from_secs(10);
+
+/// The status a round computes and the Events it will publish.
+pub struct Round {
+    pub status: DisasterRecoveryPairStatus,
+    pub events: Vec<EventNote>,
+}
+
+impl Round {
+    /// The round after `decide::observe`, with the commands' Warnings and handled tokens recorded.
+    pub fn new(
+        (mut status, observed): (DisasterRecoveryPairStatus, Vec<EventNote>),
+        cmds: &commands::Commands,
+        drp: &DisasterRecoveryPair,
+    ) -> Round {
+        let mut events = cmds.events.clone();
+        events.extend(observed);
+        commands::record(&mut status, &cmds.handled);
+        last_command(&mut status, cmds, drp.metadata.generation);
+        Round { status, events }
+    }
+
+    /// Whether a failover is wanted and allowed now (`guard`), recorded in `FailoverBlocked`. A
+    /// switchover or forced failover asked for by annotation takes the place of the guard.
+    pub fn guard(
+        &mut self,
+        drp: &DisasterRecoveryPair,
+        cmds: &commands::Commands,
+        now: Timestamp,
+    ) -> guard::Decision {
+        let commanded = matches!(
+            cmds.run,
+            Some(commands::Command::Switchover { .. } | commands::Command::ForcedFailover { .. })
+        );
+        let decision = if commanded {
+            guard::Decision::Steady
+        } else {
+            let d = guard::next(&drp.spec, &self.status, drp.annotations(), now, super::new_nonce);
+            self.events.extend(guard::record(
+                &mut self.status,
+                &d,
+                drp.annotations(),
+                drp.metadata.generation,
+                now,
+            ));
+            d
+        };
+        if drp.annotations().get(annotations::PAUSED).map(String::as_str) == Some("true") {
+            self.status.phase = Some(Phase::Paused);
+        }
+        decision
+    }
+}
+
+/// Keeps the latest command outcome in the `LastCommand` condition.
+pub fn last_command(st: &mut DisasterRecoveryPairStatus, cmds: &commands::Commands, generation: Option<i64>) {
+    if let Some((accepted, reason, message)) = &cmds.last {
+        conditions::set_condition(
+            &mut st.conditions,
+            conditions::LAST_COMMAND,
+            if *accepted { "True" } else { "False" },
+            reason,
+            message,
+            generation,
+            Timestamp::now(),
+        );
+    }
+}
+
+/// The status this round starts from: the last one computed when the stored one differs from it
+/// only in WAL positions (those writes are throttled), else the stored one.
+pub fn base(drp: &DisasterRecoveryPair, pair: &Pair, ctx: &Context) -> Option<DisasterRecoveryPairStatus> {
+    let fresh = ctx.memory.get(&pair.key).and_then(|m| m.unwritten);
+    match (fresh, drp.status.as_ref()) {
+        (Some(f), Some(s)) if same_but_positions(s, &f) => Some(f),
+        (_, s) => s.cloned(),
+    }
+}
+
+/// The round's gauges and counters, and the freshest WAL positions for a failover's lost-WAL figure.
+pub fn metrics(
+    ctx: &Context,
+    pair: &Pair,
+    obs: &super::decide::Observed,
+    status: &DisasterRecoveryPairStatus,
+) {
+    let label = crate::metrics::PairLabels { pair: pair.key.clone() };
+    if let Some(lag) = status.replication_lag_bytes {
+        ctx.metrics.lag_bytes.get_or_create(&label).set(lag);
+    }
+    ctx.metrics.epoch.get_or_create(&label).set(status.epoch);
+    for SiteObservation { name, sql, .. } in &obs.sites {
+        if let Outcome::Up(PgState { current_lsn: Some(lsn), timeline, .. }) = sql {
+            ctx.memory.saw_lsn(&pair.key, name, *timeline, *lsn);
+        }
+        let outcome = match sql {
+            Outcome::Up(_) => "up",
+            Outcome::Down(_) => "down",
+            Outcome::NotRun(..) => "not_run",
+        };
+        ctx.metrics
+            .probes
+            .get_or_create(&crate::metrics::ProbeLabels {
+                pair: pair.key.clone(),
+                site: name.clone(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
+/// Writes `status` when it changed, except a change of WAL positions alone within
+/// `POSITIONS_EVERY` of the last write (at a thousand steady pairs, position-only writes were most
+/// of the API traffic; metrics stay live). Returns the pair as stored.
+pub async fn write(
+    ctx: &Context,
+    pair: &Pair,
+    drp: DisasterRecoveryPair,
+    status: &DisasterRecoveryPairStatus,
+) -> Result<DisasterRecoveryPair, Error> {
+    let positions_only = drp.status.as_ref().is_some_and(|s| same_but_positions(s, status));
+    let recently =
+        ctx.memory.get(&pair.key).and_then(|m| m.written_at).is_some_and(|t| t.elapsed() < POSITIONS_EVERY);
+    let drp = if drp.status.as_ref() != Some(status) && !(positions_only && recently) {
+        let drp = crate::store::write_status(ctx, &drp, status).await?;
+        ctx.memory.with(&pair.key, |m| m.written_at = Some(Instant::now()));
+        drp
+    } else {
+        drp
+    };
+    ctx.memory.with(&pair.key, |m| m.unwritten = Some(status.clone()));
+    Ok(drp)
+}
+
+/// Whether two statuses differ at most in WAL positions and replication lag.
+pub fn same_but_positions(a: &DisasterRecoveryPairStatus, b: &DisasterRecoveryPairStatus) -> bool {
+    let strip = |s: &DisasterRecoveryPairStatus| {
+        let mut s = s.clone();
+        s.replication_lag_bytes = None;
+        for site in &mut s.sites {
+            site.current_lsn = None;
+            site.receive_lsn = None;
+            site.replay_lsn = None;
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SiteStatus;
+
+    #[test]
+    fn only_wal_positions_and_lag_count_as_positions() {
+        let site = |lsn: &str, failures| SiteStatus {
+            name: "east".into(),
+            reachable: true,
+            current_lsn: Some(lsn.into()),
+            consecutive_failures: failures,
+            ..Default::default()
+        };
+        let a = DisasterRecoveryPairStatus {
+            sites: vec![site("0/100", 0)],
+            replication_lag_bytes: Some(10),
+            ..Default::default()
+        };
+        let moved = DisasterRecoveryPairStatus {
+            sites: vec![site("0/200", 0)],
+            replication_lag_bytes: Some(99),
+            ..Default::default()
+        };
+        let failing = DisasterRecoveryPairStatus { sites: vec![site("0/200", 1)], ..moved.clone() };
+        assert!(same_but_positions(&a, &moved));
+        assert!(!same_but_positions(&a, &failing));
+        assert!(!same_but_positions(&moved, &DisasterRecoveryPairStatus { epoch: 1, ..moved.clone() }));
+    }
+}
