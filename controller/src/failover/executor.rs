@@ -15,23 +15,21 @@ use kube::{runtime::controller::Action, ResourceExt};
 use tracing::{info, warn};
 
 use super::{
+    ports::Ports,
     steps::{self, StepCtx},
     Failure, Kind, Outcome, Step,
 };
 use crate::{
     context::{Context, Error},
-    coord::{etcd::LeaderKey, witness, Swap},
+    coord::{etcd::LeaderKey, Swap},
     crd::{
         conditions::{self, reasons, set_condition},
         DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, Phase, StepRecord, Transition,
     },
     events::EventNote,
-    store::write_status,
 };
 
-/// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
-/// journals `TakeEpoch` as done; a switchover takes it later, after the standby caught up. Losing
-/// the swap, or a 409 on the write, starts nothing.
+/// Starts a transition through the real ports (see `start_with`).
 pub async fn start(
     drp: &DisasterRecoveryPair,
     kind: Kind,
@@ -39,6 +37,35 @@ pub async fn start(
     from: &str,
     to: &str,
     ctx: &Context,
+) -> Result<Option<DisasterRecoveryPair>, Error> {
+    start_with(drp, kind, trigger, from, to, &Ports::real(ctx, drp)).await
+}
+
+/// Runs the journal of `drp`'s transition through the real ports (see `run_with`).
+pub async fn run(drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action, Error> {
+    let ports = Ports::real(ctx, &drp);
+    run_with(drp, &ports).await
+}
+
+/// Adopts a witness epoch ahead of the status through the real ports (see `adopt_with`).
+pub async fn adopt_witness_epoch(
+    ctx: &Context,
+    drp: &DisasterRecoveryPair,
+    st: &mut DisasterRecoveryPairStatus,
+) -> Result<bool, Error> {
+    adopt_with(&Ports::real(ctx, drp), drp, st).await
+}
+
+/// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
+/// journals `TakeEpoch` as done; a switchover takes it later, after the standby caught up. Losing
+/// the swap, or a 409 on the write, starts nothing.
+pub async fn start_with(
+    drp: &DisasterRecoveryPair,
+    kind: Kind,
+    trigger: &str,
+    from: &str,
+    to: &str,
+    ports: &Ports<'_>,
 ) -> Result<Option<DisasterRecoveryPair>, Error> {
     let mut st = drp.status.clone().unwrap_or_default();
     let began = Timestamp::now();
@@ -48,7 +75,7 @@ pub async fn start(
              the witness (`etcdctl get <prefix>/<ns>/<name>/epoch`)",
             st.epoch
         );
-        refuse(ctx, drp, &mut st, reasons::INVALID_SPEC, &msg).await?;
+        refuse(ports, drp, &mut st, reasons::INVALID_SPEC, &msg).await?;
         return Ok(None);
     };
     let id = format!("{}/{epoch}/{to}", drp.uid().unwrap_or_default());
@@ -64,18 +91,18 @@ pub async fn start(
             .unwrap_or_else(|| began.to_string()),
         Kind::Switchover => began.to_string(),
     };
-    if kind == Kind::Switchover && adopt_witness_epoch(ctx, drp, &mut st).await? {
+    if kind == Kind::Switchover && adopt_with(ports, drp, &mut st).await? {
         return Ok(None);
     }
     if kind == Kind::Failover {
         let leader = if trigger == "Forced" { LeaderKey::Break } else { LeaderKey::MustBeAbsent };
-        let note = match take_epoch(ctx, drp, st.epoch, &id, leader).await {
+        let note = match take_epoch(ports, st.epoch, &id, leader).await {
             Ok(note) => note,
-            Err((_, msg)) if msg.starts_with(AHEAD) && adopt_witness_epoch(ctx, drp, &mut st).await? => {
+            Err((_, msg)) if msg.starts_with(AHEAD) && adopt_with(ports, drp, &mut st).await? => {
                 return Ok(None);
             }
             Err((reason, msg)) => {
-                refuse(ctx, drp, &mut st, reason, &msg).await?;
+                refuse(ports, drp, &mut st, reason, &msg).await?;
                 return Ok(None);
             }
         };
@@ -98,7 +125,7 @@ pub async fn start(
         to: to.into(),
         epoch,
         id,
-        holder: ctx.identity.clone(),
+        holder: ports.identity.clone(),
         started_at,
         steps,
         ..Default::default()
@@ -113,9 +140,11 @@ pub async fn start(
         drp.metadata.generation,
         Timestamp::now(),
     );
-    let updated = write_status(ctx, drp, &st).await?;
+    let updated = ports.store.write_status(drp, &st).await?;
     let reason = format!("{}Started", kind.as_str());
-    ctx.publish(drp, EventNote { warning: kind == Kind::Failover, reason, note: format!("{trigger} {msg}") })
+    ports
+        .events
+        .publish(drp, EventNote { warning: kind == Kind::Failover, reason, note: format!("{trigger} {msg}") })
         .await;
     info!(from, to, epoch, trigger, kind = kind.as_str(), "transition started");
     Ok(Some(updated))
@@ -127,16 +156,14 @@ pub async fn start(
 /// `leader` says whether the primary site's leader key must have expired (an unplanned failover)
 /// or may be broken (a planned switchover, or a failover an operator forced).
 async fn take_epoch(
-    ctx: &Context,
-    drp: &DisasterRecoveryPair,
+    ports: &Ports<'_>,
     from: i64,
     id: &str,
     leader: LeaderKey,
 ) -> Result<String, (&'static str, String)> {
-    match witness(drp, &ctx.client).await {
-        Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
-        Ok(None) => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
-        Ok(Some(mut w)) => match w.swap(from, &ctx.identity, id, leader).await {
+    match &ports.witness {
+        None => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
+        Some(w) => match w.swap(from, &ports.identity, id, leader).await {
             Ok(Swap::Won) => Ok(format!("etcd epoch {from} → {}", from.saturating_add(1))),
             Ok(Swap::LeaderAlive { holder, ttl_left_s }) => Err((
                 reasons::LEADER_KEY_HELD,
@@ -173,12 +200,12 @@ const AHEAD: &str = "the witness is ahead of this pair's status";
 /// a record of this very object whose journal is not in the status yet belongs to a controller
 /// that is between its epoch swap and its status write, and is left to it.
 /// Returns whether it adopted (and wrote the status).
-pub async fn adopt_witness_epoch(
-    ctx: &Context,
+pub async fn adopt_with(
+    ports: &Ports<'_>,
     drp: &DisasterRecoveryPair,
     st: &mut DisasterRecoveryPairStatus,
 ) -> Result<bool, Error> {
-    let Ok(Some(mut w)) = witness(drp, &ctx.client).await else { return Ok(false) };
+    let Some(w) = &ports.witness else { return Ok(false) };
     let Ok((epoch, holder, transition)) = w.epoch().await else { return Ok(false) };
     let running = st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none());
     let ours = transition.split('/').next() == Some(drp.uid().unwrap_or_default().as_str());
@@ -215,15 +242,17 @@ pub async fn adopt_witness_epoch(
         drp.metadata.generation,
         Timestamp::now(),
     );
-    write_status(ctx, drp, st).await?;
-    ctx.publish(drp, EventNote { warning: true, reason: reasons::EPOCH_ADOPTED.into(), note: msg.clone() })
+    ports.store.write_status(drp, st).await?;
+    ports
+        .events
+        .publish(drp, EventNote { warning: true, reason: reasons::EPOCH_ADOPTED.into(), note: msg.clone() })
         .await;
     warn!(epoch, "{msg}");
     Ok(true)
 }
 
 async fn refuse(
-    ctx: &Context,
+    ports: &Ports<'_>,
     drp: &DisasterRecoveryPair,
     st: &mut DisasterRecoveryPairStatus,
     reason: &'static str,
@@ -238,16 +267,15 @@ async fn refuse(
         drp.metadata.generation,
         Timestamp::now(),
     );
-    write_status(ctx, drp, st).await?;
-    ctx.publish(drp, EventNote { warning: true, reason: reason.into(), note: msg.into() }).await;
+    ports.store.write_status(drp, st).await?;
+    ports.events.publish(drp, EventNote { warning: true, reason: reason.into(), note: msg.into() }).await;
     warn!(reason, msg, "transition not started");
     Ok(())
 }
 
 fn step_ctx<'a>(
-    ctx: &'a Context,
+    ports: &'a Ports<'a>,
     drp: &'a DisasterRecoveryPair,
-    ns: &'a str,
     pair: &'a str,
     t: &'a Transition,
     idx: usize,
@@ -263,15 +291,12 @@ fn step_ctx<'a>(
                 .and_then(|st| st.sites.iter().find(|s| s.name == t.from))
                 .and_then(|s| s.current_lsn.as_deref())
                 .and_then(|l| l.parse::<crate::pg::Lsn>().ok());
-            let seen =
-                ctx.seen_lsn.lock().ok().and_then(|m| m.get(&format!("{pair}/{}", t.from)).map(|(_, l)| *l));
+            let seen = ports.seen_lsn.get(&t.from).copied();
             written.max(seen)
         }
     };
     StepCtx {
-        client: &ctx.client,
-        http: &ctx.http,
-        ns,
+        ports,
         pair,
         spec: &drp.spec,
         from: &t.from,
@@ -285,7 +310,7 @@ fn step_ctx<'a>(
 }
 
 /// Runs the journal of `drp`'s transition from its first unfinished step to the end.
-pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action, Error> {
+pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Result<Action, Error> {
     let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
     let pair = format!("{ns}/{}", drp.name_any());
     loop {
@@ -300,13 +325,13 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                  run. Finish it by hand (docs/failback.md), then remove status.lastTransition",
                 t.kind
             );
-            return stop_invalid_journal(drp, ctx, msg).await;
+            return stop_invalid_journal(drp, ports, msg).await;
         }
         if t.outcome.as_deref() == Some("RollingBack") {
-            return roll_back(drp, ctx, &ns, &pair).await;
+            return roll_back(drp, ports, &pair).await;
         }
         let Some(idx) = t.steps.iter().position(|s| s.finished_at.is_none()) else {
-            finish(&mut drp, ctx).await?;
+            finish(&mut drp, ports).await?;
             return Ok(Action::requeue(Duration::from_millis(100)));
         };
         let Some(step) = Step::from_name(&t.steps[idx].name) else {
@@ -319,13 +344,13 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                  status.lastTransition",
                 t.kind
             );
-            return stop_invalid_journal(drp, ctx, msg).await;
+            return stop_invalid_journal(drp, ports, msg).await;
         };
         let epoch_taken = t.steps.iter().any(|s| s.name == Step::TakeEpoch.name() && s.finished_at.is_some());
 
         // A stale leader's late step is refused: once the epoch is ours, the witness must still hold it.
         if epoch_taken {
-            if let Ok(Some(mut w)) = witness(&drp, &ctx.client).await {
+            if let Some(w) = &ports.witness {
                 if let Ok((held, holder, id)) = w.epoch().await {
                     if held != t.epoch || id != t.id {
                         let msg = format!(
@@ -343,12 +368,18 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                             drp.metadata.generation,
                             Timestamp::now(),
                         );
-                        write_status(ctx, &drp, &st).await?;
-                        ctx.publish(
-                            &drp,
-                            EventNote { warning: true, reason: reasons::LOST_EPOCH_SWAP.into(), note: msg },
-                        )
-                        .await;
+                        ports.store.write_status(&drp, &st).await?;
+                        ports
+                            .events
+                            .publish(
+                                &drp,
+                                EventNote {
+                                    warning: true,
+                                    reason: reasons::LOST_EPOCH_SWAP.into(),
+                                    note: msg,
+                                },
+                            )
+                            .await;
                         return Ok(Action::await_change());
                     }
                 }
@@ -361,7 +392,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
             rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
             rec.attempts = rec.attempts.saturating_add(1);
         }
-        drp = write_status(ctx, &drp, &st).await?;
+        drp = ports.store.write_status(&drp, &st).await?;
         crash_point(step, "before");
 
         let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
@@ -375,7 +406,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                     ..Default::default()
                 })
             } else {
-                match take_epoch(ctx, &drp, from, &t.id, LeaderKey::Break).await {
+                match take_epoch(ports, from, &t.id, LeaderKey::Break).await {
                     Ok(note) => {
                         Ok(steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
                     }
@@ -384,7 +415,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                 }
             }
         } else {
-            let cx = step_ctx(ctx, &drp, &ns, &pair, &t, idx);
+            let cx = step_ctx(ports, &drp, &pair, &t, idx);
             steps::run(step, &cx).await
         };
         let took = began.elapsed();
@@ -416,8 +447,9 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                 if step == Step::TakeEpoch {
                     st.epoch = epoch;
                 }
-                drp = write_status(ctx, &drp, &st).await?;
-                ctx.metrics
+                drp = ports.store.write_status(&drp, &st).await?;
+                ports
+                    .metrics
                     .step_duration
                     .get_or_create(&crate::metrics::StepLabels {
                         step: step.name().into(),
@@ -431,15 +463,17 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                     epoch = t.epoch,
                     "{msg}"
                 );
-                ctx.publish(
-                    &drp,
-                    EventNote {
-                        warning: false,
-                        reason: step.name().into(),
-                        note: format!("{outcome} in {} ms: {msg}", took.as_millis()),
-                    },
-                )
-                .await;
+                ports
+                    .events
+                    .publish(
+                        &drp,
+                        EventNote {
+                            warning: false,
+                            reason: step.name().into(),
+                            note: format!("{outcome} in {} ms: {msg}", took.as_millis()),
+                        },
+                    )
+                    .await;
             }
             Err(Failure::Abort(msg)) if !epoch_taken => {
                 let rec = &mut tr.steps[idx];
@@ -447,23 +481,25 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                 rec.outcome = Some("Aborted".into());
                 rec.message = Some(msg.clone());
                 tr.outcome = Some("RollingBack".into());
-                drp = write_status(ctx, &drp, &st).await?;
+                drp = ports.store.write_status(&drp, &st).await?;
                 warn!(step = step.name(), "{msg}; rolling back");
-                ctx.publish(
-                    &drp,
-                    EventNote {
-                        warning: true,
-                        reason: format!("{}Aborted", step.name()),
-                        note: format!("{msg}; rolling back"),
-                    },
-                )
-                .await;
-                return roll_back(drp, ctx, &ns, &pair).await;
+                ports
+                    .events
+                    .publish(
+                        &drp,
+                        EventNote {
+                            warning: true,
+                            reason: format!("{}Aborted", step.name()),
+                            note: format!("{msg}; rolling back"),
+                        },
+                    )
+                    .await;
+                return roll_back(drp, ports, &pair).await;
             }
             Err(Failure::Retry(msg) | Failure::Abort(msg)) => {
                 let attempts = tr.steps[idx].attempts;
                 tr.steps[idx].message = Some(msg.clone());
-                drp = write_status(ctx, &drp, &st).await?;
+                drp = ports.store.write_status(&drp, &st).await?;
                 let backoff = backoff(attempts);
                 warn!(
                     step = step.name(),
@@ -471,15 +507,17 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                     retry_in_ms = backoff.as_millis() as u64,
                     "{msg}"
                 );
-                ctx.publish(
-                    &drp,
-                    EventNote {
-                        warning: true,
-                        reason: format!("{}Failed", step.name()),
-                        note: format!("attempt {attempts}: {msg}; retrying in {backoff:?}"),
-                    },
-                )
-                .await;
+                ports
+                    .events
+                    .publish(
+                        &drp,
+                        EventNote {
+                            warning: true,
+                            reason: format!("{}Failed", step.name()),
+                            note: format!("attempt {attempts}: {msg}; retrying in {backoff:?}"),
+                        },
+                    )
+                    .await;
                 return Ok(Action::requeue(backoff));
             }
         }
@@ -490,7 +528,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
 /// with reason `InvalidJournal` and an Event, once; nothing else is done until the pair changes.
 async fn stop_invalid_journal(
     drp: DisasterRecoveryPair,
-    ctx: &Context,
+    ports: &Ports<'_>,
     msg: String,
 ) -> Result<Action, Error> {
     let mut st = drp.status.clone().unwrap_or_default();
@@ -507,18 +545,20 @@ async fn stop_invalid_journal(
             drp.metadata.generation,
             Timestamp::now(),
         );
-        let drp = write_status(ctx, &drp, &st).await?;
+        let drp = ports.store.write_status(&drp, &st).await?;
         warn!("{msg}");
-        ctx.publish(&drp, EventNote { warning: true, reason: reasons::INVALID_JOURNAL.into(), note: msg })
+        ports
+            .events
+            .publish(&drp, EventNote { warning: true, reason: reasons::INVALID_JOURNAL.into(), note: msg })
             .await;
     }
     Ok(Action::await_change())
 }
 
 /// Rolls a switchover back and closes its journal as `RolledBack`; retried until it succeeds.
-async fn roll_back(drp: DisasterRecoveryPair, ctx: &Context, ns: &str, pair: &str) -> Result<Action, Error> {
+async fn roll_back(drp: DisasterRecoveryPair, ports: &Ports<'_>, pair: &str) -> Result<Action, Error> {
     let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
-    let cx = step_ctx(ctx, &drp, ns, pair, &t, usize::MAX);
+    let cx = step_ctx(ports, &drp, pair, &t, usize::MAX);
     match steps::roll_back(&cx).await {
         Ok(msg) => {
             let mut st = drp.status.clone().unwrap_or_default();
@@ -528,8 +568,9 @@ async fn roll_back(drp: DisasterRecoveryPair, ctx: &Context, ns: &str, pair: &st
             }
             st.target_primary = None;
             st.phase = Some(Phase::Degraded);
-            let drp = write_status(ctx, &drp, &st).await?;
-            ctx.metrics
+            let drp = ports.store.write_status(&drp, &st).await?;
+            ports
+                .metrics
                 .transitions
                 .get_or_create(&crate::metrics::TransitionLabels {
                     pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
@@ -539,24 +580,32 @@ async fn roll_back(drp: DisasterRecoveryPair, ctx: &Context, ns: &str, pair: &st
                 })
                 .inc();
             warn!("switchover rolled back: {msg}");
-            ctx.publish(
-                &drp,
-                EventNote {
-                    warning: true,
-                    reason: "SwitchoverRolledBack".into(),
-                    note: format!("nothing was promoted; {msg}"),
-                },
-            )
-            .await;
+            ports
+                .events
+                .publish(
+                    &drp,
+                    EventNote {
+                        warning: true,
+                        reason: "SwitchoverRolledBack".into(),
+                        note: format!("nothing was promoted; {msg}"),
+                    },
+                )
+                .await;
             Ok(Action::requeue(Duration::from_millis(100)))
         }
         Err(e) => {
             warn!("rollback failed: {e}");
-            ctx.publish(
-                &drp,
-                EventNote { warning: true, reason: "RollbackFailed".into(), note: format!("{e}; retrying") },
-            )
-            .await;
+            ports
+                .events
+                .publish(
+                    &drp,
+                    EventNote {
+                        warning: true,
+                        reason: "RollbackFailed".into(),
+                        note: format!("{e}; retrying"),
+                    },
+                )
+                .await;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
     }
@@ -580,7 +629,7 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << exp)).min(Duration::from_secs(10))
 }
 
-async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Error> {
+async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(), Error> {
     let mut st = drp.status.clone().unwrap_or_default();
     let Some(t) = st.last_transition.as_mut() else { return Ok(()) };
     let now = Timestamp::now();
@@ -605,19 +654,20 @@ async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Err
     }
     st.former_primary =
         Some(FormerPrimary { site: from.clone(), assessment: "Pending".into(), ..Default::default() });
-    *drp = write_status(ctx, drp, &st).await?;
+    *drp = ports.store.write_status(drp, &st).await?;
     let pair = crate::metrics::PairLabels {
         pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
     };
     if let Some(r) = rto {
-        ctx.metrics.rto_seconds.get_or_create(&pair).set(r);
+        ports.metrics.rto_seconds.get_or_create(&pair).set(r);
     }
     if let Some(l) = lost {
-        ctx.metrics.lost_wal_bytes.get_or_create(&pair).set(l);
+        ports.metrics.lost_wal_bytes.get_or_create(&pair).set(l);
     }
-    ctx.metrics.epoch.get_or_create(&pair).set(epoch);
+    ports.metrics.epoch.get_or_create(&pair).set(epoch);
     let trigger = st.last_transition.as_ref().map(|t| t.trigger.clone()).unwrap_or_default();
-    ctx.metrics
+    ports
+        .metrics
         .transitions
         .get_or_create(&crate::metrics::TransitionLabels {
             pair: pair.pair.clone(),
@@ -632,7 +682,7 @@ async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Err
         lost.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into())
     );
     info!(%note, "{kind} complete");
-    ctx.publish(drp, EventNote { warning: false, reason: format!("{kind}Complete"), note }).await;
+    ports.events.publish(drp, EventNote { warning: false, reason: format!("{kind}Complete"), note }).await;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! `.status.lastTransition.steps` before and after it runs (see `executor`).
 
 pub mod executor;
+pub mod ports;
 pub mod steps;
 
 use std::fmt;

@@ -4,23 +4,14 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use kube::Client;
-
-use super::{Failure, Outcome, Step};
-use crate::{
-    crd::DisasterRecoveryPairSpec,
-    datasource,
-    dns::{dns_endpoint, rfc2136},
-    pg::{admin, conn, Lsn},
-    recycle::{self, pgbouncer::Console},
-    secrets::Secrets,
-};
+use super::{ports::Ports, Failure, Outcome, Step};
+use crate::{crd::DisasterRecoveryPairSpec, datasource::Rewrite, dns, pg::Lsn, recycle::NewPrimary};
 
 /// Everything a step needs.
 pub struct StepCtx<'a> {
-    pub client: &'a Client,
-    pub http: &'a reqwest::Client,
-    pub ns: &'a str,
+    /// The side effects, through their ports.
+    pub ports: &'a Ports<'a>,
+    /// `<namespace>/<name>` (the epoch marker's key).
     pub pair: &'a str,
     pub spec: &'a DisasterRecoveryPairSpec,
     pub from: &'a str,
@@ -90,13 +81,10 @@ fn retry_or_abort(cx: &StepCtx<'_>, msg: String) -> Failure {
 }
 
 async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
-    let s = connect_site(cx, cx.to).await.map_err(|e| Failure::Abort(format!("standby {e}")))?;
-    let streaming: Option<String> = s
-        .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
-        .await
-        .map_err(|e| Failure::Abort(format!("standby {}: {}", cx.to, conn::describe(&e))))?
-        .and_then(|r| r.try_get(0).ok());
-    if !admin::in_recovery(&s).await.map_err(|e| Failure::Abort(e.to_string()))? {
+    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| Failure::Abort(format!("standby {e}")))?;
+    let streaming =
+        s.wal_receiver_status().await.map_err(|e| Failure::Abort(format!("standby {}: {e}", cx.to)))?;
+    if !s.in_recovery().await.map_err(|e| Failure::Abort(e.to_string()))? {
         return Err(Failure::Abort(format!(
             "standby {} is not in recovery: it does not follow {}",
             cx.to, cx.from
@@ -110,9 +98,9 @@ async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
             streaming.as_deref().unwrap_or("none")
         )));
     }
-    let p = connect_site(cx, cx.from).await.map_err(|e| Failure::Abort(format!("primary {e}")))?;
-    let head = admin::current_lsn(&p).await.map_err(|e| Failure::Abort(e.to_string()))?;
-    let (_, replay) = admin::standby_lsns(&s).await.map_err(|e| Failure::Abort(e.to_string()))?;
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| Failure::Abort(format!("primary {e}")))?;
+    let head = p.current_lsn().await.map_err(|e| Failure::Abort(e.to_string()))?;
+    let (_, replay) = s.standby_lsns().await.map_err(|e| Failure::Abort(e.to_string()))?;
     let lag = head.bytes_after(replay.unwrap_or_default());
     let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0).map_err(Failure::Abort)?;
     if lag > max {
@@ -128,15 +116,14 @@ async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
 async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, Failure> {
     // PgBouncer first: PAUSE waits for running transactions and holds new ones, so the clients
     // queue instead of failing; then the primary refuses writes from anyone who went around it.
-    for c in consoles(cx).await {
-        let c = c.map_err(|e| retry_or_abort(cx, e))?;
-        c.pause(cx.timeout.max(Duration::from_secs(5)))
+    for r in &cx.ports.recyclers {
+        r.hold(cx.timeout.max(Duration::from_secs(5)))
             .await
             .map_err(|e| retry_or_abort(cx, e.to_string()))?;
     }
-    let p = connect_site(cx, cx.from).await.map_err(|e| retry_or_abort(cx, format!("primary {e}")))?;
-    let n = admin::fence(&p).await.map_err(|e| retry_or_abort(cx, format!("fence {}: {e}", cx.from)))?;
-    let lsn = admin::current_lsn(&p).await.map_err(|e| retry_or_abort(cx, e.to_string()))?;
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| retry_or_abort(cx, format!("primary {e}")))?;
+    let n = p.fence().await.map_err(|e| retry_or_abort(cx, format!("fence {}: {e}", cx.from)))?;
+    let lsn = p.current_lsn().await.map_err(|e| retry_or_abort(cx, e.to_string()))?;
     Ok(Done {
         outcome: Some(Outcome::Succeeded(format!(
             "writers held at PgBouncer, {} read-only ({n} sessions terminated), final LSN {lsn}",
@@ -155,9 +142,9 @@ async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, Failure> {
     let started = cx.step_started.unwrap_or_else(jiff::Timestamp::now);
     let deadline =
         started.checked_add(jiff::SignedDuration::try_from(timeout).unwrap_or_default()).unwrap_or(started);
-    let s = connect_site(cx, cx.to).await?;
+    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| e.to_string())?;
     loop {
-        let (_, replay) = admin::standby_lsns(&s).await.map_err(|e| e.to_string())?;
+        let (_, replay) = s.standby_lsns().await.map_err(|e| e.to_string())?;
         let replay = replay.unwrap_or_default();
         if replay >= target {
             return Ok(Done::ok(format!("{} replayed {replay} ≥ final LSN {target}", cx.to)));
@@ -176,61 +163,27 @@ async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, Failure> {
 /// Undoes a switchover that stopped before `TakeEpoch`: the old primary writable again, PgBouncer
 /// resumed. Safe to run more than once.
 pub async fn roll_back(cx: &StepCtx<'_>) -> Result<String, String> {
-    let p = connect_site(cx, cx.from).await?;
-    admin::unfence(&p).await.map_err(|e| format!("unfence {}: {e}", cx.from))?;
-    for c in consoles(cx).await {
-        c?.resume(cx.timeout).await.map_err(|e| e.to_string())?;
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| e.to_string())?;
+    p.unfence().await.map_err(|e| format!("unfence {}: {e}", cx.from))?;
+    for r in &cx.ports.recyclers {
+        r.release(cx.timeout).await.map_err(|e| e.to_string())?;
     }
     Ok(format!("{} writable again, PgBouncer resumed", cx.from))
 }
 
-async fn connect_site(cx: &StepCtx<'_>, name: &str) -> Result<tokio_postgres::Client, String> {
-    let (i, s) = cx.spec.site(name)?;
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
-    let (target, _) = conn::resolve(&secrets, i, s, cx.timeout).await.map_err(|e| e.to_string())?;
-    tokio::time::timeout(cx.timeout, conn::connect(&target))
-        .await
-        .map_err(|_| {
-            format!("{name} ({}:{}): no answer within {:?}", s.postgres.host, s.postgres.port, cx.timeout)
-        })?
-        .map_err(|e| format!("{name} ({}:{}): {e}", s.postgres.host, s.postgres.port))
-}
-
-async fn consoles(cx: &StepCtx<'_>) -> Vec<Result<Console, String>> {
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
-    let mut out = Vec::new();
-    for (i, r) in cx.spec.recycle.iter().enumerate() {
-        let Some(pgb) = &r.pg_bouncer else { continue };
-        let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
-        let c = match secrets.get(&pgb.admin_secret.name, &["username", "password"], &field).await {
-            Ok(d) => Console::connect(pgb, d.value("username"), d.value("password"), cx.timeout)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        out.push(c);
-    }
-    out
-}
-
 async fn fence(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let old = match connect_site(cx, cx.from).await {
+    let old = match cx.ports.pg.connect(cx.from).await {
         Ok(c) => c,
         Err(e) => return Ok(Done::skipped(format!("old primary unreachable, nothing to fence: {e}"))),
     };
     // Hold new transactions at the poolers first, so nothing new starts on the old primary.
     let mut notes = Vec::new();
-    for c in consoles(cx).await {
-        match c {
-            Ok(c) => {
-                if let Err(e) = c.pause(cx.timeout).await {
-                    notes.push(format!("pause skipped: {e}"));
-                }
-            }
-            Err(e) => notes.push(format!("pause skipped: {e}")),
+    for r in &cx.ports.recyclers {
+        if let Err(e) = r.hold(cx.timeout).await {
+            notes.push(format!("pause skipped: {e}"));
         }
     }
-    match admin::fence(&old).await {
+    match old.fence().await {
         Ok(n) => {
             let mut msg = format!("{} read-only, {n} client sessions terminated", cx.from);
             if !notes.is_empty() {
@@ -247,26 +200,25 @@ async fn fence(cx: &StepCtx<'_>) -> Result<Done, String> {
 }
 
 async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let c = connect_site(cx, cx.to).await?;
+    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| e.to_string())?;
     let mut lost = None;
     let mut fork = None;
-    if admin::in_recovery(&c).await.map_err(|e| e.to_string())? {
+    if c.in_recovery().await.map_err(|e| e.to_string())? {
         // What the standby holds now is what survives the promotion (it replays all it received).
-        let (recv, replay) = admin::standby_lsns(&c).await.map_err(|e| e.to_string())?;
+        let (recv, replay) = c.standby_lsns().await.map_err(|e| e.to_string())?;
         let kept = recv.max(replay);
         fork = kept;
         if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept) {
             lost = Some(i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX));
         }
     }
-    let promoted = admin::promote(&c, cx.timeout.max(Duration::from_secs(30)))
-        .await
-        .map_err(|e| format!("{}: {e}", cx.to))?;
+    let promoted =
+        c.promote(cx.timeout.max(Duration::from_secs(30))).await.map_err(|e| format!("{}: {e}", cx.to))?;
     let msg =
         if promoted { format!("{} promoted", cx.to) } else { format!("{} was already promoted", cx.to) };
     // The exact fork point, from the new timeline's history file; what the standby held is the
     // fallback (it can read as the start of a segment, past the real switch point).
-    if let Ok(Some(switch)) = admin::timeline_switch_point(&c).await {
+    if let Ok(Some(switch)) = c.timeline_switch_point().await {
         fork = Some(switch);
     }
     Ok(Done {
@@ -278,10 +230,8 @@ async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
 }
 
 async fn verify_writable(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let c = connect_site(cx, cx.to).await?;
-    let held = admin::write_epoch_marker(&c, cx.pair, cx.to, cx.epoch)
-        .await
-        .map_err(|e| format!("{}: {e}", cx.to))?;
+    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| e.to_string())?;
+    let held = c.write_epoch_marker(cx.pair, cx.to, cx.epoch).await.map_err(|e| format!("{}: {e}", cx.to))?;
     if held != cx.epoch {
         return Err(format!(
             "{} marker holds epoch {held}, newer than ours ({}): a newer transition owns this pair",
@@ -292,89 +242,31 @@ async fn verify_writable(cx: &StepCtx<'_>) -> Result<Done, String> {
 }
 
 async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, String> {
-    if cx.spec.data_source.is_empty() {
-        return Ok(Done::skipped("no spec.dataSource targets"));
+    match cx.ports.data_source.rewrite(cx.spec, cx.to, cx.epoch).await.map_err(|e| e.to_string())? {
+        Rewrite::NoTargets => Ok(Done::skipped("no spec.dataSource targets")),
+        Rewrite::AlreadyRight => Ok(Done::ok(format!("every DataSource target already points at {}", cx.to))),
+        Rewrite::Rewrote { objects, targets } => Ok(Done::ok(format!(
+            "{objects} object(s) holding {targets} DataSource target(s) rewritten to {}",
+            cx.to
+        ))),
     }
-    let plan = datasource::plan(cx.client, cx.ns, cx.spec, cx.to, cx.epoch)
-        .await
-        .map_err(|e| format!("nothing was written: {e}"))?;
-    if plan.is_empty() {
-        return Ok(Done::ok(format!("every DataSource target already points at {}", cx.to)));
-    }
-    datasource::check(cx.client, cx.ns, &plan).await.map_err(|e| format!("nothing was written: {e}"))?;
-    let n = datasource::apply(cx.client, cx.ns, plan).await.map_err(|e| e.to_string())?;
-    Ok(Done::ok(format!(
-        "{n} object(s) holding {} DataSource target(s) rewritten to {}",
-        cx.spec.data_source.len(),
-        cx.to
-    )))
 }
 
 async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, String> {
-    if cx.spec.recycle.is_empty() {
+    if cx.ports.recyclers.is_empty() {
         return Ok(Done::skipped("no spec.recycle entries"));
     }
     let (_, to) = cx.spec.site(cx.to)?;
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
+    let new_primary = NewPrimary { site: cx.to, postgres: &to.postgres, epoch: cx.epoch };
     let mut done = Vec::new();
-    for (i, r) in cx.spec.recycle.iter().enumerate() {
-        if let Some(pgb) = &r.pg_bouncer {
-            let field = format!("spec.recycle[{i}].pgBouncer");
-            let creds = secrets
-                .get(&pgb.admin_secret.name, &["username", "password"], &format!("{field}.adminSecret"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let console = Console::connect(pgb, creds.value("username"), creds.value("password"), cx.timeout)
-                .await
-                .map_err(|e| format!("{field}: {e}"))?;
-            match &pgb.databases_file {
-                Some(path) => {
-                    let dbname = pgb.backend_database.clone().unwrap_or_else(|| to.postgres.database.clone());
-                    let content = recycle::pgbouncer::databases_file(
-                        &pgb.database,
-                        &to.postgres.host,
-                        to.postgres.port,
-                        &dbname,
-                        cx.epoch,
-                    );
-                    recycle::pgbouncer::write_databases_file(path, &content)
-                        .map_err(|e| format!("{field}.databasesFile {path}: {e}"))?;
-                    // Always RELOAD: a crash between write and reload must not leave PgBouncer on the old file.
-                    console.reload(cx.timeout).await.map_err(|e| format!("{field}: {e}"))?;
-                }
-                None => console.reconnect(cx.timeout).await.map_err(|e| format!("{field}: {e}"))?,
-            }
-            console.resume(cx.timeout).await.map_err(|e| format!("{field}: {e}"))?;
-            done.push(format!("pgbouncer {}:{} → {}", pgb.host, pgb.port, cx.to));
-        }
-        if let Some(h) = &r.http {
-            let field = format!("spec.recycle[{i}].http");
-            let token = match &h.token_secret {
-                Some(t) => Some(
-                    secrets
-                        .get(&t.name, &["token"], &format!("{field}.tokenSecret"))
-                        .await
-                        .map_err(|e| e.to_string())?,
-                ),
-                None => None,
-            };
-            recycle::http::call(cx.http, h, token.as_ref().map(|t| t.value("token")), cx.timeout)
-                .await
-                .map_err(|e| format!("{field}: {e}"))?;
-            done.push(format!("{} {}", h.method, crate::probe::http::redact(&h.url)));
-        }
-        if let Some(rr) = &r.rollout_restart {
-            recycle::rollout::restart(cx.client, cx.ns, rr.kind, &rr.name, cx.epoch)
-                .await
-                .map_err(|e| format!("spec.recycle[{i}].rolloutRestart: {e}"))?;
-            done.push(format!("restarted {:?} {}", rr.kind, rr.name));
-        }
+    for r in &cx.ports.recyclers {
+        done.push(r.recycle(&new_primary).await.map_err(|e| e.to_string())?);
     }
     Ok(Done::ok(done.join(", ")))
 }
 
 async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
-    if cx.spec.dns.is_empty() {
+    if cx.ports.dns.is_empty() {
         return Ok(Done::skipped("no spec.dns records"));
     }
     let (i, to) = cx.spec.site(cx.to)?;
@@ -384,59 +276,10 @@ async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
         .ok_or_else(|| format!("spec.sites[{i}].dnsTarget is required when spec.dns lists records"))?;
     let addr: IpAddr =
         target.parse().map_err(|_| format!("spec.sites[{i}].dnsTarget {target:?} is not an IP address"))?;
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
+    let target = dns::Target { text: target, addr };
     let mut done = Vec::new();
-    for (j, r) in cx.spec.dns.iter().enumerate() {
-        if let Some(rfc) = &r.rfc2136 {
-            let field = format!("spec.dns[{j}].rfc2136");
-            let server = rfc2136::server_addr(&rfc.server).map_err(|e| format!("{field}.{e}"))?;
-            let name = rfc2136::fqdn(&rfc.name, &rfc.zone).map_err(|e| format!("{field}.{e}"))?;
-            let now =
-                rfc2136::current(server, &name, cx.timeout).await.map_err(|e| format!("{field}: {e}"))?;
-            if now != [addr] {
-                let key = rfc2136::key_from_secret(&secrets, rfc, &field).await?;
-                let ttl = u32::try_from(rfc.ttl).unwrap_or(30);
-                rfc2136::replace(server, &rfc.zone, &name, ttl, addr, &key, cx.timeout)
-                    .await
-                    .map_err(|e| format!("{field}: {e}"))?;
-                // Confirm: the authoritative server must answer the new address.
-                let deadline = tokio::time::Instant::now() + cx.timeout.max(Duration::from_secs(5));
-                loop {
-                    let answer = rfc2136::current(server, &name, cx.timeout)
-                        .await
-                        .map_err(|e| format!("{field}: {e}"))?;
-                    if answer == [addr] {
-                        break;
-                    }
-                    if tokio::time::Instant::now() > deadline {
-                        return Err(format!(
-                            "{field}: {server} still answers {answer:?} for {name} after the update"
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            done.push(format!("{name} A {addr} (confirmed at {server})"));
-        }
-        if let Some(de) = &r.dns_endpoint {
-            let field = format!("spec.dns[{j}].dnsEndpoint");
-            let cur =
-                dns_endpoint::current(cx.client, cx.ns, de).await.map_err(|e| format!("{field}: {e}"))?;
-            if let Some((_, held)) = &cur {
-                if *held > cx.epoch {
-                    return Err(format!(
-                        "{field}: DNSEndpoint {} carries epoch {held}, newer than ours ({})",
-                        de.name, cx.epoch
-                    ));
-                }
-            }
-            if cur.map(|(t, _)| t) != Some(vec![target.to_string()]) {
-                dns_endpoint::apply(cx.client, cx.ns, de, target, cx.epoch)
-                    .await
-                    .map_err(|e| format!("{field}: {e}"))?;
-            }
-            done.push(format!("DNSEndpoint {} → {target}", de.name));
-        }
+    for p in &cx.ports.dns {
+        done.push(p.point_at(&target, cx.epoch).await.map_err(|e| e.to_string())?);
     }
     Ok(Done::ok(done.join(", ")))
 }

@@ -161,7 +161,7 @@ pub async fn assess(
             let field = format!("spec.dns[{j}].rfc2136");
             let check = async {
                 let server = rfc2136::server_addr(&rfc.server).map_err(|e| e.to_string())?;
-                let key = rfc2136::key_from_secret(&secrets, rfc, &field).await?;
+                let key = rfc2136::key_from_secret(&secrets, rfc, &field).await.map_err(|e| e.to_string())?;
                 rfc2136::check_key(server, &rfc.zone, &key, timeout).await.map_err(|e| e.to_string())
             };
             if let Err(e) = check.await {
