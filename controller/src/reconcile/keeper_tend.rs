@@ -128,12 +128,10 @@ async fn config(
     let mut bouncers = Vec::new();
     for (i, r) in drp.spec.recycle.iter().enumerate() {
         let Some(pgb) = &r.pg_bouncer else { continue };
-        let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
-        let d = secrets
-            .get(&pgb.admin_secret.name, &["username", "password"], &field)
+        let (user, password) = crate::recycle::pgbouncer::admin_credentials(&secrets, i, pgb)
             .await
             .map_err(|e| e.to_string())?;
-        bouncers.push((pgb.clone(), d.value("username").to_string(), d.value("password").to_string()));
+        bouncers.push((pgb.clone(), user, password));
     }
     Ok(keeper::Config {
         endpoints: etcd.endpoints.clone(),
