@@ -2,7 +2,11 @@
 //! `.status.lastTransition.steps` before and after it runs (see `executor`).
 
 pub mod executor;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod ports;
+#[cfg(test)]
+mod scenarios;
 pub mod steps;
 
 use std::fmt;

@@ -29,7 +29,7 @@ pub struct StepCtx<'a> {
 }
 
 /// A step's result: its outcome and the figures some steps measure.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Done {
     pub outcome: Option<Outcome>,
     /// `Promote`: WAL bytes the promoted standby did not have.
@@ -282,4 +282,148 @@ async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
         done.push(p.point_at(&target, cx.epoch).await.map_err(|e| e.to_string())?);
     }
     Ok(Done::ok(done.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::fakes::{spec, World, INJECTED, PRIMARY_LSN, STANDBY_LSN};
+
+    fn cx<'a>(ports: &'a Ports<'a>, spec: &'a DisasterRecoveryPairSpec, attempts: i32) -> StepCtx<'a> {
+        StepCtx {
+            ports,
+            pair: "ns/chat",
+            spec,
+            from: "east",
+            to: "west",
+            epoch: 1,
+            timeout: Duration::from_secs(1),
+            attempts,
+            last_primary_lsn: Some(PRIMARY_LSN),
+            step_started: None,
+        }
+    }
+
+    fn message(r: &Result<Done, Failure>) -> String {
+        match r {
+            Ok(Done { outcome: Some(Outcome::Succeeded(m) | Outcome::Skipped(m)), .. }) => m.clone(),
+            Ok(_) => String::new(),
+            Err(Failure::Retry(m) | Failure::Abort(m)) => m.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pre_check_refuses_a_standby_that_does_not_follow_or_lags_too_far() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let ok = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
+        assert_eq!(message(&ok), "west streams from east, lag 256 bytes");
+
+        w.pg.set("east", |s| s.lsn = Lsn(STANDBY_LSN.0 + (64 << 20)));
+        let r = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
+        assert!(
+            matches!(&r, Err(Failure::Abort(m)) if m.starts_with("lag 64.0 MiB > maxLagBytes 16.0 MiB")),
+            "{r:?}"
+        );
+
+        w.pg.set("west", |s| s.in_recovery = false);
+        let r = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
+        assert!(matches!(&r, Err(Failure::Abort(m)) if m.contains("is not in recovery")), "{r:?}");
+
+        w.pg.set("west", |s| s.reachable = false);
+        let r = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
+        assert!(
+            matches!(&r, Err(Failure::Abort(m)) if m.starts_with("standby west (pg-west:5432)")),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn quiesce_holds_the_poolers_fences_and_reads_the_final_lsn_and_roll_back_undoes_it() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let done = run(Step::Quiesce, &cx(&ports, &spec, 0)).await.expect("quiesce");
+        assert_eq!(done.final_lsn, Some(PRIMARY_LSN));
+        assert!(w.pgbouncer.seen().held && w.pg.server("east").fenced);
+
+        let said = roll_back(&cx(&ports, &spec, 0)).await.expect("roll back");
+        assert_eq!(said, "east writable again, PgBouncer resumed");
+        assert!(!w.pgbouncer.seen().held && !w.pg.server("east").fenced);
+
+        // A failing quiesce is retried until the last switchover attempt, then stops.
+        w.pg.faults.fail("east:fence", u32::MAX);
+        assert!(matches!(run(Step::Quiesce, &cx(&ports, &spec, 0)).await, Err(Failure::Retry(_))));
+        let last = run(Step::Quiesce, &cx(&ports, &spec, SWITCHOVER_ATTEMPTS - 1)).await;
+        assert!(matches!(&last, Err(Failure::Abort(m)) if m.contains(INJECTED)), "{last:?}");
+    }
+
+    #[tokio::test]
+    async fn promote_measures_what_the_standby_did_not_have_and_promotes_once() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let done = run(Step::Promote, &cx(&ports, &spec, 0)).await.expect("promote");
+        assert_eq!(done.lost_wal_bytes, Some(256));
+        assert_eq!(done.promoted_at_lsn, Some(STANDBY_LSN));
+        let again = run(Step::Promote, &cx(&ports, &spec, 1)).await;
+        assert_eq!(message(&again), "west was already promoted");
+        assert_eq!(w.pg.promotions(), 1);
+    }
+
+    #[tokio::test]
+    async fn verify_writable_refuses_a_marker_of_a_newer_transition() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        w.pg.set("west", |s| (s.in_recovery, s.marker) = (false, Some(7)));
+        let r = run(Step::VerifyWritable, &cx(&ports, &spec, 0)).await;
+        assert_eq!(
+            r.err(),
+            Some(Failure::Retry(
+                "west marker holds epoch 7, newer than ours (1): a newer transition owns this pair".into()
+            ))
+        );
+        w.pg.set("west", |s| s.marker = Some(1));
+        assert_eq!(
+            message(&run(Step::VerifyWritable, &cx(&ports, &spec, 0)).await),
+            "west committed the epoch 1 marker"
+        );
+    }
+
+    #[tokio::test]
+    async fn rewrite_recycle_and_dns_say_what_they_did_and_skip_what_is_not_configured() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let c = cx(&ports, &spec, 0);
+        assert_eq!(
+            message(&run(Step::RewriteDataSource, &c).await),
+            "1 object(s) holding 1 DataSource target(s) rewritten to west"
+        );
+        assert_eq!(
+            message(&run(Step::RewriteDataSource, &c).await),
+            "every DataSource target already points at west"
+        );
+        assert_eq!(message(&run(Step::Recycle, &c).await), "fake → west, fake → west");
+        assert_eq!(w.pgbouncer.seen().recycled, vec![("west".to_string(), 1)]);
+        assert_eq!(message(&run(Step::FlipDns, &c).await), "chat.example.test. A 192.0.2.20");
+
+        let mut bare = w.ports();
+        bare.recyclers.clear();
+        bare.dns.clear();
+        let c = cx(&bare, &spec, 0);
+        assert_eq!(message(&run(Step::Recycle, &c).await), "no spec.recycle entries");
+        assert_eq!(message(&run(Step::FlipDns, &c).await), "no spec.dns records");
+    }
+
+    #[tokio::test]
+    async fn flip_dns_needs_the_new_site_to_name_an_address() {
+        let w = World::new();
+        let ports = w.ports();
+        let mut spec = spec();
+        spec.sites[1].dns_target = None;
+        let r = run(Step::FlipDns, &cx(&ports, &spec, 0)).await;
+        assert_eq!(message(&r), "spec.sites[1].dnsTarget is required when spec.dns lists records");
+        spec.sites[1].dns_target = Some("chat.example.test".into());
+        let r = run(Step::FlipDns, &cx(&ports, &spec, 0)).await;
+        assert_eq!(message(&r), "spec.sites[1].dnsTarget \"chat.example.test\" is not an IP address");
+        assert_eq!(w.dns.record().changes, 0);
+    }
 }
