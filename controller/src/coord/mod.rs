@@ -43,8 +43,8 @@ pub trait EpochWitness: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum WitnessError {
     /// Its TLS material or etcd user cannot be read (the message names the spec field).
-    #[error("{0}")]
-    Access(String),
+    #[error(transparent)]
+    Access(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Etcd(#[from] etcd::Error),
 }
@@ -86,8 +86,12 @@ impl EtcdEpochWitness {
         if conn.is_none() {
             *conn = Some(connect(&self.etcd, &self.ns, &self.name, &self.secrets).await?);
         }
-        tokio::sync::MutexGuard::try_map(conn, Option::as_mut)
-            .map_err(|_| WitnessError::Access("the witness connection is gone".into()))
+        tokio::sync::MutexGuard::try_map(conn, Option::as_mut).map_err(|_| {
+            WitnessError::Etcd(etcd::Error::Connect {
+                endpoints: self.etcd.endpoints.join(","),
+                reason: "the connection is gone".into(),
+            })
+        })
     }
 
     /// An etcd error drops the connection: a broken channel is rebuilt on the next call.
@@ -124,7 +128,7 @@ async fn connect(
     name: &str,
     secrets: &crate::secrets::Secrets,
 ) -> Result<Witness, WitnessError> {
-    let access = witness_access(etcd, secrets).await.map_err(WitnessError::Access)?;
+    let access = witness_access(etcd, secrets).await?;
     Ok(Witness::connect(&etcd.endpoints, &etcd.prefix, ns, name, Duration::from_secs(2), access).await?)
 }
 
@@ -143,14 +147,11 @@ pub async fn witness(
 pub async fn witness_access(
     etcd: &crate::crd::EtcdWitness,
     secrets: &crate::secrets::Secrets,
-) -> Result<Access, String> {
+) -> Result<Access, crate::secrets::SecretError> {
     let mut access = Access::default();
     if let Some(t) = &etcd.tls_secret {
         let field = "spec.coordination.etcd.tlsSecret";
-        let d = secrets
-            .get(&t.name, &["ca.crt", "tls.crt", "tls.key"], field)
-            .await
-            .map_err(|e| e.to_string())?;
+        let d = secrets.get(&t.name, &["ca.crt", "tls.crt", "tls.key"], field).await?;
         access.tls = Some((
             format!("{field} (Secret {})", t.name),
             d.value("ca.crt").into(),
@@ -160,7 +161,7 @@ pub async fn witness_access(
     }
     if let Some(a) = &etcd.auth_secret {
         let field = "spec.coordination.etcd.authSecret";
-        let d = secrets.get(&a.name, &["username", "password"], field).await.map_err(|e| e.to_string())?;
+        let d = secrets.get(&a.name, &["username", "password"], field).await?;
         access.user = Some((
             format!("{field} (Secret {})", a.name),
             d.value("username").into(),
@@ -195,12 +196,24 @@ pub struct Timing {
     pub fence_budget: Duration,
 }
 
+/// A lease too short for the probe timeout: the primary site could not fence itself in time.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.coordination.etcd.leaseTTL ({lease_ttl:?}) must be at least {LEASE_TTL_PER_PROBE_TIMEOUT} × \
+     spec.failover.probeTimeout ({probe_timeout:?}) so that the primary site fences itself before the \
+     standby can promote: raise leaseTTL or lower probeTimeout"
+)]
+pub struct TimingError {
+    pub lease_ttl: Duration,
+    pub probe_timeout: Duration,
+}
+
 /// `leaseTTL ≥ LEASE_TTL_PER_PROBE_TIMEOUT × probeTimeout`, the inequality above.
 pub const LEASE_TTL_PER_PROBE_TIMEOUT: u32 = 4;
 
 impl Timing {
     /// The timing of a pair, or why its spec breaks the inequality.
-    pub fn new(lease_ttl: Duration, probe_timeout: Duration) -> Result<Timing, String> {
+    pub fn new(lease_ttl: Duration, probe_timeout: Duration) -> Result<Timing, TimingError> {
         let t = Timing {
             lease_ttl,
             renew_every: lease_ttl / 5,
@@ -211,16 +224,11 @@ impl Timing {
     }
 
     /// The inequality, checked again at run time (a spec stored before the CEL rule existed).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), TimingError> {
         if self.lease_ttl < self.fence_budget * LEASE_TTL_PER_PROBE_TIMEOUT
             || self.self_fence_after < self.renew_every * 2
         {
-            return Err(format!(
-                "spec.coordination.etcd.leaseTTL ({:?}) must be at least {LEASE_TTL_PER_PROBE_TIMEOUT} × \
-                 spec.failover.probeTimeout ({:?}) so that the primary site fences itself before the \
-                 standby can promote: raise leaseTTL or lower probeTimeout",
-                self.lease_ttl, self.fence_budget
-            ));
+            return Err(TimingError { lease_ttl: self.lease_ttl, probe_timeout: self.fence_budget });
         }
         Ok(())
     }
@@ -279,6 +287,7 @@ mod tests {
                         assert!(t.self_fence_after >= 2 * t.renew_every);
                     }
                     Err(e) => {
+                        let e = e.to_string();
                         assert!(ttl_ms < 4 * p_ms, "{ttl_ms} {p_ms} refused: {e}");
                         assert!(e.contains("spec.coordination.etcd.leaseTTL"), "{e}");
                         assert!(!e.contains("  "), "no stray spaces: {e}");

@@ -24,8 +24,13 @@ use crate::{
 /// Why a DataSource target cannot be rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The target, its document or its Secret must be fixed (missing, no such key, a pointer
+    /// that does not resolve, too large, refused by validation or RBAC).
     #[error("{field}: {reason}")]
     Target { field: String, reason: String },
+    /// The API server did not answer, or the object changed while being rewritten.
+    #[error("{field}: {reason}")]
+    Api { field: String, reason: String },
     #[error(
         "{field}: {kind} {name} carries epoch {held}, newer than ours ({ours}); a newer transition owns it"
     )]
@@ -145,9 +150,12 @@ pub async fn plan(
     let dsn = secrets
         .get(&dsn_ref.name, &[&dsn_ref.key], &format!("spec.sites[{idx}].dataSourceSecret"))
         .await
-        .map_err(|e| Error::Target {
-            field: format!("spec.sites[{idx}].dataSourceSecret"),
-            reason: e.to_string(),
+        .map_err(|e| {
+            let (field, reason) = (format!("spec.sites[{idx}].dataSourceSecret"), e.to_string());
+            match e {
+                crate::secrets::SecretError::Api { .. } => Error::Api { field, reason },
+                _ => Error::Target { field, reason },
+            }
         })?
         .value(&dsn_ref.key)
         .to_string();
@@ -339,15 +347,17 @@ fn refused(field: &str, e: &kube::Error) -> Error {
             s.code
         ),
         kube::Error::Api(s) if s.code == 409 => {
-            format!("changed while being rewritten ({}); planned again on the next attempt", s.code)
+            let reason =
+                format!("changed while being rewritten ({}); planned again on the next attempt", s.code);
+            return Error::Api { field: field.into(), reason };
         }
-        _ => short_api_error(e),
+        _ => return api_err(field, e),
     };
     Error::Target { field: field.into(), reason }
 }
 
 fn api_err(field: &str, e: &kube::Error) -> Error {
-    Error::Target { field: field.into(), reason: short_api_error(e) }
+    Error::Api { field: field.into(), reason: short_api_error(e) }
 }
 
 fn check_epoch(

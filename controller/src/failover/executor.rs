@@ -17,14 +17,15 @@ use tracing::{info, warn};
 use super::{
     ports::Ports,
     steps::{self, StepCtx},
-    Failure, Kind, Outcome, Step,
+    Category, EpochRefusal, Kind, Outcome, Step, StepError,
 };
 use crate::{
     context::{Context, Error},
     coord::{etcd::LeaderKey, Swap},
     crd::{
         conditions::{self, reasons, set_condition},
-        DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, Phase, StepRecord, Transition,
+        Assessment, DisasterRecoveryPair, DisasterRecoveryPairStatus, Epoch, FormerPrimary, Phase,
+        StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger,
     },
     events::EventNote,
 };
@@ -33,7 +34,7 @@ use crate::{
 pub async fn start(
     drp: &DisasterRecoveryPair,
     kind: Kind,
-    trigger: &str,
+    trigger: Trigger,
     from: &str,
     to: &str,
     ctx: &Context,
@@ -62,14 +63,14 @@ pub async fn adopt_witness_epoch(
 pub async fn start_with(
     drp: &DisasterRecoveryPair,
     kind: Kind,
-    trigger: &str,
+    trigger: Trigger,
     from: &str,
     to: &str,
     ports: &Ports<'_>,
 ) -> Result<Option<DisasterRecoveryPair>, Error> {
     let mut st = drp.status.clone().unwrap_or_default();
     let began = Timestamp::now();
-    let Some(epoch) = st.epoch.checked_add(1).filter(|_| st.epoch >= 0) else {
+    let Some(epoch) = st.epoch.next() else {
         let msg = format!(
             "status.epoch is {}, which cannot be moved on: only understudy writes the epoch; restore it from \
              the witness (`etcdctl get <prefix>/<ns>/<name>/epoch`)",
@@ -95,14 +96,14 @@ pub async fn start_with(
         return Ok(None);
     }
     if kind == Kind::Failover {
-        let leader = if trigger == "Forced" { LeaderKey::Break } else { LeaderKey::MustBeAbsent };
-        let note = match take_epoch(ports, st.epoch, &id, leader).await {
+        let leader = if trigger == Trigger::Forced { LeaderKey::Break } else { LeaderKey::MustBeAbsent };
+        let note = match take_epoch(ports, st.epoch.0, &id, leader).await {
             Ok(note) => note,
-            Err((_, msg)) if msg.starts_with(AHEAD) && adopt_with(ports, drp, &mut st).await? => {
+            Err(EpochRefusal::Ahead { .. }) if adopt_with(ports, drp, &mut st).await? => {
                 return Ok(None);
             }
-            Err((reason, msg)) => {
-                refuse(ports, drp, &mut st, reason, &msg).await?;
+            Err(refusal) => {
+                refuse(ports, drp, &mut st, refusal.reason(), &refusal.to_string()).await?;
                 return Ok(None);
             }
         };
@@ -111,7 +112,7 @@ pub async fn start_with(
             name: Step::TakeEpoch.name().into(),
             started_at: Some(began.to_string()),
             finished_at: Some(Timestamp::now().to_string()),
-            outcome: Some("Succeeded".into()),
+            outcome: Some(StepOutcome::Succeeded),
             message: Some(note),
             attempts: 1,
         };
@@ -119,8 +120,8 @@ pub async fn start_with(
     st.phase = Some(if kind == Kind::Failover { Phase::FailingOver } else { Phase::SwitchingOver });
     st.target_primary = Some(to.into());
     st.last_transition = Some(Transition {
-        trigger: trigger.into(),
-        kind: kind.as_str().into(),
+        trigger,
+        kind,
         from: from.into(),
         to: to.into(),
         epoch,
@@ -146,12 +147,12 @@ pub async fn start_with(
         .events
         .publish(drp, EventNote { warning: kind == Kind::Failover, reason, note: format!("{trigger} {msg}") })
         .await;
-    info!(from, to, epoch, trigger, kind = kind.as_str(), "transition started");
+    info!(from, to, epoch = epoch.0, trigger = trigger.as_str(), kind = kind.as_str(), "transition started");
     Ok(Some(updated))
 }
 
 /// Moves the epoch from `from` to `from + 1` in etcd when there is a witness; without one the
-/// caller's `resourceVersion`-guarded status write is the swap. Errors carry the refusal reason.
+/// caller's `resourceVersion`-guarded status write is the swap.
 ///
 /// `leader` says whether the primary site's leader key must have expired (an unplanned failover)
 /// or may be broken (a planned switchover, or a failover an operator forced).
@@ -160,36 +161,17 @@ async fn take_epoch(
     from: i64,
     id: &str,
     leader: LeaderKey,
-) -> Result<String, (&'static str, String)> {
-    match &ports.witness {
-        None => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
-        Some(w) => match w.swap(from, &ports.identity, id, leader).await {
-            Ok(Swap::Won) => Ok(format!("etcd epoch {from} → {}", from.saturating_add(1))),
-            Ok(Swap::LeaderAlive { holder, ttl_left_s }) => Err((
-                reasons::LEADER_KEY_HELD,
-                format!(
-                    "{holder} still holds the primary site's leader key in etcd (lease {ttl_left_s}s left): \
-                     it has not given up serving, so nothing is promoted until the lease expires \
-                     (by then {holder} has fenced its own database)"
-                ),
-            )),
-            Ok(Swap::Lost { epoch, .. }) if epoch > from => Err((
-                reasons::LOST_EPOCH_SWAP,
-                format!("{AHEAD}: etcd holds epoch {epoch}, this status {from}"),
-            )),
-            Ok(Swap::Lost { epoch, holder, .. }) => Err((
-                reasons::LOST_EPOCH_SWAP,
-                format!(
-                    "epoch {epoch} is held by {holder} in etcd (ours was {from}): another controller acted"
-                ),
-            )),
-            Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
-        },
+) -> Result<String, EpochRefusal> {
+    let Some(w) = &ports.witness else {
+        return Ok("epoch taken by a status write with a resourceVersion precondition".into());
+    };
+    match w.swap(from, &ports.identity, id, leader).await.map_err(EpochRefusal::WitnessUnavailable)? {
+        Swap::Won => Ok(format!("etcd epoch {from} → {}", from.saturating_add(1))),
+        Swap::LeaderAlive { holder, ttl_left_s } => Err(EpochRefusal::LeaderKeyHeld { holder, ttl_left_s }),
+        Swap::Lost { epoch, .. } if epoch > from => Err(EpochRefusal::Ahead { held: epoch, ours: from }),
+        Swap::Lost { epoch, holder, .. } => Err(EpochRefusal::Lost { held: epoch, holder, ours: from }),
     }
 }
-
-/// The start of `take_epoch`'s refusal when the witness is ahead of the status.
-const AHEAD: &str = "the witness is ahead of this pair's status";
 
 /// The witness holds a newer epoch than this pair's status while no transition of ours runs: a
 /// pair deleted and created again under the same name (fencing tokens are never reused, so the
@@ -209,14 +191,14 @@ pub async fn adopt_with(
     let Ok((epoch, holder, transition)) = w.epoch().await else { return Ok(false) };
     let running = st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none());
     let ours = transition.split('/').next() == Some(drp.uid().unwrap_or_default().as_str());
-    if epoch <= st.epoch || running || ours {
+    if epoch <= st.epoch.0 || running || ours {
         return Ok(false);
     }
     let site = crate::coord::transition_site(&transition)
         .or(Some(holder.as_str()))
         .filter(|s| drp.spec.sites.iter().any(|x| x.name == *s));
     let before = (st.epoch, st.current_primary.clone().unwrap_or_else(|| drp.spec.primary.clone()));
-    st.epoch = epoch;
+    st.epoch = Epoch(epoch);
     let msg = match site {
         Some(site) => {
             st.current_primary = Some(site.to_string());
@@ -301,7 +283,7 @@ fn step_ctx<'a>(
         spec: &drp.spec,
         from: &t.from,
         to: &t.to,
-        epoch: t.epoch,
+        epoch: t.epoch.0,
         timeout: drp.spec.failover.probe_timeout(),
         attempts: t.steps.get(idx).map(|s| s.attempts.saturating_sub(1)).unwrap_or(0),
         last_primary_lsn,
@@ -327,7 +309,7 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
             );
             return stop_invalid_journal(drp, ports, msg).await;
         }
-        if t.outcome.as_deref() == Some("RollingBack") {
+        if t.outcome == Some(TransitionOutcome::RollingBack) {
             return roll_back(drp, ports, &pair).await;
         }
         let Some(idx) = t.steps.iter().position(|s| s.finished_at.is_none()) else {
@@ -352,7 +334,7 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
         if epoch_taken {
             if let Some(w) = &ports.witness {
                 if let Ok((held, holder, id)) = w.epoch().await {
-                    if held != t.epoch || id != t.id {
+                    if held != t.epoch.0 || id != t.id {
                         let msg = format!(
                             "etcd holds epoch {held} ({holder}), not ours ({}): stopping before {step}",
                             t.epoch
@@ -399,20 +381,17 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
         let began = std::time::Instant::now();
         let result = if step == Step::TakeEpoch {
             // A switchover takes the epoch here, after the standby caught up.
-            let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or(0);
+            let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or_default();
             if from == t.epoch {
                 Ok(steps::Done {
                     outcome: Some(Outcome::Succeeded("epoch already ours".into())),
                     ..Default::default()
                 })
             } else {
-                match take_epoch(ports, from, &t.id, LeaderKey::Break).await {
-                    Ok(note) => {
-                        Ok(steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
-                    }
-                    Err((reasons::LOST_EPOCH_SWAP, msg)) => Err(Failure::Abort(msg)),
-                    Err((_, msg)) => Err(Failure::Retry(msg)),
-                }
+                take_epoch(ports, from.0, &t.id, LeaderKey::Break)
+                    .await
+                    .map(|note| steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
+                    .map_err(StepError::from)
             }
         } else {
             let cx = step_ctx(ports, &drp, &pair, &t, idx);
@@ -426,10 +405,7 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
         };
         match result {
             Ok(done) => {
-                let (outcome, msg) = match done.outcome.unwrap_or(Outcome::Succeeded(String::new())) {
-                    Outcome::Succeeded(m) => ("Succeeded", m),
-                    Outcome::Skipped(m) => ("Skipped", m),
-                };
+                let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
                 if done.lost_wal_bytes.is_some() {
                     tr.lost_wal_bytes = done.lost_wal_bytes;
                 }
@@ -442,7 +418,7 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
                 let epoch = tr.epoch;
                 let rec = &mut tr.steps[idx];
                 rec.finished_at = Some(Timestamp::now().to_string());
-                rec.outcome = Some(outcome.into());
+                rec.outcome = Some(outcome);
                 rec.message = Some(msg.clone());
                 if step == Step::TakeEpoch {
                     st.epoch = epoch;
@@ -453,14 +429,14 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
                     .step_duration
                     .get_or_create(&crate::metrics::StepLabels {
                         step: step.name().into(),
-                        outcome: outcome.into(),
+                        outcome: outcome.as_str().into(),
                     })
                     .observe(took.as_secs_f64());
                 info!(
                     step = step.name(),
-                    outcome,
+                    outcome = outcome.as_str(),
                     took_ms = took.as_millis() as u64,
-                    epoch = t.epoch,
+                    epoch = t.epoch.0,
                     "{msg}"
                 );
                 ports
@@ -475,12 +451,14 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
                     )
                     .await;
             }
-            Err(Failure::Abort(msg)) if !epoch_taken => {
+            // Before the epoch is taken a switchover can still be undone: a fatal error stops it.
+            Err(e) if e.category() == Category::Fatal && !epoch_taken => {
+                let msg = e.to_string();
                 let rec = &mut tr.steps[idx];
                 rec.finished_at = Some(Timestamp::now().to_string());
-                rec.outcome = Some("Aborted".into());
+                rec.outcome = Some(StepOutcome::Aborted);
                 rec.message = Some(msg.clone());
-                tr.outcome = Some("RollingBack".into());
+                tr.outcome = Some(TransitionOutcome::RollingBack);
                 drp = ports.store.write_status(&drp, &st).await?;
                 warn!(step = step.name(), "{msg}; rolling back");
                 ports
@@ -496,7 +474,8 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
                     .await;
                 return roll_back(drp, ports, &pair).await;
             }
-            Err(Failure::Retry(msg) | Failure::Abort(msg)) => {
+            Err(e) => {
+                let (msg, category) = (e.to_string(), e.category());
                 let attempts = tr.steps[idx].attempts;
                 tr.steps[idx].message = Some(msg.clone());
                 drp = ports.store.write_status(&drp, &st).await?;
@@ -504,6 +483,7 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
                 warn!(
                     step = step.name(),
                     attempt = attempts,
+                    category = ?category,
                     retry_in_ms = backoff.as_millis() as u64,
                     "{msg}"
                 );
@@ -563,7 +543,7 @@ async fn roll_back(drp: DisasterRecoveryPair, ports: &Ports<'_>, pair: &str) -> 
         Ok(msg) => {
             let mut st = drp.status.clone().unwrap_or_default();
             if let Some(tr) = st.last_transition.as_mut() {
-                tr.outcome = Some("RolledBack".into());
+                tr.outcome = Some(TransitionOutcome::RolledBack);
                 tr.finished_at = Some(Timestamp::now().to_string());
             }
             st.target_primary = None;
@@ -574,9 +554,9 @@ async fn roll_back(drp: DisasterRecoveryPair, ports: &Ports<'_>, pair: &str) -> 
                 .transitions
                 .get_or_create(&crate::metrics::TransitionLabels {
                     pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
-                    kind: "Switchover".into(),
-                    trigger: "Switchover".into(),
-                    outcome: "RolledBack".into(),
+                    kind: Kind::Switchover.as_str().into(),
+                    trigger: Trigger::Switchover.as_str().into(),
+                    outcome: TransitionOutcome::RolledBack.as_str().into(),
                 })
                 .inc();
             warn!("switchover rolled back: {msg}");
@@ -635,12 +615,12 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
     let now = Timestamp::now();
     let end = t.steps.last().and_then(|s| s.finished_at.clone()).unwrap_or_else(|| now.to_string());
     t.finished_at = Some(end.clone());
-    t.outcome = Some("Completed".into());
+    t.outcome = Some(TransitionOutcome::Completed);
     if let (Ok(a), Ok(b)) = (t.started_at.parse::<Timestamp>(), end.parse::<Timestamp>()) {
         t.rto_seconds = Some((b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);
     }
     let (from, to, epoch, rto, lost, kind) =
-        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.kind.clone());
+        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.kind);
     st.current_primary = Some(to.clone());
     st.target_primary = None;
     // Probes decide Healthy or Degraded on the next round; the old primary may still be down.
@@ -653,7 +633,7 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
         }
     }
     st.former_primary =
-        Some(FormerPrimary { site: from.clone(), assessment: "Pending".into(), ..Default::default() });
+        Some(FormerPrimary { site: from.clone(), assessment: Assessment::Pending, ..Default::default() });
     *drp = ports.store.write_status(drp, &st).await?;
     let pair = crate::metrics::PairLabels {
         pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
@@ -664,16 +644,16 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
     if let Some(l) = lost {
         ports.metrics.lost_wal_bytes.get_or_create(&pair).set(l);
     }
-    ports.metrics.epoch.get_or_create(&pair).set(epoch);
-    let trigger = st.last_transition.as_ref().map(|t| t.trigger.clone()).unwrap_or_default();
+    ports.metrics.epoch.get_or_create(&pair).set(epoch.0);
+    let trigger = st.last_transition.as_ref().map(|t| t.trigger).unwrap_or_default();
     ports
         .metrics
         .transitions
         .get_or_create(&crate::metrics::TransitionLabels {
             pair: pair.pair.clone(),
-            kind: kind.clone(),
-            trigger,
-            outcome: "Completed".into(),
+            kind: kind.as_str().into(),
+            trigger: trigger.as_str().into(),
+            outcome: TransitionOutcome::Completed.as_str().into(),
         })
         .inc();
     let note = format!(

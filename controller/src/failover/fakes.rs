@@ -18,6 +18,7 @@ use crate::{
     coord::{etcd::LeaderKey, EpochWitness, Swap, WitnessError},
     crd::{
         DisasterRecoveryPair, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, SiteStatus, Transition,
+        Trigger,
     },
     datasource::{self, DataSourceWriter, Rewrite, RewriteError},
     dns::{self, DnsProvider},
@@ -147,7 +148,7 @@ impl FakeSession {
     fn op<T>(
         &self,
         action: &'static str,
-        f: impl FnOnce(&mut Server) -> Result<T, String>,
+        f: impl FnOnce(&mut Server) -> Result<T, &'static str>,
     ) -> Result<T, admin::Error> {
         if self.pg.faults.hit(&format!("{}:{action}", self.site)) {
             return Err(admin::Error { action, reason: INJECTED.into() });
@@ -157,7 +158,7 @@ impl FakeSession {
         if !s.reachable {
             return Err(admin::Error { action, reason: "server closed the connection".into() });
         }
-        f(s).map_err(|reason| admin::Error { action, reason })
+        f(s).map_err(|reason| admin::Error { action, reason: reason.into() })
     }
 }
 
@@ -172,7 +173,7 @@ impl PgSession for FakeSession {
     async fn current_lsn(&self) -> Result<Lsn, admin::Error> {
         self.op("current_lsn", |s| {
             if s.in_recovery {
-                return Err("recovery is in progress".into());
+                return Err("recovery is in progress");
             }
             Ok(s.lsn)
         })
@@ -210,7 +211,7 @@ impl PgSession for FakeSession {
     async fn write_epoch_marker(&self, _pair: &str, _site: &str, epoch: i64) -> Result<i64, admin::Error> {
         self.op("write_epoch_marker", |s| {
             if s.in_recovery {
-                return Err("cannot execute INSERT in a read-only transaction".into());
+                return Err("cannot execute INSERT in a read-only transaction");
             }
             s.fenced = false;
             let held = s.marker.map_or(epoch, |m| m.max(epoch));
@@ -732,7 +733,7 @@ impl World {
     }
 
     /// Starts a transition as the reconciler does; whether it started.
-    pub async fn start(&self, kind: Kind, trigger: &str) -> Result<bool, Error> {
+    pub async fn start(&self, kind: Kind, trigger: Trigger) -> Result<bool, Error> {
         let drp = self.store.get();
         let ports = self.ports();
         Ok(executor::start_with(&drp, kind, trigger, "east", "west", &ports).await?.is_some())

@@ -17,7 +17,7 @@ use crate::{
     context::Error,
     crd::{
         conditions::{reasons, FAILOVER_BLOCKED},
-        DisasterRecoveryPairStatus, Phase, Transition,
+        DisasterRecoveryPairStatus, Phase, StepOutcome, Transition, TransitionOutcome, Trigger,
     },
 };
 
@@ -32,8 +32,8 @@ fn blocked(st: &DisasterRecoveryPairStatus) -> (String, String) {
 }
 
 /// Every step of a finished journal: started, finished, an outcome; and the transition closed.
-fn assert_closed(t: &Transition, outcome: &str) {
-    assert_eq!(t.outcome.as_deref(), Some(outcome), "{t:#?}");
+fn assert_closed(t: &Transition, outcome: TransitionOutcome) {
+    assert_eq!(t.outcome, Some(outcome), "{t:#?}");
     assert!(t.finished_at.is_some(), "{t:#?}");
     for s in &t.steps {
         assert!(s.started_at.is_some() && s.finished_at.is_some(), "{s:?}");
@@ -55,7 +55,7 @@ fn assert_once(w: &World) {
     assert_eq!((ds.rewrites, ds.points_at.as_deref(), ds.epoch), (1, Some("west"), 1));
     let st = w.store.status();
     assert_eq!(
-        (st.epoch, st.current_primary.as_deref(), st.target_primary.as_deref()),
+        (st.epoch.0, st.current_primary.as_deref(), st.target_primary.as_deref()),
         (1, Some("west"), None)
     );
 }
@@ -64,36 +64,36 @@ fn assert_once(w: &World) {
 async fn a_failover_runs_every_step_once_and_journals_it() -> Result<(), Error> {
     let w = World::new();
     w.pg.set("east", |s| s.reachable = false);
-    assert!(w.start(Kind::Failover, "Automatic").await?);
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
 
     // Started: the epoch is taken and journalled, nothing else has run.
     let t = w.store.journal();
     assert_eq!(
-        (t.kind.as_str(), t.trigger.as_str(), t.epoch, t.id.as_str()),
+        (t.kind.as_str(), t.trigger.as_str(), t.epoch.0, t.id.as_str()),
         ("Failover", "Automatic", 1, "uid-1/1/west")
     );
     assert_eq!(t.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), Step::FAILOVER.map(|s| s.name()));
-    assert_eq!((t.steps[0].outcome.as_deref(), t.steps[0].attempts), (Some("Succeeded"), 1));
+    assert_eq!((t.steps[0].outcome, t.steps[0].attempts), (Some(StepOutcome::Succeeded), 1));
     assert!(t.steps[1..].iter().all(|s| s.started_at.is_none() && s.attempts == 0 && s.outcome.is_none()));
     assert_eq!(t.outcome, None);
     let st = w.store.status();
     assert_eq!(
-        (st.phase, st.epoch, st.target_primary.as_deref()),
+        (st.phase, st.epoch.0, st.target_primary.as_deref()),
         (Some(Phase::FailingOver), 1, Some("west"))
     );
     assert_eq!(w.w().held().moves, 1);
 
     assert_eq!(w.run().await?, Action::requeue(DONE));
     let t = w.store.journal();
-    assert_closed(&t, "Completed");
+    assert_closed(&t, TransitionOutcome::Completed);
     assert!(t.steps.iter().all(|s| s.attempts == 1));
     assert_eq!(t.finished_at, t.steps.last().and_then(|s| s.finished_at.clone()));
     assert!(t.rto_seconds.is_some());
     let fence = w.step(Step::Fence);
-    assert_eq!(fence.outcome.as_deref(), Some("Skipped"));
+    assert_eq!(fence.outcome, Some(StepOutcome::Skipped));
     assert!(fence.message.as_deref().unwrap_or_default().starts_with("old primary unreachable"), "{fence:?}");
     for s in [Step::Promote, Step::VerifyWritable, Step::RewriteDataSource, Step::Recycle, Step::FlipDns] {
-        assert_eq!(w.step(s).outcome.as_deref(), Some("Succeeded"), "{s}");
+        assert_eq!(w.step(s).outcome, Some(StepOutcome::Succeeded), "{s}");
     }
     assert_eq!(w.step(Step::Promote).message.as_deref(), Some("west promoted"));
     // Lost WAL: the primary's last probed position minus what the standby held when promoted.
@@ -115,11 +115,7 @@ async fn a_failover_runs_every_step_once_and_journals_it() -> Result<(), Error> 
             .map(|s| s.last_transition.clone().unwrap_or_default().steps[i].clone())
             .find(|r| r.started_at.is_some())
             .unwrap_or_default();
-        assert_eq!(
-            (first.attempts, first.finished_at.as_deref(), first.outcome.as_deref()),
-            (1, None, None),
-            "{step}"
-        );
+        assert_eq!((first.attempts, first.finished_at.as_deref(), first.outcome), (1, None, None), "{step}");
     }
     let reasons = w.events.reasons();
     assert_eq!(reasons.first().map(String::as_str), Some("FailoverStarted"));
@@ -144,28 +140,24 @@ async fn a_failure_at_any_failover_step_is_retried_and_the_effects_happen_once()
     for (step, inject) in cases {
         let w = World::new();
         inject(&w);
-        assert!(w.start(Kind::Failover, "Automatic").await?);
+        assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
         assert_eq!(w.run().await?, Action::requeue(backoff(1)), "{step}");
         let rec = w.step(step);
-        assert_eq!(
-            (rec.attempts, rec.finished_at.as_deref(), rec.outcome.as_deref()),
-            (1, None, None),
-            "{step}"
-        );
+        assert_eq!((rec.attempts, rec.finished_at.as_deref(), rec.outcome), (1, None, None), "{step}");
         assert!(rec.message.as_deref().unwrap_or_default().contains(INJECTED), "{step}: {rec:?}");
         let t = w.store.journal();
         let at = Step::FAILOVER.iter().position(|s| *s == step).unwrap_or_default();
         assert!(t.steps[..at].iter().all(|s| s.finished_at.is_some()), "{step}: earlier steps are done");
         assert!(t.steps[at + 1..].iter().all(|s| s.started_at.is_none()), "{step}: later steps wait");
-        assert_eq!((t.outcome.as_deref(), t.finished_at.as_deref()), (None, None));
+        assert_eq!((t.outcome, t.finished_at.as_deref()), (None, None));
         assert_eq!(w.store.status().phase, Some(Phase::FailingOver));
         let failed = w.events.all().into_iter().find(|e| e.reason == format!("{step}Failed"));
         assert!(failed.is_some_and(|e| e.warning && e.note.starts_with("attempt 1: ")), "{step}");
 
         assert_eq!(w.run().await?, Action::requeue(DONE), "{step}");
-        assert_closed(&w.store.journal(), "Completed");
+        assert_closed(&w.store.journal(), TransitionOutcome::Completed);
         let rec = w.step(step);
-        assert_eq!((rec.attempts, rec.outcome.as_deref()), (2, Some("Succeeded")), "{step}");
+        assert_eq!((rec.attempts, rec.outcome), (2, Some(StepOutcome::Succeeded)), "{step}");
         assert_once(&w);
     }
     Ok(())
@@ -177,15 +169,15 @@ async fn a_switchover_runs_every_step_and_loses_nothing() -> Result<(), Error> {
     w.pg.set("west", |s| (s.received, s.replayed) = (Some(PRIMARY_LSN), Some(PRIMARY_LSN)));
     // The old primary's keeper holds the leader key: a switchover breaks it.
     w.w().set(|h| h.leader = Some("east".into()));
-    assert!(w.start(Kind::Switchover, "Switchover").await?);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
     let t = w.store.journal();
     assert!(t.steps.iter().all(|s| s.started_at.is_none()), "a switchover takes the epoch later");
-    assert_eq!((w.store.status().epoch, w.w().held().moves), (0, 0));
+    assert_eq!((w.store.status().epoch.0, w.w().held().moves), (0, 0));
 
     assert_eq!(w.run().await?, Action::requeue(DONE));
     let t = w.store.journal();
-    assert_closed(&t, "Completed");
-    assert!(t.steps.iter().all(|s| s.attempts == 1 && s.outcome.as_deref() == Some("Succeeded")), "{t:#?}");
+    assert_closed(&t, TransitionOutcome::Completed);
+    assert!(t.steps.iter().all(|s| s.attempts == 1 && s.outcome == Some(StepOutcome::Succeeded)), "{t:#?}");
     assert_eq!((t.final_lsn, t.lost_wal_bytes), (Some(PRIMARY_LSN.to_string()), Some(0)));
     assert_once(&w);
     assert_eq!(w.w().held().leader, None);
@@ -203,10 +195,10 @@ async fn a_switchover_stops_and_rolls_back_before_its_epoch_and_retries_after_it
     // PreCheck: a standby that does not stream stops the switchover at once.
     let w = World::new();
     w.pg.set("west", |s| s.streaming = false);
-    assert!(w.start(Kind::Switchover, "Switchover").await?);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
     assert_eq!(w.run().await?, Action::requeue(DONE));
     let pre = w.step(Step::PreCheck);
-    assert_eq!((pre.outcome.as_deref(), pre.attempts), (Some("Aborted"), 1));
+    assert_eq!((pre.outcome, pre.attempts), (Some(StepOutcome::Aborted), 1));
     assert!(pre.message.as_deref().unwrap_or_default().contains("is not streaming"), "{pre:?}");
     assert_rolled_back(&w);
 
@@ -214,24 +206,24 @@ async fn a_switchover_stops_and_rolls_back_before_its_epoch_and_retries_after_it
     let w = World::new();
     caught_up(&w);
     w.pg.faults.fail("east:fence", u32::MAX);
-    assert!(w.start(Kind::Switchover, "Switchover").await?);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
     assert_eq!(w.run().await?, Action::requeue(backoff(1)));
     assert_eq!(w.run().await?, Action::requeue(backoff(2)));
     assert_eq!(w.store.journal().outcome, None);
     assert_eq!(w.run().await?, Action::requeue(DONE));
     let q = w.step(Step::Quiesce);
-    assert_eq!((q.outcome.as_deref(), q.attempts), (Some("Aborted"), 3));
+    assert_eq!((q.outcome, q.attempts), (Some(StepOutcome::Aborted), 3));
     assert!(q.message.as_deref().unwrap_or_default().ends_with("(after 3 attempts)"), "{q:?}");
     assert_rolled_back(&w);
 
     // TakeEpoch: another controller moved the epoch meanwhile; the swap is lost and nothing is promoted.
     let w = World::new();
     caught_up(&w);
-    assert!(w.start(Kind::Switchover, "Switchover").await?);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
     w.w().set(|h| (h.epoch, h.holder, h.transition) = (1, "east".into(), "uid-1/1/east".into()));
     assert_eq!(w.run().await?, Action::requeue(DONE));
     let take = w.step(Step::TakeEpoch);
-    assert_eq!(take.outcome.as_deref(), Some("Aborted"));
+    assert_eq!(take.outcome, Some(StepOutcome::Aborted));
     assert!(take.message.as_deref().unwrap_or_default().contains("etcd holds epoch 1"), "{take:?}");
     assert_rolled_back(&w);
     assert_eq!(w.w().held().holder, "east");
@@ -240,11 +232,11 @@ async fn a_switchover_stops_and_rolls_back_before_its_epoch_and_retries_after_it
     let w = World::new();
     caught_up(&w);
     w.pg.faults.fail("west:promote", 2);
-    assert!(w.start(Kind::Switchover, "Switchover").await?);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
     assert_eq!(w.run().await?, Action::requeue(backoff(1)));
     assert_eq!(w.run().await?, Action::requeue(backoff(2)));
     assert_eq!(w.run().await?, Action::requeue(DONE));
-    assert_closed(&w.store.journal(), "Completed");
+    assert_closed(&w.store.journal(), TransitionOutcome::Completed);
     assert_eq!(w.step(Step::Promote).attempts, 3);
     assert_once(&w);
     Ok(())
@@ -254,11 +246,11 @@ async fn a_switchover_stops_and_rolls_back_before_its_epoch_and_retries_after_it
 /// PgBouncers resumed, the journal closed as `RolledBack`.
 fn assert_rolled_back(w: &World) {
     let t = w.store.journal();
-    assert_eq!(t.outcome.as_deref(), Some("RolledBack"), "{t:#?}");
+    assert_eq!(t.outcome, Some(TransitionOutcome::RolledBack), "{t:#?}");
     assert!(t.finished_at.is_some());
-    assert!(t.steps.iter().all(|s| s.outcome.as_deref() != Some("Succeeded") || s.name != "Promote"));
+    assert!(t.steps.iter().all(|s| s.outcome != Some(StepOutcome::Succeeded) || s.name != "Promote"));
     assert_eq!(w.pg.promotions(), 0);
-    assert_eq!(w.store.status().epoch, 0);
+    assert_eq!(w.store.status().epoch.0, 0);
     assert!(w.witness.as_ref().is_none_or(|x| x.held().holder != "west"), "our epoch swap never won");
     let east = w.pg.server("east");
     assert!(!east.fenced && east.unfences >= 1, "{east:?}");
@@ -278,17 +270,17 @@ async fn a_switchover_whose_standby_cannot_catch_up_rolls_back() -> Result<(), E
     spec.failover.catch_up_timeout = std::time::Duration::from_millis(50).into();
     let w = World::with_spec(spec);
     // The standby stays 256 bytes short of the quiesced primary's last position.
-    assert!(w.start(Kind::Switchover, "Switchover").await?);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
     // The first rollback attempt fails (the old primary does not answer), and is retried.
     w.pg.faults.fail("east:unfence", 1);
     assert_eq!(w.run().await?, Action::requeue(Duration::from_secs(1)));
     let c = w.step(Step::CatchUp);
-    assert_eq!((c.outcome.as_deref(), c.attempts), (Some("Aborted"), 1));
+    assert_eq!((c.outcome, c.attempts), (Some(StepOutcome::Aborted), 1));
     assert!(c.message.as_deref().unwrap_or_default().contains("256 bytes short"), "{c:?}");
-    assert_eq!(w.store.journal().outcome.as_deref(), Some("RollingBack"));
+    assert_eq!(w.store.journal().outcome, Some(TransitionOutcome::RollingBack));
     assert_eq!(w.store.journal().finished_at, None);
     assert!(w.events.reasons().contains(&"RollbackFailed".to_string()));
-    assert_eq!(w.step(Step::Quiesce).outcome.as_deref(), Some("Succeeded"));
+    assert_eq!(w.step(Step::Quiesce).outcome, Some(StepOutcome::Succeeded));
     assert!(w.pg.server("east").fenced, "still fenced until the rollback succeeds");
 
     assert_eq!(w.run().await?, Action::requeue(DONE));
@@ -301,7 +293,7 @@ async fn a_switchover_whose_standby_cannot_catch_up_rolls_back() -> Result<(), E
 
 /// Drives a transition the way the reconciler does after any crash: start it when the status has
 /// no journal yet, else run it; until it is closed.
-async fn drive(w: &World, kind: Kind, trigger: &str) {
+async fn drive(w: &World, kind: Kind, trigger: Trigger) {
     for _ in 0..60 {
         let st = w.store.status();
         match &st.last_transition {
@@ -319,7 +311,7 @@ async fn drive(w: &World, kind: Kind, trigger: &str) {
 
 #[tokio::test]
 async fn a_crash_at_any_status_write_resumes_and_every_effect_happens_once() -> Result<(), Error> {
-    for (kind, trigger) in [(Kind::Failover, "Automatic"), (Kind::Switchover, "Switchover")] {
+    for (kind, trigger) in [(Kind::Failover, Trigger::Automatic), (Kind::Switchover, Trigger::Switchover)] {
         let world = || {
             let w = World::new();
             w.pg.set("west", |s| (s.received, s.replayed) = (Some(PRIMARY_LSN), Some(PRIMARY_LSN)));
@@ -336,7 +328,7 @@ async fn a_crash_at_any_status_write_resumes_and_every_effect_happens_once() -> 
                 w.store.crash_at_write(n, lands);
                 drive(&w, kind, trigger).await;
                 let t = w.store.journal();
-                assert_closed(&t, "Completed");
+                assert_closed(&t, TransitionOutcome::Completed);
                 assert_once(&w);
                 // The crashed step is attempted again, the others once.
                 assert!(t.steps.iter().all(|s| s.attempts <= 2), "{kind:?} write {n} lands {lands}: {t:#?}");
@@ -370,7 +362,7 @@ async fn a_crash_between_started_and_the_effect_and_one_after_the_effect_each_ac
         // Recorded as started (the write landed), then killed before the side effect.
         let w = World::new();
         w.store.crash_when(started(step.name()), true);
-        assert!(w.start(Kind::Failover, "Automatic").await?);
+        assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
         assert!(matches!(w.run().await, Err(Error::UpdateStatus(m)) if m == CRASH));
         assert_eq!((w.pg.promotions(), w.dns.record().changes), (u32::from(step == Step::FlipDns), 0));
         let rec = w.step(step);
@@ -382,7 +374,7 @@ async fn a_crash_between_started_and_the_effect_and_one_after_the_effect_each_ac
         // The side effect done, killed before it was journalled as finished.
         let w = World::new();
         w.store.crash_when(finished(step.name()), false);
-        assert!(w.start(Kind::Failover, "Automatic").await?);
+        assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
         assert!(w.run().await.is_err());
         assert_eq!(w.pg.promotions(), 1);
         assert_eq!(w.dns.record().changes, u32::from(step == Step::FlipDns));
@@ -400,9 +392,9 @@ async fn a_crash_between_started_and_the_effect_and_one_after_the_effect_each_ac
     let w = World::new();
     w.pg.set("west", |s| (s.received, s.replayed) = (Some(PRIMARY_LSN), Some(PRIMARY_LSN)));
     w.store.crash_when(finished("TakeEpoch"), false);
-    assert!(w.start(Kind::Switchover, "Switchover").await?);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
     assert!(w.run().await.is_err());
-    assert_eq!((w.w().held().moves, w.store.status().epoch), (1, 0));
+    assert_eq!((w.w().held().moves, w.store.status().epoch.0), (1, 0));
     assert_eq!(w.run().await?, Action::requeue(DONE));
     assert_eq!(w.step(Step::TakeEpoch).attempts, 2);
     assert_once(&w);
@@ -411,9 +403,9 @@ async fn a_crash_between_started_and_the_effect_and_one_after_the_effect_each_ac
     // again, the same transition's swap is won again and nothing moves twice.
     let w = World::new();
     w.store.crash_at_write(1, false);
-    assert!(w.start(Kind::Failover, "Automatic").await.is_err());
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await.is_err());
     assert_eq!((w.w().held().moves, w.store.status().last_transition), (1, None));
-    drive(&w, Kind::Failover, "Automatic").await;
+    drive(&w, Kind::Failover, Trigger::Automatic).await;
     assert_once(&w);
     Ok(())
 }
@@ -423,7 +415,7 @@ async fn a_lost_epoch_swap_starts_nothing_and_a_stolen_epoch_stops_the_transitio
     // This pair's own transition, by another controller between its swap and its status write.
     let w = World::new();
     w.w().set(|h| (h.epoch, h.holder, h.transition) = (1, "east".into(), "uid-1/1/east".into()));
-    assert!(!w.start(Kind::Failover, "Automatic").await?);
+    assert!(!w.start(Kind::Failover, Trigger::Automatic).await?);
     let (reason, msg) = blocked(&w.store.status());
     assert_eq!(reason, reasons::LOST_EPOCH_SWAP);
     assert!(msg.contains("etcd holds epoch 1"), "{msg}");
@@ -434,25 +426,25 @@ async fn a_lost_epoch_swap_starts_nothing_and_a_stolen_epoch_stops_the_transitio
     // A record of an earlier pair of this name is adopted instead.
     let w = World::new();
     w.w().set(|h| (h.epoch, h.holder, h.transition) = (5, "west".into(), "old-uid/5/west".into()));
-    assert!(!w.start(Kind::Failover, "Automatic").await?);
+    assert!(!w.start(Kind::Failover, Trigger::Automatic).await?);
     let st = w.store.status();
-    assert_eq!((st.epoch, st.current_primary.as_deref()), (5, Some("west")));
+    assert_eq!((st.epoch.0, st.current_primary.as_deref()), (5, Some("west")));
     assert_eq!(blocked(&st).0, reasons::EPOCH_ADOPTED);
     assert_eq!(w.pg.promotions(), 0);
 
     // The primary site's leader key is alive: nothing is promoted until it expires, unless forced.
     let w = World::new();
     w.w().set(|h| h.leader = Some("east".into()));
-    assert!(!w.start(Kind::Failover, "Automatic").await?);
+    assert!(!w.start(Kind::Failover, Trigger::Automatic).await?);
     assert_eq!(blocked(&w.store.status()).0, reasons::LEADER_KEY_HELD);
     assert_eq!(w.w().held().moves, 0);
-    assert!(w.start(Kind::Failover, "Forced").await?);
+    assert!(w.start(Kind::Failover, Trigger::Forced).await?);
     assert_eq!((w.w().held().moves, w.w().held().leader), (1, None));
 
     // The witness does not answer.
     let w = World::new();
     w.w().faults.fail("swap", 1);
-    assert!(!w.start(Kind::Failover, "Automatic").await?);
+    assert!(!w.start(Kind::Failover, Trigger::Automatic).await?);
     let (reason, msg) = blocked(&w.store.status());
     assert_eq!(reason, reasons::WITNESS_UNAVAILABLE);
     assert!(msg.starts_with("cannot take the epoch: ") && msg.contains(INJECTED), "{msg}");
@@ -460,9 +452,9 @@ async fn a_lost_epoch_swap_starts_nothing_and_a_stolen_epoch_stops_the_transitio
     // Without a witness the status write is the swap: a concurrent writer (409) starts nothing.
     let w = World::new().without_witness();
     w.store.conflict(1);
-    assert!(matches!(w.start(Kind::Failover, "Automatic").await, Err(Error::Conflict)));
+    assert!(matches!(w.start(Kind::Failover, Trigger::Automatic).await, Err(Error::Conflict)));
     assert_eq!(w.store.status().last_transition, None);
-    assert!(w.start(Kind::Failover, "Automatic").await?);
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
     assert_eq!(
         w.step(Step::TakeEpoch).message.as_deref(),
         Some("epoch taken by a status write with a resourceVersion precondition")
@@ -470,7 +462,7 @@ async fn a_lost_epoch_swap_starts_nothing_and_a_stolen_epoch_stops_the_transitio
 
     // Another controller took the epoch after ours: the transition stops before its next step.
     let w = World::new();
-    assert!(w.start(Kind::Failover, "Automatic").await?);
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
     w.w().set(|h| (h.epoch, h.holder, h.transition) = (2, "east".into(), "uid-1/2/east".into()));
     assert_eq!(w.run().await?, Action::await_change());
     let st = w.store.status();
@@ -487,7 +479,7 @@ async fn a_lost_epoch_swap_starts_nothing_and_a_stolen_epoch_stops_the_transitio
 async fn a_fence_that_fails_is_retried_then_skipped_and_the_failover_goes_on() -> Result<(), Error> {
     let w = World::new();
     w.pg.faults.fail("east:fence", u32::MAX);
-    assert!(w.start(Kind::Failover, "Automatic").await?);
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
     for attempt in 1..FENCE_ATTEMPTS {
         assert_eq!(w.run().await?, Action::requeue(backoff(attempt)));
         let f = w.step(Step::Fence);
@@ -496,22 +488,22 @@ async fn a_fence_that_fails_is_retried_then_skipped_and_the_failover_goes_on() -
     }
     assert_eq!(w.run().await?, Action::requeue(DONE));
     let f = w.step(Step::Fence);
-    assert_eq!((f.attempts, f.outcome.as_deref()), (FENCE_ATTEMPTS, Some("Skipped")));
+    assert_eq!((f.attempts, f.outcome), (FENCE_ATTEMPTS, Some(StepOutcome::Skipped)));
     assert!(f
         .message
         .as_deref()
         .unwrap_or_default()
         .starts_with("fencing east failed 3 times, going on without it"));
-    assert_closed(&w.store.journal(), "Completed");
+    assert_closed(&w.store.journal(), TransitionOutcome::Completed);
     assert_once(&w);
 
     // A PgBouncer that cannot be paused is noted; the database fence still counts.
     let w = World::new();
     w.pgbouncer.faults.fail("hold", 1);
-    assert!(w.start(Kind::Failover, "Automatic").await?);
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
     assert_eq!(w.run().await?, Action::requeue(DONE));
     let f = w.step(Step::Fence);
-    assert_eq!((f.attempts, f.outcome.as_deref()), (1, Some("Succeeded")));
+    assert_eq!((f.attempts, f.outcome), (1, Some(StepOutcome::Succeeded)));
     assert!(f.message.as_deref().unwrap_or_default().contains("(pause skipped: "), "{f:?}");
     assert!(w.pg.server("east").fenced);
     Ok(())
@@ -520,7 +512,7 @@ async fn a_fence_that_fails_is_retried_then_skipped_and_the_failover_goes_on() -
 #[tokio::test]
 async fn a_journal_understudy_did_not_write_is_stopped_not_guessed_at() -> Result<(), Error> {
     let w = World::new();
-    assert!(w.start(Kind::Failover, "Automatic").await?);
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
     w.store.edit(|st| {
         if let Some(t) = st.last_transition.as_mut() {
             t.steps[2].name = "Teleport".into();
@@ -533,5 +525,31 @@ async fn a_journal_understudy_did_not_write_is_stopped_not_guessed_at() -> Resul
     // Fence ran (it comes before the unknown step); nothing after it did.
     assert_eq!(w.pg.promotions(), 0);
     assert_eq!(w.store.journal().outcome, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_the_epoch_even_a_fatal_or_configuration_error_is_retried_never_rolled_back(
+) -> Result<(), Error> {
+    // A newer marker (fatal: another transition owns the pair) and a missing dnsTarget
+    // (configuration) stop nothing once the epoch is ours: there is nothing left to undo.
+    let mut spec = super::fakes::spec();
+    spec.sites[1].dns_target = None;
+    let w = World::with_spec(spec);
+    w.pg.set("west", |s| s.marker = Some(9));
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await.is_ok_and(|s| s));
+    w.pg.set("west", |s| (s.received, s.replayed) = (Some(PRIMARY_LSN), Some(PRIMARY_LSN)));
+    assert_eq!(w.run().await?, Action::requeue(backoff(1)));
+    let v = w.step(Step::VerifyWritable);
+    assert_eq!((v.attempts, v.outcome), (1, None));
+    assert!(v.message.as_deref().unwrap_or_default().contains("newer than ours"), "{v:?}");
+    assert_eq!(w.store.journal().outcome, None);
+    w.pg.set("west", |s| s.marker = None);
+    assert_eq!(w.run().await?, Action::requeue(backoff(1)));
+    let f = w.step(Step::FlipDns);
+    assert_eq!((f.attempts, f.outcome), (1, None));
+    assert_eq!(f.message.as_deref(), Some("spec.sites[1].dnsTarget is required when spec.dns lists records"));
+    assert_eq!(w.store.journal().outcome, None);
+    assert_eq!(w.pg.promotions(), 1);
     Ok(())
 }

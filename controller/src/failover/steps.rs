@@ -4,7 +4,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use super::{ports::Ports, Failure, Outcome, Step};
+use super::{ports::Ports, Outcome, Step, StepError};
 use crate::{crd::DisasterRecoveryPairSpec, datasource::Rewrite, dns, pg::Lsn, recycle::NewPrimary};
 
 /// Everything a step needs.
@@ -54,76 +54,72 @@ impl Done {
 pub const FENCE_ATTEMPTS: i32 = 3;
 
 /// Runs one step (never `TakeEpoch`, which the executor does itself).
-pub async fn run(step: Step, cx: &StepCtx<'_>) -> Result<Done, Failure> {
+pub async fn run(step: Step, cx: &StepCtx<'_>) -> Result<Done, StepError> {
     match step {
         Step::TakeEpoch => Ok(Done::ok("epoch taken when the transition started")),
-        Step::PreCheck => pre_check(cx).await,
-        Step::Quiesce => quiesce(cx).await,
+        Step::PreCheck => pre_check(cx).await.map_err(|e| StepError::NotReady(Box::new(e))),
+        Step::Quiesce => quiesce(cx).await.map_err(|e| give_up_after(cx, e)),
         Step::CatchUp => catch_up(cx).await,
-        Step::Fence => Ok(fence(cx).await?),
-        Step::Promote => Ok(promote(cx).await?),
-        Step::VerifyWritable => Ok(verify_writable(cx).await?),
-        Step::RewriteDataSource => Ok(rewrite(cx).await?),
-        Step::Recycle => Ok(recycle_all(cx).await?),
-        Step::FlipDns => Ok(flip_dns(cx).await?),
+        Step::Fence => fence(cx).await,
+        Step::Promote => promote(cx).await,
+        Step::VerifyWritable => verify_writable(cx).await,
+        Step::RewriteDataSource => rewrite(cx).await,
+        Step::Recycle => recycle_all(cx).await,
+        Step::FlipDns => flip_dns(cx).await,
     }
 }
 
 /// Switchover attempts at a step that can still roll back before giving up.
 pub const SWITCHOVER_ATTEMPTS: i32 = 3;
 
-fn retry_or_abort(cx: &StepCtx<'_>, msg: String) -> Failure {
+/// A switchover step's error, made fatal on its last attempt (so that the switchover rolls back).
+fn give_up_after(cx: &StepCtx<'_>, e: StepError) -> StepError {
     if cx.attempts + 1 >= SWITCHOVER_ATTEMPTS {
-        Failure::Abort(format!("{msg} (after {SWITCHOVER_ATTEMPTS} attempts)"))
+        StepError::GaveUp { attempts: SWITCHOVER_ATTEMPTS, source: Box::new(e) }
     } else {
-        Failure::Retry(msg)
+        e
     }
 }
 
-async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
-    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| Failure::Abort(format!("standby {e}")))?;
+/// The site `name` of the spec, or the configuration error naming it.
+fn site<'a>(cx: &StepCtx<'a>, name: &str) -> Result<(usize, &'a crate::crd::Site), StepError> {
+    cx.spec.site(name).map_err(StepError::Spec)
+}
+
+async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("standby ", e))?;
     let streaming =
-        s.wal_receiver_status().await.map_err(|e| Failure::Abort(format!("standby {}: {e}", cx.to)))?;
-    if !s.in_recovery().await.map_err(|e| Failure::Abort(e.to_string()))? {
-        return Err(Failure::Abort(format!(
-            "standby {} is not in recovery: it does not follow {}",
-            cx.to, cx.from
-        )));
+        s.wal_receiver_status().await.map_err(|e| StepError::sql(format!("standby {}: ", cx.to), e))?;
+    if !s.in_recovery().await.map_err(|e| StepError::sql("", e))? {
+        return Err(StepError::NotInRecovery { standby: cx.to.into(), primary: cx.from.into() });
     }
     if streaming.as_deref() != Some("streaming") {
-        return Err(Failure::Abort(format!(
-            "standby {} is not streaming from {} (WAL receiver: {})",
-            cx.to,
-            cx.from,
-            streaming.as_deref().unwrap_or("none")
-        )));
+        return Err(StepError::NotStreaming {
+            standby: cx.to.into(),
+            primary: cx.from.into(),
+            receiver: streaming.unwrap_or_else(|| "none".into()),
+        });
     }
-    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| Failure::Abort(format!("primary {e}")))?;
-    let head = p.current_lsn().await.map_err(|e| Failure::Abort(e.to_string()))?;
-    let (_, replay) = s.standby_lsns().await.map_err(|e| Failure::Abort(e.to_string()))?;
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| StepError::connect("primary ", e))?;
+    let head = p.current_lsn().await.map_err(|e| StepError::sql("", e))?;
+    let (_, replay) = s.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
     let lag = head.bytes_after(replay.unwrap_or_default());
-    let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0).map_err(Failure::Abort)?;
+    let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0).map_err(StepError::Spec)?;
     if lag > max {
-        return Err(Failure::Abort(format!(
-            "lag {} > maxLagBytes {}: the catch-up would hold writers too long",
-            crate::units::human_bytes(lag),
-            crate::units::human_bytes(max)
-        )));
+        return Err(StepError::LagOverBudget { lag, max });
     }
     Ok(Done::ok(format!("{} streams from {}, lag {} bytes", cx.to, cx.from, lag)))
 }
 
-async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, Failure> {
+async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     // PgBouncer first: PAUSE waits for running transactions and holds new ones, so the clients
     // queue instead of failing; then the primary refuses writes from anyone who went around it.
     for r in &cx.ports.recyclers {
-        r.hold(cx.timeout.max(Duration::from_secs(5)))
-            .await
-            .map_err(|e| retry_or_abort(cx, e.to_string()))?;
+        r.hold(cx.timeout.max(Duration::from_secs(5))).await?;
     }
-    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| retry_or_abort(cx, format!("primary {e}")))?;
-    let n = p.fence().await.map_err(|e| retry_or_abort(cx, format!("fence {}: {e}", cx.from)))?;
-    let lsn = p.current_lsn().await.map_err(|e| retry_or_abort(cx, e.to_string()))?;
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| StepError::connect("primary ", e))?;
+    let n = p.fence().await.map_err(|e| StepError::sql(format!("fence {}: ", cx.from), e))?;
+    let lsn = p.current_lsn().await.map_err(|e| StepError::sql("", e))?;
     Ok(Done {
         outcome: Some(Outcome::Succeeded(format!(
             "writers held at PgBouncer, {} read-only ({n} sessions terminated), final LSN {lsn}",
@@ -134,27 +130,26 @@ async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, Failure> {
     })
 }
 
-async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, Failure> {
-    let Some(target) = cx.last_primary_lsn else {
-        return Err(Failure::Abort("no final LSN recorded by Quiesce".into()));
-    };
+async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let Some(target) = cx.last_primary_lsn else { return Err(StepError::NoFinalLsn) };
     let timeout: Duration = cx.spec.failover.catch_up_timeout.into();
     let started = cx.step_started.unwrap_or_else(jiff::Timestamp::now);
     let deadline =
         started.checked_add(jiff::SignedDuration::try_from(timeout).unwrap_or_default()).unwrap_or(started);
-    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| e.to_string())?;
+    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
     loop {
-        let (_, replay) = s.standby_lsns().await.map_err(|e| e.to_string())?;
+        let (_, replay) = s.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
         let replay = replay.unwrap_or_default();
         if replay >= target {
             return Ok(Done::ok(format!("{} replayed {replay} ≥ final LSN {target}", cx.to)));
         }
         if jiff::Timestamp::now() > deadline {
-            return Err(Failure::Abort(format!(
-                "{} replayed only up to {replay} of {target} within catchUpTimeout {timeout:?} ({} bytes short)",
-                cx.to,
-                target.bytes_after(replay)
-            )));
+            return Err(StepError::CatchUpTimeout {
+                standby: cx.to.into(),
+                replayed: replay,
+                target,
+                timeout,
+            });
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -162,16 +157,16 @@ async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, Failure> {
 
 /// Undoes a switchover that stopped before `TakeEpoch`: the old primary writable again, PgBouncer
 /// resumed. Safe to run more than once.
-pub async fn roll_back(cx: &StepCtx<'_>) -> Result<String, String> {
-    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| e.to_string())?;
-    p.unfence().await.map_err(|e| format!("unfence {}: {e}", cx.from))?;
+pub async fn roll_back(cx: &StepCtx<'_>) -> Result<String, StepError> {
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| StepError::connect("", e))?;
+    p.unfence().await.map_err(|e| StepError::sql(format!("unfence {}: ", cx.from), e))?;
     for r in &cx.ports.recyclers {
-        r.release(cx.timeout).await.map_err(|e| e.to_string())?;
+        r.release(cx.timeout).await?;
     }
     Ok(format!("{} writable again, PgBouncer resumed", cx.from))
 }
 
-async fn fence(cx: &StepCtx<'_>) -> Result<Done, String> {
+async fn fence(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     let old = match cx.ports.pg.connect(cx.from).await {
         Ok(c) => c,
         Err(e) => return Ok(Done::skipped(format!("old primary unreachable, nothing to fence: {e}"))),
@@ -195,25 +190,27 @@ async fn fence(cx: &StepCtx<'_>) -> Result<Done, String> {
             "fencing {} failed {FENCE_ATTEMPTS} times, going on without it: {e}",
             cx.from
         ))),
-        Err(e) => Err(format!("fence {}: {e}", cx.from)),
+        Err(e) => Err(StepError::sql(format!("fence {}: ", cx.from), e)),
     }
 }
 
-async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| e.to_string())?;
+async fn promote(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
     let mut lost = None;
     let mut fork = None;
-    if c.in_recovery().await.map_err(|e| e.to_string())? {
+    if c.in_recovery().await.map_err(|e| StepError::sql("", e))? {
         // What the standby holds now is what survives the promotion (it replays all it received).
-        let (recv, replay) = c.standby_lsns().await.map_err(|e| e.to_string())?;
+        let (recv, replay) = c.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
         let kept = recv.max(replay);
         fork = kept;
         if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept) {
             lost = Some(i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX));
         }
     }
-    let promoted =
-        c.promote(cx.timeout.max(Duration::from_secs(30))).await.map_err(|e| format!("{}: {e}", cx.to))?;
+    let promoted = c
+        .promote(cx.timeout.max(Duration::from_secs(30)))
+        .await
+        .map_err(|e| StepError::sql(format!("{}: ", cx.to), e))?;
     let msg =
         if promoted { format!("{} promoted", cx.to) } else { format!("{} was already promoted", cx.to) };
     // The exact fork point, from the new timeline's history file; what the standby held is the
@@ -229,20 +226,20 @@ async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
     })
 }
 
-async fn verify_writable(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| e.to_string())?;
-    let held = c.write_epoch_marker(cx.pair, cx.to, cx.epoch).await.map_err(|e| format!("{}: {e}", cx.to))?;
+async fn verify_writable(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
+    let held = c
+        .write_epoch_marker(cx.pair, cx.to, cx.epoch)
+        .await
+        .map_err(|e| StepError::sql(format!("{}: ", cx.to), e))?;
     if held != cx.epoch {
-        return Err(format!(
-            "{} marker holds epoch {held}, newer than ours ({}): a newer transition owns this pair",
-            cx.to, cx.epoch
-        ));
+        return Err(StepError::NewerMarker { site: cx.to.into(), held, ours: cx.epoch });
     }
     Ok(Done::ok(format!("{} committed the epoch {} marker", cx.to, cx.epoch)))
 }
 
-async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, String> {
-    match cx.ports.data_source.rewrite(cx.spec, cx.to, cx.epoch).await.map_err(|e| e.to_string())? {
+async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    match cx.ports.data_source.rewrite(cx.spec, cx.to, cx.epoch).await? {
         Rewrite::NoTargets => Ok(Done::skipped("no spec.dataSource targets")),
         Rewrite::AlreadyRight => Ok(Done::ok(format!("every DataSource target already points at {}", cx.to))),
         Rewrite::Rewrote { objects, targets } => Ok(Done::ok(format!(
@@ -252,34 +249,34 @@ async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, String> {
     }
 }
 
-async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, String> {
+async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     if cx.ports.recyclers.is_empty() {
         return Ok(Done::skipped("no spec.recycle entries"));
     }
-    let (_, to) = cx.spec.site(cx.to)?;
+    let (_, to) = site(cx, cx.to)?;
     let new_primary = NewPrimary { site: cx.to, postgres: &to.postgres, epoch: cx.epoch };
     let mut done = Vec::new();
     for r in &cx.ports.recyclers {
-        done.push(r.recycle(&new_primary).await.map_err(|e| e.to_string())?);
+        done.push(r.recycle(&new_primary).await?);
     }
     Ok(Done::ok(done.join(", ")))
 }
 
-async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
+async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     if cx.ports.dns.is_empty() {
         return Ok(Done::skipped("no spec.dns records"));
     }
-    let (i, to) = cx.spec.site(cx.to)?;
-    let target = to
-        .dns_target
-        .as_deref()
-        .ok_or_else(|| format!("spec.sites[{i}].dnsTarget is required when spec.dns lists records"))?;
-    let addr: IpAddr =
-        target.parse().map_err(|_| format!("spec.sites[{i}].dnsTarget {target:?} is not an IP address"))?;
+    let (i, to) = site(cx, cx.to)?;
+    let target = to.dns_target.as_deref().ok_or_else(|| {
+        StepError::Spec(format!("spec.sites[{i}].dnsTarget is required when spec.dns lists records"))
+    })?;
+    let addr: IpAddr = target
+        .parse()
+        .map_err(|_| StepError::Spec(format!("spec.sites[{i}].dnsTarget {target:?} is not an IP address")))?;
     let target = dns::Target { text: target, addr };
     let mut done = Vec::new();
     for p in &cx.ports.dns {
-        done.push(p.point_at(&target, cx.epoch).await.map_err(|e| e.to_string())?);
+        done.push(p.point_at(&target, cx.epoch).await?);
     }
     Ok(Done::ok(done.join(", ")))
 }
@@ -287,7 +284,10 @@ async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::fakes::{spec, World, INJECTED, PRIMARY_LSN, STANDBY_LSN};
+    use crate::failover::{
+        fakes::{spec, World, INJECTED, PRIMARY_LSN, STANDBY_LSN},
+        Category,
+    };
 
     fn cx<'a>(ports: &'a Ports<'a>, spec: &'a DisasterRecoveryPairSpec, attempts: i32) -> StepCtx<'a> {
         StepCtx {
@@ -304,12 +304,17 @@ mod tests {
         }
     }
 
-    fn message(r: &Result<Done, Failure>) -> String {
+    fn message(r: &Result<Done, StepError>) -> String {
         match r {
             Ok(Done { outcome: Some(Outcome::Succeeded(m) | Outcome::Skipped(m)), .. }) => m.clone(),
             Ok(_) => String::new(),
-            Err(Failure::Retry(m) | Failure::Abort(m)) => m.clone(),
+            Err(e) => e.to_string(),
         }
+    }
+
+    /// The error's category and message.
+    fn failed(r: &Result<Done, StepError>) -> (Option<Category>, String) {
+        (r.as_ref().err().map(StepError::category), message(r))
     }
 
     #[tokio::test]
@@ -320,22 +325,20 @@ mod tests {
         assert_eq!(message(&ok), "west streams from east, lag 256 bytes");
 
         w.pg.set("east", |s| s.lsn = Lsn(STANDBY_LSN.0 + (64 << 20)));
-        let r = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
-        assert!(
-            matches!(&r, Err(Failure::Abort(m)) if m.starts_with("lag 64.0 MiB > maxLagBytes 16.0 MiB")),
-            "{r:?}"
-        );
+        let (category, m) = failed(&run(Step::PreCheck, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert!(m.starts_with("lag 64.0 MiB > maxLagBytes 16.0 MiB"), "{m}");
 
         w.pg.set("west", |s| s.in_recovery = false);
-        let r = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
-        assert!(matches!(&r, Err(Failure::Abort(m)) if m.contains("is not in recovery")), "{r:?}");
+        let (category, m) = failed(&run(Step::PreCheck, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert_eq!(m, "standby west is not in recovery: it does not follow east");
 
         w.pg.set("west", |s| s.reachable = false);
-        let r = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
-        assert!(
-            matches!(&r, Err(Failure::Abort(m)) if m.starts_with("standby west (pg-west:5432)")),
-            "{r:?}"
-        );
+        // Unreachable would be transient anywhere else; the pre-check stops on any doubt.
+        let (category, m) = failed(&run(Step::PreCheck, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert!(m.starts_with("standby west (pg-west:5432)"), "{m}");
     }
 
     #[tokio::test]
@@ -352,9 +355,11 @@ mod tests {
 
         // A failing quiesce is retried until the last switchover attempt, then stops.
         w.pg.faults.fail("east:fence", u32::MAX);
-        assert!(matches!(run(Step::Quiesce, &cx(&ports, &spec, 0)).await, Err(Failure::Retry(_))));
-        let last = run(Step::Quiesce, &cx(&ports, &spec, SWITCHOVER_ATTEMPTS - 1)).await;
-        assert!(matches!(&last, Err(Failure::Abort(m)) if m.contains(INJECTED)), "{last:?}");
+        let (category, m) = failed(&run(Step::Quiesce, &cx(&ports, &spec, 0)).await);
+        assert_eq!((category, m), (Some(Category::Transient), format!("fence east: fence: {INJECTED}")));
+        let (category, m) = failed(&run(Step::Quiesce, &cx(&ports, &spec, SWITCHOVER_ATTEMPTS - 1)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert_eq!(m, format!("fence east: fence: {INJECTED} (after 3 attempts)"));
     }
 
     #[tokio::test]
@@ -374,13 +379,9 @@ mod tests {
         let (w, spec) = (World::new(), spec());
         let ports = w.ports();
         w.pg.set("west", |s| (s.in_recovery, s.marker) = (false, Some(7)));
-        let r = run(Step::VerifyWritable, &cx(&ports, &spec, 0)).await;
-        assert_eq!(
-            r.err(),
-            Some(Failure::Retry(
-                "west marker holds epoch 7, newer than ours (1): a newer transition owns this pair".into()
-            ))
-        );
+        let (category, m) = failed(&run(Step::VerifyWritable, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert_eq!(m, "west marker holds epoch 7, newer than ours (1): a newer transition owns this pair");
         w.pg.set("west", |s| s.marker = Some(1));
         assert_eq!(
             message(&run(Step::VerifyWritable, &cx(&ports, &spec, 0)).await),
@@ -419,11 +420,13 @@ mod tests {
         let ports = w.ports();
         let mut spec = spec();
         spec.sites[1].dns_target = None;
-        let r = run(Step::FlipDns, &cx(&ports, &spec, 0)).await;
-        assert_eq!(message(&r), "spec.sites[1].dnsTarget is required when spec.dns lists records");
+        let (category, m) = failed(&run(Step::FlipDns, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Configuration));
+        assert_eq!(m, "spec.sites[1].dnsTarget is required when spec.dns lists records");
         spec.sites[1].dns_target = Some("chat.example.test".into());
-        let r = run(Step::FlipDns, &cx(&ports, &spec, 0)).await;
-        assert_eq!(message(&r), "spec.sites[1].dnsTarget \"chat.example.test\" is not an IP address");
+        let (category, m) = failed(&run(Step::FlipDns, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Configuration));
+        assert_eq!(m, "spec.sites[1].dnsTarget \"chat.example.test\" is not an IP address");
         assert_eq!(w.dns.record().changes, 0);
     }
 }

@@ -31,7 +31,7 @@ use tracing::{info, instrument, warn};
 
 use crate::{
     context::{Context, Error},
-    crd::DisasterRecoveryPair,
+    crd::{DisasterRecoveryPair, Trigger},
     events::EventNote,
     failover,
     probe::sql::SqlProber,
@@ -300,7 +300,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     if let Some(lag) = status.replication_lag_bytes {
         ctx.metrics.lag_bytes.get_or_create(&pair_label).set(lag);
     }
-    ctx.metrics.epoch.get_or_create(&pair_label).set(status.epoch);
+    ctx.metrics.epoch.get_or_create(&pair_label).set(status.epoch.0);
     for o in &obs.sites {
         if let crate::probe::Outcome::Up(crate::probe::PgState { current_lsn: Some(lsn), timeline, .. }) =
             &o.sql
@@ -433,15 +433,15 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     let from = status.current_primary.clone().unwrap_or_default();
     let started = match (cmds.run, decision) {
         (Some(commands::Command::Switchover { to }), _) => {
-            failover::executor::start(&drp, failover::Kind::Switchover, "Switchover", &from, &to, &ctx)
+            failover::executor::start(&drp, failover::Kind::Switchover, Trigger::Switchover, &from, &to, &ctx)
                 .await?
         }
         (Some(commands::Command::ForcedFailover { to }), _) => {
-            failover::executor::start(&drp, failover::Kind::Failover, "Forced", &from, &to, &ctx).await?
+            failover::executor::start(&drp, failover::Kind::Failover, Trigger::Forced, &from, &to, &ctx)
+                .await?
         }
         (_, guard::Decision::Failover { trigger, from, to }) => {
-            failover::executor::start(&drp, failover::Kind::Failover, trigger.as_str(), &from, &to, &ctx)
-                .await?
+            failover::executor::start(&drp, failover::Kind::Failover, trigger, &from, &to, &ctx).await?
         }
         _ => None,
     };
@@ -527,6 +527,9 @@ mod tests {
         let failing = DisasterRecoveryPairStatus { sites: vec![site("0/200", 1)], ..moved.clone() };
         assert!(same_but_positions(&a, &moved));
         assert!(!same_but_positions(&a, &failing));
-        assert!(!same_but_positions(&moved, &DisasterRecoveryPairStatus { epoch: 1, ..moved.clone() }));
+        assert!(!same_but_positions(
+            &moved,
+            &DisasterRecoveryPairStatus { epoch: crate::crd::Epoch(1), ..moved.clone() }
+        ));
     }
 }

@@ -73,7 +73,7 @@ pub async fn assess(
             Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
         },
         Ok(None) => {
-            plan.push(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch.saturating_add(1)))
+            plan.push(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch.0.saturating_add(1)))
         }
         Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
     }
@@ -89,7 +89,7 @@ pub async fn assess(
     }
     plan.push(format!("VerifyWritable: epoch marker on {to}"));
 
-    let planned = match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch.saturating_add(1)).await {
+    let planned = match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch.0.saturating_add(1)).await {
         Ok(w) => datasource::check(&ctx.client, &ns, &w).await.map(|()| w),
         Err(e) => Err(e),
     };
