@@ -9,7 +9,7 @@
 //! Before the first status, the spec's `primary` answers. Without a witness, the status is the
 //! authority (its epoch moves by a resourceVersion-guarded write).
 
-use crate::crd::{DisasterRecoveryPairSpec, DisasterRecoveryPairStatus};
+use crate::crd::{DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Epoch};
 
 /// Where the answer came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct Primary<'a> {
     pub site: &'a str,
     /// The other site of the pair (empty when the spec has only one, which CEL forbids).
     pub standby: &'a str,
-    pub epoch: i64,
+    pub epoch: Epoch,
     pub source: Source,
 }
 
@@ -38,7 +38,7 @@ pub fn primary<'a>(
     let (site, epoch, source) = match status.and_then(|s| s.current_primary.as_deref().map(|p| (p, s.epoch)))
     {
         Some((site, epoch)) => (site, epoch, Source::Status),
-        None => (spec.primary.as_str(), status.map(|s| s.epoch).unwrap_or(0), Source::Spec),
+        None => (spec.primary.as_str(), status.map(|s| s.epoch).unwrap_or_default(), Source::Spec),
     };
     let standby = spec.sites.iter().map(|s| s.name.as_str()).find(|n| *n != site).unwrap_or_default();
     Primary { site, standby, epoch, source }
@@ -59,13 +59,13 @@ mod tests {
         }))
         .expect("spec");
         let p = primary(&spec, None);
-        assert_eq!((p.site, p.standby, p.epoch, p.source), ("east", "west", 0, Source::Spec));
+        assert_eq!((p.site, p.standby, p.epoch, p.source), ("east", "west", Epoch(0), Source::Spec));
         let st = DisasterRecoveryPairStatus {
             current_primary: Some("west".into()),
-            epoch: 3,
+            epoch: Epoch(3),
             ..Default::default()
         };
         let p = primary(&spec, Some(&st));
-        assert_eq!((p.site, p.standby, p.epoch, p.source), ("west", "east", 3, Source::Status));
+        assert_eq!((p.site, p.standby, p.epoch, p.source), ("west", "east", Epoch(3), Source::Status));
     }
 }

@@ -330,7 +330,7 @@ spec:
                 .await?
                 .status
                 .and_then(|s| s.last_transition)
-                .is_some_and(|t| t.epoch == epoch && t.finished_at.is_some()))
+                .is_some_and(|t| t.epoch.0 == epoch && t.finished_at.is_some()))
         })
         .await;
         let drp = api.get(name).await?;
@@ -383,7 +383,7 @@ spec:
                 .await?
                 .status
                 .and_then(|s| s.former_primary)
-                .is_some_and(|f| f.assessment == "Following"))
+                .is_some_and(|f| f.assessment.as_str() == "Following"))
         })
         .await;
         if let Err(e) = res {

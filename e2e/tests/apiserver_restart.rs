@@ -48,7 +48,7 @@ async fn a_failover_survives_a_kube_apiserver_restart_and_completes_once() -> Re
     })
     .await?;
     let st = api.get("chat").await?.status.unwrap_or_default();
-    assert_eq!((st.epoch, st.current_primary.as_deref()), (1, Some("west")));
+    assert_eq!((st.epoch.0, st.current_primary.as_deref()), (1, Some("west")));
     let t = st.last_transition.expect("transition");
     assert_eq!(
         t.steps.iter().find(|s| s.name == "Promote").map(|s| s.attempts),

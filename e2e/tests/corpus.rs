@@ -801,10 +801,10 @@ async fn no_accepted_pair_crashes_or_blinds_the_controller_across_a_restart() ->
     match bed.wait_transition_finished("chat", Duration::from_secs(45)).await {
         Ok(drp) => {
             let st = drp.status.unwrap_or_default();
-            if (st.epoch, st.current_primary.as_deref()) != (1, Some("west")) {
+            if (st.epoch.0, st.current_primary.as_deref()) != (1, Some("west")) {
                 failures.push(format!(
                     "the good pair's failover after the restart ended with epoch {} and currentPrimary {:?}, not 1 and west",
-                    st.epoch, st.current_primary
+                    st.epoch.0, st.current_primary
                 ));
             }
         }

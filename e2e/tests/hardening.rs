@@ -484,7 +484,7 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
         name: name.into(),
         started_at: done.then(|| now.clone()),
         finished_at: done.then(|| now.clone()),
-        outcome: done.then(|| "Succeeded".into()),
+        outcome: done.then_some(understudy::crd::StepOutcome::Succeeded),
         ..Default::default()
     };
     // The journal claims an epoch the witness does not hold, so the executor stops before Promote.
@@ -492,11 +492,11 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
         let mut drp = api.get("midway").await?;
         let mut st = drp.status.clone().unwrap_or_default();
         st.last_transition = Some(understudy::crd::Transition {
-            trigger: "Forced".into(),
-            kind: "Failover".into(),
+            trigger: understudy::crd::Trigger::Forced,
+            kind: understudy::crd::TransitionKind::Failover,
             from: "east".into(),
             to: "west".into(),
-            epoch: 1,
+            epoch: understudy::crd::Epoch(1),
             id: "other/1/west".into(),
             started_at: now.clone(),
             steps: vec![step("TakeEpoch", true), step("Promote", false), step("FlipDns", false)],
@@ -552,7 +552,7 @@ async fn a_pair_created_again_continues_from_the_witness_epoch() -> Result<()> {
         .await?;
     wait_for("the witness's epoch and primary adopted", Duration::from_secs(40), || async {
         let st = api.get("chat").await?.status.unwrap_or_default();
-        Ok(st.epoch == 1 && st.current_primary.as_deref() == Some("west"))
+        Ok(st.epoch.0 == 1 && st.current_primary.as_deref() == Some("west"))
     })
     .await?;
     let events: Api<Event> = Api::namespaced(bed.client.clone(), &bed.ns);
@@ -564,7 +564,7 @@ async fn a_pair_created_again_continues_from_the_witness_epoch() -> Result<()> {
     let drp = bed.wait_epoch_finished("chat", 2, Duration::from_secs(40)).await?;
     let st = drp.status.unwrap_or_default();
     assert_eq!(st.current_primary.as_deref(), Some("east"));
-    assert_eq!(st.last_transition.and_then(|t| t.outcome).as_deref(), Some("Completed"));
+    assert_eq!(st.last_transition.and_then(|t| t.outcome).map(|o| o.as_str()), Some("Completed"));
     assert!(bed.witness_epoch("chat")?.starts_with("2 "), "{}", bed.witness_epoch("chat")?);
     Ok(())
 }

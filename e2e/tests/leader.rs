@@ -81,7 +81,7 @@ async fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease() ->
     bed.pg.primary.kill9();
     let drp = bed.wait_transition_finished("chat", Duration::from_secs(30)).await?;
     let st = drp.status.unwrap_or_default();
-    assert_eq!((st.epoch, st.current_primary.as_deref()), (1, Some("west")));
+    assert_eq!((st.epoch.0, st.current_primary.as_deref()), (1, Some("west")));
     assert!(bed.witness_epoch("chat")?.starts_with("1 "));
     Ok(())
 }

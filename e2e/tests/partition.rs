@@ -105,7 +105,7 @@ async fn judge(s: Sites, cut_at: Instant, cut_wall: SystemTime) -> Result<Trial>
     let drp = s.bed.wait_transition_finished("chat", Duration::from_secs(60)).await?;
     let st = drp.status.clone().unwrap_or_default();
     let t = st.last_transition.clone().context("no transition")?;
-    ensure!(t.outcome.as_deref() == Some("Completed"), "transition outcome {:?}", t.outcome);
+    ensure!(t.outcome.map(|o| o.as_str()) == Some("Completed"), "transition outcome {:?}", t.outcome);
     ensure!(
         t.from == "east" && t.to == "west" && t.holder == "west",
         "transition {} → {} by {}",
@@ -116,7 +116,7 @@ async fn judge(s: Sites, cut_at: Instant, cut_wall: SystemTime) -> Result<Trial>
     // Give any second actor the chance to do harm before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let st = s.bed.api().get("chat").await?.status.unwrap_or_default();
-    ensure!(st.epoch == 1, "epoch {} after one failover", st.epoch);
+    ensure!(st.epoch.0 == 1, "epoch {} after one failover", st.epoch.0);
     let etcd = s.bed.witness_epoch("chat")?;
     ensure!(etcd.starts_with("1 west "), "etcd epoch {etcd:?}");
     ensure!(s.bed.pg.standby.timeline()? == 2, "west promoted more than once or not at all");
@@ -274,7 +274,7 @@ async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_i
     })
     .await?;
     let st = api.get("chat").await?.status.unwrap_or_default();
-    ensure!(st.epoch == 0 && st.last_transition.is_none(), "a transition ran: epoch {}", st.epoch);
+    ensure!(st.epoch.0 == 0 && st.last_transition.is_none(), "a transition ran: epoch {}", st.epoch.0);
     ensure!(s.bed.witness_leader("chat")? == "0 east", "leader key {:?}", s.bed.witness_leader("chat")?);
     eprintln!(
         "witness down: {} direct writes before, {} at the fence, resumed after the restart",
@@ -302,7 +302,9 @@ async fn switchovers_with_a_controller_per_site_move_the_leader_key_and_writes_k
         let drp = s.bed.wait_epoch_finished("chat", i, Duration::from_secs(60)).await?;
         let t = drp.status.and_then(|s| s.last_transition).context("transition")?;
         ensure!(
-            t.kind == "Switchover" && t.outcome.as_deref() == Some("Completed") && t.to == target,
+            t.kind.as_str() == "Switchover"
+                && t.outcome.map(|o| o.as_str()) == Some("Completed")
+                && t.to == target,
             "switchover {i}: {} {:?} to {}; steps: {:?}",
             t.kind,
             t.outcome,

@@ -41,11 +41,11 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
         let st = drp.status.unwrap_or_default();
         let t = st.last_transition.clone().expect("transition");
         assert_eq!(
-            (t.kind.as_str(), t.outcome.as_deref(), t.to.as_str()),
+            (t.kind.as_str(), t.outcome.map(|o| o.as_str()), t.to.as_str()),
             ("Switchover", Some("Completed"), target),
             "switchover {i}: {t:?}"
         );
-        assert_eq!(st.epoch, i, "one epoch per switchover: {t:?}");
+        assert_eq!(st.epoch.0, i, "one epoch per switchover: {t:?}");
         assert_eq!(t.lost_wal_bytes, Some(0), "switchover {i} lost WAL");
         primary = target.to_string();
         // The former primary follows the new one again (rejoin hook), so the next switchover can run.
@@ -59,7 +59,7 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
         gaps.push(s.longest_gap);
         eprintln!(
             "switchover {i} → {target}: epoch {}, acked so far {}, errors {}, longest gap so far {:?}",
-            st.epoch,
+            st.epoch.0,
             s.acked.len(),
             s.errors,
             s.longest_gap
@@ -92,9 +92,9 @@ async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() ->
     let drp = bed.wait_transition_finished("chat", Duration::from_secs(30)).await?;
     let st = drp.status.unwrap_or_default();
     let t = st.last_transition.expect("transition");
-    assert_eq!(t.outcome.as_deref(), Some("RolledBack"));
+    assert_eq!(t.outcome.map(|o| o.as_str()), Some("RolledBack"));
     let catch_up = t.steps.iter().find(|s| s.name == "CatchUp").expect("CatchUp");
-    assert_eq!(catch_up.outcome.as_deref(), Some("Aborted"));
+    assert_eq!(catch_up.outcome.map(|o| o.as_str()), Some("Aborted"));
     assert!(catch_up.message.as_deref().unwrap_or_default().contains("catchUpTimeout"), "{catch_up:?}");
     assert!(
         t.steps
@@ -103,7 +103,7 @@ async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() ->
             .all(|s| s.started_at.is_none()),
         "nothing promoted"
     );
-    assert_eq!((st.epoch, st.current_primary.as_deref()), (0, Some("east")));
+    assert_eq!((st.epoch.0, st.current_primary.as_deref()), (0, Some("east")));
     assert_eq!(bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim(), "t");
     assert_eq!(
         bed.pg.primary.psql("SHOW default_transaction_read_only")?.trim(),
@@ -136,7 +136,7 @@ async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
     bed.annotate("chat", "dr.understudy.dev/paused", "maybe").await?;
     wait_for("InvalidAnnotation", Duration::from_secs(10), || has_event(&bed, "InvalidAnnotation")).await?;
     let st = api.get("chat").await?.status.unwrap_or_default();
-    assert_eq!((st.epoch, st.current_primary.as_deref()), (0, Some("east")));
+    assert_eq!((st.epoch.0, st.current_primary.as_deref()), (0, Some("east")));
     assert!(st.last_transition.is_none());
 
     // A good token switches over once; re-applying it (same value) does nothing.
@@ -144,7 +144,7 @@ async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
     api.patch("chat", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
     bed.annotate("chat", SW, "t1").await?;
     bed.wait_transition_finished("chat", Duration::from_secs(30)).await?;
-    assert_eq!(api.get("chat").await?.status.unwrap_or_default().epoch, 1);
+    assert_eq!(api.get("chat").await?.status.unwrap_or_default().epoch.0, 1);
     bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
     let patch = serde_json::json!({ "metadata": { "annotations": { SW: null } } });
     api.patch("chat", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
@@ -152,7 +152,7 @@ async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = api.get("chat").await?.status.unwrap_or_default();
     assert_eq!(
-        (st.epoch, st.current_primary.as_deref()),
+        (st.epoch.0, st.current_primary.as_deref()),
         (1, Some("west")),
         "the replayed token did nothing"
     );
@@ -177,7 +177,7 @@ async fn a_paused_pair_does_not_fail_over_until_resumed() -> Result<()> {
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(api.get("chat").await?.status.unwrap_or_default().epoch, 0);
+    assert_eq!(api.get("chat").await?.status.unwrap_or_default().epoch.0, 0);
     assert_eq!(bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim(), "t", "paused: nothing promoted");
     // Probes kept reporting while paused.
     assert!(api
@@ -241,7 +241,7 @@ async fn dry_run_lists_a_broken_dns_key_as_a_blocker() -> Result<()> {
         Some(("False".into(), "Blocked".into()))
     );
     // Nothing acted.
-    assert_eq!(drp.status.unwrap_or_default().epoch, 0);
+    assert_eq!(drp.status.unwrap_or_default().epoch.0, 0);
     assert_eq!(bed.bind.dig("chat")?, vec!["127.0.0.11"]);
     let raw = serde_json::to_string(&api.get("chat").await?.status)?;
     assert!(!raw.contains(wrong) && !raw.contains(&bed.bind.key_secret), "no key material in status");
@@ -300,8 +300,8 @@ async fn the_old_primary_rejoins_after_a_failover_with_pg_rewind_and_a_switchove
     bed.annotate("chat", SW, "back").await?;
     let drp = bed.wait_epoch_finished("chat", 2, Duration::from_secs(60)).await?;
     let st = drp.status.unwrap_or_default();
-    assert_eq!((st.current_primary.as_deref(), st.epoch), (Some("east"), 2));
-    assert_eq!(st.last_transition.and_then(|t| t.outcome).as_deref(), Some("Completed"));
+    assert_eq!((st.current_primary.as_deref(), st.epoch.0), (Some("east"), 2));
+    assert_eq!(st.last_transition.and_then(|t| t.outcome).map(|o| o.as_str()), Some("Completed"));
     assert_eq!(bed.pg.primary.psql("SELECT x FROM written_on_west")?.trim(), "1");
     bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
     assert_eq!(bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim(), "t");

@@ -78,10 +78,10 @@ async fn a_verify_full_pair_is_healthy_and_fails_over_through_tls() -> Result<()
     let st = drp.status.clone().unwrap_or_default();
     let t = st.last_transition.clone().expect("transition");
     assert_eq!(st.current_primary.as_deref(), Some("west"));
-    assert_eq!((t.trigger.as_str(), t.epoch), ("Automatic", 1));
+    assert_eq!((t.trigger.as_str(), t.epoch.0), ("Automatic", 1));
     for s in &t.steps {
         let want = if s.name == "Fence" { "Skipped" } else { "Succeeded" };
-        assert_eq!(s.outcome.as_deref(), Some(want), "{s:?}");
+        assert_eq!(s.outcome.map(|o| o.as_str()), Some(want), "{s:?}");
     }
     // The epoch went through the TLS witness with its password; etcdctl reads it with the client cert.
     assert!(
@@ -204,7 +204,7 @@ async fn tls_misconfigurations_are_named_and_never_fail_over() -> Result<()> {
             "{name}: no failed probe counted: {:?}",
             st.sites
         );
-        assert!(st.last_transition.is_none() && st.epoch == 0, "{name}: nothing started");
+        assert!(st.last_transition.is_none() && st.epoch.0 == 0, "{name}: nothing started");
         assert!(
             bed.witness
                 .etcdctl(&["get", &format!("/understudy/{}/{name}/epoch", bed.ns), "--print-value-only"])?
@@ -303,7 +303,7 @@ async fn a_wrong_witness_certificate_or_password_blocks_a_real_failover_naming_t
     let mut pairs = Vec::new();
     for (name, _, _) in &cases {
         let drp = api.get(name).await?;
-        assert_eq!(drp.status.as_ref().map(|s| s.epoch), Some(0), "{name}: no epoch taken");
+        assert_eq!(drp.status.as_ref().map(|s| s.epoch.0), Some(0), "{name}: no epoch taken");
         pairs.push(drp);
     }
     let evs = events(&bed).await?;

@@ -16,35 +16,142 @@ pub mod keeper;
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use kube::ResourceExt;
 
-use crate::crd::DisasterRecoveryPair;
-use etcd::{Access, Witness};
+use crate::crd::{DisasterRecoveryPair, EtcdWitness};
+use etcd::{Access, LeaderKey, Witness};
+
+/// The witness port, as the transition executor uses it: the epoch read and its compare-and-swap.
+/// (The primary site's leader key is kept by `keeper`, which talks to `etcd::Witness` itself.)
+#[async_trait]
+pub trait EpochWitness: Send + Sync {
+    /// The epoch held, with the holder and transition id stored with it (0 and empty when unset).
+    async fn epoch(&self) -> Result<(i64, String, String), WitnessError>;
+    /// Moves the epoch `from` → `from + 1` for `holder`'s transition `transition`, as
+    /// `etcd::Witness::swap`: the same transition's second swap counts as won.
+    async fn swap(
+        &self,
+        from: i64,
+        holder: &str,
+        transition: &str,
+        leader: LeaderKey,
+    ) -> Result<Swap, WitnessError>;
+}
+
+/// Why the witness could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    /// Its TLS material or etcd user cannot be read (the message names the spec field).
+    #[error(transparent)]
+    Access(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+}
+
+impl WitnessError {
+    /// A problem of the spec or its Secrets.
+    pub fn is_config(&self) -> bool {
+        matches!(self, WitnessError::Access(_))
+    }
+}
+
+/// The real witness of one pair: etcd, connected on first use with the TLS material and user its
+/// spec names (read then), and again after an error.
+pub struct EtcdEpochWitness {
+    etcd: EtcdWitness,
+    ns: String,
+    name: String,
+    secrets: crate::secrets::Secrets,
+    conn: tokio::sync::Mutex<Option<Witness>>,
+}
+
+impl EtcdEpochWitness {
+    /// The witness of `drp`, when its spec names one.
+    pub fn of(drp: &DisasterRecoveryPair, client: &kube::Client) -> Option<EtcdEpochWitness> {
+        let etcd = drp.spec.coordination.as_ref().and_then(|c| c.etcd.clone())?;
+        let ns = drp.namespace().unwrap_or_default();
+        Some(EtcdEpochWitness {
+            etcd,
+            secrets: crate::secrets::Secrets::new(client.clone(), &ns),
+            ns,
+            name: drp.name_any(),
+            conn: Default::default(),
+        })
+    }
+
+    /// The connection, opened when there is none.
+    async fn conn(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Witness>, WitnessError> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(connect(&self.etcd, &self.ns, &self.name, &self.secrets).await?);
+        }
+        tokio::sync::MutexGuard::try_map(conn, Option::as_mut).map_err(|_| {
+            WitnessError::Etcd(etcd::Error::Connect {
+                endpoints: self.etcd.endpoints.join(","),
+                reason: "the connection is gone".into(),
+            })
+        })
+    }
+
+    /// An etcd error drops the connection: a broken channel is rebuilt on the next call.
+    async fn settle<T>(&self, res: Result<T, etcd::Error>) -> Result<T, WitnessError> {
+        if res.is_err() {
+            *self.conn.lock().await = None;
+        }
+        Ok(res?)
+    }
+}
+
+#[async_trait]
+impl EpochWitness for EtcdEpochWitness {
+    async fn epoch(&self) -> Result<(i64, String, String), WitnessError> {
+        let res = self.conn().await?.epoch().await;
+        self.settle(res).await
+    }
+
+    async fn swap(
+        &self,
+        from: i64,
+        holder: &str,
+        transition: &str,
+        leader: LeaderKey,
+    ) -> Result<Swap, WitnessError> {
+        let res = self.conn().await?.swap(from, holder, transition, leader).await;
+        self.settle(res).await
+    }
+}
+
+async fn connect(
+    etcd: &EtcdWitness,
+    ns: &str,
+    name: &str,
+    secrets: &crate::secrets::Secrets,
+) -> Result<Witness, WitnessError> {
+    let access = witness_access(etcd, secrets).await?;
+    Ok(Witness::connect(&etcd.endpoints, &etcd.prefix, ns, name, Duration::from_secs(2), access).await?)
+}
 
 /// The witness of `drp`, when it has one, connected with the TLS material and etcd user its spec
 /// names. Errors name the spec field to fix and never carry the material.
-pub async fn witness(drp: &DisasterRecoveryPair, client: &kube::Client) -> Result<Option<Witness>, String> {
+pub async fn witness(
+    drp: &DisasterRecoveryPair,
+    client: &kube::Client,
+) -> Result<Option<Witness>, WitnessError> {
     let Some(etcd) = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref()) else { return Ok(None) };
     let ns = drp.namespace().unwrap_or_default();
-    let access = witness_access(etcd, &crate::secrets::Secrets::new(client.clone(), &ns)).await?;
-    Witness::connect(&etcd.endpoints, &etcd.prefix, &ns, &drp.name_any(), Duration::from_secs(2), access)
-        .await
-        .map(Some)
-        .map_err(|e| e.to_string())
+    connect(etcd, &ns, &drp.name_any(), &crate::secrets::Secrets::new(client.clone(), &ns)).await.map(Some)
 }
 
 /// The TLS material and etcd user `etcd` names, read from its Secrets.
 pub async fn witness_access(
     etcd: &crate::crd::EtcdWitness,
     secrets: &crate::secrets::Secrets,
-) -> Result<Access, String> {
+) -> Result<Access, crate::secrets::SecretError> {
     let mut access = Access::default();
     if let Some(t) = &etcd.tls_secret {
         let field = "spec.coordination.etcd.tlsSecret";
-        let d = secrets
-            .get(&t.name, &["ca.crt", "tls.crt", "tls.key"], field)
-            .await
-            .map_err(|e| e.to_string())?;
+        let d = secrets.get(&t.name, &["ca.crt", "tls.crt", "tls.key"], field).await?;
         access.tls = Some((
             format!("{field} (Secret {})", t.name),
             d.value("ca.crt").into(),
@@ -54,7 +161,7 @@ pub async fn witness_access(
     }
     if let Some(a) = &etcd.auth_secret {
         let field = "spec.coordination.etcd.authSecret";
-        let d = secrets.get(&a.name, &["username", "password"], field).await.map_err(|e| e.to_string())?;
+        let d = secrets.get(&a.name, &["username", "password"], field).await?;
         access.user = Some((
             format!("{field} (Secret {})", a.name),
             d.value("username").into(),
@@ -89,12 +196,24 @@ pub struct Timing {
     pub fence_budget: Duration,
 }
 
+/// A lease too short for the probe timeout: the primary site could not fence itself in time.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.coordination.etcd.leaseTTL ({lease_ttl:?}) must be at least {LEASE_TTL_PER_PROBE_TIMEOUT} × \
+     spec.failover.probeTimeout ({probe_timeout:?}) so that the primary site fences itself before the \
+     standby can promote: raise leaseTTL or lower probeTimeout"
+)]
+pub struct TimingError {
+    pub lease_ttl: Duration,
+    pub probe_timeout: Duration,
+}
+
 /// `leaseTTL ≥ LEASE_TTL_PER_PROBE_TIMEOUT × probeTimeout`, the inequality above.
 pub const LEASE_TTL_PER_PROBE_TIMEOUT: u32 = 4;
 
 impl Timing {
     /// The timing of a pair, or why its spec breaks the inequality.
-    pub fn new(lease_ttl: Duration, probe_timeout: Duration) -> Result<Timing, String> {
+    pub fn new(lease_ttl: Duration, probe_timeout: Duration) -> Result<Timing, TimingError> {
         let t = Timing {
             lease_ttl,
             renew_every: lease_ttl / 5,
@@ -105,16 +224,11 @@ impl Timing {
     }
 
     /// The inequality, checked again at run time (a spec stored before the CEL rule existed).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), TimingError> {
         if self.lease_ttl < self.fence_budget * LEASE_TTL_PER_PROBE_TIMEOUT
             || self.self_fence_after < self.renew_every * 2
         {
-            return Err(format!(
-                "spec.coordination.etcd.leaseTTL ({:?}) must be at least {LEASE_TTL_PER_PROBE_TIMEOUT} × \
-                 spec.failover.probeTimeout ({:?}) so that the primary site fences itself before the \
-                 standby can promote: raise leaseTTL or lower probeTimeout",
-                self.lease_ttl, self.fence_budget
-            ));
+            return Err(TimingError { lease_ttl: self.lease_ttl, probe_timeout: self.fence_budget });
         }
         Ok(())
     }
@@ -173,6 +287,7 @@ mod tests {
                         assert!(t.self_fence_after >= 2 * t.renew_every);
                     }
                     Err(e) => {
+                        let e = e.to_string();
                         assert!(ttl_ms < 4 * p_ms, "{ttl_ms} {p_ms} refused: {e}");
                         assert!(e.contains("spec.coordination.etcd.leaseTTL"), "{e}");
                         assert!(!e.contains("  "), "no stray spaces: {e}");

@@ -23,8 +23,7 @@ pub struct DisasterRecoveryPairStatus {
     pub target_primary: Option<String>,
     /// Fencing token: increased by one on every promotion and never reused.
     #[serde(default)]
-    #[schemars(range(min = 0, max = 9_007_199_254_740_991_i64))]
-    pub epoch: i64,
+    pub epoch: Epoch,
     /// Bytes of WAL the standby has yet to replay (primary's current LSN minus the standby's replay LSN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_lag_bytes: Option<i64>,
@@ -55,6 +54,49 @@ pub struct DisasterRecoveryPairStatus {
     /// refused, so that each acts at most once, forever, in bounded space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_tokens: Option<TokenFilter>,
+}
+
+/// The fencing token: moved N → N+1 by exactly one compare-and-swap per promotion, never reused.
+/// In the schema an `int64` from 0 to 2^53 − 1 (what a JSON number carries exactly); any `i64` is
+/// read, so a status edited out of range still decodes and is refused with a message.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(transparent)]
+pub struct Epoch(pub i64);
+
+impl Epoch {
+    /// The largest epoch the schema allows (2^53 − 1).
+    pub const MAX: i64 = 9_007_199_254_740_991;
+
+    /// The epoch after this one; `None` for a negative or the last `i64` (only a hand-edited
+    /// status holds one).
+    pub fn next(self) -> Option<Epoch> {
+        self.0.checked_add(1).filter(|_| self.0 >= 0).map(Epoch)
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl JsonSchema for Epoch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Epoch".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "format": "int64",
+            "minimum": 0.0,
+            "maximum": 9_007_199_254_740_991.0
+        })
+    }
 }
 
 /// A Bloom filter of handled tokens: 8,192 bits, 3 hashes of SHA-256(`<annotation>\0<token>`).
@@ -173,20 +215,164 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// The kind of a transition.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TransitionKind {
+    /// Unplanned: the primary failed (or an operator forced it); the epoch is taken first.
+    /// Also what a journal without `kind` was (it predates switchovers; such a status may hold
+    /// `kind: ""`, read as `Failover`).
+    #[default]
+    #[serde(alias = "")]
+    Failover,
+    /// Planned: writers quiesced, the standby caught up, then the epoch taken; rolled back on the way.
+    Switchover,
+}
+
+impl TransitionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionKind::Failover => "Failover",
+            TransitionKind::Switchover => "Switchover",
+        }
+    }
+}
+
+/// What started a transition.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// `Automatic` mode: the primary was confirmed dead and every guard passed.
+    #[default]
+    Automatic,
+    /// `Approve` mode: a human annotated the pair with the nonce the status asked for.
+    Approved,
+    /// The `dr.understudy.dev/failover` annotation: past every guard but the epoch.
+    Forced,
+    /// The `dr.understudy.dev/switchover` annotation: a planned switchover.
+    Switchover,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Automatic => "Automatic",
+            Trigger::Approved => "Approved",
+            Trigger::Forced => "Forced",
+            Trigger::Switchover => "Switchover",
+        }
+    }
+}
+
+/// How a transition ended: `Completed` (the new primary serves) or `RolledBack` (a switchover
+/// undone before its epoch was taken: nothing promoted); `RollingBack` while that undoing runs.
+/// Absent while the transition runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransitionOutcome {
+    /// Every step finished: the new primary serves.
+    Completed,
+    /// A switchover stopped before `TakeEpoch` and is being undone (old primary writable again,
+    /// PgBouncer resumed); `finishedAt` is set once that is done.
+    RollingBack,
+    /// A switchover undone: nothing was promoted.
+    RolledBack,
+}
+
+impl TransitionOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionOutcome::Completed => "Completed",
+            TransitionOutcome::RollingBack => "RollingBack",
+            TransitionOutcome::RolledBack => "RolledBack",
+        }
+    }
+}
+
+/// How a step finished: `Succeeded`, `Skipped` (nothing to do: nothing configured, the old
+/// primary unreachable, or a fence that kept failing) or `Aborted` (it stopped a switchover before
+/// `TakeEpoch`, which is then rolled back). Absent while the step runs or is retried after a
+/// failure (`message` says why, `attempts` how often).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepOutcome {
+    /// It did what it does (or found it already done).
+    Succeeded,
+    /// There was nothing to do (nothing configured, the old primary unreachable, a fence that
+    /// kept failing).
+    Skipped,
+    /// It stopped a switchover before `TakeEpoch`, which is then rolled back.
+    Aborted,
+}
+
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Succeeded => "Succeeded",
+            StepOutcome::Skipped => "Skipped",
+            StepOutcome::Aborted => "Aborted",
+        }
+    }
+}
+
+/// Whether the former primary can follow the new one.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Assessment {
+    /// Not assessed yet (the transition just finished).
+    #[default]
+    Pending,
+    /// It does not answer.
+    Unreachable,
+    /// Its WAL ends at or before the fork point: it can follow (after its shutdown checkpoint is
+    /// rewound).
+    CleanFollower,
+    /// It wrote past the fork point: `pg_rewind` first.
+    NeedsRewind,
+    /// The rejoin hook failed every attempt: re-create it from a base backup.
+    NeedsReclone,
+    /// The rejoin hook ran; waiting for it to stream.
+    Rejoining,
+    /// It streams from the new primary: the pair is protected again.
+    Following,
+}
+
+impl Assessment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assessment::Pending => "Pending",
+            Assessment::Unreachable => "Unreachable",
+            Assessment::CleanFollower => "CleanFollower",
+            Assessment::NeedsRewind => "NeedsRewind",
+            Assessment::NeedsReclone => "NeedsReclone",
+            Assessment::Rejoining => "Rejoining",
+            Assessment::Following => "Following",
+        }
+    }
+}
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(TransitionKind, Trigger, TransitionOutcome, StepOutcome, Assessment);
+
 /// A failover or switchover and its journal.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Transition {
-    /// What started it: `Automatic`, `Approved`, `Forced`, `Switchover`.
-    pub trigger: String,
+    /// What started it: `Automatic` (Automatic mode, past every guard), `Approved` (Approve mode,
+    /// by the nonce), `Forced` (the `dr.understudy.dev/failover` annotation) or `Switchover` (the
+    /// `dr.understudy.dev/switchover` annotation).
+    pub trigger: Trigger,
     /// The site that served before.
     pub from: String,
     /// The site promoted.
     pub to: String,
     /// The epoch this transition took.
-    #[schemars(range(min = 0, max = 9_007_199_254_740_991_i64))]
-    pub epoch: i64,
-    /// Unique id of the transition (`<pair uid>/<epoch>`), also stored with the epoch in etcd.
+    pub epoch: Epoch,
+    /// Unique id of the transition (`<pair uid>/<epoch>/<site promoted>`), also stored with the
+    /// epoch in etcd.
     #[serde(default)]
     pub id: String,
     /// The controller that ran it (its `--site`, or instance name).
@@ -206,12 +392,14 @@ pub struct Transition {
     /// Absent when the old primary's position was never read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_wal_bytes: Option<i64>,
-    /// `Failover` or `Switchover`.
+    /// `Failover` (unplanned: the epoch is taken first) or `Switchover` (planned: writers
+    /// quiesced and the standby caught up first).
     #[serde(default)]
-    pub kind: String,
-    /// How it ended: `Completed` or `RolledBack` (absent while running).
+    pub kind: TransitionKind,
+    /// How it ended: `Completed` or `RolledBack`; `RollingBack` while a switchover is being
+    /// undone; absent while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<TransitionOutcome>,
     /// Switchover: the old primary's last WAL position after writers were quiesced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_lsn: Option<String>,
@@ -235,9 +423,9 @@ pub struct StepRecord {
     /// When the step finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    /// `Succeeded`, `Failed`, `Skipped`, or absent while running.
+    /// `Succeeded`, `Skipped` or `Aborted`; absent while it runs or is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<StepOutcome>,
     /// Details, such as the target that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -253,10 +441,11 @@ pub struct StepRecord {
 pub struct FormerPrimary {
     /// The site.
     pub site: String,
-    /// `Unreachable`, `CleanFollower` (its WAL ends at or before the fork point), `NeedsRewind`
-    /// (it wrote past the fork point: `pg_rewind` first), `NeedsReclone` (it cannot be rewound),
-    /// `Rejoining` (the rejoin hook ran) or `Following` (it streams from the new primary).
-    pub assessment: String,
+    /// `Pending` (not assessed yet), `Unreachable`, `CleanFollower` (its WAL ends at or before the
+    /// fork point), `NeedsRewind` (it wrote past the fork point: `pg_rewind` first),
+    /// `NeedsReclone` (the rejoin hook failed every attempt), `Rejoining` (the rejoin hook ran) or
+    /// `Following` (it streams from the new primary).
+    pub assessment: Assessment,
     /// Details: LSNs, timelines, the hook's outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -287,4 +476,108 @@ pub struct DryRun {
     /// Everything that would stop or break the failover now; empty means ready.
     #[serde(default)]
     pub blockers: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status as the string-typed journal wrote it (every value it ever wrote), plus the shapes
+    /// an older one left: a journal without `kind`, or with `kind: ""` (the old schema default).
+    #[test]
+    fn every_value_the_string_journal_wrote_still_decodes_and_is_written_back_the_same() {
+        let step =
+            |outcome: &str| serde_json::json!({ "name": "Promote", "outcome": outcome, "attempts": 1 });
+        for (trigger, kind, outcome, steps, assessment) in [
+            ("Automatic", "Failover", "Completed", ["Succeeded", "Skipped"], "Pending"),
+            ("Approved", "Failover", "Completed", ["Succeeded", "Succeeded"], "Unreachable"),
+            ("Forced", "Failover", "Completed", ["Skipped", "Succeeded"], "CleanFollower"),
+            ("Switchover", "Switchover", "RollingBack", ["Succeeded", "Aborted"], "NeedsRewind"),
+            ("Switchover", "Switchover", "RolledBack", ["Aborted", "Succeeded"], "NeedsReclone"),
+            ("Automatic", "Failover", "Completed", ["Succeeded", "Succeeded"], "Rejoining"),
+            ("Automatic", "Failover", "Completed", ["Succeeded", "Succeeded"], "Following"),
+        ] {
+            let raw = serde_json::json!({
+                "epoch": 3,
+                "lastTransition": {
+                    "trigger": trigger, "kind": kind, "outcome": outcome, "from": "east", "to": "west",
+                    "epoch": 3, "startedAt": "2026-01-01T00:00:00Z", "steps": [step(steps[0]), step(steps[1])]
+                },
+                "formerPrimary": { "site": "east", "assessment": assessment }
+            });
+            let st: DisasterRecoveryPairStatus = serde_json::from_value(raw.clone()).expect("decodes");
+            let t = st.last_transition.clone().unwrap_or_default();
+            assert_eq!((t.trigger.as_str(), t.kind.as_str(), t.epoch), (trigger, kind, Epoch(3)));
+            assert_eq!(t.outcome.map(TransitionOutcome::as_str), Some(outcome));
+            assert_eq!(st.former_primary.clone().map(|f| f.assessment.as_str()), Some(assessment));
+            let back = serde_json::to_value(&st).expect("encodes");
+            assert_eq!(
+                back["lastTransition"]["steps"][1]["outcome"],
+                raw["lastTransition"]["steps"][1]["outcome"]
+            );
+            assert_eq!(back["lastTransition"]["kind"], kind);
+            assert_eq!(back["epoch"], 3);
+        }
+        for kind in [serde_json::json!({}), serde_json::json!({ "kind": "" })] {
+            let mut t = serde_json::json!({ "trigger": "Automatic", "from": "east", "to": "west", "epoch": 1, "startedAt": "x" });
+            if let (Some(t), Some(k)) = (t.as_object_mut(), kind.as_object()) {
+                t.extend(k.clone());
+            }
+            let t: Transition = serde_json::from_value(t).expect("an old journal decodes");
+            assert_eq!(t.kind, TransitionKind::Failover);
+        }
+        // Out-of-range epochs a hand edit can store still decode (and are refused at run time).
+        for e in [-5, i64::MAX] {
+            let st: DisasterRecoveryPairStatus =
+                serde_json::from_value(serde_json::json!({ "epoch": e })).expect("decodes");
+            assert_eq!((st.epoch, st.epoch.next()), (Epoch(e), None));
+        }
+        assert_eq!(Epoch(0).next(), Some(Epoch(1)));
+        // A value the journal never wrote is refused by name (the CRD lists the values).
+        let bad = serde_json::json!({ "name": "Promote", "outcome": "Failed" });
+        assert!(serde_json::from_value::<StepRecord>(bad).is_err());
+    }
+
+    #[test]
+    fn the_epoch_keeps_its_schema_and_the_journal_lists_its_values() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(crate::crd::DisasterRecoveryPair::crd()).expect("crd");
+        let status =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        let t = &status["lastTransition"]["properties"];
+        for epoch in [&status["epoch"], &t["epoch"]] {
+            assert_eq!((epoch["type"].as_str(), epoch["format"].as_str()), (Some("integer"), Some("int64")));
+            assert_eq!(
+                (epoch["minimum"].as_f64(), epoch["maximum"].as_f64()),
+                (Some(0.0), Some(Epoch::MAX as f64))
+            );
+        }
+        let values = |v: &serde_json::Value| -> Vec<String> {
+            v["enum"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(values(&t["kind"]), ["Failover", "Switchover"]);
+        assert_eq!(values(&t["trigger"]), ["Automatic", "Approved", "Forced", "Switchover"]);
+        assert_eq!(values(&t["outcome"]), ["Completed", "RollingBack", "RolledBack"]);
+        assert_eq!(
+            values(&t["steps"]["items"]["properties"]["outcome"]),
+            ["Succeeded", "Skipped", "Aborted"]
+        );
+        assert_eq!(
+            values(&status["formerPrimary"]["properties"]["assessment"]),
+            [
+                "Pending",
+                "Unreachable",
+                "CleanFollower",
+                "NeedsRewind",
+                "NeedsReclone",
+                "Rejoining",
+                "Following"
+            ]
+        );
+    }
 }

@@ -9,6 +9,7 @@ pub mod jsonptr;
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     ByteString,
@@ -23,12 +24,88 @@ use crate::{
 /// Why a DataSource target cannot be rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The target, its document or its Secret must be fixed (missing, no such key, a pointer
+    /// that does not resolve, too large, refused by validation or RBAC).
     #[error("{field}: {reason}")]
     Target { field: String, reason: String },
+    /// The API server did not answer, or the object changed while being rewritten.
+    #[error("{field}: {reason}")]
+    Api { field: String, reason: String },
     #[error(
         "{field}: {kind} {name} carries epoch {held}, newer than ours ({ours}); a newer transition owns it"
     )]
     Stale { field: String, kind: &'static str, name: String, held: i64, ours: i64 },
+}
+
+/// The DataSource port: points every `spec.dataSource` target at a site's DSN.
+#[async_trait]
+pub trait DataSourceWriter: Send + Sync {
+    /// Plans, proves (dry run) and writes the rewrite of every target to `site` at `epoch`.
+    async fn rewrite(
+        &self,
+        spec: &DisasterRecoveryPairSpec,
+        site: &str,
+        epoch: i64,
+    ) -> Result<Rewrite, RewriteError>;
+}
+
+/// What a rewrite did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    /// `spec.dataSource` lists no target.
+    NoTargets,
+    /// Every target already pointed at the site.
+    AlreadyRight,
+    /// `objects` objects holding `targets` targets were written.
+    Rewrote { objects: usize, targets: usize },
+}
+
+/// Why a rewrite stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    /// Planning or the dry run refused a target: nothing was written.
+    #[error("nothing was written: {0}")]
+    NothingWritten(Error),
+    /// A write failed after the dry run (a concurrent change): planned again on the next attempt.
+    #[error(transparent)]
+    Write(Error),
+}
+
+impl RewriteError {
+    /// The target's own error.
+    pub fn target(&self) -> &Error {
+        match self {
+            RewriteError::NothingWritten(e) | RewriteError::Write(e) => e,
+        }
+    }
+}
+
+/// The real DataSource writer: `plan`, `check`, `apply` against the API server.
+pub struct KubeDataSource {
+    pub client: Client,
+    pub ns: String,
+}
+
+#[async_trait]
+impl DataSourceWriter for KubeDataSource {
+    async fn rewrite(
+        &self,
+        spec: &DisasterRecoveryPairSpec,
+        site: &str,
+        epoch: i64,
+    ) -> Result<Rewrite, RewriteError> {
+        if spec.data_source.is_empty() {
+            return Ok(Rewrite::NoTargets);
+        }
+        let plan =
+            plan(&self.client, &self.ns, spec, site, epoch).await.map_err(RewriteError::NothingWritten)?;
+        if plan.is_empty() {
+            return Ok(Rewrite::AlreadyRight);
+        }
+        check(&self.client, &self.ns, &plan).await.map_err(RewriteError::NothingWritten)?;
+        let objects = apply(&self.client, &self.ns, plan).await.map_err(RewriteError::Write)?;
+        Ok(Rewrite::Rewrote { objects, targets: spec.data_source.len() })
+    }
 }
 
 /// One planned write: a whole object, with the spec fields of every target it carries.
@@ -73,9 +150,12 @@ pub async fn plan(
     let dsn = secrets
         .get(&dsn_ref.name, &[&dsn_ref.key], &format!("spec.sites[{idx}].dataSourceSecret"))
         .await
-        .map_err(|e| Error::Target {
-            field: format!("spec.sites[{idx}].dataSourceSecret"),
-            reason: e.to_string(),
+        .map_err(|e| {
+            let (field, reason) = (format!("spec.sites[{idx}].dataSourceSecret"), e.to_string());
+            match e {
+                crate::secrets::SecretError::Api { .. } => Error::Api { field, reason },
+                _ => Error::Target { field, reason },
+            }
         })?
         .value(&dsn_ref.key)
         .to_string();
@@ -267,15 +347,17 @@ fn refused(field: &str, e: &kube::Error) -> Error {
             s.code
         ),
         kube::Error::Api(s) if s.code == 409 => {
-            format!("changed while being rewritten ({}); planned again on the next attempt", s.code)
+            let reason =
+                format!("changed while being rewritten ({}); planned again on the next attempt", s.code);
+            return Error::Api { field: field.into(), reason };
         }
-        _ => short_api_error(e),
+        _ => return api_err(field, e),
     };
     Error::Target { field: field.into(), reason }
 }
 
 fn api_err(field: &str, e: &kube::Error) -> Error {
-    Error::Target { field: field.into(), reason: short_api_error(e) }
+    Error::Api { field: field.into(), reason: short_api_error(e) }
 }
 
 fn check_epoch(

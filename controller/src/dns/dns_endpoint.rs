@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use kube::{
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
     Api, Client,
@@ -12,6 +13,75 @@ use crate::{
     crd::{DnsEndpointRecord, EPOCH_ANNOTATION},
     secrets::short_api_error,
 };
+
+/// A DNSEndpoint the API server would not read or write.
+#[derive(Debug, thiserror::Error)]
+#[error("DNSEndpoint {ns}/{name}: {reason}")]
+pub struct Error {
+    pub ns: String,
+    pub name: String,
+    pub reason: String,
+}
+
+fn api_err(ns: &str, r: &DnsEndpointRecord, e: &kube::Error) -> Error {
+    Error { ns: ns.into(), name: r.name.clone(), reason: short_api_error(e) }
+}
+
+/// The `DNSEndpoint` provider of `spec.dns[j].dnsEndpoint`.
+pub struct DnsEndpoint {
+    index: usize,
+    spec: DnsEndpointRecord,
+    client: Client,
+    ns: String,
+}
+
+impl DnsEndpoint {
+    pub fn new(index: usize, spec: &DnsEndpointRecord, env: &super::Env) -> DnsEndpoint {
+        DnsEndpoint { index, spec: spec.clone(), client: env.client.clone(), ns: env.ns.clone() }
+    }
+
+    fn field(&self) -> String {
+        format!("spec.dns[{}].dnsEndpoint", self.index)
+    }
+}
+
+#[async_trait]
+impl super::DnsProvider for DnsEndpoint {
+    fn describe(&self) -> String {
+        format!("DNSEndpoint {}", self.spec.name)
+    }
+
+    /// Refuses an object stamped with a newer epoch; applies only when the target differs.
+    async fn point_at(&self, to: &super::Target<'_>, epoch: i64) -> Result<String, super::Error> {
+        let field = self.field();
+        let cur = current(&self.client, &self.ns, &self.spec)
+            .await
+            .map_err(|source| super::Error::Endpoint { field: field.clone(), source })?;
+        if let Some((_, held)) = &cur {
+            if *held > epoch {
+                return Err(super::Error::Stale {
+                    field,
+                    name: self.spec.name.clone(),
+                    held: *held,
+                    ours: epoch,
+                });
+            }
+        }
+        if cur.map(|(t, _)| t) != Some(vec![to.text.to_string()]) {
+            apply(&self.client, &self.ns, &self.spec, to.text, epoch)
+                .await
+                .map_err(|source| super::Error::Endpoint { field, source })?;
+        }
+        Ok(format!("DNSEndpoint {} → {}", self.spec.name, to.text))
+    }
+
+    async fn check(&self) -> Result<(), super::Error> {
+        current(&self.client, &self.ns, &self.spec)
+            .await
+            .map(drop)
+            .map_err(|source| super::Error::Endpoint { field: self.field(), source })
+    }
+}
 
 /// The DNSEndpoint API resource.
 pub fn resource() -> ApiResource {
@@ -26,12 +96,9 @@ pub async fn current(
     client: &Client,
     ns: &str,
     r: &DnsEndpointRecord,
-) -> Result<Option<(Vec<String>, i64)>, String> {
+) -> Result<Option<(Vec<String>, i64)>, Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource());
-    let obj = api
-        .get_opt(&r.name)
-        .await
-        .map_err(|e| format!("DNSEndpoint {ns}/{}: {}", r.name, short_api_error(&e)))?;
+    let obj = api.get_opt(&r.name).await.map_err(|e| api_err(ns, r, &e))?;
     Ok(obj.map(|o| {
         let targets = o.data["spec"]["endpoints"][0]["targets"]
             .as_array()
@@ -53,7 +120,7 @@ pub async fn apply(
     r: &DnsEndpointRecord,
     target: &str,
     epoch: i64,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource());
     let record_type = if target.contains(':') { "AAAA" } else { "A" };
     let mut obj = DynamicObject::new(&r.name, &resource()).data(serde_json::json!({
@@ -62,6 +129,6 @@ pub async fn apply(
     obj.metadata.annotations = Some(BTreeMap::from([(EPOCH_ANNOTATION.to_string(), epoch.to_string())]));
     api.patch(&r.name, &PatchParams::apply("understudy").force(), &Patch::Apply(&obj))
         .await
-        .map_err(|e| format!("DNSEndpoint {ns}/{}: {}", r.name, short_api_error(&e)))?;
+        .map_err(|e| api_err(ns, r, &e))?;
     Ok(())
 }

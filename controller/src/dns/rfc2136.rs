@@ -4,6 +4,7 @@
 
 use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use hickory_client::client::{Client, ClientHandle};
 use hickory_proto::{
@@ -15,6 +16,78 @@ use hickory_proto::{
     udp::UdpClientStream,
     xfer::DnsHandle,
 };
+
+/// The RFC 2136 provider of `spec.dns[j].rfc2136`.
+pub struct Rfc2136 {
+    index: usize,
+    spec: crate::crd::Rfc2136Record,
+    secrets: crate::secrets::Secrets,
+    timeout: Duration,
+}
+
+impl Rfc2136 {
+    pub fn new(index: usize, spec: &crate::crd::Rfc2136Record, env: &super::Env) -> Rfc2136 {
+        Rfc2136 { index, spec: spec.clone(), secrets: env.secrets.clone(), timeout: env.timeout }
+    }
+
+    fn field(&self) -> String {
+        format!("spec.dns[{}].rfc2136", self.index)
+    }
+
+    fn config(&self, source: Error) -> super::Error {
+        super::Error::Config { field: self.field(), source }
+    }
+
+    fn server(&self, source: Error) -> super::Error {
+        super::Error::Server { field: self.field(), source }
+    }
+}
+
+#[async_trait]
+impl super::DnsProvider for Rfc2136 {
+    fn describe(&self) -> String {
+        format!("{}.{} at {}", self.spec.name, self.spec.zone, self.spec.server)
+    }
+
+    /// Asks the server first and updates only when it answers something else; then asks until it
+    /// answers the new address.
+    async fn point_at(&self, to: &super::Target<'_>, _epoch: i64) -> Result<String, super::Error> {
+        let (rfc, timeout, addr) = (&self.spec, self.timeout, to.addr);
+        let server = server_addr(&rfc.server).map_err(|e| self.config(e))?;
+        let name = fqdn(&rfc.name, &rfc.zone).map_err(|e| self.config(e))?;
+        let now = current(server, &name, timeout).await.map_err(|e| self.server(e))?;
+        if now != [addr] {
+            let key = key_from_secret(&self.secrets, rfc, &self.field()).await?;
+            let ttl = u32::try_from(rfc.ttl).unwrap_or(30);
+            replace(server, &rfc.zone, &name, ttl, addr, &key, timeout).await.map_err(|e| self.server(e))?;
+            // Confirm: the authoritative server must answer the new address.
+            let deadline = tokio::time::Instant::now() + timeout.max(Duration::from_secs(5));
+            loop {
+                let answer = current(server, &name, timeout).await.map_err(|e| self.server(e))?;
+                if answer == [addr] {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(super::Error::NotConfirmed {
+                        field: self.field(),
+                        server,
+                        answer,
+                        name: name.to_string(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(format!("{name} A {addr} (confirmed at {server})"))
+    }
+
+    /// A signed no-op update: the server accepts the key for the zone.
+    async fn check(&self) -> Result<(), super::Error> {
+        let server = server_addr(&self.spec.server).map_err(|e| self.config(e))?;
+        let key = key_from_secret(&self.secrets, &self.spec, &self.field()).await?;
+        check_key(server, &self.spec.zone, &key, self.timeout).await.map_err(|e| self.server(e))
+    }
+}
 
 /// A TSIG key. Not `Debug`: it holds the secret.
 pub struct TsigKey {
@@ -214,11 +287,10 @@ pub async fn key_from_secret(
     secrets: &crate::secrets::Secrets,
     rfc: &crate::crd::Rfc2136Record,
     field: &str,
-) -> Result<TsigKey, String> {
+) -> Result<TsigKey, crate::secrets::SecretError> {
     let k = secrets
         .get(&rfc.tsig_secret.name, &["name", "algorithm", "secret"], &format!("{field}.tsigSecret"))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(TsigKey {
         name: k.value("name").into(),
         algorithm: k.value("algorithm").into(),

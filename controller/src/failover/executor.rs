@@ -15,40 +15,68 @@ use kube::{runtime::controller::Action, ResourceExt};
 use tracing::{info, warn};
 
 use super::{
+    ports::Ports,
     steps::{self, StepCtx},
-    Failure, Kind, Outcome, Step,
+    Category, EpochRefusal, Kind, Outcome, Step, StepError,
 };
 use crate::{
     context::{Context, Error},
-    coord::{etcd::LeaderKey, witness, Swap},
+    coord::{etcd::LeaderKey, Swap},
     crd::{
         conditions::{self, reasons, set_condition},
-        DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, Phase, StepRecord, Transition,
+        Assessment, DisasterRecoveryPair, DisasterRecoveryPairStatus, Epoch, FormerPrimary, Phase,
+        StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger,
     },
     events::EventNote,
-    store::write_status,
 };
 
-/// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
-/// journals `TakeEpoch` as done; a switchover takes it later, after the standby caught up. Losing
-/// the swap, or a 409 on the write, starts nothing.
+/// Starts a transition through the real ports (see `start_with`).
 pub async fn start(
     drp: &DisasterRecoveryPair,
     kind: Kind,
-    trigger: &str,
+    trigger: Trigger,
     from: &str,
     to: &str,
     ctx: &Context,
 ) -> Result<Option<DisasterRecoveryPair>, Error> {
+    start_with(drp, kind, trigger, from, to, &Ports::real(ctx, drp)).await
+}
+
+/// Runs the journal of `drp`'s transition through the real ports (see `run_with`).
+pub async fn run(drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action, Error> {
+    let ports = Ports::real(ctx, &drp);
+    run_with(drp, &ports).await
+}
+
+/// Adopts a witness epoch ahead of the status through the real ports (see `adopt_with`).
+pub async fn adopt_witness_epoch(
+    ctx: &Context,
+    drp: &DisasterRecoveryPair,
+    st: &mut DisasterRecoveryPairStatus,
+) -> Result<bool, Error> {
+    adopt_with(&Ports::real(ctx, drp), drp, st).await
+}
+
+/// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
+/// journals `TakeEpoch` as done; a switchover takes it later, after the standby caught up. Losing
+/// the swap, or a 409 on the write, starts nothing.
+pub async fn start_with(
+    drp: &DisasterRecoveryPair,
+    kind: Kind,
+    trigger: Trigger,
+    from: &str,
+    to: &str,
+    ports: &Ports<'_>,
+) -> Result<Option<DisasterRecoveryPair>, Error> {
     let mut st = drp.status.clone().unwrap_or_default();
     let began = Timestamp::now();
-    let Some(epoch) = st.epoch.checked_add(1).filter(|_| st.epoch >= 0) else {
+    let Some(epoch) = st.epoch.next() else {
         let msg = format!(
             "status.epoch is {}, which cannot be moved on: only understudy writes the epoch; restore it from \
              the witness (`etcdctl get <prefix>/<ns>/<name>/epoch`)",
             st.epoch
         );
-        refuse(ctx, drp, &mut st, reasons::INVALID_SPEC, &msg).await?;
+        refuse(ports, drp, &mut st, reasons::INVALID_SPEC, &msg).await?;
         return Ok(None);
     };
     let id = format!("{}/{epoch}/{to}", drp.uid().unwrap_or_default());
@@ -64,18 +92,18 @@ pub async fn start(
             .unwrap_or_else(|| began.to_string()),
         Kind::Switchover => began.to_string(),
     };
-    if kind == Kind::Switchover && adopt_witness_epoch(ctx, drp, &mut st).await? {
+    if kind == Kind::Switchover && adopt_with(ports, drp, &mut st).await? {
         return Ok(None);
     }
     if kind == Kind::Failover {
-        let leader = if trigger == "Forced" { LeaderKey::Break } else { LeaderKey::MustBeAbsent };
-        let note = match take_epoch(ctx, drp, st.epoch, &id, leader).await {
+        let leader = if trigger == Trigger::Forced { LeaderKey::Break } else { LeaderKey::MustBeAbsent };
+        let note = match take_epoch(ports, st.epoch.0, &id, leader).await {
             Ok(note) => note,
-            Err((_, msg)) if msg.starts_with(AHEAD) && adopt_witness_epoch(ctx, drp, &mut st).await? => {
+            Err(EpochRefusal::Ahead { .. }) if adopt_with(ports, drp, &mut st).await? => {
                 return Ok(None);
             }
-            Err((reason, msg)) => {
-                refuse(ctx, drp, &mut st, reason, &msg).await?;
+            Err(refusal) => {
+                refuse(ports, drp, &mut st, refusal.reason(), &refusal.to_string()).await?;
                 return Ok(None);
             }
         };
@@ -84,7 +112,7 @@ pub async fn start(
             name: Step::TakeEpoch.name().into(),
             started_at: Some(began.to_string()),
             finished_at: Some(Timestamp::now().to_string()),
-            outcome: Some("Succeeded".into()),
+            outcome: Some(StepOutcome::Succeeded),
             message: Some(note),
             attempts: 1,
         };
@@ -92,13 +120,13 @@ pub async fn start(
     st.phase = Some(if kind == Kind::Failover { Phase::FailingOver } else { Phase::SwitchingOver });
     st.target_primary = Some(to.into());
     st.last_transition = Some(Transition {
-        trigger: trigger.into(),
-        kind: kind.as_str().into(),
+        trigger,
+        kind,
         from: from.into(),
         to: to.into(),
         epoch,
         id,
-        holder: ctx.identity.clone(),
+        holder: ports.identity.clone(),
         started_at,
         steps,
         ..Default::default()
@@ -113,56 +141,37 @@ pub async fn start(
         drp.metadata.generation,
         Timestamp::now(),
     );
-    let updated = write_status(ctx, drp, &st).await?;
+    let updated = ports.store.write_status(drp, &st).await?;
     let reason = format!("{}Started", kind.as_str());
-    ctx.publish(drp, EventNote { warning: kind == Kind::Failover, reason, note: format!("{trigger} {msg}") })
+    ports
+        .events
+        .publish(drp, EventNote { warning: kind == Kind::Failover, reason, note: format!("{trigger} {msg}") })
         .await;
-    info!(from, to, epoch, trigger, kind = kind.as_str(), "transition started");
+    info!(from, to, epoch = epoch.0, trigger = trigger.as_str(), kind = kind.as_str(), "transition started");
     Ok(Some(updated))
 }
 
 /// Moves the epoch from `from` to `from + 1` in etcd when there is a witness; without one the
-/// caller's `resourceVersion`-guarded status write is the swap. Errors carry the refusal reason.
+/// caller's `resourceVersion`-guarded status write is the swap.
 ///
 /// `leader` says whether the primary site's leader key must have expired (an unplanned failover)
 /// or may be broken (a planned switchover, or a failover an operator forced).
 async fn take_epoch(
-    ctx: &Context,
-    drp: &DisasterRecoveryPair,
+    ports: &Ports<'_>,
     from: i64,
     id: &str,
     leader: LeaderKey,
-) -> Result<String, (&'static str, String)> {
-    match witness(drp, &ctx.client).await {
-        Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
-        Ok(None) => Ok("epoch taken by a status write with a resourceVersion precondition".into()),
-        Ok(Some(mut w)) => match w.swap(from, &ctx.identity, id, leader).await {
-            Ok(Swap::Won) => Ok(format!("etcd epoch {from} → {}", from.saturating_add(1))),
-            Ok(Swap::LeaderAlive { holder, ttl_left_s }) => Err((
-                reasons::LEADER_KEY_HELD,
-                format!(
-                    "{holder} still holds the primary site's leader key in etcd (lease {ttl_left_s}s left): \
-                     it has not given up serving, so nothing is promoted until the lease expires \
-                     (by then {holder} has fenced its own database)"
-                ),
-            )),
-            Ok(Swap::Lost { epoch, .. }) if epoch > from => Err((
-                reasons::LOST_EPOCH_SWAP,
-                format!("{AHEAD}: etcd holds epoch {epoch}, this status {from}"),
-            )),
-            Ok(Swap::Lost { epoch, holder, .. }) => Err((
-                reasons::LOST_EPOCH_SWAP,
-                format!(
-                    "epoch {epoch} is held by {holder} in etcd (ours was {from}): another controller acted"
-                ),
-            )),
-            Err(e) => Err((reasons::WITNESS_UNAVAILABLE, format!("cannot take the epoch: {e}"))),
-        },
+) -> Result<String, EpochRefusal> {
+    let Some(w) = &ports.witness else {
+        return Ok("epoch taken by a status write with a resourceVersion precondition".into());
+    };
+    match w.swap(from, &ports.identity, id, leader).await.map_err(EpochRefusal::WitnessUnavailable)? {
+        Swap::Won => Ok(format!("etcd epoch {from} → {}", from.saturating_add(1))),
+        Swap::LeaderAlive { holder, ttl_left_s } => Err(EpochRefusal::LeaderKeyHeld { holder, ttl_left_s }),
+        Swap::Lost { epoch, .. } if epoch > from => Err(EpochRefusal::Ahead { held: epoch, ours: from }),
+        Swap::Lost { epoch, holder, .. } => Err(EpochRefusal::Lost { held: epoch, holder, ours: from }),
     }
 }
-
-/// The start of `take_epoch`'s refusal when the witness is ahead of the status.
-const AHEAD: &str = "the witness is ahead of this pair's status";
 
 /// The witness holds a newer epoch than this pair's status while no transition of ours runs: a
 /// pair deleted and created again under the same name (fencing tokens are never reused, so the
@@ -173,23 +182,23 @@ const AHEAD: &str = "the witness is ahead of this pair's status";
 /// a record of this very object whose journal is not in the status yet belongs to a controller
 /// that is between its epoch swap and its status write, and is left to it.
 /// Returns whether it adopted (and wrote the status).
-pub async fn adopt_witness_epoch(
-    ctx: &Context,
+pub async fn adopt_with(
+    ports: &Ports<'_>,
     drp: &DisasterRecoveryPair,
     st: &mut DisasterRecoveryPairStatus,
 ) -> Result<bool, Error> {
-    let Ok(Some(mut w)) = witness(drp, &ctx.client).await else { return Ok(false) };
+    let Some(w) = &ports.witness else { return Ok(false) };
     let Ok((epoch, holder, transition)) = w.epoch().await else { return Ok(false) };
     let running = st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none());
     let ours = transition.split('/').next() == Some(drp.uid().unwrap_or_default().as_str());
-    if epoch <= st.epoch || running || ours {
+    if epoch <= st.epoch.0 || running || ours {
         return Ok(false);
     }
     let site = crate::coord::transition_site(&transition)
         .or(Some(holder.as_str()))
         .filter(|s| drp.spec.sites.iter().any(|x| x.name == *s));
     let before = (st.epoch, st.current_primary.clone().unwrap_or_else(|| drp.spec.primary.clone()));
-    st.epoch = epoch;
+    st.epoch = Epoch(epoch);
     let msg = match site {
         Some(site) => {
             st.current_primary = Some(site.to_string());
@@ -215,15 +224,17 @@ pub async fn adopt_witness_epoch(
         drp.metadata.generation,
         Timestamp::now(),
     );
-    write_status(ctx, drp, st).await?;
-    ctx.publish(drp, EventNote { warning: true, reason: reasons::EPOCH_ADOPTED.into(), note: msg.clone() })
+    ports.store.write_status(drp, st).await?;
+    ports
+        .events
+        .publish(drp, EventNote { warning: true, reason: reasons::EPOCH_ADOPTED.into(), note: msg.clone() })
         .await;
     warn!(epoch, "{msg}");
     Ok(true)
 }
 
 async fn refuse(
-    ctx: &Context,
+    ports: &Ports<'_>,
     drp: &DisasterRecoveryPair,
     st: &mut DisasterRecoveryPairStatus,
     reason: &'static str,
@@ -238,16 +249,15 @@ async fn refuse(
         drp.metadata.generation,
         Timestamp::now(),
     );
-    write_status(ctx, drp, st).await?;
-    ctx.publish(drp, EventNote { warning: true, reason: reason.into(), note: msg.into() }).await;
+    ports.store.write_status(drp, st).await?;
+    ports.events.publish(drp, EventNote { warning: true, reason: reason.into(), note: msg.into() }).await;
     warn!(reason, msg, "transition not started");
     Ok(())
 }
 
 fn step_ctx<'a>(
-    ctx: &'a Context,
+    ports: &'a Ports<'a>,
     drp: &'a DisasterRecoveryPair,
-    ns: &'a str,
     pair: &'a str,
     t: &'a Transition,
     idx: usize,
@@ -263,19 +273,17 @@ fn step_ctx<'a>(
                 .and_then(|st| st.sites.iter().find(|s| s.name == t.from))
                 .and_then(|s| s.current_lsn.as_deref())
                 .and_then(|l| l.parse::<crate::pg::Lsn>().ok());
-            let seen = ctx.memory.seen_lsn(pair, &t.from);
+            let seen = ports.seen_lsn.get(&t.from).copied();
             written.max(seen)
         }
     };
     StepCtx {
-        client: &ctx.client,
-        http: &ctx.http,
-        ns,
+        ports,
         pair,
         spec: &drp.spec,
         from: &t.from,
         to: &t.to,
-        epoch: t.epoch,
+        epoch: t.epoch.0,
         timeout: drp.spec.failover.probe_timeout(),
         attempts: t.steps.get(idx).map(|s| s.attempts.saturating_sub(1)).unwrap_or(0),
         last_primary_lsn,
@@ -284,7 +292,7 @@ fn step_ctx<'a>(
 }
 
 /// Runs the journal of `drp`'s transition from its first unfinished step to the end.
-pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action, Error> {
+pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Result<Action, Error> {
     let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
     let pair = format!("{ns}/{}", drp.name_any());
     loop {
@@ -299,13 +307,13 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                  run. Finish it by hand (docs/failback.md), then remove status.lastTransition",
                 t.kind
             );
-            return stop_invalid_journal(drp, ctx, msg).await;
+            return stop_invalid_journal(drp, ports, msg).await;
         }
-        if t.outcome.as_deref() == Some("RollingBack") {
-            return roll_back(drp, ctx, &ns, &pair).await;
+        if t.outcome == Some(TransitionOutcome::RollingBack) {
+            return roll_back(drp, ports, &pair).await;
         }
         let Some(idx) = t.steps.iter().position(|s| s.finished_at.is_none()) else {
-            finish(&mut drp, ctx).await?;
+            finish(&mut drp, ports).await?;
             return Ok(Action::requeue(Duration::from_millis(100)));
         };
         let Some(step) = Step::from_name(&t.steps[idx].name) else {
@@ -318,15 +326,15 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                  status.lastTransition",
                 t.kind
             );
-            return stop_invalid_journal(drp, ctx, msg).await;
+            return stop_invalid_journal(drp, ports, msg).await;
         };
         let epoch_taken = t.steps.iter().any(|s| s.name == Step::TakeEpoch.name() && s.finished_at.is_some());
 
         // A stale leader's late step is refused: once the epoch is ours, the witness must still hold it.
         if epoch_taken {
-            if let Ok(Some(mut w)) = witness(&drp, &ctx.client).await {
+            if let Some(w) = &ports.witness {
                 if let Ok((held, holder, id)) = w.epoch().await {
-                    if held != t.epoch || id != t.id {
+                    if held != t.epoch.0 || id != t.id {
                         let msg = format!(
                             "etcd holds epoch {held} ({holder}), not ours ({}): stopping before {step}",
                             t.epoch
@@ -342,12 +350,18 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                             drp.metadata.generation,
                             Timestamp::now(),
                         );
-                        write_status(ctx, &drp, &st).await?;
-                        ctx.publish(
-                            &drp,
-                            EventNote { warning: true, reason: reasons::LOST_EPOCH_SWAP.into(), note: msg },
-                        )
-                        .await;
+                        ports.store.write_status(&drp, &st).await?;
+                        ports
+                            .events
+                            .publish(
+                                &drp,
+                                EventNote {
+                                    warning: true,
+                                    reason: reasons::LOST_EPOCH_SWAP.into(),
+                                    note: msg,
+                                },
+                            )
+                            .await;
                         return Ok(Action::await_change());
                     }
                 }
@@ -360,30 +374,27 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
             rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
             rec.attempts = rec.attempts.saturating_add(1);
         }
-        drp = write_status(ctx, &drp, &st).await?;
+        drp = ports.store.write_status(&drp, &st).await?;
         crash_point(step, "before");
 
         let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
         let began = std::time::Instant::now();
         let result = if step == Step::TakeEpoch {
             // A switchover takes the epoch here, after the standby caught up.
-            let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or(0);
+            let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or_default();
             if from == t.epoch {
                 Ok(steps::Done {
                     outcome: Some(Outcome::Succeeded("epoch already ours".into())),
                     ..Default::default()
                 })
             } else {
-                match take_epoch(ctx, &drp, from, &t.id, LeaderKey::Break).await {
-                    Ok(note) => {
-                        Ok(steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
-                    }
-                    Err((reasons::LOST_EPOCH_SWAP, msg)) => Err(Failure::Abort(msg)),
-                    Err((_, msg)) => Err(Failure::Retry(msg)),
-                }
+                take_epoch(ports, from.0, &t.id, LeaderKey::Break)
+                    .await
+                    .map(|note| steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
+                    .map_err(StepError::from)
             }
         } else {
-            let cx = step_ctx(ctx, &drp, &ns, &pair, &t, idx);
+            let cx = step_ctx(ports, &drp, &pair, &t, idx);
             steps::run(step, &cx).await
         };
         let took = began.elapsed();
@@ -394,10 +405,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
         };
         match result {
             Ok(done) => {
-                let (outcome, msg) = match done.outcome.unwrap_or(Outcome::Succeeded(String::new())) {
-                    Outcome::Succeeded(m) => ("Succeeded", m),
-                    Outcome::Skipped(m) => ("Skipped", m),
-                };
+                let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
                 if done.lost_wal_bytes.is_some() {
                     tr.lost_wal_bytes = done.lost_wal_bytes;
                 }
@@ -410,75 +418,86 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
                 let epoch = tr.epoch;
                 let rec = &mut tr.steps[idx];
                 rec.finished_at = Some(Timestamp::now().to_string());
-                rec.outcome = Some(outcome.into());
+                rec.outcome = Some(outcome);
                 rec.message = Some(msg.clone());
                 if step == Step::TakeEpoch {
                     st.epoch = epoch;
                 }
-                drp = write_status(ctx, &drp, &st).await?;
-                ctx.metrics
+                drp = ports.store.write_status(&drp, &st).await?;
+                ports
+                    .metrics
                     .step_duration
                     .get_or_create(&crate::metrics::StepLabels {
                         step: step.name().into(),
-                        outcome: outcome.into(),
+                        outcome: outcome.as_str().into(),
                     })
                     .observe(took.as_secs_f64());
                 info!(
                     step = step.name(),
-                    outcome,
+                    outcome = outcome.as_str(),
                     took_ms = took.as_millis() as u64,
-                    epoch = t.epoch,
+                    epoch = t.epoch.0,
                     "{msg}"
                 );
-                ctx.publish(
-                    &drp,
-                    EventNote {
-                        warning: false,
-                        reason: step.name().into(),
-                        note: format!("{outcome} in {} ms: {msg}", took.as_millis()),
-                    },
-                )
-                .await;
+                ports
+                    .events
+                    .publish(
+                        &drp,
+                        EventNote {
+                            warning: false,
+                            reason: step.name().into(),
+                            note: format!("{outcome} in {} ms: {msg}", took.as_millis()),
+                        },
+                    )
+                    .await;
             }
-            Err(Failure::Abort(msg)) if !epoch_taken => {
+            // Before the epoch is taken a switchover can still be undone: a fatal error stops it.
+            Err(e) if e.category() == Category::Fatal && !epoch_taken => {
+                let msg = e.to_string();
                 let rec = &mut tr.steps[idx];
                 rec.finished_at = Some(Timestamp::now().to_string());
-                rec.outcome = Some("Aborted".into());
+                rec.outcome = Some(StepOutcome::Aborted);
                 rec.message = Some(msg.clone());
-                tr.outcome = Some("RollingBack".into());
-                drp = write_status(ctx, &drp, &st).await?;
+                tr.outcome = Some(TransitionOutcome::RollingBack);
+                drp = ports.store.write_status(&drp, &st).await?;
                 warn!(step = step.name(), "{msg}; rolling back");
-                ctx.publish(
-                    &drp,
-                    EventNote {
-                        warning: true,
-                        reason: format!("{}Aborted", step.name()),
-                        note: format!("{msg}; rolling back"),
-                    },
-                )
-                .await;
-                return roll_back(drp, ctx, &ns, &pair).await;
+                ports
+                    .events
+                    .publish(
+                        &drp,
+                        EventNote {
+                            warning: true,
+                            reason: format!("{}Aborted", step.name()),
+                            note: format!("{msg}; rolling back"),
+                        },
+                    )
+                    .await;
+                return roll_back(drp, ports, &pair).await;
             }
-            Err(Failure::Retry(msg) | Failure::Abort(msg)) => {
+            Err(e) => {
+                let (msg, category) = (e.to_string(), e.category());
                 let attempts = tr.steps[idx].attempts;
                 tr.steps[idx].message = Some(msg.clone());
-                drp = write_status(ctx, &drp, &st).await?;
+                drp = ports.store.write_status(&drp, &st).await?;
                 let backoff = backoff(attempts);
                 warn!(
                     step = step.name(),
                     attempt = attempts,
+                    category = ?category,
                     retry_in_ms = backoff.as_millis() as u64,
                     "{msg}"
                 );
-                ctx.publish(
-                    &drp,
-                    EventNote {
-                        warning: true,
-                        reason: format!("{}Failed", step.name()),
-                        note: format!("attempt {attempts}: {msg}; retrying in {backoff:?}"),
-                    },
-                )
-                .await;
+                ports
+                    .events
+                    .publish(
+                        &drp,
+                        EventNote {
+                            warning: true,
+                            reason: format!("{}Failed", step.name()),
+                            note: format!("attempt {attempts}: {msg}; retrying in {backoff:?}"),
+                        },
+                    )
+                    .await;
                 return Ok(Action::requeue(backoff));
             }
         }
@@ -489,7 +508,7 @@ pub async fn run(mut drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action,
 /// with reason `InvalidJournal` and an Event, once; nothing else is done until the pair changes.
 async fn stop_invalid_journal(
     drp: DisasterRecoveryPair,
-    ctx: &Context,
+    ports: &Ports<'_>,
     msg: String,
 ) -> Result<Action, Error> {
     let mut st = drp.status.clone().unwrap_or_default();
@@ -506,56 +525,67 @@ async fn stop_invalid_journal(
             drp.metadata.generation,
             Timestamp::now(),
         );
-        let drp = write_status(ctx, &drp, &st).await?;
+        let drp = ports.store.write_status(&drp, &st).await?;
         warn!("{msg}");
-        ctx.publish(&drp, EventNote { warning: true, reason: reasons::INVALID_JOURNAL.into(), note: msg })
+        ports
+            .events
+            .publish(&drp, EventNote { warning: true, reason: reasons::INVALID_JOURNAL.into(), note: msg })
             .await;
     }
     Ok(Action::await_change())
 }
 
 /// Rolls a switchover back and closes its journal as `RolledBack`; retried until it succeeds.
-async fn roll_back(drp: DisasterRecoveryPair, ctx: &Context, ns: &str, pair: &str) -> Result<Action, Error> {
+async fn roll_back(drp: DisasterRecoveryPair, ports: &Ports<'_>, pair: &str) -> Result<Action, Error> {
     let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
-    let cx = step_ctx(ctx, &drp, ns, pair, &t, usize::MAX);
+    let cx = step_ctx(ports, &drp, pair, &t, usize::MAX);
     match steps::roll_back(&cx).await {
         Ok(msg) => {
             let mut st = drp.status.clone().unwrap_or_default();
             if let Some(tr) = st.last_transition.as_mut() {
-                tr.outcome = Some("RolledBack".into());
+                tr.outcome = Some(TransitionOutcome::RolledBack);
                 tr.finished_at = Some(Timestamp::now().to_string());
             }
             st.target_primary = None;
             st.phase = Some(Phase::Degraded);
-            let drp = write_status(ctx, &drp, &st).await?;
-            ctx.metrics
+            let drp = ports.store.write_status(&drp, &st).await?;
+            ports
+                .metrics
                 .transitions
                 .get_or_create(&crate::metrics::TransitionLabels {
                     pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
-                    kind: "Switchover".into(),
-                    trigger: "Switchover".into(),
-                    outcome: "RolledBack".into(),
+                    kind: Kind::Switchover.as_str().into(),
+                    trigger: Trigger::Switchover.as_str().into(),
+                    outcome: TransitionOutcome::RolledBack.as_str().into(),
                 })
                 .inc();
             warn!("switchover rolled back: {msg}");
-            ctx.publish(
-                &drp,
-                EventNote {
-                    warning: true,
-                    reason: "SwitchoverRolledBack".into(),
-                    note: format!("nothing was promoted; {msg}"),
-                },
-            )
-            .await;
+            ports
+                .events
+                .publish(
+                    &drp,
+                    EventNote {
+                        warning: true,
+                        reason: "SwitchoverRolledBack".into(),
+                        note: format!("nothing was promoted; {msg}"),
+                    },
+                )
+                .await;
             Ok(Action::requeue(Duration::from_millis(100)))
         }
         Err(e) => {
             warn!("rollback failed: {e}");
-            ctx.publish(
-                &drp,
-                EventNote { warning: true, reason: "RollbackFailed".into(), note: format!("{e}; retrying") },
-            )
-            .await;
+            ports
+                .events
+                .publish(
+                    &drp,
+                    EventNote {
+                        warning: true,
+                        reason: "RollbackFailed".into(),
+                        note: format!("{e}; retrying"),
+                    },
+                )
+                .await;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
     }
@@ -579,18 +609,18 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << exp)).min(Duration::from_secs(10))
 }
 
-async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Error> {
+async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(), Error> {
     let mut st = drp.status.clone().unwrap_or_default();
     let Some(t) = st.last_transition.as_mut() else { return Ok(()) };
     let now = Timestamp::now();
     let end = t.steps.last().and_then(|s| s.finished_at.clone()).unwrap_or_else(|| now.to_string());
     t.finished_at = Some(end.clone());
-    t.outcome = Some("Completed".into());
+    t.outcome = Some(TransitionOutcome::Completed);
     if let (Ok(a), Ok(b)) = (t.started_at.parse::<Timestamp>(), end.parse::<Timestamp>()) {
         t.rto_seconds = Some((b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);
     }
     let (from, to, epoch, rto, lost, kind) =
-        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.kind.clone());
+        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.kind);
     st.current_primary = Some(to.clone());
     st.target_primary = None;
     // Probes decide Healthy or Degraded on the next round; the old primary may still be down.
@@ -603,26 +633,27 @@ async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Err
         }
     }
     st.former_primary =
-        Some(FormerPrimary { site: from.clone(), assessment: "Pending".into(), ..Default::default() });
-    *drp = write_status(ctx, drp, &st).await?;
+        Some(FormerPrimary { site: from.clone(), assessment: Assessment::Pending, ..Default::default() });
+    *drp = ports.store.write_status(drp, &st).await?;
     let pair = crate::metrics::PairLabels {
         pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
     };
     if let Some(r) = rto {
-        ctx.metrics.rto_seconds.get_or_create(&pair).set(r);
+        ports.metrics.rto_seconds.get_or_create(&pair).set(r);
     }
     if let Some(l) = lost {
-        ctx.metrics.lost_wal_bytes.get_or_create(&pair).set(l);
+        ports.metrics.lost_wal_bytes.get_or_create(&pair).set(l);
     }
-    ctx.metrics.epoch.get_or_create(&pair).set(epoch);
-    let trigger = st.last_transition.as_ref().map(|t| t.trigger.clone()).unwrap_or_default();
-    ctx.metrics
+    ports.metrics.epoch.get_or_create(&pair).set(epoch.0);
+    let trigger = st.last_transition.as_ref().map(|t| t.trigger).unwrap_or_default();
+    ports
+        .metrics
         .transitions
         .get_or_create(&crate::metrics::TransitionLabels {
             pair: pair.pair.clone(),
-            kind: kind.clone(),
-            trigger,
-            outcome: "Completed".into(),
+            kind: kind.as_str().into(),
+            trigger: trigger.as_str().into(),
+            outcome: TransitionOutcome::Completed.as_str().into(),
         })
         .inc();
     let note = format!(
@@ -631,7 +662,7 @@ async fn finish(drp: &mut DisasterRecoveryPair, ctx: &Context) -> Result<(), Err
         lost.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into())
     );
     info!(%note, "{kind} complete");
-    ctx.publish(drp, EventNote { warning: false, reason: format!("{kind}Complete"), note }).await;
+    ports.events.publish(drp, EventNote { warning: false, reason: format!("{kind}Complete"), note }).await;
     Ok(())
 }
 

@@ -2,9 +2,26 @@
 //! `.status.lastTransition.steps` before and after it runs (see `executor`).
 
 pub mod executor;
+#[cfg(test)]
+pub(crate) mod fakes;
+pub mod ports;
+#[cfg(test)]
+mod scenarios;
 pub mod steps;
 
-use std::fmt;
+use std::{fmt, time::Duration};
+
+use crate::{
+    coord::WitnessError,
+    crd::{conditions::reasons, StepOutcome},
+    datasource::{self, RewriteError},
+    dns,
+    pg::{
+        admin::{self, OpenError},
+        Lsn,
+    },
+    recycle,
+};
 
 /// One step of a transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,36 +107,182 @@ pub enum Outcome {
     Skipped(String),
 }
 
-/// Why a step did not finish.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// Try again with backoff (a target is down, a write conflicted).
-    Retry(String),
-    /// Give up the transition and roll back what can be rolled back (switchover before TakeEpoch).
-    Abort(String),
-}
-
-impl From<String> for Failure {
-    fn from(s: String) -> Self {
-        Failure::Retry(s)
+impl Outcome {
+    /// The journal's value and the message.
+    pub fn parts(self) -> (StepOutcome, String) {
+        match self {
+            Outcome::Succeeded(m) => (StepOutcome::Succeeded, m),
+            Outcome::Skipped(m) => (StepOutcome::Skipped, m),
+        }
     }
 }
 
-/// The kind of a transition.
+/// What a step error calls for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Failover,
-    Switchover,
+pub enum Category {
+    /// The spec or a Secret is wrong (a missing key, a field that does not parse): retried with
+    /// backoff, since the fix can land at any moment.
+    Configuration,
+    /// A target did not answer or a write conflicted: retried with backoff.
+    Transient,
+    /// Trying again cannot help. A switchover stops here and is rolled back while it still can
+    /// (before `TakeEpoch`); after the epoch is taken nothing can be undone, so the step is
+    /// retried like any other until a human steps in.
+    Fatal,
 }
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
+/// Why a step did not finish. The message is one line naming the target (never a credential).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// No admin session on a site; `context` is what the message starts with (`standby `).
+    #[error("{context}{source}")]
+    Connect { context: String, source: Box<OpenError> },
+    /// A statement failed on a site; `context` is what the message starts with (`fence east: `).
+    #[error("{context}{source}")]
+    Sql { context: String, source: admin::Error },
+    #[error(transparent)]
+    Recycle(Box<recycle::Error>),
+    #[error(transparent)]
+    Dns(Box<dns::Error>),
+    #[error(transparent)]
+    DataSource(Box<RewriteError>),
+    #[error(transparent)]
+    Epoch(Box<EpochRefusal>),
+    /// A field of the spec that the step cannot use (a site, `dnsTarget`, `maxLagBytes`).
+    #[error("{0}")]
+    Spec(String),
+    #[error("standby {standby} is not in recovery: it does not follow {primary}")]
+    NotInRecovery { standby: String, primary: String },
+    #[error("standby {standby} is not streaming from {primary} (WAL receiver: {receiver})")]
+    NotStreaming { standby: String, primary: String, receiver: String },
+    #[error(
+        "lag {} > maxLagBytes {}: the catch-up would hold writers too long",
+        crate::units::human_bytes(*.lag),
+        crate::units::human_bytes(*.max)
+    )]
+    LagOverBudget { lag: u64, max: u64 },
+    #[error("no final LSN recorded by Quiesce")]
+    NoFinalLsn,
+    #[error("{standby} replayed only up to {replayed} of {target} within catchUpTimeout {timeout:?} ({} bytes short)", .target.bytes_after(*.replayed))]
+    CatchUpTimeout { standby: String, replayed: Lsn, target: Lsn, timeout: Duration },
+    #[error("{site} marker holds epoch {held}, newer than ours ({ours}): a newer transition owns this pair")]
+    NewerMarker { site: String, held: i64, ours: i64 },
+    /// A switchover step that kept failing: it stops, so that the switchover can be rolled back.
+    #[error("{source} (after {attempts} attempts)")]
+    GaveUp { attempts: i32, source: Box<StepError> },
+    /// The switchover's pre-check: any doubt stops it before anything changed.
+    #[error(transparent)]
+    NotReady(Box<StepError>),
+}
+
+impl StepError {
+    pub fn category(&self) -> Category {
+        use Category::*;
         match self {
-            Kind::Failover => "Failover",
-            Kind::Switchover => "Switchover",
+            StepError::Connect { source, .. } if source.is_config() => Configuration,
+            StepError::Connect { .. } | StepError::Sql { .. } => Transient,
+            StepError::Recycle(e) if e.is_config() => Configuration,
+            StepError::Recycle(_) => Transient,
+            StepError::Dns(e) if matches!(**e, dns::Error::Stale { .. }) => Fatal,
+            StepError::Dns(e) if e.is_config() => Configuration,
+            StepError::Dns(_) => Transient,
+            StepError::DataSource(e) => match e.target() {
+                datasource::Error::Stale { .. } => Fatal,
+                datasource::Error::Target { .. } => Configuration,
+                datasource::Error::Api { .. } => Transient,
+            },
+            StepError::Epoch(e) => e.category(),
+            StepError::Spec(_) => Configuration,
+            StepError::NotInRecovery { .. }
+            | StepError::NotStreaming { .. }
+            | StepError::LagOverBudget { .. }
+            | StepError::NoFinalLsn
+            | StepError::CatchUpTimeout { .. }
+            | StepError::NewerMarker { .. }
+            | StepError::GaveUp { .. }
+            | StepError::NotReady(_) => Fatal,
         }
     }
 
+    /// `source` with what the step was doing with a site.
+    pub fn connect(context: impl Into<String>, source: OpenError) -> StepError {
+        StepError::Connect { context: context.into(), source: Box::new(source) }
+    }
+
+    /// `source` with what the step was doing on a site.
+    pub fn sql(context: impl Into<String>, source: admin::Error) -> StepError {
+        StepError::Sql { context: context.into(), source }
+    }
+}
+
+impl From<recycle::Error> for StepError {
+    fn from(e: recycle::Error) -> Self {
+        StepError::Recycle(Box::new(e))
+    }
+}
+
+impl From<dns::Error> for StepError {
+    fn from(e: dns::Error) -> Self {
+        StepError::Dns(Box::new(e))
+    }
+}
+
+impl From<RewriteError> for StepError {
+    fn from(e: RewriteError) -> Self {
+        StepError::DataSource(Box::new(e))
+    }
+}
+
+impl From<EpochRefusal> for StepError {
+    fn from(e: EpochRefusal) -> Self {
+        StepError::Epoch(Box::new(e))
+    }
+}
+
+/// The start of `EpochRefusal::Ahead`'s message.
+pub const AHEAD: &str = "the witness is ahead of this pair's status";
+
+/// Why the epoch could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum EpochRefusal {
+    #[error("cannot take the epoch: {0}")]
+    WitnessUnavailable(WitnessError),
+    #[error(
+        "{holder} still holds the primary site's leader key in etcd (lease {ttl_left_s}s left): it has not given \
+         up serving, so nothing is promoted until the lease expires (by then {holder} has fenced its own database)"
+    )]
+    LeaderKeyHeld { holder: String, ttl_left_s: i64 },
+    /// The witness holds a newer epoch than this status (a pair created again, or another controller).
+    #[error("{AHEAD}: etcd holds epoch {held}, this status {ours}")]
+    Ahead { held: i64, ours: i64 },
+    #[error("epoch {held} is held by {holder} in etcd (ours was {ours}): another controller acted")]
+    Lost { held: i64, holder: String, ours: i64 },
+}
+
+impl EpochRefusal {
+    /// The `FailoverBlocked` reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EpochRefusal::WitnessUnavailable(_) => reasons::WITNESS_UNAVAILABLE,
+            EpochRefusal::LeaderKeyHeld { .. } => reasons::LEADER_KEY_HELD,
+            EpochRefusal::Ahead { .. } | EpochRefusal::Lost { .. } => reasons::LOST_EPOCH_SWAP,
+        }
+    }
+
+    pub fn category(&self) -> Category {
+        match self {
+            EpochRefusal::WitnessUnavailable(e) if e.is_config() => Category::Configuration,
+            EpochRefusal::WitnessUnavailable(_) | EpochRefusal::LeaderKeyHeld { .. } => Category::Transient,
+            EpochRefusal::Ahead { .. } | EpochRefusal::Lost { .. } => Category::Fatal,
+        }
+    }
+}
+
+/// The kind of a transition (the journal's own type).
+pub use crate::crd::TransitionKind as Kind;
+
+impl Kind {
+    /// The steps of a transition of this kind, in order.
     pub fn steps(self) -> &'static [Step] {
         match self {
             Kind::Failover => &Step::FAILOVER,

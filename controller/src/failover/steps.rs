@@ -4,23 +4,14 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use kube::Client;
-
-use super::{Failure, Outcome, Step};
-use crate::{
-    crd::DisasterRecoveryPairSpec,
-    datasource,
-    dns::{dns_endpoint, rfc2136},
-    pg::{admin, conn, Lsn},
-    recycle::{self, pgbouncer::Console},
-    secrets::Secrets,
-};
+use super::{ports::Ports, Outcome, Step, StepError};
+use crate::{crd::DisasterRecoveryPairSpec, datasource::Rewrite, dns, pg::Lsn, recycle::NewPrimary};
 
 /// Everything a step needs.
 pub struct StepCtx<'a> {
-    pub client: &'a Client,
-    pub http: &'a reqwest::Client,
-    pub ns: &'a str,
+    /// The side effects, through their ports.
+    pub ports: &'a Ports<'a>,
+    /// `<namespace>/<name>` (the epoch marker's key).
     pub pair: &'a str,
     pub spec: &'a DisasterRecoveryPairSpec,
     pub from: &'a str,
@@ -38,7 +29,7 @@ pub struct StepCtx<'a> {
 }
 
 /// A step's result: its outcome and the figures some steps measure.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Done {
     pub outcome: Option<Outcome>,
     /// `Promote`: WAL bytes the promoted standby did not have.
@@ -63,80 +54,72 @@ impl Done {
 pub const FENCE_ATTEMPTS: i32 = 3;
 
 /// Runs one step (never `TakeEpoch`, which the executor does itself).
-pub async fn run(step: Step, cx: &StepCtx<'_>) -> Result<Done, Failure> {
+pub async fn run(step: Step, cx: &StepCtx<'_>) -> Result<Done, StepError> {
     match step {
         Step::TakeEpoch => Ok(Done::ok("epoch taken when the transition started")),
-        Step::PreCheck => pre_check(cx).await,
-        Step::Quiesce => quiesce(cx).await,
+        Step::PreCheck => pre_check(cx).await.map_err(|e| StepError::NotReady(Box::new(e))),
+        Step::Quiesce => quiesce(cx).await.map_err(|e| give_up_after(cx, e)),
         Step::CatchUp => catch_up(cx).await,
-        Step::Fence => Ok(fence(cx).await?),
-        Step::Promote => Ok(promote(cx).await?),
-        Step::VerifyWritable => Ok(verify_writable(cx).await?),
-        Step::RewriteDataSource => Ok(rewrite(cx).await?),
-        Step::Recycle => Ok(recycle_all(cx).await?),
-        Step::FlipDns => Ok(flip_dns(cx).await?),
+        Step::Fence => fence(cx).await,
+        Step::Promote => promote(cx).await,
+        Step::VerifyWritable => verify_writable(cx).await,
+        Step::RewriteDataSource => rewrite(cx).await,
+        Step::Recycle => recycle_all(cx).await,
+        Step::FlipDns => flip_dns(cx).await,
     }
 }
 
 /// Switchover attempts at a step that can still roll back before giving up.
 pub const SWITCHOVER_ATTEMPTS: i32 = 3;
 
-fn retry_or_abort(cx: &StepCtx<'_>, msg: String) -> Failure {
+/// A switchover step's error, made fatal on its last attempt (so that the switchover rolls back).
+fn give_up_after(cx: &StepCtx<'_>, e: StepError) -> StepError {
     if cx.attempts + 1 >= SWITCHOVER_ATTEMPTS {
-        Failure::Abort(format!("{msg} (after {SWITCHOVER_ATTEMPTS} attempts)"))
+        StepError::GaveUp { attempts: SWITCHOVER_ATTEMPTS, source: Box::new(e) }
     } else {
-        Failure::Retry(msg)
+        e
     }
 }
 
-async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, Failure> {
-    let s = connect_site(cx, cx.to).await.map_err(|e| Failure::Abort(format!("standby {e}")))?;
-    let streaming: Option<String> = s
-        .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
-        .await
-        .map_err(|e| Failure::Abort(format!("standby {}: {}", cx.to, conn::describe(&e))))?
-        .and_then(|r| r.try_get(0).ok());
-    if !admin::in_recovery(&s).await.map_err(|e| Failure::Abort(e.to_string()))? {
-        return Err(Failure::Abort(format!(
-            "standby {} is not in recovery: it does not follow {}",
-            cx.to, cx.from
-        )));
+/// The site `name` of the spec, or the configuration error naming it.
+fn site<'a>(cx: &StepCtx<'a>, name: &str) -> Result<(usize, &'a crate::crd::Site), StepError> {
+    cx.spec.site(name).map_err(StepError::Spec)
+}
+
+async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("standby ", e))?;
+    let streaming =
+        s.wal_receiver_status().await.map_err(|e| StepError::sql(format!("standby {}: ", cx.to), e))?;
+    if !s.in_recovery().await.map_err(|e| StepError::sql("", e))? {
+        return Err(StepError::NotInRecovery { standby: cx.to.into(), primary: cx.from.into() });
     }
     if streaming.as_deref() != Some("streaming") {
-        return Err(Failure::Abort(format!(
-            "standby {} is not streaming from {} (WAL receiver: {})",
-            cx.to,
-            cx.from,
-            streaming.as_deref().unwrap_or("none")
-        )));
+        return Err(StepError::NotStreaming {
+            standby: cx.to.into(),
+            primary: cx.from.into(),
+            receiver: streaming.unwrap_or_else(|| "none".into()),
+        });
     }
-    let p = connect_site(cx, cx.from).await.map_err(|e| Failure::Abort(format!("primary {e}")))?;
-    let head = admin::current_lsn(&p).await.map_err(|e| Failure::Abort(e.to_string()))?;
-    let (_, replay) = admin::standby_lsns(&s).await.map_err(|e| Failure::Abort(e.to_string()))?;
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| StepError::connect("primary ", e))?;
+    let head = p.current_lsn().await.map_err(|e| StepError::sql("", e))?;
+    let (_, replay) = s.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
     let lag = head.bytes_after(replay.unwrap_or_default());
-    let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0).map_err(Failure::Abort)?;
+    let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0).map_err(StepError::Spec)?;
     if lag > max {
-        return Err(Failure::Abort(format!(
-            "lag {} > maxLagBytes {}: the catch-up would hold writers too long",
-            crate::units::human_bytes(lag),
-            crate::units::human_bytes(max)
-        )));
+        return Err(StepError::LagOverBudget { lag, max });
     }
     Ok(Done::ok(format!("{} streams from {}, lag {} bytes", cx.to, cx.from, lag)))
 }
 
-async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, Failure> {
+async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     // PgBouncer first: PAUSE waits for running transactions and holds new ones, so the clients
     // queue instead of failing; then the primary refuses writes from anyone who went around it.
-    for c in consoles(cx).await {
-        let c = c.map_err(|e| retry_or_abort(cx, e))?;
-        c.pause(cx.timeout.max(Duration::from_secs(5)))
-            .await
-            .map_err(|e| retry_or_abort(cx, e.to_string()))?;
+    for r in &cx.ports.recyclers {
+        r.hold(cx.timeout.max(Duration::from_secs(5))).await?;
     }
-    let p = connect_site(cx, cx.from).await.map_err(|e| retry_or_abort(cx, format!("primary {e}")))?;
-    let n = admin::fence(&p).await.map_err(|e| retry_or_abort(cx, format!("fence {}: {e}", cx.from)))?;
-    let lsn = admin::current_lsn(&p).await.map_err(|e| retry_or_abort(cx, e.to_string()))?;
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| StepError::connect("primary ", e))?;
+    let n = p.fence().await.map_err(|e| StepError::sql(format!("fence {}: ", cx.from), e))?;
+    let lsn = p.current_lsn().await.map_err(|e| StepError::sql("", e))?;
     Ok(Done {
         outcome: Some(Outcome::Succeeded(format!(
             "writers held at PgBouncer, {} read-only ({n} sessions terminated), final LSN {lsn}",
@@ -147,27 +130,26 @@ async fn quiesce(cx: &StepCtx<'_>) -> Result<Done, Failure> {
     })
 }
 
-async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, Failure> {
-    let Some(target) = cx.last_primary_lsn else {
-        return Err(Failure::Abort("no final LSN recorded by Quiesce".into()));
-    };
+async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let Some(target) = cx.last_primary_lsn else { return Err(StepError::NoFinalLsn) };
     let timeout: Duration = cx.spec.failover.catch_up_timeout.into();
     let started = cx.step_started.unwrap_or_else(jiff::Timestamp::now);
     let deadline =
         started.checked_add(jiff::SignedDuration::try_from(timeout).unwrap_or_default()).unwrap_or(started);
-    let s = connect_site(cx, cx.to).await?;
+    let s = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
     loop {
-        let (_, replay) = admin::standby_lsns(&s).await.map_err(|e| e.to_string())?;
+        let (_, replay) = s.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
         let replay = replay.unwrap_or_default();
         if replay >= target {
             return Ok(Done::ok(format!("{} replayed {replay} ≥ final LSN {target}", cx.to)));
         }
         if jiff::Timestamp::now() > deadline {
-            return Err(Failure::Abort(format!(
-                "{} replayed only up to {replay} of {target} within catchUpTimeout {timeout:?} ({} bytes short)",
-                cx.to,
-                target.bytes_after(replay)
-            )));
+            return Err(StepError::CatchUpTimeout {
+                standby: cx.to.into(),
+                replayed: replay,
+                target,
+                timeout,
+            });
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -175,62 +157,28 @@ async fn catch_up(cx: &StepCtx<'_>) -> Result<Done, Failure> {
 
 /// Undoes a switchover that stopped before `TakeEpoch`: the old primary writable again, PgBouncer
 /// resumed. Safe to run more than once.
-pub async fn roll_back(cx: &StepCtx<'_>) -> Result<String, String> {
-    let p = connect_site(cx, cx.from).await?;
-    admin::unfence(&p).await.map_err(|e| format!("unfence {}: {e}", cx.from))?;
-    for c in consoles(cx).await {
-        c?.resume(cx.timeout).await.map_err(|e| e.to_string())?;
+pub async fn roll_back(cx: &StepCtx<'_>) -> Result<String, StepError> {
+    let p = cx.ports.pg.connect(cx.from).await.map_err(|e| StepError::connect("", e))?;
+    p.unfence().await.map_err(|e| StepError::sql(format!("unfence {}: ", cx.from), e))?;
+    for r in &cx.ports.recyclers {
+        r.release(cx.timeout).await?;
     }
     Ok(format!("{} writable again, PgBouncer resumed", cx.from))
 }
 
-async fn connect_site(cx: &StepCtx<'_>, name: &str) -> Result<tokio_postgres::Client, String> {
-    let (i, s) = cx.spec.site(name)?;
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
-    let (target, _) = conn::resolve(&secrets, i, s, cx.timeout).await.map_err(|e| e.to_string())?;
-    tokio::time::timeout(cx.timeout, conn::connect(&target))
-        .await
-        .map_err(|_| {
-            format!("{name} ({}:{}): no answer within {:?}", s.postgres.host, s.postgres.port, cx.timeout)
-        })?
-        .map_err(|e| format!("{name} ({}:{}): {e}", s.postgres.host, s.postgres.port))
-}
-
-async fn consoles(cx: &StepCtx<'_>) -> Vec<Result<Console, String>> {
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
-    let mut out = Vec::new();
-    for (i, r) in cx.spec.recycle.iter().enumerate() {
-        let Some(pgb) = &r.pg_bouncer else { continue };
-        let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
-        let c = match secrets.get(&pgb.admin_secret.name, &["username", "password"], &field).await {
-            Ok(d) => Console::connect(pgb, d.value("username"), d.value("password"), cx.timeout)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        out.push(c);
-    }
-    out
-}
-
-async fn fence(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let old = match connect_site(cx, cx.from).await {
+async fn fence(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let old = match cx.ports.pg.connect(cx.from).await {
         Ok(c) => c,
         Err(e) => return Ok(Done::skipped(format!("old primary unreachable, nothing to fence: {e}"))),
     };
     // Hold new transactions at the poolers first, so nothing new starts on the old primary.
     let mut notes = Vec::new();
-    for c in consoles(cx).await {
-        match c {
-            Ok(c) => {
-                if let Err(e) = c.pause(cx.timeout).await {
-                    notes.push(format!("pause skipped: {e}"));
-                }
-            }
-            Err(e) => notes.push(format!("pause skipped: {e}")),
+    for r in &cx.ports.recyclers {
+        if let Err(e) = r.hold(cx.timeout).await {
+            notes.push(format!("pause skipped: {e}"));
         }
     }
-    match admin::fence(&old).await {
+    match old.fence().await {
         Ok(n) => {
             let mut msg = format!("{} read-only, {n} client sessions terminated", cx.from);
             if !notes.is_empty() {
@@ -242,31 +190,32 @@ async fn fence(cx: &StepCtx<'_>) -> Result<Done, String> {
             "fencing {} failed {FENCE_ATTEMPTS} times, going on without it: {e}",
             cx.from
         ))),
-        Err(e) => Err(format!("fence {}: {e}", cx.from)),
+        Err(e) => Err(StepError::sql(format!("fence {}: ", cx.from), e)),
     }
 }
 
-async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let c = connect_site(cx, cx.to).await?;
+async fn promote(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
     let mut lost = None;
     let mut fork = None;
-    if admin::in_recovery(&c).await.map_err(|e| e.to_string())? {
+    if c.in_recovery().await.map_err(|e| StepError::sql("", e))? {
         // What the standby holds now is what survives the promotion (it replays all it received).
-        let (recv, replay) = admin::standby_lsns(&c).await.map_err(|e| e.to_string())?;
+        let (recv, replay) = c.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
         let kept = recv.max(replay);
         fork = kept;
         if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept) {
             lost = Some(i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX));
         }
     }
-    let promoted = admin::promote(&c, cx.timeout.max(Duration::from_secs(30)))
+    let promoted = c
+        .promote(cx.timeout.max(Duration::from_secs(30)))
         .await
-        .map_err(|e| format!("{}: {e}", cx.to))?;
+        .map_err(|e| StepError::sql(format!("{}: ", cx.to), e))?;
     let msg =
         if promoted { format!("{} promoted", cx.to) } else { format!("{} was already promoted", cx.to) };
     // The exact fork point, from the new timeline's history file; what the standby held is the
     // fallback (it can read as the start of a segment, past the real switch point).
-    if let Ok(Some(switch)) = admin::timeline_switch_point(&c).await {
+    if let Ok(Some(switch)) = c.timeline_switch_point().await {
         fork = Some(switch);
     }
     Ok(Done {
@@ -277,166 +226,207 @@ async fn promote(cx: &StepCtx<'_>) -> Result<Done, String> {
     })
 }
 
-async fn verify_writable(cx: &StepCtx<'_>) -> Result<Done, String> {
-    let c = connect_site(cx, cx.to).await?;
-    let held = admin::write_epoch_marker(&c, cx.pair, cx.to, cx.epoch)
+async fn verify_writable(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    let c = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
+    let held = c
+        .write_epoch_marker(cx.pair, cx.to, cx.epoch)
         .await
-        .map_err(|e| format!("{}: {e}", cx.to))?;
+        .map_err(|e| StepError::sql(format!("{}: ", cx.to), e))?;
     if held != cx.epoch {
-        return Err(format!(
-            "{} marker holds epoch {held}, newer than ours ({}): a newer transition owns this pair",
-            cx.to, cx.epoch
-        ));
+        return Err(StepError::NewerMarker { site: cx.to.into(), held, ours: cx.epoch });
     }
     Ok(Done::ok(format!("{} committed the epoch {} marker", cx.to, cx.epoch)))
 }
 
-async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, String> {
-    if cx.spec.data_source.is_empty() {
-        return Ok(Done::skipped("no spec.dataSource targets"));
+async fn rewrite(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    match cx.ports.data_source.rewrite(cx.spec, cx.to, cx.epoch).await? {
+        Rewrite::NoTargets => Ok(Done::skipped("no spec.dataSource targets")),
+        Rewrite::AlreadyRight => Ok(Done::ok(format!("every DataSource target already points at {}", cx.to))),
+        Rewrite::Rewrote { objects, targets } => Ok(Done::ok(format!(
+            "{objects} object(s) holding {targets} DataSource target(s) rewritten to {}",
+            cx.to
+        ))),
     }
-    let plan = datasource::plan(cx.client, cx.ns, cx.spec, cx.to, cx.epoch)
-        .await
-        .map_err(|e| format!("nothing was written: {e}"))?;
-    if plan.is_empty() {
-        return Ok(Done::ok(format!("every DataSource target already points at {}", cx.to)));
-    }
-    datasource::check(cx.client, cx.ns, &plan).await.map_err(|e| format!("nothing was written: {e}"))?;
-    let n = datasource::apply(cx.client, cx.ns, plan).await.map_err(|e| e.to_string())?;
-    Ok(Done::ok(format!(
-        "{n} object(s) holding {} DataSource target(s) rewritten to {}",
-        cx.spec.data_source.len(),
-        cx.to
-    )))
 }
 
-async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, String> {
-    if cx.spec.recycle.is_empty() {
+async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    if cx.ports.recyclers.is_empty() {
         return Ok(Done::skipped("no spec.recycle entries"));
     }
-    let (_, to) = cx.spec.site(cx.to)?;
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
+    let (_, to) = site(cx, cx.to)?;
+    let new_primary = NewPrimary { site: cx.to, postgres: &to.postgres, epoch: cx.epoch };
     let mut done = Vec::new();
-    for (i, r) in cx.spec.recycle.iter().enumerate() {
-        if let Some(pgb) = &r.pg_bouncer {
-            let field = format!("spec.recycle[{i}].pgBouncer");
-            let creds = secrets
-                .get(&pgb.admin_secret.name, &["username", "password"], &format!("{field}.adminSecret"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let console = Console::connect(pgb, creds.value("username"), creds.value("password"), cx.timeout)
-                .await
-                .map_err(|e| format!("{field}: {e}"))?;
-            match &pgb.databases_file {
-                Some(path) => {
-                    let dbname = pgb.backend_database.clone().unwrap_or_else(|| to.postgres.database.clone());
-                    let content = recycle::pgbouncer::databases_file(
-                        &pgb.database,
-                        &to.postgres.host,
-                        to.postgres.port,
-                        &dbname,
-                        cx.epoch,
-                    );
-                    recycle::pgbouncer::write_databases_file(path, &content)
-                        .map_err(|e| format!("{field}.databasesFile {path}: {e}"))?;
-                    // Always RELOAD: a crash between write and reload must not leave PgBouncer on the old file.
-                    console.reload(cx.timeout).await.map_err(|e| format!("{field}: {e}"))?;
-                }
-                None => console.reconnect(cx.timeout).await.map_err(|e| format!("{field}: {e}"))?,
-            }
-            console.resume(cx.timeout).await.map_err(|e| format!("{field}: {e}"))?;
-            done.push(format!("pgbouncer {}:{} → {}", pgb.host, pgb.port, cx.to));
-        }
-        if let Some(h) = &r.http {
-            let field = format!("spec.recycle[{i}].http");
-            let token = match &h.token_secret {
-                Some(t) => Some(
-                    secrets
-                        .get(&t.name, &["token"], &format!("{field}.tokenSecret"))
-                        .await
-                        .map_err(|e| e.to_string())?,
-                ),
-                None => None,
-            };
-            recycle::http::call(cx.http, h, token.as_ref().map(|t| t.value("token")), cx.timeout)
-                .await
-                .map_err(|e| format!("{field}: {e}"))?;
-            done.push(format!("{} {}", h.method, crate::probe::http::redact(&h.url)));
-        }
-        if let Some(rr) = &r.rollout_restart {
-            recycle::rollout::restart(cx.client, cx.ns, rr.kind, &rr.name, cx.epoch)
-                .await
-                .map_err(|e| format!("spec.recycle[{i}].rolloutRestart: {e}"))?;
-            done.push(format!("restarted {:?} {}", rr.kind, rr.name));
-        }
+    for r in &cx.ports.recyclers {
+        done.push(r.recycle(&new_primary).await?);
     }
     Ok(Done::ok(done.join(", ")))
 }
 
-async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, String> {
-    if cx.spec.dns.is_empty() {
+async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, StepError> {
+    if cx.ports.dns.is_empty() {
         return Ok(Done::skipped("no spec.dns records"));
     }
-    let (i, to) = cx.spec.site(cx.to)?;
-    let target = to
-        .dns_target
-        .as_deref()
-        .ok_or_else(|| format!("spec.sites[{i}].dnsTarget is required when spec.dns lists records"))?;
-    let addr: IpAddr =
-        target.parse().map_err(|_| format!("spec.sites[{i}].dnsTarget {target:?} is not an IP address"))?;
-    let secrets = Secrets::new(cx.client.clone(), cx.ns);
+    let (i, to) = site(cx, cx.to)?;
+    let target = to.dns_target.as_deref().ok_or_else(|| {
+        StepError::Spec(format!("spec.sites[{i}].dnsTarget is required when spec.dns lists records"))
+    })?;
+    let addr: IpAddr = target
+        .parse()
+        .map_err(|_| StepError::Spec(format!("spec.sites[{i}].dnsTarget {target:?} is not an IP address")))?;
+    let target = dns::Target { text: target, addr };
     let mut done = Vec::new();
-    for (j, r) in cx.spec.dns.iter().enumerate() {
-        if let Some(rfc) = &r.rfc2136 {
-            let field = format!("spec.dns[{j}].rfc2136");
-            let server = rfc2136::server_addr(&rfc.server).map_err(|e| format!("{field}.{e}"))?;
-            let name = rfc2136::fqdn(&rfc.name, &rfc.zone).map_err(|e| format!("{field}.{e}"))?;
-            let now =
-                rfc2136::current(server, &name, cx.timeout).await.map_err(|e| format!("{field}: {e}"))?;
-            if now != [addr] {
-                let key = rfc2136::key_from_secret(&secrets, rfc, &field).await?;
-                let ttl = u32::try_from(rfc.ttl).unwrap_or(30);
-                rfc2136::replace(server, &rfc.zone, &name, ttl, addr, &key, cx.timeout)
-                    .await
-                    .map_err(|e| format!("{field}: {e}"))?;
-                // Confirm: the authoritative server must answer the new address.
-                let deadline = tokio::time::Instant::now() + cx.timeout.max(Duration::from_secs(5));
-                loop {
-                    let answer = rfc2136::current(server, &name, cx.timeout)
-                        .await
-                        .map_err(|e| format!("{field}: {e}"))?;
-                    if answer == [addr] {
-                        break;
-                    }
-                    if tokio::time::Instant::now() > deadline {
-                        return Err(format!(
-                            "{field}: {server} still answers {answer:?} for {name} after the update"
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            done.push(format!("{name} A {addr} (confirmed at {server})"));
-        }
-        if let Some(de) = &r.dns_endpoint {
-            let field = format!("spec.dns[{j}].dnsEndpoint");
-            let cur =
-                dns_endpoint::current(cx.client, cx.ns, de).await.map_err(|e| format!("{field}: {e}"))?;
-            if let Some((_, held)) = &cur {
-                if *held > cx.epoch {
-                    return Err(format!(
-                        "{field}: DNSEndpoint {} carries epoch {held}, newer than ours ({})",
-                        de.name, cx.epoch
-                    ));
-                }
-            }
-            if cur.map(|(t, _)| t) != Some(vec![target.to_string()]) {
-                dns_endpoint::apply(cx.client, cx.ns, de, target, cx.epoch)
-                    .await
-                    .map_err(|e| format!("{field}: {e}"))?;
-            }
-            done.push(format!("DNSEndpoint {} → {target}", de.name));
-        }
+    for p in &cx.ports.dns {
+        done.push(p.point_at(&target, cx.epoch).await?);
     }
     Ok(Done::ok(done.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::{
+        fakes::{spec, World, INJECTED, PRIMARY_LSN, STANDBY_LSN},
+        Category,
+    };
+
+    fn cx<'a>(ports: &'a Ports<'a>, spec: &'a DisasterRecoveryPairSpec, attempts: i32) -> StepCtx<'a> {
+        StepCtx {
+            ports,
+            pair: "ns/chat",
+            spec,
+            from: "east",
+            to: "west",
+            epoch: 1,
+            timeout: Duration::from_secs(1),
+            attempts,
+            last_primary_lsn: Some(PRIMARY_LSN),
+            step_started: None,
+        }
+    }
+
+    fn message(r: &Result<Done, StepError>) -> String {
+        match r {
+            Ok(Done { outcome: Some(Outcome::Succeeded(m) | Outcome::Skipped(m)), .. }) => m.clone(),
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The error's category and message.
+    fn failed(r: &Result<Done, StepError>) -> (Option<Category>, String) {
+        (r.as_ref().err().map(StepError::category), message(r))
+    }
+
+    #[tokio::test]
+    async fn pre_check_refuses_a_standby_that_does_not_follow_or_lags_too_far() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let ok = run(Step::PreCheck, &cx(&ports, &spec, 0)).await;
+        assert_eq!(message(&ok), "west streams from east, lag 256 bytes");
+
+        w.pg.set("east", |s| s.lsn = Lsn(STANDBY_LSN.0 + (64 << 20)));
+        let (category, m) = failed(&run(Step::PreCheck, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert!(m.starts_with("lag 64.0 MiB > maxLagBytes 16.0 MiB"), "{m}");
+
+        w.pg.set("west", |s| s.in_recovery = false);
+        let (category, m) = failed(&run(Step::PreCheck, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert_eq!(m, "standby west is not in recovery: it does not follow east");
+
+        w.pg.set("west", |s| s.reachable = false);
+        // Unreachable would be transient anywhere else; the pre-check stops on any doubt.
+        let (category, m) = failed(&run(Step::PreCheck, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert!(m.starts_with("standby west (pg-west:5432)"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn quiesce_holds_the_poolers_fences_and_reads_the_final_lsn_and_roll_back_undoes_it() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let done = run(Step::Quiesce, &cx(&ports, &spec, 0)).await.expect("quiesce");
+        assert_eq!(done.final_lsn, Some(PRIMARY_LSN));
+        assert!(w.pgbouncer.seen().held && w.pg.server("east").fenced);
+
+        let said = roll_back(&cx(&ports, &spec, 0)).await.expect("roll back");
+        assert_eq!(said, "east writable again, PgBouncer resumed");
+        assert!(!w.pgbouncer.seen().held && !w.pg.server("east").fenced);
+
+        // A failing quiesce is retried until the last switchover attempt, then stops.
+        w.pg.faults.fail("east:fence", u32::MAX);
+        let (category, m) = failed(&run(Step::Quiesce, &cx(&ports, &spec, 0)).await);
+        assert_eq!((category, m), (Some(Category::Transient), format!("fence east: fence: {INJECTED}")));
+        let (category, m) = failed(&run(Step::Quiesce, &cx(&ports, &spec, SWITCHOVER_ATTEMPTS - 1)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert_eq!(m, format!("fence east: fence: {INJECTED} (after 3 attempts)"));
+    }
+
+    #[tokio::test]
+    async fn promote_measures_what_the_standby_did_not_have_and_promotes_once() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let done = run(Step::Promote, &cx(&ports, &spec, 0)).await.expect("promote");
+        assert_eq!(done.lost_wal_bytes, Some(256));
+        assert_eq!(done.promoted_at_lsn, Some(STANDBY_LSN));
+        let again = run(Step::Promote, &cx(&ports, &spec, 1)).await;
+        assert_eq!(message(&again), "west was already promoted");
+        assert_eq!(w.pg.promotions(), 1);
+    }
+
+    #[tokio::test]
+    async fn verify_writable_refuses_a_marker_of_a_newer_transition() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        w.pg.set("west", |s| (s.in_recovery, s.marker) = (false, Some(7)));
+        let (category, m) = failed(&run(Step::VerifyWritable, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Fatal));
+        assert_eq!(m, "west marker holds epoch 7, newer than ours (1): a newer transition owns this pair");
+        w.pg.set("west", |s| s.marker = Some(1));
+        assert_eq!(
+            message(&run(Step::VerifyWritable, &cx(&ports, &spec, 0)).await),
+            "west committed the epoch 1 marker"
+        );
+    }
+
+    #[tokio::test]
+    async fn rewrite_recycle_and_dns_say_what_they_did_and_skip_what_is_not_configured() {
+        let (w, spec) = (World::new(), spec());
+        let ports = w.ports();
+        let c = cx(&ports, &spec, 0);
+        assert_eq!(
+            message(&run(Step::RewriteDataSource, &c).await),
+            "1 object(s) holding 1 DataSource target(s) rewritten to west"
+        );
+        assert_eq!(
+            message(&run(Step::RewriteDataSource, &c).await),
+            "every DataSource target already points at west"
+        );
+        assert_eq!(message(&run(Step::Recycle, &c).await), "fake → west, fake → west");
+        assert_eq!(w.pgbouncer.seen().recycled, vec![("west".to_string(), 1)]);
+        assert_eq!(message(&run(Step::FlipDns, &c).await), "chat.example.test. A 192.0.2.20");
+
+        let mut bare = w.ports();
+        bare.recyclers.clear();
+        bare.dns.clear();
+        let c = cx(&bare, &spec, 0);
+        assert_eq!(message(&run(Step::Recycle, &c).await), "no spec.recycle entries");
+        assert_eq!(message(&run(Step::FlipDns, &c).await), "no spec.dns records");
+    }
+
+    #[tokio::test]
+    async fn flip_dns_needs_the_new_site_to_name_an_address() {
+        let w = World::new();
+        let ports = w.ports();
+        let mut spec = spec();
+        spec.sites[1].dns_target = None;
+        let (category, m) = failed(&run(Step::FlipDns, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Configuration));
+        assert_eq!(m, "spec.sites[1].dnsTarget is required when spec.dns lists records");
+        spec.sites[1].dns_target = Some("chat.example.test".into());
+        let (category, m) = failed(&run(Step::FlipDns, &cx(&ports, &spec, 0)).await);
+        assert_eq!(category, Some(Category::Configuration));
+        assert_eq!(m, "spec.sites[1].dnsTarget \"chat.example.test\" is not an IP address");
+        assert_eq!(w.dns.record().changes, 0);
+    }
 }

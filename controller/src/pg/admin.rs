@@ -1,12 +1,134 @@
 //! Administrative actions on a PostgreSQL server, each idempotent: fence (read-only, writers
 //! terminated), unfence, promote and wait, prove writable with the epoch marker, read WAL positions.
+//!
+//! The transition steps reach a server through the `PgAdmin` port (an admin session on a named
+//! site, `PgSession`); `SiteAdmin` is the real one, built from the pair's spec and Secrets. The
+//! free functions are the SQL behind it, also used directly by the keeper and the rejoin.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio_postgres::Client;
 
-use super::conn::describe;
+use super::conn::{self, describe, ResolveError};
 use super::Lsn;
+use crate::{crd::DisasterRecoveryPairSpec, secrets::Secrets};
+
+/// The PostgreSQL administration port: opens an admin session on a site's server.
+#[async_trait]
+pub trait PgAdmin: Send + Sync {
+    /// A session on site `site` (by name), within the timeout the port was built with.
+    async fn connect(&self, site: &str) -> Result<Box<dyn PgSession>, OpenError>;
+}
+
+/// What the steps do on a server, each call as the free function of the same name.
+#[async_trait]
+pub trait PgSession: Send + Sync {
+    /// `pg_is_in_recovery()`.
+    async fn in_recovery(&self) -> Result<bool, Error>;
+    /// The WAL receiver's status (`streaming`, …), `None` without a receiver.
+    async fn wal_receiver_status(&self) -> Result<Option<String>, Error>;
+    /// The WAL insert position of a primary.
+    async fn current_lsn(&self) -> Result<Lsn, Error>;
+    /// A standby's received and replayed positions.
+    async fn standby_lsns(&self) -> Result<(Option<Lsn>, Option<Lsn>), Error>;
+    /// Read-only and writers terminated; how many sessions were terminated.
+    async fn fence(&self) -> Result<u64, Error>;
+    /// The fence lifted.
+    async fn unfence(&self) -> Result<(), Error>;
+    /// Promoted and out of recovery; whether this call promoted.
+    async fn promote(&self, timeout: Duration) -> Result<bool, Error>;
+    /// The epoch marker written (never lowered); the epoch the marker holds afterwards.
+    async fn write_epoch_marker(&self, pair: &str, site: &str, epoch: i64) -> Result<i64, Error>;
+    /// Where the current timeline forked, when the history file says.
+    async fn timeline_switch_point(&self) -> Result<Option<Lsn>, Error>;
+}
+
+/// Why an admin session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The site is not in `spec.sites`.
+    #[error("no site named {0} in spec.sites")]
+    NoSuchSite(String),
+    /// Its Secrets or TLS material cannot be used.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The server did not answer, refused, or refused TLS (`tls`).
+    #[error("{site} ({host}:{port}): {reason}")]
+    Unreachable { site: String, host: String, port: u16, reason: String, tls: bool },
+}
+
+impl OpenError {
+    /// A problem of the spec or its Secrets, not of the server.
+    pub fn is_config(&self) -> bool {
+        match self {
+            OpenError::NoSuchSite(_) | OpenError::Resolve(_) => true,
+            OpenError::Unreachable { tls, .. } => *tls,
+        }
+    }
+}
+
+/// The real `PgAdmin`: the pair's sites, their Secrets (TLS as each site asks), one connection per
+/// session.
+pub struct SiteAdmin {
+    pub secrets: Secrets,
+    pub spec: DisasterRecoveryPairSpec,
+    pub timeout: Duration,
+}
+
+#[async_trait]
+impl PgAdmin for SiteAdmin {
+    async fn connect(&self, name: &str) -> Result<Box<dyn PgSession>, OpenError> {
+        let (i, s) = self.spec.site(name).map_err(|_| OpenError::NoSuchSite(name.into()))?;
+        let (target, _) = conn::resolve(&self.secrets, i, s, self.timeout).await?;
+        let unreachable = |reason: String, tls: bool| OpenError::Unreachable {
+            site: name.into(),
+            host: s.postgres.host.clone(),
+            port: s.postgres.port,
+            reason,
+            tls,
+        };
+        let c = tokio::time::timeout(self.timeout, conn::connect(&target))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout), false))?
+            .map_err(|e| {
+                let tls = matches!(e, conn::ConnectError::Tls(_));
+                unreachable(e.to_string(), tls)
+            })?;
+        Ok(Box::new(c))
+    }
+}
+
+#[async_trait]
+impl PgSession for Client {
+    async fn in_recovery(&self) -> Result<bool, Error> {
+        in_recovery(self).await
+    }
+    async fn wal_receiver_status(&self) -> Result<Option<String>, Error> {
+        wal_receiver_status(self).await
+    }
+    async fn current_lsn(&self) -> Result<Lsn, Error> {
+        current_lsn(self).await
+    }
+    async fn standby_lsns(&self) -> Result<(Option<Lsn>, Option<Lsn>), Error> {
+        standby_lsns(self).await
+    }
+    async fn fence(&self) -> Result<u64, Error> {
+        fence(self).await
+    }
+    async fn unfence(&self) -> Result<(), Error> {
+        unfence(self).await
+    }
+    async fn promote(&self, timeout: Duration) -> Result<bool, Error> {
+        promote(self, timeout).await
+    }
+    async fn write_epoch_marker(&self, pair: &str, site: &str, epoch: i64) -> Result<i64, Error> {
+        write_epoch_marker(self, pair, site, epoch).await
+    }
+    async fn timeline_switch_point(&self) -> Result<Option<Lsn>, Error> {
+        timeline_switch_point(self).await
+    }
+}
 
 /// A failed admin action, with the server's message (never the credentials).
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +149,14 @@ pub async fn in_recovery(c: &Client) -> Result<bool, Error> {
         .map_err(err("read recovery state"))?
         .try_get(0)
         .map_err(err("read recovery state"))
+}
+
+/// The WAL receiver's status on a standby (`streaming`, `waiting`, …); `None` when it has none.
+pub async fn wal_receiver_status(c: &Client) -> Result<Option<String>, Error> {
+    Ok(c.query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+        .await
+        .map_err(err("read WAL receiver status"))?
+        .and_then(|r| r.try_get(0).ok()))
 }
 
 /// The current WAL insert position of a primary.

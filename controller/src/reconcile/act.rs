@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     context::{Context, Error},
-    crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, DryRun},
+    crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, DryRun, Trigger},
     events::{upsert, EventNote},
     failover,
 };
@@ -167,13 +167,13 @@ pub async fn start(
     let from = crate::authority::primary(&drp.spec, Some(status)).site.to_string();
     let started = match (command, decision) {
         (Some(commands::Command::Switchover { to }), _) => {
-            executor::start(&drp, Kind::Switchover, "Switchover", &from, &to, ctx).await?
+            executor::start(&drp, Kind::Switchover, Trigger::Switchover, &from, &to, ctx).await?
         }
         (Some(commands::Command::ForcedFailover { to }), _) => {
-            executor::start(&drp, Kind::Failover, "Forced", &from, &to, ctx).await?
+            executor::start(&drp, Kind::Failover, Trigger::Forced, &from, &to, ctx).await?
         }
         (_, guard::Decision::Failover { trigger, from, to }) => {
-            executor::start(&drp, Kind::Failover, trigger.as_str(), &from, &to, ctx).await?
+            executor::start(&drp, Kind::Failover, trigger, &from, &to, ctx).await?
         }
         _ => None,
     };

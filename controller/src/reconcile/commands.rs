@@ -135,7 +135,7 @@ pub fn read(
     ann: &BTreeMap<String, String>,
 ) -> Commands {
     let mut out = Commands::default();
-    let busy = st.last_transition.as_ref().filter(|t| t.finished_at.is_none()).map(|t| t.kind.clone());
+    let busy = st.last_transition.as_ref().filter(|t| t.finished_at.is_none()).map(|t| t.kind);
     let primary = crate::authority::primary(spec, Some(st)).site.to_string();
     let handled = |k: &str, v: &str| st.handled.get(k).is_some_and(|h| *h == bounded(v));
     let refuse = |out: &mut Commands, key: &str, value: &str, reason: &str, note: String| {
@@ -320,7 +320,10 @@ mod tests {
     #[test]
     fn nothing_starts_during_a_transition_but_a_dry_run() {
         let st = DisasterRecoveryPairStatus {
-            last_transition: Some(Transition { kind: "Failover".into(), ..Default::default() }),
+            last_transition: Some(Transition {
+                kind: crate::crd::TransitionKind::Failover,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "s1"), (annotations::FAILOVER, "f1")]));

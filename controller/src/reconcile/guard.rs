@@ -30,21 +30,8 @@ pub enum Decision {
     Failover { trigger: Trigger, from: String, to: String },
 }
 
-/// Why a transition started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    Automatic,
-    Approved,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Automatic => "Automatic",
-            Trigger::Approved => "Approved",
-        }
-    }
-}
+/// Why a transition started (the journal's own type; the guard starts `Automatic` and `Approved`).
+pub use crate::crd::Trigger;
 
 /// Decides. `fresh_nonce` is called only when a new approval nonce is needed.
 pub fn next(

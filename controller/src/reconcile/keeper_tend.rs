@@ -42,7 +42,7 @@ pub async fn tend(
             && c.reason == reasons::SELF_FENCED
             && c.message.starts_with(&format!("{site} fenced itself"))
     });
-    let epoch = st.epoch;
+    let epoch = st.epoch.0;
     let threshold = drp.spec.failover.failure_threshold.max(1);
     let site_failed = st.sites.iter().find(|s| s.name == site).is_some_and(|s| {
         s.consecutive_failures >= threshold && (!s.reachable || s.http_healthy == Some(false))
@@ -64,7 +64,7 @@ pub async fn tend(
         Ok(t) => t,
         Err(e) => {
             ctx.keepers.stop(&pair);
-            set("False", reasons::INVALID_SPEC, &e);
+            set("False", reasons::INVALID_SPEC, &e.to_string());
             return;
         }
     };
@@ -123,16 +123,14 @@ async fn config(
     let (i, s) = drp.spec.site(site)?;
     let (postgres, _) =
         conn::resolve(&secrets, i, s, timing.fence_budget).await.map_err(|e| e.to_string())?;
-    let access = crate::coord::witness_access(etcd, &secrets).await?;
+    let access = crate::coord::witness_access(etcd, &secrets).await.map_err(|e| e.to_string())?;
     let mut bouncers = Vec::new();
     for (i, r) in drp.spec.recycle.iter().enumerate() {
         let Some(pgb) = &r.pg_bouncer else { continue };
-        let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
-        let d = secrets
-            .get(&pgb.admin_secret.name, &["username", "password"], &field)
+        let (user, password) = crate::recycle::pgbouncer::admin_credentials(&secrets, i, pgb)
             .await
             .map_err(|e| e.to_string())?;
-        bouncers.push((pgb.clone(), d.value("username").to_string(), d.value("password").to_string()));
+        bouncers.push((pgb.clone(), user, password));
     }
     Ok(keeper::Config {
         endpoints: etcd.endpoints.clone(),

@@ -12,9 +12,7 @@ use crate::context::Context;
 use crate::{
     coord::witness,
     crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, FailoverMode},
-    datasource,
-    dns::{dns_endpoint, rfc2136},
-    recycle::pgbouncer::Console,
+    datasource, dns, recycle,
     secrets::Secrets,
 };
 
@@ -74,7 +72,7 @@ pub async fn assess(
             Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
         },
         Ok(None) => {
-            plan.push(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch.saturating_add(1)))
+            plan.push(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch.0.saturating_add(1)))
         }
         Err(e) => blockers.push(format!("spec.coordination.etcd: {e}")),
     }
@@ -90,7 +88,7 @@ pub async fn assess(
     }
     plan.push(format!("VerifyWritable: epoch marker on {to}"));
 
-    let planned = match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch.saturating_add(1)).await {
+    let planned = match datasource::plan(&ctx.client, &ns, spec, &to, st.epoch.0.saturating_add(1)).await {
         Ok(w) => datasource::check(&ctx.client, &ns, &w).await.map(|()| w),
         Err(e) => Err(e),
     };
@@ -104,76 +102,38 @@ pub async fn assess(
     }
 
     let secrets = Secrets::new(ctx.client.clone(), &ns);
-    let mut recyclers = Vec::new();
-    for (i, r) in spec.recycle.iter().enumerate() {
-        if let Some(pgb) = &r.pg_bouncer {
-            let field = format!("spec.recycle[{i}].pgBouncer");
-            match secrets
-                .get(&pgb.admin_secret.name, &["username", "password"], &format!("{field}.adminSecret"))
-                .await
-            {
-                Ok(d) => {
-                    if let Err(e) =
-                        Console::connect(pgb, d.value("username"), d.value("password"), timeout).await
-                    {
-                        blockers.push(format!("{field}: {e}"));
-                    }
-                }
-                Err(e) => blockers.push(e.to_string()),
-            }
-            recyclers.push(format!("PgBouncer {}:{}", pgb.host, pgb.port));
-        }
-        if let Some(h) = &r.http {
-            let url = crate::probe::http::redact(&h.url);
-            match reqwest::Url::parse(&h.url)
-                .ok()
-                .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)))
-            {
-                Some((host, port)) => {
-                    if tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port)))
-                        .await
-                        .map(|r| r.is_err())
-                        .unwrap_or(true)
-                    {
-                        blockers.push(format!("spec.recycle[{i}].http: {url} does not accept connections"));
-                    }
-                }
-                None => blockers.push(format!("spec.recycle[{i}].http.url: {url} has no host")),
-            }
-            recyclers.push(format!("{} {url}", h.method));
-        }
-        if let Some(rr) = &r.rollout_restart {
-            recyclers.push(format!("rollout restart {:?} {}", rr.kind, rr.name));
+    let renv = recycle::Env {
+        client: ctx.client.clone(),
+        http: ctx.http.clone(),
+        secrets: secrets.clone(),
+        ns: ns.clone(),
+        timeout,
+    };
+    let recyclers = recycle::build_all(spec, &renv);
+    for r in &recyclers {
+        if let Err(e) = r.check().await {
+            blockers.push(e.to_string());
         }
     }
     if !recyclers.is_empty() {
-        plan.push(format!("Recycle: {}", recyclers.join(", ")));
+        plan.push(format!(
+            "Recycle: {}",
+            recyclers.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", ")
+        ));
     }
 
     let target = site(&to).and_then(|s| s.dns_target.clone());
+    let denv = dns::Env { client: ctx.client.clone(), secrets, ns: ns.clone(), timeout };
     let mut records = Vec::new();
     for (j, r) in spec.dns.iter().enumerate() {
         if target.is_none() {
             blockers.push(format!("spec.dns[{j}]: site {to} has no dnsTarget"));
         }
-        if let Some(rfc) = &r.rfc2136 {
-            let field = format!("spec.dns[{j}].rfc2136");
-            let check = async {
-                let server = rfc2136::server_addr(&rfc.server).map_err(|e| e.to_string())?;
-                let key = rfc2136::key_from_secret(&secrets, rfc, &field).await?;
-                rfc2136::check_key(server, &rfc.zone, &key, timeout).await.map_err(|e| e.to_string())
-            };
-            if let Err(e) = check.await {
-                blockers.push(format!("{field}: {e}"));
-            }
-            records.push(format!("{}.{} at {}", rfc.name, rfc.zone, rfc.server));
+        let Some(p) = dns::build(j, r, &denv) else { continue };
+        if let Err(e) = p.check().await {
+            blockers.push(e.to_string());
         }
-        if let Some(de) = &r.dns_endpoint {
-            if let Err(e) = dns_endpoint::current(&ctx.client, &ns, de).await {
-                blockers.push(format!("spec.dns[{j}].dnsEndpoint: {e}"));
-            }
-            records.push(format!("DNSEndpoint {}", de.name));
-        }
+        records.push(p.describe());
     }
     if !records.is_empty() {
         plan.push(format!("FlipDns: {} → {}", records.join(", "), target.unwrap_or_else(|| "?".into())));

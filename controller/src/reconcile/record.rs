@@ -105,7 +105,7 @@ pub fn metrics(
     if let Some(lag) = status.replication_lag_bytes {
         ctx.metrics.lag_bytes.get_or_create(&label).set(lag);
     }
-    ctx.metrics.epoch.get_or_create(&label).set(status.epoch);
+    ctx.metrics.epoch.get_or_create(&label).set(status.epoch.0);
     for SiteObservation { name, sql, .. } in &obs.sites {
         if let Outcome::Up(PgState { current_lsn: Some(lsn), timeline, .. }) = sql {
             ctx.memory.saw_lsn(&pair.key, name, *timeline, *lsn);
@@ -191,6 +191,9 @@ mod tests {
         let failing = DisasterRecoveryPairStatus { sites: vec![site("0/200", 1)], ..moved.clone() };
         assert!(same_but_positions(&a, &moved));
         assert!(!same_but_positions(&a, &failing));
-        assert!(!same_but_positions(&moved, &DisasterRecoveryPairStatus { epoch: 1, ..moved.clone() }));
+        assert!(!same_but_positions(
+            &moved,
+            &DisasterRecoveryPairStatus { epoch: crate::crd::Epoch(1), ..moved.clone() }
+        ));
     }
 }

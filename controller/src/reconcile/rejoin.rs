@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::{context::Context, events::EventNote};
 use crate::{
-    crd::{DisasterRecoveryPair, DisasterRecoveryPairStatus},
+    crd::{Assessment, DisasterRecoveryPair, DisasterRecoveryPairStatus},
     pg::{
         admin,
         conn::{self, Credentials},
@@ -34,25 +34,27 @@ pub async fn step(
 ) -> Vec<EventNote> {
     let mut events = Vec::new();
     let Some(mut fp) = st.former_primary.clone() else { return events };
-    if fp.assessment == "Following" || st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none()) {
+    if fp.assessment == Assessment::Following
+        || st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none())
+    {
         return events;
     }
     let Some(site_status) = st.sites.iter().find(|s| s.name == fp.site).cloned() else { return events };
     let now = Timestamp::now();
     let new_primary = crate::authority::primary(&drp.spec, Some(st)).site.to_string();
-    let prev = fp.assessment.clone();
+    let prev = fp.assessment;
 
     if site_status.reachable && site_status.in_recovery == Some(true) && site_status.streaming == Some(true) {
-        fp.assessment = "Following".into();
+        fp.assessment = Assessment::Following;
         fp.message = Some(format!("{} streams from {new_primary} again: the pair is protected", fp.site));
     } else if !site_status.reachable {
-        if fp.assessment != "Rejoining" {
-            fp.assessment = "Unreachable".into();
+        if fp.assessment != Assessment::Rejoining {
+            fp.assessment = Assessment::Unreachable;
             fp.message = site_status.message.clone();
         }
     } else if site_status.in_recovery == Some(false)
-        || fp.assessment == "Pending"
-        || fp.assessment == "Unreachable"
+        || fp.assessment == Assessment::Pending
+        || fp.assessment == Assessment::Unreachable
     {
         let mut writable = false;
         match assess(drp, st, &fp.site, ctx).await {
@@ -79,7 +81,7 @@ pub async fn step(
         }
         // The hook restarts the server: only for one that is (fenced but) still a primary, never
         // for one that is already a standby on its way to streaming.
-        if writable && matches!(fp.assessment.as_str(), "CleanFollower" | "NeedsRewind") {
+        if writable && matches!(fp.assessment, Assessment::CleanFollower | Assessment::NeedsRewind) {
             if let Some(hook) =
                 drp.spec.sites.iter().find(|s| s.name == fp.site).and_then(|s| s.rejoin.clone())
             {
@@ -90,7 +92,7 @@ pub async fn step(
                     // lands runs the hook; the other sees `Rejoining` and leaves it alone.
                     let mut claim = st.clone();
                     claim.former_primary = Some(crate::crd::FormerPrimary {
-                        assessment: "Rejoining".into(),
+                        assessment: Assessment::Rejoining,
                         message: Some(format!(
                             "rejoin hook attempt {} started by {}",
                             fp.rejoin_attempts, ctx.identity
@@ -105,7 +107,7 @@ pub async fn step(
                     let rewind = true;
                     match run_hook(drp, st, &fp.site, &hook, rewind, ctx).await {
                         Ok(said) => {
-                            fp.assessment = "Rejoining".into();
+                            fp.assessment = Assessment::Rejoining;
                             fp.message = Some(format!("rejoin hook succeeded (rewind: {rewind}): {said}; waiting for {} to stream from {new_primary}", fp.site));
                             events.push(EventNote {
                                 warning: false,
@@ -116,7 +118,7 @@ pub async fn step(
                         Err(e) => {
                             let last = fp.rejoin_attempts >= HOOK_ATTEMPTS;
                             if last {
-                                fp.assessment = "NeedsReclone".into();
+                                fp.assessment = Assessment::NeedsReclone;
                             }
                             let msg = format!(
                                 "rejoin hook attempt {}: {e}{}",
@@ -155,7 +157,7 @@ pub async fn step(
     if fp.assessment != prev {
         fp.assessed_at = Some(now.to_string());
         info!(site = %fp.site, assessment = %fp.assessment, "former primary");
-        if fp.assessment == "Following" {
+        if fp.assessment == Assessment::Following {
             events.push(EventNote {
                 warning: false,
                 reason: format!("FormerPrimary{}", fp.assessment),
@@ -192,7 +194,7 @@ async fn assess(
     st: &DisasterRecoveryPairStatus,
     site: &str,
     ctx: &Context,
-) -> Result<(String, String, bool), String> {
+) -> Result<(Assessment, String, bool), String> {
     let (c, _, _, _) = connect(drp, site, ctx).await?;
     let mut notes = Vec::new();
     if !admin::in_recovery(&c).await.map_err(|e| e.to_string())? {
@@ -207,14 +209,14 @@ async fn assess(
             .and_then(|t| t.promoted_at_lsn.as_deref())
             .and_then(|l| l.parse().ok());
         let (assessment, why) = match fork {
-            Some(f) if head <= f => ("CleanFollower", format!("its WAL ends at {head}, at or before the fork point {f} (its shutdown checkpoint will be rewound)")),
-            Some(f) => ("NeedsRewind", format!("its WAL reaches {head}, {} bytes past the fork point {f}: pg_rewind first", head.bytes_after(f))),
-            None => ("NeedsRewind", format!("its WAL reaches {head} and the fork point is unknown: pg_rewind first")),
+            Some(f) if head <= f => (Assessment::CleanFollower, format!("its WAL ends at {head}, at or before the fork point {f} (its shutdown checkpoint will be rewound)")),
+            Some(f) => (Assessment::NeedsRewind, format!("its WAL reaches {head}, {} bytes past the fork point {f}: pg_rewind first", head.bytes_after(f))),
+            None => (Assessment::NeedsRewind, format!("its WAL reaches {head} and the fork point is unknown: pg_rewind first")),
         };
         notes.push(why);
-        return Ok((assessment.into(), notes.join("; "), true));
+        return Ok((assessment, notes.join("; "), true));
     }
-    Ok(("CleanFollower".into(), format!("{site} is in recovery but not streaming yet"), false))
+    Ok((Assessment::CleanFollower, format!("{site} is in recovery but not streaming yet"), false))
 }
 
 async fn run_hook(

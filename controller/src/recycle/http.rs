@@ -3,7 +3,70 @@
 
 use std::time::Duration;
 
-use crate::{crd::HttpRecycler, probe::http::redact};
+use async_trait::async_trait;
+
+use super::{Env, NewPrimary};
+use crate::{crd::HttpRecycler, probe::http::redact, secrets::Secrets};
+
+/// The HTTP recycler of `spec.recycle[i].http`.
+pub struct Http {
+    index: usize,
+    spec: HttpRecycler,
+    client: reqwest::Client,
+    secrets: Secrets,
+    timeout: Duration,
+}
+
+impl Http {
+    pub fn new(index: usize, spec: &HttpRecycler, env: &Env) -> Http {
+        Http {
+            index,
+            spec: spec.clone(),
+            client: env.http.clone(),
+            secrets: env.secrets.clone(),
+            timeout: env.timeout,
+        }
+    }
+
+    fn field(&self) -> String {
+        format!("spec.recycle[{}].http", self.index)
+    }
+}
+
+#[async_trait]
+impl super::Recycler for Http {
+    fn describe(&self) -> String {
+        format!("{} {}", self.spec.method, redact(&self.spec.url))
+    }
+
+    async fn recycle(&self, _to: &NewPrimary<'_>) -> Result<String, super::Error> {
+        let field = self.field();
+        let token = match &self.spec.token_secret {
+            Some(t) => Some(self.secrets.get(&t.name, &["token"], &format!("{field}.tokenSecret")).await?),
+            None => None,
+        };
+        call(&self.client, &self.spec, token.as_ref().map(|t| t.value("token")), self.timeout)
+            .await
+            .map_err(|source| super::Error::Http { field, source })?;
+        Ok(self.describe())
+    }
+
+    /// The endpoint accepts TCP connections (nothing is sent: a call would recycle).
+    async fn check(&self) -> Result<(), super::Error> {
+        let url = redact(&self.spec.url);
+        let Some((host, port)) = reqwest::Url::parse(&self.spec.url)
+            .ok()
+            .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)))
+        else {
+            return Err(super::Error::HttpNoHost { field: self.field(), url });
+        };
+        match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(super::Error::HttpUnreachable { field: self.field(), url }),
+        }
+    }
+}
 
 /// A failed call; the URL is redacted and the token never appears.
 #[derive(Debug, thiserror::Error)]

@@ -7,9 +7,98 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio_postgres::{Client, NoTls};
 
-use crate::{crd::PgBouncerRecycler, pg::conn::describe};
+use super::{Env, NewPrimary};
+use crate::{
+    crd::PgBouncerRecycler,
+    pg::conn::describe,
+    secrets::{SecretError, Secrets},
+};
+
+/// The admin user and password of `spec.recycle[i].pgBouncer`, from its `adminSecret`.
+pub async fn admin_credentials(
+    secrets: &Secrets,
+    i: usize,
+    r: &PgBouncerRecycler,
+) -> Result<(String, String), SecretError> {
+    let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
+    let d = secrets.get(&r.admin_secret.name, &["username", "password"], &field).await?;
+    Ok((d.value("username").to_string(), d.value("password").to_string()))
+}
+
+/// The PgBouncer recycler: holds and releases clients (PAUSE/RESUME) and repoints the database
+/// entry (the `[databases]` file and RELOAD, else RECONNECT). Each call opens its own console
+/// session with the admin Secret as it is now.
+pub struct PgBouncer {
+    index: usize,
+    spec: PgBouncerRecycler,
+    secrets: Secrets,
+    timeout: Duration,
+}
+
+impl PgBouncer {
+    pub fn new(index: usize, spec: &PgBouncerRecycler, env: &Env) -> PgBouncer {
+        PgBouncer { index, spec: spec.clone(), secrets: env.secrets.clone(), timeout: env.timeout }
+    }
+
+    fn field(&self) -> String {
+        format!("spec.recycle[{}].pgBouncer", self.index)
+    }
+
+    fn fail(&self, source: Error) -> super::Error {
+        super::Error::PgBouncer { field: self.field(), source }
+    }
+
+    async fn console(&self) -> Result<Console, super::Error> {
+        let (user, password) = admin_credentials(&self.secrets, self.index, &self.spec).await?;
+        Console::connect(&self.spec, &user, &password, self.timeout).await.map_err(|e| self.fail(e))
+    }
+}
+
+#[async_trait]
+impl super::Recycler for PgBouncer {
+    fn describe(&self) -> String {
+        format!("PgBouncer {}:{}", self.spec.host, self.spec.port)
+    }
+
+    async fn hold(&self, wait: Duration) -> Result<bool, super::Error> {
+        self.console().await?.pause(wait).await.map_err(|e| self.fail(e))?;
+        Ok(true)
+    }
+
+    async fn release(&self, wait: Duration) -> Result<bool, super::Error> {
+        self.console().await?.resume(wait).await.map_err(|e| self.fail(e))?;
+        Ok(true)
+    }
+
+    async fn recycle(&self, to: &NewPrimary<'_>) -> Result<String, super::Error> {
+        let console = self.console().await?;
+        let pgb = &self.spec;
+        match &pgb.databases_file {
+            Some(path) => {
+                let dbname = pgb.backend_database.clone().unwrap_or_else(|| to.postgres.database.clone());
+                let content =
+                    databases_file(&pgb.database, &to.postgres.host, to.postgres.port, &dbname, to.epoch);
+                write_databases_file(path, &content).map_err(|source| super::Error::DatabasesFile {
+                    field: self.field(),
+                    path: path.clone(),
+                    source,
+                })?;
+                // Always RELOAD: a crash between write and reload must not leave PgBouncer on the old file.
+                console.reload(self.timeout).await.map_err(|e| self.fail(e))?;
+            }
+            None => console.reconnect(self.timeout).await.map_err(|e| self.fail(e))?,
+        }
+        console.resume(self.timeout).await.map_err(|e| self.fail(e))?;
+        Ok(format!("pgbouncer {}:{} → {}", pgb.host, pgb.port, to.site))
+    }
+
+    async fn check(&self) -> Result<(), super::Error> {
+        self.console().await.map(drop)
+    }
+}
 
 /// A failed console command.
 #[derive(Debug, thiserror::Error)]

@@ -8,10 +8,59 @@ use kube::{
     Api, Client,
 };
 
+use async_trait::async_trait;
+
+use super::{Env, NewPrimary};
 use crate::{crd::WorkloadKind, secrets::short_api_error};
 
 /// Annotation on the pod template.
 pub const RESTARTED_FOR_EPOCH: &str = "dr.understudy.dev/restarted-for-epoch";
+
+/// A refused restart patch.
+#[derive(Debug, thiserror::Error)]
+#[error("rollout restart {kind:?} {ns}/{name}: {reason}")]
+pub struct Error {
+    pub kind: WorkloadKind,
+    pub ns: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The rollout-restart recycler of `spec.recycle[i].rolloutRestart`.
+pub struct RolloutRestart {
+    index: usize,
+    spec: crate::crd::RolloutRestart,
+    client: Client,
+    ns: String,
+}
+
+impl RolloutRestart {
+    pub fn new(index: usize, spec: &crate::crd::RolloutRestart, env: &Env) -> RolloutRestart {
+        RolloutRestart { index, spec: spec.clone(), client: env.client.clone(), ns: env.ns.clone() }
+    }
+}
+
+#[async_trait]
+impl super::Recycler for RolloutRestart {
+    fn describe(&self) -> String {
+        format!("rollout restart {:?} {}", self.spec.kind, self.spec.name)
+    }
+
+    async fn recycle(&self, to: &NewPrimary<'_>) -> Result<String, super::Error> {
+        restart(&self.client, &self.ns, self.spec.kind, &self.spec.name, to.epoch).await.map_err(
+            |source| super::Error::Rollout {
+                field: format!("spec.recycle[{}].rolloutRestart", self.index),
+                source,
+            },
+        )?;
+        Ok(format!("restarted {:?} {}", self.spec.kind, self.spec.name))
+    }
+
+    /// Nothing to prove beforehand: the patch is checked by the API server when it is sent.
+    async fn check(&self) -> Result<(), super::Error> {
+        Ok(())
+    }
+}
 
 /// Patches the workload's pod template.
 pub async fn restart(
@@ -20,7 +69,7 @@ pub async fn restart(
     kind: WorkloadKind,
     name: &str,
     epoch: i64,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let patch = serde_json::json!({
         "spec": { "template": { "metadata": { "annotations": { RESTARTED_FOR_EPOCH: epoch.to_string() } } } }
     });
@@ -35,5 +84,5 @@ pub async fn restart(
             .await
             .map(|_| ()),
     };
-    res.map_err(|e| format!("rollout restart {kind:?} {ns}/{name}: {}", short_api_error(&e)))
+    res.map_err(|e| Error { kind, ns: ns.into(), name: name.into(), reason: short_api_error(&e) })
 }

@@ -156,7 +156,7 @@ impl Understudy {
             wl.stop().await;
             return Err(e).context("kubectl annotate");
         }
-        let finished = bed.wait_epoch_finished("chat", st.epoch + 1, Duration::from_secs(60)).await;
+        let finished = bed.wait_epoch_finished("chat", st.epoch.0 + 1, Duration::from_secs(60)).await;
         let drp = match finished {
             Ok(d) => d,
             Err(e) => {
@@ -166,7 +166,7 @@ impl Understudy {
         };
         let done = Instant::now();
         let t = drp.status.and_then(|s| s.last_transition).unwrap_or_default();
-        if t.outcome.as_deref() != Some("Completed") || t.to != to {
+        if t.outcome.map(|o| o.as_str()) != Some("Completed") || t.to != to {
             wl.stop().await;
             bail!("switchover {from} → {to} did not complete: {:?} to {}", t.outcome, t.to);
         }

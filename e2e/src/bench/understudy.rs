@@ -259,7 +259,7 @@ pub async fn run_once(label: &str, topo: Topology) -> Result<Run> {
                     (Some(a), Some(b)) => Some(b - a),
                     _ => None,
                 };
-            (s.name.clone(), d, s.outcome.clone().unwrap_or_default())
+            (s.name.clone(), d, s.outcome.map(|o| o.as_str().to_string()).unwrap_or_default())
         })
         .collect();
     let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);

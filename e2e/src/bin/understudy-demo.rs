@@ -76,7 +76,7 @@ async fn main() -> Result<()> {
             s.name,
             off(&s.started_at),
             off(&s.finished_at),
-            s.outcome.as_deref().unwrap_or("-"),
+            s.outcome.map(|o| o.as_str()).unwrap_or("-"),
             s.message.as_deref().unwrap_or("")
         );
     }
