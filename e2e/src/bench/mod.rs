@@ -139,3 +139,25 @@ pub fn http_get(url: &str, extra: &[&str]) -> Result<(u16, String)> {
 pub async fn sleep(d: Duration) {
     tokio::time::sleep(d).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use understudy::crd::FailoverPolicy;
+
+    use crate::pair::Failover;
+
+    /// Each failover policy the report states is the one its pairs get.
+    #[test]
+    fn the_stated_failover_policies_are_the_ones_built() {
+        type Build = fn(Failover) -> Failover;
+        let cases: [(&str, Build); 3] = [
+            (super::understudy::FAILOVER, super::understudy::failover),
+            (super::switchover::UNDERSTUDY_FAILOVER, super::switchover::understudy_failover),
+            (super::footprint::FAILOVER, super::footprint::failover),
+        ];
+        for (text, build) in cases {
+            let stated: FailoverPolicy = serde_yaml::from_str(&format!("{{ {text} }}")).expect(text);
+            assert_eq!(stated, build(Failover(FailoverPolicy::default())).0, "{text}");
+        }
+    }
+}

@@ -19,8 +19,9 @@ use super::{
 };
 use crate::{
     bed::Bed,
+    pair::{Automatic, Failover},
     sandbox::proc::{run as run_cmd, Proc},
-    support::{self, wait_for},
+    support::wait_for,
     workload::{lost, Stats, Workload},
 };
 
@@ -33,8 +34,14 @@ const WARM_ACKS: usize = 50;
 /// Commits the new primary must acknowledge before a run ends.
 const AFTER_ACKS: usize = 20;
 
-/// The understudy pair's failover settings (a switchover does not wait on them).
+/// The understudy pair's failover settings (a switchover does not wait on them), as the report
+/// states them.
 pub const UNDERSTUDY_FAILOVER: &str = "mode: Automatic, probeInterval: 500ms, failureThreshold: 3";
+
+/// `UNDERSTUDY_FAILOVER`, as the pair gets it.
+pub fn understudy_failover(f: Failover) -> Failover {
+    f.mode(Automatic).probe_interval("500ms").failure_threshold(3)
+}
 
 /// Patroni's HA timing for the switchover runs: its defaults.
 pub const PATRONI_TIMING: Timing = Timing::DEFAULTS;
@@ -130,7 +137,7 @@ pub struct Understudy {
 impl Understudy {
     pub async fn start() -> Result<Understudy> {
         let bed = Bed::start("benchsw").await?;
-        support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", UNDERSTUDY_FAILOVER)).await?;
+        bed.pair("chat").failover(understudy_failover).create(&bed.client, &bed.ns).await?;
         let ctl = bed.controller_process("west", &[])?;
         bed.wait_healthy("chat").await?;
         Ok(Understudy { bed, _ctl: ctl, n: 0 })
