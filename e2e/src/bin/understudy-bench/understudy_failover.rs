@@ -18,13 +18,14 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{rfc3339, Mark};
-use crate::{
+use understudy_e2e::{
     bed::Bed,
     pair::{Automatic, Failover},
     support::wait_for,
     workload::lost,
 };
+
+use crate::measure::{rfc3339, Mark};
 
 /// The failover settings of the measured pair, as the report states them.
 pub const FAILOVER: &str =

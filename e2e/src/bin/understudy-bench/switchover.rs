@@ -13,11 +13,11 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{
-    patroni::{self, Cluster, Timing},
-    rfc3339, Mark,
-};
 use crate::{
+    measure::{rfc3339, Mark},
+    patroni::{self, Cluster, Timing},
+};
+use understudy_e2e::{
     bed::Bed,
     pair::{Automatic, Failover},
     sandbox::proc::{run as run_cmd, Proc},
@@ -245,8 +245,8 @@ impl Patroni {
         res.with_context(|| {
             format!(
                 "patroni logs:\n{}\n{}",
-                crate::sandbox::proc::tail_file(&c.nodes[0].log(), 15),
-                crate::sandbox::proc::tail_file(&c.nodes[1].log(), 15)
+                understudy_e2e::sandbox::proc::tail_file(&c.nodes[0].log(), 15),
+                understudy_e2e::sandbox::proc::tail_file(&c.nodes[1].log(), 15)
             )
         })?;
         found.context("no leader")
@@ -434,7 +434,7 @@ impl Report {
 
     /// The table's header and rows: measurement, understudy, Patroni via PgBouncer, Patroni multi-host.
     pub fn table(&self, runs: usize, patroni: bool) -> ([String; 4], Vec<[String; 4]>) {
-        use super::{cell, Summary};
+        use crate::measure::{cell, Summary};
         let head = [
             "planned switchover".to_string(),
             "understudy (client via PgBouncer, repointed by the controller)".to_string(),

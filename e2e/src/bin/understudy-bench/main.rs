@@ -18,17 +18,19 @@
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
-use understudy_e2e::{
-    bench::{
-        cell,
-        footprint::{self, Footprint},
-        patroni::{self, Scenario, Timing, SCENARIOS},
-        switchover, two_site,
-        understudy::{self as us, Topology},
-        Summary,
-    },
-    sandbox::repo_root,
-};
+use understudy_e2e::sandbox::repo_root;
+
+mod footprint;
+mod measure;
+mod patroni;
+mod switchover;
+mod two_site;
+mod understudy_failover;
+
+use footprint::Footprint;
+use measure::{cell, Summary};
+use patroni::{Scenario, Timing, SCENARIOS};
+use understudy_failover::{self as us, Topology};
 
 struct Args {
     runs: usize,
@@ -722,4 +724,26 @@ fn loadavg() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use understudy::crd::FailoverPolicy;
+
+    use understudy_e2e::pair::Failover;
+
+    /// Each failover policy the report states is the one its pairs get.
+    #[test]
+    fn the_stated_failover_policies_are_the_ones_built() {
+        type Build = fn(Failover) -> Failover;
+        let cases: [(&str, Build); 3] = [
+            (crate::understudy_failover::FAILOVER, crate::understudy_failover::failover),
+            (crate::switchover::UNDERSTUDY_FAILOVER, crate::switchover::understudy_failover),
+            (crate::footprint::FAILOVER, crate::footprint::failover),
+        ];
+        for (text, build) in cases {
+            let stated: FailoverPolicy = serde_yaml::from_str(&format!("{{ {text} }}")).expect(text);
+            assert_eq!(stated, build(Failover(FailoverPolicy::default())).0, "{text}");
+        }
+    }
 }

@@ -1,22 +1,13 @@
-//! `make bench`: understudy's failover and footprint measured on the real sandbox, side by side with
-//! Patroni (Debian's package, etcd as its DCS) on an identical PostgreSQL 15 pair. Helpers for the
-//! `understudy-bench` binary: summaries (`median (min–max)`), the small HTTP/`/proc` readers, and
-//! one module per measured system.
-
-pub mod footprint;
-pub mod patroni;
-pub mod switchover;
-pub mod two_site;
-pub mod understudy;
+//! What the bench measures with: summaries (`median (min–max)`), both clocks, and the small
+//! HTTP/`/proc` readers.
 
 use std::{
     process::Command,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result};
-
-use crate::sandbox::proc::run;
+use understudy_e2e::sandbox::proc::run;
 
 /// `median (min–max)` of a set of samples; `None` when there are none.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -52,17 +43,6 @@ pub fn cell(s: Option<Summary>, digits: usize, unit: &str, runs: usize) -> Strin
         Some(s) if s.n < runs => format!("{} n={}", s.fmt(digits, unit), s.n),
         Some(s) => s.fmt(digits, unit),
     }
-}
-
-/// The `q` quantile (0..=1) of samples, nearest rank.
-pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
-    let mut v: Vec<f64> = samples.to_vec();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    Some(v[rank - 1])
 }
 
 /// Seconds since the Unix epoch of a wall-clock instant.
@@ -133,31 +113,4 @@ pub fn http_get(url: &str, extra: &[&str]) -> Result<(u16, String)> {
     let out = run(Command::new("curl").args(["-s", "-m", "3", "-w", "\n%{http_code}"]).args(extra).arg(url))?;
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))
-}
-
-/// Sleeps on the tokio runtime.
-pub async fn sleep(d: Duration) {
-    tokio::time::sleep(d).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use understudy::crd::FailoverPolicy;
-
-    use crate::pair::Failover;
-
-    /// Each failover policy the report states is the one its pairs get.
-    #[test]
-    fn the_stated_failover_policies_are_the_ones_built() {
-        type Build = fn(Failover) -> Failover;
-        let cases: [(&str, Build); 3] = [
-            (super::understudy::FAILOVER, super::understudy::failover),
-            (super::switchover::UNDERSTUDY_FAILOVER, super::switchover::understudy_failover),
-            (super::footprint::FAILOVER, super::footprint::failover),
-        ];
-        for (text, build) in cases {
-            let stated: FailoverPolicy = serde_yaml::from_str(&format!("{{ {text} }}")).expect(text);
-            assert_eq!(stated, build(Failover(FailoverPolicy::default())).0, "{text}");
-        }
-    }
 }

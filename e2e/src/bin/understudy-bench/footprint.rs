@@ -18,12 +18,13 @@ use kube::{api::ListParams, Api};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use understudy::crd::DisasterRecoveryPair;
 
-use super::{cpu_seconds, http_get, rss_mib};
-use crate::{
+use understudy_e2e::{
     pair::{Failover, Manual, Pair},
     sandbox::{proc::Proc, repo_root, PgPair},
     support,
 };
+
+use crate::measure::{cpu_seconds, http_get, rss_mib};
 
 /// The measurement window.
 pub const WINDOW: Duration = Duration::from_secs(30);
@@ -290,7 +291,7 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
     pair("fp-0000", &pg).create(&client, &ns).await?;
 
-    let metrics_port = crate::sandbox::proc::free_port()?;
+    let metrics_port = understudy_e2e::sandbox::proc::free_port()?;
     let mut cmd = Command::new(&binary);
     cmd.args([
         "run",

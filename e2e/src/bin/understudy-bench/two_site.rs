@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{
-    cell,
+use crate::{
+    measure::{cell, Summary},
     patroni::{self, Timing},
-    understudy::{self as us, Topology},
-    Summary,
+    understudy_failover::{self as us, Topology},
 };
 
 /// The leader-key lease TTLs measured by default (seconds): Patroni's aggressive `ttl`, and the least
