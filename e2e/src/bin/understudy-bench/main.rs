@@ -24,11 +24,11 @@ mod footprint;
 mod measure;
 mod patroni;
 mod switchover;
+mod table;
 mod two_site;
 mod understudy_failover;
 
 use footprint::Footprint;
-use measure::{cell, Summary};
 use patroni::{Scenario, Timing, SCENARIOS};
 use understudy_failover::{self as us, Topology};
 
@@ -301,260 +301,7 @@ struct Report<'a> {
     load_at_start: String,
 }
 
-fn s(v: impl Iterator<Item = Option<f64>>) -> Option<Summary> {
-    Summary::of(&v.flatten().collect::<Vec<_>>())
-}
-
 impl Report<'_> {
-    fn pat(&self, key: &str) -> &[patroni::Run] {
-        self.pat.get(key).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    fn pat_write(&self, key: &str) -> Option<Summary> {
-        s(self.pat(key).iter().map(|r| r.kill_to_write))
-    }
-
-    fn pat_decision(&self, key: &str) -> Option<Summary> {
-        s(self.pat(key).iter().map(|r| r.kill_to_decision))
-    }
-
-    fn pat_after_decision(&self, key: &str) -> Option<Summary> {
-        s(self.pat(key).iter().map(|r| r.kill_to_write.zip(r.kill_to_decision).map(|(w, d)| w - d)))
-    }
-
-    fn us_write(&self) -> Option<Summary> {
-        s(self.us.iter().map(|r| r.kill_to_write))
-    }
-
-    fn us_cutover(&self) -> Option<Summary> {
-        s(self.us.iter().map(|r| r.kill_to_dns.zip(r.kill_to_decision).map(|(d, k)| d - k)))
-    }
-
-    /// Rows of the table: (measurement, understudy, Patroni defaults, Patroni aggressive).
-    fn rows(&self) -> Vec<[String; 4]> {
-        let n = self.a.runs;
-        let c = |x: Option<Summary>| cell(x, 2, " s", n);
-        let mut rows: Vec<[String; 4]> = Vec::new();
-        let mut row = |m: &str, u: String, d: String, g: String| rows.push([m.into(), u, d, g]);
-        let ratio = |u: Option<Summary>, p: Option<Summary>| match (u, p) {
-            (Some(u), Some(p)) if p.median > 0.0 => format!("{:.2}", u.median / p.median),
-            _ => "–".into(),
-        };
-        let diff = |u: Option<Summary>, p: Option<Summary>| match (u, p) {
-            (Some(u), Some(p)) => format!("{:+.2} s", u.median - p.median),
-            _ => "–".into(),
-        };
-        let dash = || "".to_string();
-        if !self.a.skip_failover {
-            let uw = self.us_write();
-            row(
-                "(a) primary postmaster SIGKILL → first write acked on the new primary",
-                c(uw),
-                c(self.pat_write("defaults/a-failover")),
-                c(self.pat_write("aggressive/a-failover")),
-            );
-            row(
-            "(a′) same kill, Patroni restarts the postmaster in place (primary_start_timeout 300) → first write",
-            "– (never restarts in place)".into(),
-            c(self.pat_write("defaults/a-restart")),
-            c(self.pat_write("aggressive/a-restart")),
-        );
-            row(
-                "(b) node loss (Patroni + postmaster SIGKILLed) → first write acked on the new primary",
-                format!("{} ¹", c(uw)),
-                c(self.pat_write("defaults/b-node-loss")),
-                c(self.pat_write("aggressive/b-node-loss")),
-            );
-            row(
-                "ratio understudy / Patroni (a), medians",
-                "".into(),
-                ratio(uw, self.pat_write("defaults/a-failover")),
-                ratio(uw, self.pat_write("aggressive/a-failover")),
-            );
-            row(
-                "ratio understudy / Patroni (b), medians",
-                "".into(),
-                ratio(uw, self.pat_write("defaults/b-node-loss")),
-                ratio(uw, self.pat_write("aggressive/b-node-loss")),
-            );
-            row(
-                "kill → failover decided (understudy: TakeEpoch start; Patroni: leader-lock log line) (a)",
-                c(s(self.us.iter().map(|r| r.kill_to_decision))),
-                c(self.pat_decision("defaults/a-failover")),
-                c(self.pat_decision("aggressive/a-failover")),
-            );
-            row(
-                "kill → failover decided (b)",
-                format!("{} ¹", c(s(self.us.iter().map(|r| r.kill_to_decision)))),
-                c(self.pat_decision("defaults/b-node-loss")),
-                c(self.pat_decision("aggressive/b-node-loss")),
-            );
-            row(
-                "decided → first write acked (understudy: through PgBouncer; Patroni: multi-host DSN) (a)",
-                c(s(self.us.iter().map(|r| r.kill_to_write.zip(r.kill_to_decision).map(|(w, d)| w - d)))),
-                c(self.pat_after_decision("defaults/a-failover")),
-                c(self.pat_after_decision("aggressive/a-failover")),
-            );
-            row(
-                "decided → first write acked (b)",
-                "same as (a) ¹".into(),
-                c(self.pat_after_decision("defaults/b-node-loss")),
-                c(self.pat_after_decision("aggressive/b-node-loss")),
-            );
-            let cut = self.us_cutover();
-            row(
-            "equal detection: understudy whole cutover (decided → DNS confirmed) − Patroni DB-only promotion (decided → write) (a)",
-            c(cut),
-            diff(cut, self.pat_after_decision("defaults/a-failover")),
-            diff(cut, self.pat_after_decision("aggressive/a-failover")),
-        );
-            row(
-                "equal detection: same difference (b)",
-                "".into(),
-                diff(cut, self.pat_after_decision("defaults/b-node-loss")),
-                diff(cut, self.pat_after_decision("aggressive/b-node-loss")),
-            );
-            row(
-                "understudy: kill → first failed probe",
-                c(s(self.us.iter().map(|r| r.kill_to_first_failed_probe))),
-                dash(),
-                dash(),
-            );
-            row(
-                "understudy: detection window (first failed probe → TakeEpoch start)",
-                c(s(self.us.iter().map(|r| r.detection))),
-                dash(),
-                dash(),
-            );
-            let mut names: Vec<String> = Vec::new();
-            for r in self.us {
-                for (name, _, _) in &r.steps {
-                    if !names.contains(name) {
-                        names.push(name.clone());
-                    }
-                }
-            }
-            for name in &names {
-                let outcomes: std::collections::BTreeSet<&str> = self
-                    .us
-                    .iter()
-                    .flat_map(|r| r.steps.iter().filter(|(n, _, _)| n == name).map(|(_, _, o)| o.as_str()))
-                    .collect();
-                let v = s(self
-                    .us
-                    .iter()
-                    .map(|r| r.steps.iter().find(|(n, _, _)| n == name).and_then(|(_, d, _)| *d)));
-                row(
-                    &format!(
-                        "understudy step {name} ({})",
-                        outcomes.into_iter().collect::<Vec<_>>().join("/")
-                    ),
-                    cell(v, 3, " s", n),
-                    dash(),
-                    dash(),
-                );
-            }
-            row(
-                "understudy: controller's share (TakeEpoch start → last step end)",
-                c(s(self.us.iter().map(|r| r.controller_share))),
-                dash(),
-                dash(),
-            );
-            row(
-                "understudy: RTO (rtoSeconds: first failed probe → DNS confirmed)",
-                c(s(self.us.iter().map(|r| r.rto))),
-                dash(),
-                dash(),
-            );
-            row(
-                "lost WAL bytes (understudy: lostWalBytes)",
-                cell(s(self.us.iter().map(|r| r.lost_wal_bytes.map(|b| b as f64))), 0, " B", n),
-                dash(),
-                dash(),
-            );
-            let lost = |v: &[patroni::Run]| {
-                cell(Summary::of(&v.iter().map(|r| r.lost_acked as f64).collect::<Vec<_>>()), 0, "", n)
-            };
-            row(
-                "lost acknowledged commits (a) (acked ids missing on the new primary)",
-                cell(Summary::of(&self.us.iter().map(|r| r.lost_acked as f64).collect::<Vec<_>>()), 0, "", n),
-                lost(self.pat("defaults/a-failover")),
-                lost(self.pat("aggressive/a-failover")),
-            );
-            row(
-                "lost acknowledged commits (b)",
-                "same as (a) ¹".into(),
-                lost(self.pat("defaults/b-node-loss")),
-                lost(self.pat("aggressive/b-node-loss")),
-            );
-        }
-        if let Some(f) = self.fp {
-            let (i, l) = (&f.idle, &f.loaded);
-            let both = |x: f64, y: f64, unit: &str, d: usize| format!("{x:.d$}{unit} / {y:.d$}{unit}");
-            let pct = |x: Option<f64>| x.map(|x| format!("{x:.3} s")).unwrap_or_else(|| "–".into());
-            let m = format!("(1 pair / {} pairs)", l.pairs);
-            row(&format!("controller RSS {m}"), both(i.rss_mib, l.rss_mib, " MiB", 1), dash(), dash());
-            row(
-                &format!("controller CPU, % of one core over {:.0} s {m}", l.seconds),
-                both(i.cpu_pct, l.cpu_pct, " %", 1),
-                dash(),
-                dash(),
-            );
-            row(
-                &format!("kube-apiserver CPU, % of one core {m}"),
-                both(i.apiserver_cpu_pct, l.apiserver_cpu_pct, " %", 1),
-                dash(),
-                dash(),
-            );
-            row(
-                &format!("API requests/s sent by the controller {m}"),
-                both(i.api_rps_total, l.api_rps_total, "", 1),
-                dash(),
-                dash(),
-            );
-            let top: Vec<String> = l.api_rps.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
-            row(&format!("  of which at {} pairs", l.pairs), top.join(", "), dash(), dash());
-            row(
-                &format!("probe round interval per pair, mean at {} pairs (probeInterval 1 s) ²", l.pairs),
-                format!(
-                    "{} ({:.0} reconciles in {:.0} s)",
-                    pct(l.mean_round_interval),
-                    l.reconciles,
-                    l.seconds
-                ),
-                dash(),
-                dash(),
-            );
-            row(
-                &format!("reconcile duration p50 / p99 at {} pairs ²", l.pairs),
-                format!("{} / {}", pct(l.reconcile_p50), pct(l.reconcile_p99)),
-                dash(),
-                dash(),
-            );
-            row(
-                "reconcile duration p50 / p99 at 1 pair ²",
-                format!("{} / {}", pct(i.reconcile_p50), pct(i.reconcile_p99)),
-                dash(),
-                dash(),
-            );
-            row(
-                &format!(
-                    "pairs Healthy after the window; probe connections held on the primary ({} pairs)",
-                    l.pairs
-                ),
-                format!(
-                    "{} Healthy{}; {} connections",
-                    l.healthy,
-                    l.not_healthy.iter().map(|(k, v)| format!(", {v} {k}")).collect::<String>(),
-                    l.probe_connections
-                ),
-                dash(),
-                dash(),
-            );
-        }
-        rows
-    }
-
     fn settings(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "command: make bench BENCH_ARGS='{}'  (= cargo run --release -p understudy-e2e --bin understudy-bench -- {})", self.argv.join(" "), self.argv.join(" "));
@@ -622,36 +369,21 @@ impl Report<'_> {
         let mut text = String::from("== understudy bench\n");
         text.push_str(&settings);
         let mut md = format!("# understudy bench\n\n```\n{settings}```\n");
-        let rows = self.rows();
-        if !rows.is_empty() {
-            let head = [
-                "measurement".to_string(),
-                "understudy".to_string(),
-                format!("Patroni {}", Timing::DEFAULTS.label()),
-                format!("Patroni {}", self.aggressive.label()),
-            ];
-            let mut notes = String::new();
-            if !self.a.skip_failover {
-                notes.push_str("¹ understudy's node loss is the same experiment as (a): the \"node\" of the primary runs only the postmaster (the only controller runs at the standby's site), so there is nothing else to kill; the same runs are shown. With one controller per site, see the two-site table.\n");
-            }
-            if self.fp.is_some() {
-                notes.push_str("² the controller's own /metrics: understudy_reconcile_duration_seconds (histogram, quantiles interpolated within its buckets) and its count over the window; the controller requeues probeInterval after a reconcile ends, so the round interval per pair = 1 s + reconcile duration + queueing.\n");
-            }
-            add_table(&mut md, &mut text, &head, &rows, &notes);
+        let runs = table::Runs {
+            runs: self.a.runs,
+            us: self.us,
+            two: self.two,
+            pat: self.pat,
+            aggressive: self.aggressive,
+        };
+        if let Some(t) = runs.failover(!self.a.skip_failover, self.fp) {
+            t.render(&mut md, &mut text);
         }
         if !self.a.skip_two_site {
-            let head = [
-                "measurement (failover, one controller per site)".to_string(),
-                "understudy two-site".to_string(),
-                format!("Patroni {}", Timing::DEFAULTS.label()),
-                format!("Patroni {}", self.aggressive.label()),
-            ];
-            let rows = two_site::rows(self.two, &self.a.lease_ttls, self.a.runs, self.pat, self.aggressive);
-            add_table(&mut md, &mut text, &head, &rows, two_site::NOTES);
+            runs.two_site(&self.a.lease_ttls).render(&mut md, &mut text);
         }
         if let Some(sw) = self.sw {
-            let (head, rows) = sw.table(self.a.runs, !self.a.skip_patroni);
-            add_table(&mut md, &mut text, &head, &rows, switchover::NOTES);
+            table::switchover(sw, self.a.runs, !self.a.skip_patroni).render(&mut md, &mut text);
         }
         if !self.failures.is_empty() {
             let _ = writeln!(text, "failed runs (not in the figures): {}", self.failures.len());
@@ -681,39 +413,6 @@ impl Report<'_> {
             "failures": self.failures,
         })
     }
-}
-
-/// Appends one table (Markdown to `md`, aligned text to `text`) with its notes.
-fn add_table(md: &mut String, text: &mut String, head: &[String; 4], rows: &[[String; 4]], notes: &str) {
-    let _ = writeln!(md, "\n| {} |", head.join(" | "));
-    let _ = writeln!(md, "|---|---|---|---|");
-    for r in rows {
-        let _ = writeln!(md, "| {} |", r.join(" | "));
-    }
-    let _ = write!(md, "\n{notes}");
-    let widths: Vec<usize> = (0..4)
-        .map(|i| {
-            rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| -> String {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
-    text.push('\n');
-    text.push_str(line(head).trim_end());
-    text.push('\n');
-    text.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-"));
-    text.push('\n');
-    for r in rows {
-        text.push_str(line(r).trim_end());
-        text.push('\n');
-    }
-    text.push_str(notes);
 }
 
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.

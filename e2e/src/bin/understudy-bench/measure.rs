@@ -1,5 +1,4 @@
-//! What the bench measures with: summaries (`median (min–max)`), both clocks, and the small
-//! HTTP/`/proc` readers.
+//! What the bench measures with: both clocks and the small HTTP/`/proc` readers.
 
 use std::{
     process::Command,
@@ -8,42 +7,6 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use understudy_e2e::sandbox::proc::run;
-
-/// `median (min–max)` of a set of samples; `None` when there are none.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Summary {
-    pub n: usize,
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Summary {
-    pub fn of(samples: &[f64]) -> Option<Summary> {
-        let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Some(Summary { n, median, min: v[0], max: v[n - 1] })
-    }
-
-    /// Formatted with `digits` decimals and a unit suffix (e.g. " s").
-    pub fn fmt(&self, digits: usize, unit: &str) -> String {
-        format!("{:.d$}{unit} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = digits)
-    }
-}
-
-/// Formats an optional summary, `–` when missing, with `n=` appended when fewer samples than `runs`.
-pub fn cell(s: Option<Summary>, digits: usize, unit: &str, runs: usize) -> String {
-    match s {
-        None => "–".into(),
-        Some(s) if s.n < runs => format!("{} n={}", s.fmt(digits, unit), s.n),
-        Some(s) => s.fmt(digits, unit),
-    }
-}
 
 /// Seconds since the Unix epoch of a wall-clock instant.
 pub fn unix(t: SystemTime) -> f64 {
