@@ -10,14 +10,15 @@
 //! on an etcd lease of `leaseTTL`, and the standby promotes only after it is gone), for each
 //! `--lease-ttls` value, both for a postmaster SIGKILL and a node loss.
 //!
-//! Flags: `--runs N` (10), `--pairs N` (1000), `--lease-ttls 10,4` (seconds), `--skip-patroni`,
-//! `--skip-failover`, `--skip-two-site`, `--skip-switchover`, `--skip-footprint`,
+//! Flags (`--help` explains each): `--runs N` (10), `--pairs N` (1000), `--lease-ttls 10,4` (seconds),
+//! `--skip-patroni`, `--skip-failover`, `--skip-two-site`, `--skip-switchover`, `--skip-footprint`,
 //! `--only failover,two-site,switchover,footprint` (any subset; `two-site` alone runs the two-site
 //! understudy failovers and Patroni's (a) and (b), not (a′) nor the one-controller runs).
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
 use understudy_e2e::sandbox::repo_root;
 
 mod footprint;
@@ -32,6 +33,86 @@ use footprint::Footprint;
 use patroni::{Scenario, Timing, SCENARIOS};
 use understudy_failover::{self as us, Topology};
 
+/// The bench's command line (`make bench BENCH_ARGS='…'`).
+#[derive(Parser, Debug)]
+#[command(
+    name = "understudy-bench",
+    about = "understudy's failovers, planned switchovers and footprint on the real sandbox, side by side \
+             with Patroni; tables on stdout and in target/bench/bench.{md,json}",
+    after_help = "Examples: make bench BENCH_ARGS='--runs 2 --pairs 50'; '--only switchover'; \
+                  '--only two-site --lease-ttls 10,4'; '--runs 10 --skip-patroni'"
+)]
+struct Cli {
+    /// Runs of each configuration (failover topologies, Patroni configurations and switchovers); each
+    /// failover run is on a fresh sandbox.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one())]
+    runs: usize,
+    /// Pairs created for the footprint's loaded window (all on one sandbox PostgreSQL pair).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = at_least_one())]
+    pairs: usize,
+    /// Leader-key lease TTLs measured by the two-site failovers, in seconds (`10` or `10s`), each
+    /// 4..300 (leaseTTL ≥ 4 × the measured pair's probeTimeout of 1 s). The default: Patroni's
+    /// aggressive `ttl`, and the least that probeTimeout allows.
+    #[arg(
+        long,
+        value_name = "SECONDS,…",
+        value_delimiter = ',',
+        default_value = "10,4",
+        value_parser = lease_ttl
+    )]
+    lease_ttls: Vec<u32>,
+    /// Measure understudy alone: no Patroni runs (nor Patroni's installation).
+    #[arg(long)]
+    skip_patroni: bool,
+    /// Skip the one-controller failovers (and Patroni's (a′) restart in place).
+    #[arg(long)]
+    skip_failover: bool,
+    /// Skip the failovers with one controller per site.
+    #[arg(long)]
+    skip_two_site: bool,
+    /// Skip the planned switchovers.
+    #[arg(long)]
+    skip_switchover: bool,
+    /// Skip the controller's footprint (RSS, CPU and API requests at 1 and --pairs pairs).
+    #[arg(long)]
+    skip_footprint: bool,
+    /// Run only these parts (any subset; a --skip-… flag still skips its part). `two-site` alone runs
+    /// the two-site understudy failovers and Patroni's (a) and (b), not (a′) nor the one-controller
+    /// runs.
+    #[arg(long, value_name = "PART,…", value_delimiter = ',')]
+    only: Option<Vec<Part>>,
+}
+
+/// A part of the bench, for `--only`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// Failovers with one controller (the standby site's), next to Patroni's.
+    Failover,
+    /// Failovers with one controller per site (the leader key on an etcd lease).
+    TwoSite,
+    /// Planned switchovers, next to `patronictl switchover`.
+    Switchover,
+    /// The controller's footprint.
+    Footprint,
+}
+
+/// A count of at least 1.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// A `--lease-ttls` value: whole seconds, `s` allowed, within 4..300.
+fn lease_ttl(v: &str) -> Result<u32, String> {
+    let t: u32 =
+        v.trim().trim_end_matches('s').parse().map_err(|e| format!("{v:?} is not whole seconds: {e}"))?;
+    // leaseTTL ≥ 4 × probeTimeout (1 s in the measured pair), and the CRD's 2 s..5 m.
+    if !(4..=300).contains(&t) {
+        return Err(format!("{t} s is outside 4..300 s (leaseTTL ≥ 4 × probeTimeout 1 s)"));
+    }
+    Ok(t)
+}
+
+/// What runs, as the command line asked.
 struct Args {
     runs: usize,
     pairs: usize,
@@ -43,74 +124,20 @@ struct Args {
     lease_ttls: Vec<u32>,
 }
 
-fn args() -> Result<Args> {
-    let mut a = Args {
-        runs: 10,
-        pairs: 1000,
-        skip_patroni: false,
-        skip_footprint: false,
-        skip_switchover: false,
-        skip_failover: false,
-        skip_two_site: false,
-        lease_ttls: two_site::DEFAULT_TTLS.to_vec(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--runs" => a.runs = it.next().context("--runs N")?.parse().context("--runs N")?,
-            "--pairs" => a.pairs = it.next().context("--pairs N")?.parse().context("--pairs N")?,
-            "--skip-patroni" => a.skip_patroni = true,
-            "--skip-footprint" => a.skip_footprint = true,
-            "--skip-switchover" => a.skip_switchover = true,
-            "--skip-failover" => a.skip_failover = true,
-            "--skip-two-site" => a.skip_two_site = true,
-            "--lease-ttls" => {
-                a.lease_ttls = it
-                    .next()
-                    .context("--lease-ttls 10,4")?
-                    .split(',')
-                    .map(|t| {
-                        t.trim().trim_end_matches('s').parse::<u32>().context("--lease-ttls 10,4 (seconds)")
-                    })
-                    .collect::<Result<_>>()?;
-                // leaseTTL ≥ 4 × probeTimeout (1 s in the measured pair), and the CRD's 2 s..5 m.
-                if let Some(t) = a.lease_ttls.iter().find(|t| !(4..=300).contains(*t)) {
-                    bail!("--lease-ttls: {t} s is outside 4..300 s (leaseTTL ≥ 4 × probeTimeout 1 s)");
-                }
-            }
-            "--only" => {
-                let parts: Vec<String> = it
-                    .next()
-                    .context("--only failover,two-site,switchover,footprint")?
-                    .split(',')
-                    .map(str::to_string)
-                    .collect();
-                if let Some(p) = parts
-                    .iter()
-                    .find(|p| !["failover", "two-site", "switchover", "footprint"].contains(&p.as_str()))
-                {
-                    bail!("--only: unknown part {p:?} (failover, two-site, switchover, footprint)");
-                }
-                let has = |x: &str| parts.iter().any(|p| p == x);
-                a.skip_failover = !has("failover");
-                a.skip_two_site = !has("two-site");
-                a.skip_switchover = !has("switchover");
-                a.skip_footprint = !has("footprint");
-            }
-            "-h" | "--help" => {
-                println!("understudy-bench [--runs N] [--pairs N] [--lease-ttls 10,4] [--skip-patroni] [--skip-failover] [--skip-two-site] [--skip-switchover] [--skip-footprint] [--only failover,two-site,switchover,footprint]");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?} (see --help)"),
+impl From<Cli> for Args {
+    fn from(c: Cli) -> Args {
+        let skip = |part: Part, flag: bool| flag || c.only.as_ref().is_some_and(|only| !only.contains(&part));
+        Args {
+            runs: c.runs,
+            pairs: c.pairs,
+            skip_patroni: c.skip_patroni,
+            skip_failover: skip(Part::Failover, c.skip_failover),
+            skip_two_site: skip(Part::TwoSite, c.skip_two_site) || c.lease_ttls.is_empty(),
+            skip_switchover: skip(Part::Switchover, c.skip_switchover),
+            skip_footprint: skip(Part::Footprint, c.skip_footprint),
+            lease_ttls: c.lease_ttls,
         }
     }
-    if a.lease_ttls.is_empty() {
-        a.skip_two_site = true;
-    }
-    if a.runs == 0 || a.pairs == 0 {
-        bail!("--runs and --pairs must be at least 1");
-    }
-    Ok(a)
 }
 
 fn say(s: String) {
@@ -122,7 +149,7 @@ type Config = (&'static str, Timing, Scenario);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let a = args()?;
+    let a = Args::from(Cli::parse());
     let began = Instant::now();
     let load_at_start = loadavg();
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -427,6 +454,54 @@ fn loadavg() -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
+    fn args(argv: &[&str]) -> Result<super::Args, clap::Error> {
+        super::Cli::try_parse_from(["understudy-bench"].iter().chain(argv)).map(super::Args::from)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_mean_what_they_meant() -> Result<(), clap::Error> {
+        let a = args(&[])?;
+        assert_eq!((a.runs, a.pairs, a.lease_ttls.as_slice()), (10, 1000, &[10, 4][..]));
+        assert!(
+            !(a.skip_patroni || a.skip_failover || a.skip_two_site || a.skip_switchover || a.skip_footprint)
+        );
+
+        let a = args(&["--runs", "2", "--pairs", "50", "--skip-patroni", "--skip-footprint"])?;
+        assert_eq!((a.runs, a.pairs, a.skip_patroni, a.skip_footprint), (2, 50, true, true));
+        assert!(!(a.skip_failover || a.skip_two_site || a.skip_switchover));
+
+        let a = args(&["--only", "switchover"])?;
+        assert!(
+            a.skip_failover && a.skip_two_site && a.skip_footprint && !a.skip_switchover && !a.skip_patroni
+        );
+
+        let a = args(&["--only", "two-site", "--lease-ttls", "10s, 4"])?;
+        assert!(a.skip_failover && !a.skip_two_site && a.skip_switchover && a.skip_footprint);
+        assert_eq!(a.lease_ttls, [10, 4]);
+
+        let a = args(&["--only", "failover,two-site", "--runs", "5", "--skip-two-site"])?;
+        assert!(!a.skip_failover && a.skip_two_site && a.skip_switchover && a.skip_footprint);
+
+        for bad in [
+            &["--runs", "0"][..],
+            &["--pairs", "x"],
+            &["--lease-ttls", "3"],
+            &["--lease-ttls", "301"],
+            &["--lease-ttls", "ten"],
+            &["--only", "failover,bogus"],
+            &["--skip-everything"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?} is refused");
+        }
+        Ok(())
+    }
     use understudy::crd::FailoverPolicy;
 
     use understudy_e2e::pair::Failover;

@@ -5,10 +5,6 @@
 
 use crate::understudy_failover::Topology;
 
-/// The leader-key lease TTLs measured by default (seconds): Patroni's aggressive `ttl`, and the least
-/// the pair's `probeTimeout: 1s` allows (leaseTTL ≥ 4 × probeTimeout).
-pub const DEFAULT_TTLS: [u32; 2] = [10, 4];
-
 /// The settings line of this part.
 pub fn settings(ttls: &[u32]) -> String {
     format!(
