@@ -2,12 +2,16 @@
 //! starts from the sandbox's parts (`Pair::on` for a bare PostgreSQL pair, `Bed::pair` for the full
 //! bed) and a test says only what it changes:
 //!
-//! ```ignore
+//! ```no_run
+//! # use understudy_e2e::{bed::Bed, pair::Automatic};
+//! # async fn example(bed: &Bed) -> anyhow::Result<()> {
 //! bed.pair("chat")
 //!     .failover(|f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3))
 //!     .lease_ttl("4s")
 //!     .create(&bed.client, &bed.ns)
 //!     .await?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Edits take the controller's own types (`site("west", |s| s.dns_target = None)`,
