@@ -1,6 +1,6 @@
 //! A complete test bed for one pair: the PostgreSQL pair, PgBouncer (with a `[databases]` include
 //! file understudy rewrites), BIND9 with the `chat` record, the witness etcd, a namespace with every
-//! Secret and the Mattermost-style ConfigMap, and the pair's YAML. Also the controller as a real
+//! Secret and the Mattermost-style ConfigMap, and the pair (`Bed::pair`). Also the controller as a real
 //! process, for tests that SIGKILL it.
 
 use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
@@ -17,10 +17,11 @@ use kube::{
     api::{ObjectMeta, Patch, PatchParams},
     Api, Client,
 };
-use understudy::crd::DisasterRecoveryPair;
+use understudy::crd::{DisasterRecoveryPair, EtcdWitness, PgBouncerRecycler, Recycler};
 
 use crate::{
     app::App,
+    pair::{self, Failover, Pair},
     sandbox::{
         certs::{Ca, Issued},
         proc::Proc,
@@ -75,7 +76,7 @@ impl Bed {
     }
 
     /// A bed whose PostgreSQL servers run `ssl = on` and whose witness etcd requires TLS client
-    /// certificates and a password (`root`); `pair_yaml` then asks for `VerifyFull` and gives the
+    /// certificates and a password (`root`); `pair` then asks for `VerifyFull` and gives the
     /// witness `tlsSecret` and `authSecret`. Secrets `pg-ca`, `witness-tls` and `witness-auth`.
     pub async fn start_tls(label: &str) -> Result<Bed> {
         Self::start_with(label, true).await
@@ -176,91 +177,124 @@ impl Bed {
         format!("postgres://{}:{}@127.0.0.1:{port}/postgres?sslmode=disable", self.pg.user, self.pg.password)
     }
 
-    /// A full pair: both sites, DataSource (ConfigMap pointer + Secret), PgBouncer recycler, RFC 2136
-    /// record and the etcd witness. `failover` is the flow-mapping body of `spec.failover`. On a TLS
-    /// bed both sites use `VerifyFull` with `pg-ca`, and the witness `witness-tls` and `witness-auth`.
-    pub fn pair_yaml(&self, name: &str, failover: &str) -> String {
-        let tls = if self.tls.is_some() {
-            ", tls: { mode: VerifyFull, caSecret: { name: pg-ca, key: ca.crt } }"
-        } else {
-            ""
+    /// The full pair `name` on this bed: both sites (`Pair::on`, logging in with `pg-admin`) with an
+    /// HTTP health check and the sandbox's rejoin hook; DataSource (the Mattermost ConfigMap pointer
+    /// and the `mattermost-db` Secret), PgBouncer, HTTP and rollout recyclers, the RFC 2136 record
+    /// and its DNSEndpoint, and the etcd witness. Default failover policy (Manual). On a TLS bed both
+    /// sites use `VerifyFull` with `pg-ca`, and the witness `witness-tls` and `witness-auth`.
+    pub fn pair(&self, name: &str) -> Pair {
+        use understudy::crd::{
+            DnsEndpointRecord, DnsRecord, HttpCheck, HttpRecycler, RejoinHook, Rfc2136Record, RolloutRestart,
+            SiteHealth, WorkloadKind,
         };
-        let witness_tls = if self.tls.is_some() {
-            ", tlsSecret: { name: witness-tls }, authSecret: { name: witness-auth }"
-        } else {
-            ""
-        };
-        let p = |port: u16| {
-            format!("{{ host: 127.0.0.1, port: {port}, database: postgres, credentialsSecret: {{ name: pg-admin }}{tls} }}")
-        };
-        format!(
-            "apiVersion: dr.understudy.dev/v1alpha1
-kind: DisasterRecoveryPair
-metadata:
-  name: {name}
-spec:
-  primary: east
-  sites:
-    - name: east
-      postgres: {pe}
-      dataSourceSecret: {{ name: dsn-east, key: dsn }}
-      health: {{ http: [ {{ url: 'http://127.0.0.1:{app}/api/v4/system/ping' }} ] }}
-      rejoin: {{ command: [bash, {hook}, {edata}, {elog}] }}
-      dnsTarget: 127.0.0.11
-    - name: west
-      postgres: {pw}
-      dataSourceSecret: {{ name: dsn-west, key: dsn }}
-      health: {{ http: [ {{ url: 'http://127.0.0.1:{app}/api/v4/system/ping' }} ] }}
-      rejoin: {{ command: [bash, {hook}, {wdata}, {wlog}] }}
-      dnsTarget: 127.0.0.12
-  failover: {{ {failover} }}
-  dataSource:
-    - configMapKey:
-        name: mattermost-config
-        key: config.json
-        jsonPointer: /SqlSettings/DataSource
-        perSite: [ {{ jsonPointer: /JobSettings/RunScheduler, values: {{ east: 'true', west: 'false' }} }} ]
-    - secretKey: {{ name: mattermost-db, key: dsn }}
-  recycle:
-    - pgBouncer: {{ host: 127.0.0.1, port: {pgb}, database: app, adminSecret: {{ name: pgb-admin }}, databasesFile: {dbfile} }}
-    - http: {{ url: 'http://127.0.0.1:{app}/api/v4/database/recycle', method: POST, tokenSecret: {{ name: mm-token }} }}
-    - rolloutRestart: {{ kind: Deployment, name: mattermost }}
-  dns:
-    - rfc2136: {{ server: '127.0.0.1:{dns}', zone: example.test, name: chat, ttl: 30, tsigSecret: {{ name: dns-tsig }} }}
-    - dnsEndpoint: {{ name: chat, dnsName: chat.example.test, ttl: 30 }}
-  coordination:
-    etcd: {{ endpoints: ['{etcd}'], prefix: /understudy{witness_tls} }}
-",
-            pe = p(self.pg.primary.port),
-            pw = p(self.pg.standby.port),
-            pgb = self.pgb.port,
-            dbfile = self.pgb.databases_file().display(),
-            dns = self.bind.port,
-            etcd = self.witness.endpoint,
-            app = self.app.port,
-            hook = repo_root().join("e2e/scripts/rejoin-local.sh").display(),
-            edata = self.pg.primary.data.display(),
-            elog = self.pg.primary.log_path().display(),
-            wdata = self.pg.standby.data.display(),
-            wlog = self.pg.standby.log_path().display(),
-        )
+        let hook = repo_root().join("e2e/scripts/rejoin-local.sh").display().to_string();
+        let app = self.app.port;
+        let tls = self.tls.is_some();
+        let recycler = Recycler { pg_bouncer: None, http: None, rollout_restart: None };
+        let dns = DnsRecord { rfc2136: None, dns_endpoint: None };
+        Pair::on(name, &self.pg, "pg-admin")
+            .each_site(|s| {
+                let server = self.server(&s.name);
+                s.postgres.tls = tls.then(|| pair::verify_full("pg-ca"));
+                s.health = Some(SiteHealth {
+                    http: vec![HttpCheck { url: format!("http://127.0.0.1:{app}/api/v4/system/ping") }],
+                });
+                s.rejoin = Some(RejoinHook {
+                    command: vec![
+                        "bash".into(),
+                        hook.clone(),
+                        server.data.display().to_string(),
+                        server.log_path().display().to_string(),
+                    ],
+                    timeout: pair::duration("2m"),
+                });
+            })
+            .data_source([
+                pair::mattermost_config_target("mattermost-config"),
+                pair::secret_target("mattermost-db", "dsn"),
+            ])
+            .recycle([
+                Recycler {
+                    pg_bouncer: Some(PgBouncerRecycler {
+                        host: "127.0.0.1".into(),
+                        port: self.pgb.port,
+                        admin_secret: pair::secret("pgb-admin"),
+                        database: "app".into(),
+                        databases_file: Some(self.pgb.databases_file().display().to_string()),
+                        backend_database: None,
+                    }),
+                    ..recycler.clone()
+                },
+                Recycler {
+                    http: Some(HttpRecycler {
+                        url: format!("http://127.0.0.1:{app}/api/v4/database/recycle"),
+                        method: "POST".into(),
+                        token_secret: Some(pair::secret("mm-token")),
+                    }),
+                    ..recycler.clone()
+                },
+                Recycler {
+                    rollout_restart: Some(RolloutRestart {
+                        kind: WorkloadKind::Deployment,
+                        name: "mattermost".into(),
+                    }),
+                    ..recycler
+                },
+            ])
+            .dns([
+                DnsRecord {
+                    rfc2136: Some(Rfc2136Record {
+                        server: format!("127.0.0.1:{}", self.bind.port),
+                        zone: "example.test".into(),
+                        name: "chat".into(),
+                        ttl: 30,
+                        tsig_secret: pair::secret("dns-tsig"),
+                    }),
+                    ..dns.clone()
+                },
+                DnsRecord {
+                    dns_endpoint: Some(DnsEndpointRecord {
+                        name: "chat".into(),
+                        dns_name: "chat.example.test".into(),
+                        ttl: 30,
+                    }),
+                    ..dns
+                },
+            ])
+            .set_witness(Some(EtcdWitness {
+                endpoints: vec![self.witness.endpoint.clone()],
+                prefix: "/understudy".into(),
+                tls_secret: tls.then(|| pair::secret("witness-tls")),
+                auth_secret: tls.then(|| pair::secret("witness-auth")),
+                lease_ttl: pair::duration("10s"),
+            }))
     }
 
-    /// A bed with the pair `chat` (its `spec.failover` = `failover`) created, the controller running
-    /// in-process, and the pair Healthy: the opening of most end-to-end tests.
-    pub async fn with_pair(label: &str, failover: &str) -> Result<(Bed, support::RunningController)> {
+    /// A bed with the pair `chat` (`pair("chat")` with its failover policy edited by `failover`)
+    /// created, the controller running in-process, and the pair Healthy: the opening of most
+    /// end-to-end tests.
+    pub async fn with_pair(
+        label: &str,
+        failover: impl FnOnce(Failover) -> Failover,
+    ) -> Result<(Bed, support::RunningController)> {
         Self::with_pair_on(Bed::start(label).await?, failover).await
     }
 
     /// `with_pair` on a TLS bed (`start_tls`): PostgreSQL over `VerifyFull`, the witness over TLS
     /// with a client certificate and a password.
-    pub async fn with_tls_pair(label: &str, failover: &str) -> Result<(Bed, support::RunningController)> {
+    pub async fn with_tls_pair(
+        label: &str,
+        failover: impl FnOnce(Failover) -> Failover,
+    ) -> Result<(Bed, support::RunningController)> {
         Self::with_pair_on(Bed::start_tls(label).await?, failover).await
     }
 
-    async fn with_pair_on(bed: Bed, failover: &str) -> Result<(Bed, support::RunningController)> {
+    async fn with_pair_on(
+        bed: Bed,
+        failover: impl FnOnce(Failover) -> Failover,
+    ) -> Result<(Bed, support::RunningController)> {
         let ctl = support::RunningController::start(bed.client.clone(), &bed.ns);
-        support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", failover)).await?;
+        bed.pair("chat").failover(failover).create(&bed.client, &bed.ns).await?;
         bed.wait_healthy("chat").await?;
         Ok((bed, ctl))
     }

@@ -2,7 +2,7 @@
 
 pub mod app;
 pub mod bed;
-pub mod bench;
+pub mod pair;
 pub mod sandbox;
 pub mod support;
 pub mod workload;

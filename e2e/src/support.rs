@@ -159,30 +159,6 @@ pub async fn pair_secrets(client: &Client, ns: &str, pg: &PgPair) -> Result<()> 
     Ok(())
 }
 
-/// A pair YAML for `pg` (east = primary server, west = standby server), Manual mode, with
-/// `extra` appended under `spec:` (indented by two spaces already).
-pub fn pair_yaml(name: &str, pg: &PgPair, credentials_secret: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: dr.understudy.dev/v1alpha1\nkind: DisasterRecoveryPair\nmetadata:\n  name: {name}\nspec:\n  primary: east\n  sites:\n\
-         - name: east\n    postgres: {{ host: 127.0.0.1, port: {p}, database: postgres, credentialsSecret: {{ name: {credentials_secret} }} }}\n\
-         \x20   dataSourceSecret: {{ name: dsn-east, key: dsn }}\n    dnsTarget: 127.0.0.11\n\
-         - name: west\n    postgres: {{ host: 127.0.0.1, port: {s}, database: postgres, credentialsSecret: {{ name: {credentials_secret} }} }}\n\
-         \x20   dataSourceSecret: {{ name: dsn-west, key: dsn }}\n    dnsTarget: 127.0.0.12\n\
-         \x20 failover: {{ mode: Manual, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 3, maxLagBytes: 16Mi }}\n{extra}",
-        p = pg.primary.port,
-        s = pg.standby.port,
-    )
-    .replace("\n- name", "\n  - name")
-}
-
-/// Creates a pair from YAML.
-pub async fn create_pair(client: &Client, ns: &str, yaml: &str) -> Result<DisasterRecoveryPair> {
-    let drp: DisasterRecoveryPair = serde_yaml::from_str(yaml).context("parse pair YAML")?;
-    Ok(Api::<DisasterRecoveryPair>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &drp)
-        .await?)
-}
-
 /// The condition `type_` of a pair, as (status, reason, message).
 pub fn condition(drp: &DisasterRecoveryPair, type_: &str) -> Option<(String, String, String)> {
     drp.status

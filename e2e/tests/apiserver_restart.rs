@@ -5,20 +5,15 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use understudy_e2e::{
-    bed::Bed,
-    support::{self, wait_for},
-};
+use understudy_e2e::{bed::Bed, pair::Automatic, support::wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_survives_a_kube_apiserver_restart_and_completes_once() -> Result<()> {
     let mut bed = Bed::start("apirestart").await?;
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3))
+        .create(&bed.client, &bed.ns)
+        .await?;
     let _ctl = bed.controller_process("west", &[])?;
     bed.wait_healthy("chat").await?;
     let serial = bed.bind.serial()?;

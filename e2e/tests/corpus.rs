@@ -18,13 +18,19 @@ use kube::{
 };
 use serde_json::{json, Value};
 use understudy::crd::DisasterRecoveryPair;
-use understudy_e2e::{bed::Bed, support};
+use understudy_e2e::{
+    bed::Bed,
+    pair::{postgres, Automatic, Failover, Manual, Pair},
+    support,
+};
 
 /// The two tests edit (or rely on) the one CRD of this binary's control plane: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The good pair: automatic failover, fast probes.
-const GOOD: &str = "mode: Automatic, probeInterval: 500ms, failureThreshold: 2, probeTimeout: 500ms";
+/// The good pair's failover policy: automatic, fast probes.
+fn good(f: Failover) -> Failover {
+    f.mode(Automatic).probe_interval("500ms").failure_threshold(2).probe_timeout("500ms")
+}
 
 /// One step into a JSON document.
 #[derive(Clone, Debug, PartialEq)]
@@ -695,7 +701,7 @@ struct Odd {
 async fn no_accepted_pair_crashes_or_blinds_the_controller_across_a_restart() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let mut bed = Bed::start("corpus").await?;
-    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", GOOD)).await?;
+    bed.pair("chat").failover(good).create(&bed.client, &bed.ns).await?;
     let mut ctl = bed.controller_process("west", &[])?;
     bed.wait_healthy("chat").await?;
     let api = dyn_api(&bed.client, &bed.ns);
@@ -886,13 +892,9 @@ async fn no_accepted_pair_crashes_or_blinds_the_controller_across_a_restart() ->
 }
 
 /// A minimal pair whose sites point at closed ports: it only needs to get a status.
-fn minimal(name: &str, failover: &str) -> String {
-    format!(
-        "apiVersion: dr.understudy.dev/v1alpha1\nkind: DisasterRecoveryPair\nmetadata: {{ name: {name} }}\nspec:\n  primary: east\n  sites:\n\
-         \x20 - {{ name: east, postgres: {{ host: 127.0.0.1, port: 1, credentialsSecret: {{ name: s }} }} }}\n\
-         \x20 - {{ name: west, postgres: {{ host: 127.0.0.1, port: 2, credentialsSecret: {{ name: s }} }} }}\n\
-         \x20 failover: {{ {failover} }}\n"
-    )
+fn minimal(name: &str) -> Pair {
+    Pair::new(name, postgres("127.0.0.1", 1, "s"), postgres("127.0.0.1", 2, "s"))
+        .failover(|f| f.mode(Manual).probe_interval("500ms"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -921,10 +923,9 @@ async fn a_pair_the_controller_cannot_read_is_reported_and_the_others_are_served
     .context("loosen the CRD")?;
 
     // The API server takes the new schema a moment later.
-    let bad: DynamicObject = serde_json::from_value(serde_yaml::from_str(&minimal(
-        "bad",
-        "mode: Manual, probeInterval: 500ms, failureThreshold: three",
-    ))?)?;
+    let mut bad = minimal("bad").to_value();
+    bad["spec"]["failover"]["failureThreshold"] = json!("three");
+    let bad: DynamicObject = serde_json::from_value(bad)?;
     let api = dyn_api(&client, &ns);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -941,7 +942,7 @@ async fn a_pair_the_controller_cannot_read_is_reported_and_the_others_are_served
         }
     }
     assert_eq!(api.get("bad").await?.data["spec"]["failover"]["failureThreshold"], json!("three"));
-    support::create_pair(&client, &ns, &minimal("good", "mode: Manual, probeInterval: 500ms")).await?;
+    minimal("good").create(&client, &ns).await?;
 
     let ctl = support::RunningController::start(client.clone(), &ns);
     let typed: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);

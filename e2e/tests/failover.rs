@@ -16,12 +16,19 @@ use understudy::{
 };
 use understudy_e2e::{
     bed::{mattermost_config, wait_exit, Bed},
-    support::{self, condition, wait_for, RunningController},
+    pair::{Approve, Automatic, Failover, Manual},
+    support::{condition, wait_for, RunningController},
     workload::lost,
 };
 
-const FAST: &str =
-    "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 3, maxLagBytes: 16Mi";
+/// Automatic, quick probes.
+fn fast(f: Failover) -> Failover {
+    f.mode(Automatic)
+        .probe_interval("500ms")
+        .probe_timeout("500ms")
+        .failure_threshold(3)
+        .max_lag_bytes("16Mi")
+}
 
 async fn events(bed: &Bed) -> Result<Vec<Event>> {
     Ok(Api::<Event>::namespaced(bed.client.clone(), &bed.ns).list(&ListParams::default()).await?.items)
@@ -29,7 +36,7 @@ async fn events(bed: &Bed) -> Result<Vec<Event>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> {
-    let (mut bed, _ctl) = Bed::with_pair("failover", FAST).await?;
+    let (mut bed, _ctl) = Bed::with_pair("failover", fast).await?;
 
     let wl = bed.workload("workload", Duration::from_millis(20)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
@@ -147,9 +154,10 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
 async fn a_blip_shorter_than_the_threshold_changes_nothing() -> Result<()> {
     let mut bed = Bed::start("blip").await?;
     let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    let yaml = bed
-        .pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 8");
-    support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("500ms").probe_timeout("500ms").failure_threshold(8))
+        .create(&bed.client, &bed.ns)
+        .await?;
     bed.wait_healthy("chat").await?;
     // A restart of the primary: down for well under 8 x 500 ms.
     bed.pg.primary.stop();
@@ -185,9 +193,10 @@ async fn a_blip_shorter_than_the_threshold_changes_nothing() -> Result<()> {
 async fn lag_over_budget_refuses_with_the_figures() -> Result<()> {
     let mut bed = Bed::start("lag").await?;
     let _ctl = RunningController::start(bed.client.clone(), &bed.ns);
-    let yaml = bed
-        .pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3, maxLagBytes: 64Ki");
-    support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3).max_lag_bytes("64Ki"))
+        .create(&bed.client, &bed.ns)
+        .await?;
     bed.wait_healthy("chat").await?;
     bed.pg.standby.psql("SELECT pg_wal_replay_pause()")?;
     bed.pg
@@ -219,7 +228,7 @@ async fn lag_over_budget_refuses_with_the_figures() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_mode_reports_and_changes_nothing() -> Result<()> {
     let (mut bed, _ctl) =
-        Bed::with_pair("manual", "mode: Manual, probeInterval: 500ms, failureThreshold: 3").await?;
+        Bed::with_pair("manual", |f| f.mode(Manual).probe_interval("500ms").failure_threshold(3)).await?;
     bed.pg.primary.kill9();
     let api = bed.api();
     wait_for("FailoverBlocked/ManualMode", Duration::from_secs(15), || async {
@@ -240,7 +249,7 @@ async fn manual_mode_reports_and_changes_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_mode_waits_acts_on_the_right_nonce_and_ignores_a_wrong_one() -> Result<()> {
     let (mut bed, _ctl) =
-        Bed::with_pair("approve", "mode: Approve, probeInterval: 500ms, failureThreshold: 3").await?;
+        Bed::with_pair("approve", |f| f.mode(Approve).probe_interval("500ms").failure_threshold(3)).await?;
     bed.pg.primary.kill9();
     let api = bed.api();
     wait_for("a pending approval", Duration::from_secs(15), || async {
@@ -270,7 +279,7 @@ async fn approve_mode_waits_acts_on_the_right_nonce_and_ignores_a_wrong_one() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_server_down_during_the_flip_is_retried_without_promoting_twice() -> Result<()> {
-    let (mut bed, _ctl) = Bed::with_pair("dnsdown", FAST).await?;
+    let (mut bed, _ctl) = Bed::with_pair("dnsdown", fast).await?;
     bed.bind.kill();
     bed.pg.primary.kill9();
     let api = bed.api();
@@ -311,7 +320,7 @@ async fn a_controller_killed_at_any_step_resumes_and_completes_exactly_once() ->
     ];
     for point in points {
         let mut bed = Bed::start("crash").await?;
-        support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", FAST)).await?;
+        bed.pair("chat").failover(fast).create(&bed.client, &bed.ns).await?;
         let mut ctl = bed.controller_process("west", &[("UNDERSTUDY_CRASH_POINT", point)])?;
         bed.wait_healthy("chat").await?;
         let serial = bed.bind.serial()?;

@@ -9,6 +9,7 @@ use anyhow::Result;
 use understudy::crd::conditions;
 use understudy_e2e::{
     bed::Bed,
+    pair::Automatic,
     support::{self, condition, wait_for},
 };
 
@@ -18,15 +19,12 @@ async fn two_controllers_racing_to_promote_take_one_epoch_and_promote_once() -> 
     let mut double = 0;
     for round in 1..=rounds {
         let mut bed = Bed::start("race").await?;
-        support::create_pair(
-            &bed.client,
-            &bed.ns,
-            &bed.pair_yaml(
-                "chat",
-                "mode: Automatic, probeInterval: 200ms, probeTimeout: 200ms, failureThreshold: 2",
-            ),
-        )
-        .await?;
+        bed.pair("chat")
+            .failover(|f| {
+                f.mode(Automatic).probe_interval("200ms").probe_timeout("200ms").failure_threshold(2)
+            })
+            .create(&bed.client, &bed.ns)
+            .await?;
         // Two independent actors on the same pair, both probing and both wanting to fail over.
         let _east = bed.controller_process("east", &[])?;
         let _west = bed.controller_process("west", &[])?;
@@ -58,12 +56,10 @@ async fn two_controllers_racing_to_promote_take_one_epoch_and_promote_once() -> 
 async fn with_the_witness_down_nothing_is_promoted_and_health_reporting_goes_on() -> Result<()> {
     let mut bed = Bed::start("nowitness").await?;
     let _ctl = support::RunningController::start(bed.client.clone(), &bed.ns);
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3))
+        .create(&bed.client, &bed.ns)
+        .await?;
     bed.wait_healthy("chat").await?;
     bed.witness.kill();
     bed.pg.primary.kill9();

@@ -8,11 +8,17 @@ use k8s_openapi::api::events::v1::Event;
 use kube::{api::ListParams, Api};
 use understudy::crd::{conditions, DisasterRecoveryPair, Phase};
 use understudy_e2e::{
+    pair::{Failover, Manual, Pair},
     sandbox::{Bind, PgBouncer, PgPair, Witness},
     support::{self, condition, wait_for, RunningController},
 };
 
 const T: Duration = Duration::from_secs(30);
+
+/// The failover policy of the pairs on a bare PostgreSQL pair: Manual, quick probes.
+fn probing(f: Failover) -> Failover {
+    f.mode(Manual).probe_interval("500ms").probe_timeout("500ms").failure_threshold(3).max_lag_bytes("16Mi")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_components_are_real() -> Result<()> {
@@ -78,8 +84,9 @@ async fn crd_is_accepted_and_bad_pairs_are_rejected_naming_the_field() -> Result
         )
     };
     // A valid pair is accepted and defaults are filled in by the schema.
-    let ok =
-        support::create_pair(&client, &ns, &base("east", ("east", "west"), "{ mode: Manual }", "")).await?;
+    let ok: DisasterRecoveryPair =
+        serde_yaml::from_str(&base("east", ("east", "west"), "{ mode: Manual }", ""))?;
+    let ok = api.create(&Default::default(), &ok).await?;
     assert_eq!(ok.spec.failover.failure_threshold, 3);
     assert_eq!(ok.spec.sites[0].postgres.port, 5432);
 
@@ -128,7 +135,7 @@ async fn status_reports_lag_and_it_grows_while_replay_is_paused() -> Result<()> 
     let pg = tokio::task::spawn_blocking(|| PgPair::start("lag")).await??;
     support::pair_secrets(&client, &ns, &pg).await?;
     let _ctl = RunningController::start(client.clone(), &ns);
-    support::create_pair(&client, &ns, &support::pair_yaml("chat", &pg, "pg-admin", "")).await?;
+    Pair::on("chat", &pg, "pg-admin").failover(probing).create(&client, &ns).await?;
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
 
     wait_for("pair Healthy with the standby streaming", T, || async {
@@ -172,7 +179,7 @@ async fn stopping_the_primary_flips_its_health_condition() -> Result<()> {
     let mut pg = tokio::task::spawn_blocking(|| PgPair::start("down")).await??;
     support::pair_secrets(&client, &ns, &pg).await?;
     let _ctl = RunningController::start(client.clone(), &ns);
-    support::create_pair(&client, &ns, &support::pair_yaml("chat", &pg, "pg-admin", "")).await?;
+    Pair::on("chat", &pg, "pg-admin").failover(probing).create(&client, &ns).await?;
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
     wait_for("primary healthy", T, || async {
         Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0)
@@ -226,7 +233,7 @@ async fn a_missing_secret_is_reported_and_recovers_when_created() -> Result<()> 
     let pg = tokio::task::spawn_blocking(|| PgPair::start("secret")).await??;
     support::pair_secrets(&client, &ns, &pg).await?;
     let _ctl = RunningController::start(client.clone(), &ns);
-    support::create_pair(&client, &ns, &support::pair_yaml("chat", &pg, "pg-late", "")).await?;
+    Pair::on("chat", &pg, "pg-late").failover(probing).create(&client, &ns).await?;
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
 
     wait_for("SecretsResolved False naming the Secret and the field", T, || async {

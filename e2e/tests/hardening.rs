@@ -14,12 +14,18 @@ use kube::{
 use understudy::crd::{conditions, DisasterRecoveryPair};
 use understudy_e2e::{
     bed::{Bed, APP_TOKEN},
+    pair::{mattermost_config_target, secret, secret_key, secret_target, Automatic, Failover, Manual, Pair},
     support::{self, condition, wait_for},
 };
 
 /// A pair document with `spec_tail` replacing the failover policy and everything after it.
 fn doc(name: &str, sites: &str, spec_tail: &str) -> String {
     format!("apiVersion: dr.understudy.dev/v1alpha1\nkind: DisasterRecoveryPair\nmetadata: {{ name: {name} }}\nspec:\n  primary: east\n  sites:\n{sites}{spec_tail}")
+}
+
+/// The failover policy of the pairs whose references are bad: Manual, quick probes.
+fn manual(f: Failover) -> Failover {
+    f.mode(Manual).probe_interval("500ms")
 }
 
 const SITES: &str = "  - { name: east, postgres: { host: a, credentialsSecret: { name: s } } }\n  - { name: west, postgres: { host: b, credentialsSecret: { name: s } } }\n";
@@ -93,7 +99,6 @@ async fn the_api_server_rejects_bad_pairs_naming_the_field() -> Result<()> {
 async fn bad_references_are_reported_naming_the_field_and_nothing_is_written_half_way() -> Result<()> {
     let bed = Bed::start("badref").await?;
     let _ctl = support::RunningController::start(bed.client.clone(), &bed.ns);
-    let base = bed.pair_yaml("PAIR", "mode: Manual, probeInterval: 500ms");
     let cms: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &bed.ns);
     // Fixtures for the cases.
     support::put_secret(&bed.client, &bed.ns, "half-admin", &[("username", "postgres")]).await?;
@@ -134,99 +139,79 @@ async fn bad_references_are_reported_naming_the_field_and_nothing_is_written_hal
         .await?;
     }
 
-    // (pair name, edit of the YAML, condition type, needle in its message)
-    type Edit = Box<dyn Fn(&str) -> String>;
+    // (pair name, edit of the pair, condition type, needle in its message)
+    type Edit = Box<dyn Fn(Pair) -> Pair>;
     let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
             "missing-secret",
-            Box::new(|y: &str| {
-                y.replace("credentialsSecret: { name: pg-admin }", "credentialsSecret: { name: nope }")
-            }),
+            Box::new(|p| p.each_site(|s| s.postgres.credentials_secret = secret("nope"))),
             conditions::SECRETS_RESOLVED,
             "spec.sites[0].postgres.credentialsSecret",
         ),
         (
             "missing-key",
-            Box::new(|y: &str| {
-                y.replace("credentialsSecret: { name: pg-admin }", "credentialsSecret: { name: half-admin }")
-            }),
+            Box::new(|p| p.each_site(|s| s.postgres.credentials_secret = secret("half-admin"))),
             conditions::SECRETS_RESOLVED,
             "has no key \"password\"",
         ),
         (
             "bad-pointer",
-            Box::new(|y: &str| {
-                y.replace("jsonPointer: /SqlSettings/DataSource", "jsonPointer: /SqlSettings/DataSauce")
-            }),
+            Box::new(|p| p.config_map_target(|c| c.json_pointer = "/SqlSettings/DataSauce".into())),
             conditions::READY_FOR_FAILOVER,
             "spec.dataSource[0].configMapKey.jsonPointer",
         ),
         (
             "not-json",
-            Box::new(|y: &str| y.replace("name: mattermost-config", "name: not-json")),
+            Box::new(|p| p.config_map_target(|c| c.name = "not-json".into())),
             conditions::READY_FOR_FAILOVER,
             "is not JSON",
         ),
         (
             "wrong-tsig",
-            Box::new(|y: &str| y.replace("tsigSecret: { name: dns-tsig }", "tsigSecret: { name: bad-tsig }")),
+            Box::new(|p| p.rfc2136(|r| r.tsig_secret = secret("bad-tsig"))),
             conditions::READY_FOR_FAILOVER,
             "TSIG",
         ),
         (
             "md5-tsig",
-            Box::new(|y: &str| y.replace("tsigSecret: { name: dns-tsig }", "tsigSecret: { name: tsig-md5 }")),
+            Box::new(|p| p.rfc2136(|r| r.tsig_secret = secret("tsig-md5"))),
             conditions::READY_FOR_FAILOVER,
             "tsigSecret.algorithm",
         ),
         (
             "trunc-tsig",
-            Box::new(|y: &str| {
-                y.replace("tsigSecret: { name: dns-tsig }", "tsigSecret: { name: trunc-tsig }")
-            }),
+            Box::new(|p| p.rfc2136(|r| r.tsig_secret = secret("trunc-tsig"))),
             conditions::READY_FOR_FAILOVER,
             "tsigSecret.secret: not valid base64",
         ),
         (
             "short-tsig",
-            Box::new(|y: &str| {
-                y.replace("tsigSecret: { name: dns-tsig }", "tsigSecret: { name: short-tsig }")
-            }),
+            Box::new(|p| p.rfc2136(|r| r.tsig_secret = secret("short-tsig"))),
             conditions::READY_FOR_FAILOVER,
             "the key is 6 bytes long",
         ),
-        // The DNS server's port is swapped for a closed one below.
+        // A closed port instead of the DNS server's.
         (
             "dns-down",
-            Box::new(|y: &str| y.to_string()),
+            Box::new(|p| p.rfc2136(|r| r.server = "127.0.0.1:9".into())),
             conditions::READY_FOR_FAILOVER,
             "spec.dns[0].rfc2136",
         ),
         (
             "bad-quantity",
-            Box::new(|y: &str| {
-                y.replace(
-                    "mode: Manual, probeInterval: 500ms",
-                    "mode: Manual, probeInterval: 500ms, maxLagBytes: 16MB",
-                )
-            }),
+            Box::new(|p| p.failover(|f| f.max_lag_bytes("16MB"))),
             conditions::LAG_WITHIN_BUDGET,
             "spec.failover.maxLagBytes",
         ),
         (
             "no-dns-target",
-            Box::new(|y: &str| y.replace("dnsTarget: 127.0.0.12", "")),
+            Box::new(|p| p.site("west", |s| s.dns_target = None)),
             conditions::READY_FOR_FAILOVER,
             "no dnsTarget",
         ),
     ];
-    let dns_port = bed.bind.port.to_string();
     for (name, edit, _, _) in &cases {
-        let mut yaml = edit(&base.replace("PAIR", name));
-        if *name == "dns-down" {
-            yaml = yaml.replace(&format!("127.0.0.1:{dns_port}"), "127.0.0.1:9");
-        }
-        support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+        edit(bed.pair(name).failover(manual)).create(&bed.client, &bed.ns).await?;
     }
     let api = bed.api();
     for (name, _, cond, needle) in &cases {
@@ -268,12 +253,10 @@ async fn bad_references_are_reported_naming_the_field_and_nothing_is_written_hal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_value_appears_in_logs_events_status_or_metrics() -> Result<()> {
     let mut bed = Bed::start("leak").await?;
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3))
+        .create(&bed.client, &bed.ns)
+        .await?;
     let port = understudy_e2e::sandbox::proc::free_port()?;
     let ctl = bed.controller_process_with(
         "west",
@@ -346,14 +329,12 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
         &bed.ns,
         &kube::api::ApiResource::erase::<DisasterRecoveryPair>(&()),
     );
-    let base = bed.pair_yaml("PAIR", "mode: Manual, probeInterval: 500ms");
 
     // 1. `maxLagBytes: null` is stored as the default (the schema no longer allows null), and the
     //    pair is reconciled.
-    let yaml = base
-        .replace("PAIR", "nulllag")
-        .replace("probeInterval: 500ms", "probeInterval: 500ms, maxLagBytes: null");
-    let obj: kube::api::DynamicObject = serde_json::from_value(serde_yaml::from_str(&yaml)?)?;
+    let mut raw = bed.pair("nulllag").failover(manual).to_value();
+    raw["spec"]["failover"]["maxLagBytes"] = serde_json::Value::Null;
+    let obj: kube::api::DynamicObject = serde_json::from_value(raw)?;
     dynapi.create(&Default::default(), &obj).await?;
     assert_eq!(api.get("nulllag").await?.spec.failover.max_lag_bytes.0, "16Mi");
 
@@ -387,17 +368,13 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
         cms.create(&Default::default(), &cm).await?;
     }
     let with_targets = |pair: &str, secret: &str, cm: &str| {
-        let y = base
-            .replace("PAIR", pair)
-            .replace("{ name: dsn-west, key: dsn }", "{ name: dsn-west-long, key: dsn }");
-        let (head, rest) = y.split_once("  dataSource:\n").unwrap_or_default();
-        let (_, tail) = rest.split_once("  recycle:\n").unwrap_or_default();
-        format!(
-            "{head}  dataSource:\n    - secretKey: {{ name: {secret}, key: dsn }}\n    - configMapKey: {{ name: {cm}, key: config.json, jsonPointer: /SqlSettings/DataSource, perSite: [ {{ jsonPointer: /JobSettings/RunScheduler, values: {{ east: 'true', west: 'false' }} }} ] }}\n  recycle:\n{tail}"
-        )
+        bed.pair(pair)
+            .failover(manual)
+            .site("west", |s| s.data_source_secret = Some(secret_key("dsn-west-long", "dsn")))
+            .data_source([secret_target(secret, "dsn"), mattermost_config_target(cm)])
     };
-    support::create_pair(&bed.client, &bed.ns, &with_targets("bigcm", "db-big", "big-config")).await?;
-    support::create_pair(&bed.client, &bed.ns, &with_targets("immcm", "db-imm", "imm-config")).await?;
+    with_targets("bigcm", "db-big", "big-config").create(&bed.client, &bed.ns).await?;
+    with_targets("immcm", "db-imm", "imm-config").create(&bed.client, &bed.ns).await?;
     for (pair, needle) in [("bigcm", "1048576"), ("immcm", "the API server refuses the write (422)")] {
         wait_for(
             &format!("{pair}: ReadyForFailover names the ConfigMap"),
@@ -474,7 +451,7 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
     );
 
     // 6. A pair deleted mid-transition says what it leaves undone.
-    support::create_pair(&bed.client, &bed.ns, &base.replace("PAIR", "midway")).await?;
+    bed.pair("midway").failover(manual).create(&bed.client, &bed.ns).await?;
     wait_for("midway has a status", Duration::from_secs(20), || async {
         Ok(api.get("midway").await?.status.is_some())
     })
@@ -540,7 +517,7 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
 /// before, every failover of the new pair was refused as "another controller acted".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_created_again_continues_from_the_witness_epoch() -> Result<()> {
-    let (bed, _ctl) = Bed::with_pair("again", "mode: Manual, probeInterval: 500ms").await?;
+    let (bed, _ctl) = Bed::with_pair("again", manual).await?;
     let api = bed.api();
     bed.annotate("chat", "dr.understudy.dev/failover", "f1").await?;
     bed.wait_epoch_finished("chat", 1, Duration::from_secs(40)).await?;
@@ -548,8 +525,7 @@ async fn a_pair_created_again_continues_from_the_witness_epoch() -> Result<()> {
     api.delete("chat", &Default::default()).await?;
     wait_for("the pair gone", Duration::from_secs(20), || async { Ok(api.get_opt("chat").await?.is_none()) })
         .await?;
-    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", "mode: Manual, probeInterval: 500ms"))
-        .await?;
+    bed.pair("chat").failover(manual).create(&bed.client, &bed.ns).await?;
     wait_for("the witness's epoch and primary adopted", Duration::from_secs(40), || async {
         let st = api.get("chat").await?.status.unwrap_or_default();
         Ok(st.epoch.0 == 1 && st.current_primary.as_deref() == Some("west"))
@@ -574,8 +550,7 @@ async fn a_pair_created_again_continues_from_the_witness_epoch() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_controller_with_the_same_site_is_reported() -> Result<()> {
     let bed = Bed::start("dupsite").await?;
-    support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", "mode: Manual, probeInterval: 500ms"))
-        .await?;
+    bed.pair("chat").failover(manual).create(&bed.client, &bed.ns).await?;
     let _first = bed.controller_process("east", &[])?;
     bed.wait_healthy("chat").await?;
     let _second = bed.controller_process("east", &[])?;

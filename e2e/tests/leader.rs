@@ -4,11 +4,7 @@
 use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, Result};
-use understudy_e2e::{
-    bed::Bed,
-    sandbox::proc::free_port,
-    support::{self, wait_for},
-};
+use understudy_e2e::{bed::Bed, pair::Automatic, sandbox::proc::free_port, support::wait_for};
 
 fn scrape(port: u16, path: &str) -> Result<(u16, String)> {
     let out = Command::new("curl")
@@ -30,12 +26,10 @@ fn is_leader(port: u16) -> Option<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease() -> Result<()> {
     let mut bed = Bed::start("leader").await?;
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3))
+        .create(&bed.client, &bed.ns)
+        .await?;
     let (pa, pb) = (free_port()?, free_port()?);
     let lease = ["--leader-elect", "--lease-name", "understudy", "--lease-namespace"];
     let spawn = |site: &str, port: u16| {
@@ -89,12 +83,10 @@ async fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_endpoint_serves_metrics_health_and_readiness() -> Result<()> {
     let mut bed = Bed::start("metrics").await?;
-    support::create_pair(
-        &bed.client,
-        &bed.ns,
-        &bed.pair_yaml("chat", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3"),
-    )
-    .await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3))
+        .create(&bed.client, &bed.ns)
+        .await?;
     let port = free_port()?;
     let _ctl = bed.controller_process_with("west", &["--metrics-addr", &format!("127.0.0.1:{port}")], &[])?;
     bed.wait_healthy("chat").await?;

@@ -15,13 +15,16 @@ use anyhow::{bail, ensure, Context as _, Result};
 use understudy::crd::conditions;
 use understudy_e2e::{
     bed::Bed,
+    pair::{Automatic, Failover},
     sandbox::{netcut, proc::Proc},
-    support::{self, condition, wait_for},
+    support::{condition, wait_for},
     workload::{Stats, Workload},
 };
 
 /// Lease 4 s: the primary fences itself after 2 s without renewal, within probeTimeout (500 ms).
-const FAILOVER: &str = "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 2";
+fn failover(f: Failover) -> Failover {
+    f.mode(Automatic).probe_interval("500ms").probe_timeout("500ms").failure_threshold(2)
+}
 const LEASE_TTL: &str = "4s";
 
 struct Sites {
@@ -37,16 +40,16 @@ struct Sites {
 /// `site_users`: run each controller under its own user id (so the network can be cut per site);
 /// without, they run as root and can run the sandbox's rejoin hook (it restarts PostgreSQL).
 async fn two_site_bed(label: &str, site_users: bool) -> Result<Sites> {
-    two_site_bed_with(label, site_users, FAILOVER).await
+    two_site_bed_with(label, site_users, failover).await
 }
 
-async fn two_site_bed_with(label: &str, site_users: bool, failover: &str) -> Result<Sites> {
+async fn two_site_bed_with(
+    label: &str,
+    site_users: bool,
+    failover: impl FnOnce(Failover) -> Failover,
+) -> Result<Sites> {
     let bed = Bed::start(label).await?;
-    let yaml = bed
-        .pair_yaml("chat", failover)
-        .replace("prefix: /understudy }", &format!("prefix: /understudy, leaseTTL: {LEASE_TTL} }}"));
-    ensure!(yaml.contains("leaseTTL"), "pair YAML changed shape: {yaml}");
-    support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+    bed.pair("chat").failover(failover).lease_ttl(LEASE_TTL).create(&bed.client, &bed.ns).await?;
     let (east_uid, west_uid) = (netcut::site_uid(0), netcut::site_uid(1));
     // The controllers run under their own user ids and rewrite PgBouncer's include file.
     let dbfile = bed.pgb.databases_file();
@@ -287,11 +290,9 @@ async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_i
 async fn switchovers_with_a_controller_per_site_move_the_leader_key_and_writes_keep_flowing() -> Result<()> {
     // Gentler probes than the partition trials: a loaded CI machine must not make a healthy primary
     // look down in the middle of a planned switchover.
-    let s = two_site_bed_with(
-        "twosite-switch",
-        false,
-        "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 4",
-    )
+    let s = two_site_bed_with("twosite-switch", false, |f| {
+        f.mode(Automatic).probe_interval("500ms").probe_timeout("500ms").failure_threshold(4)
+    })
     .await?;
     let wl = s.bed.workload("app_writes", Duration::from_millis(10)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;

@@ -10,6 +10,7 @@ use kube::{api::ListParams, Api};
 use understudy::crd::{conditions, Phase};
 use understudy_e2e::{
     bed::Bed,
+    pair::{Automatic, Manual},
     support::{self, condition, wait_for},
     workload::lost,
 };
@@ -28,7 +29,7 @@ async fn has_event(bed: &Bed, reason: &str) -> Result<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> {
     let (bed, _ctl) =
-        Bed::with_pair("switch", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3").await?;
+        Bed::with_pair("switch", |f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3)).await?;
     let wl = bed.workload("workload", Duration::from_millis(10)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
 
@@ -83,7 +84,8 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() -> Result<()> {
     let (bed, _ctl) =
-        Bed::with_pair("rollback", "mode: Automatic, probeInterval: 500ms, catchUpTimeout: 2s").await?;
+        Bed::with_pair("rollback", |f| f.mode(Automatic).probe_interval("500ms").catch_up_timeout("2s"))
+            .await?;
     let wl = bed.workload("workload", Duration::from_millis(10)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
     // The standby receives but stops replaying: it can never catch up.
@@ -124,7 +126,7 @@ async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
-    let (bed, _ctl) = Bed::with_pair("tokens", "mode: Manual, probeInterval: 500ms").await?;
+    let (bed, _ctl) = Bed::with_pair("tokens", |f| f.mode(Manual).probe_interval("500ms")).await?;
     let api = bed.api();
 
     // Bad values: a Warning each, nothing changes.
@@ -163,7 +165,7 @@ async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_pair_does_not_fail_over_until_resumed() -> Result<()> {
     let (mut bed, _ctl) =
-        Bed::with_pair("paused", "mode: Automatic, probeInterval: 500ms, failureThreshold: 3").await?;
+        Bed::with_pair("paused", |f| f.mode(Automatic).probe_interval("500ms").failure_threshold(3)).await?;
     bed.annotate("chat", "dr.understudy.dev/paused", "true").await?;
     let api = bed.api();
     wait_for("phase Paused", Duration::from_secs(10), || async {
@@ -200,7 +202,7 @@ async fn a_paused_pair_does_not_fail_over_until_resumed() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_lists_a_broken_dns_key_as_a_blocker() -> Result<()> {
-    let (bed, _ctl) = Bed::with_pair("dryrun", "mode: Automatic, probeInterval: 500ms").await?;
+    let (bed, _ctl) = Bed::with_pair("dryrun", |f| f.mode(Automatic).probe_interval("500ms")).await?;
     let api = bed.api();
     bed.annotate("chat", "dr.understudy.dev/dry-run", "d1").await?;
     wait_for("dry-run d1", Duration::from_secs(15), || async {
@@ -250,7 +252,7 @@ async fn dry_run_lists_a_broken_dns_key_as_a_blocker() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_old_primary_rejoins_after_a_failover_with_pg_rewind_and_a_switchover_back_works() -> Result<()> {
-    let (bed, _ctl) = Bed::with_pair("rejoin", "mode: Manual, probeInterval: 500ms").await?;
+    let (bed, _ctl) = Bed::with_pair("rejoin", |f| f.mode(Manual).probe_interval("500ms")).await?;
     // Some replicated history first, so the fork does not sit on a WAL segment boundary.
     bed.pg.primary.psql("CREATE TABLE shared_history AS SELECT g FROM generate_series(1, 5000) g")?;
     wait_for("the standby to replay it", Duration::from_secs(10), || async {

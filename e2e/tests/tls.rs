@@ -8,18 +8,22 @@ use std::time::Duration;
 use anyhow::Result;
 use k8s_openapi::api::events::v1::Event;
 use kube::{api::ListParams, Api};
-use understudy::crd::{conditions, DisasterRecoveryPair};
+use understudy::crd::{conditions, DisasterRecoveryPair, PostgresTls, PostgresTlsMode};
 use understudy_e2e::{
     bed::Bed,
+    pair::{secret, verify_full, Automatic, Failover, Pair},
     sandbox::certs::Ca,
     support::{self, condition, wait_for},
 };
 
-const FAST: &str =
-    "mode: Automatic, probeInterval: 500ms, probeTimeout: 500ms, failureThreshold: 3, maxLagBytes: 16Mi";
-
-/// The TLS fragment `pair_yaml` gives each site on a TLS bed.
-const VERIFY_FULL: &str = "tls: { mode: VerifyFull, caSecret: { name: pg-ca, key: ca.crt } }";
+/// Automatic, quick probes.
+fn fast(f: Failover) -> Failover {
+    f.mode(Automatic)
+        .probe_interval("500ms")
+        .probe_timeout("500ms")
+        .failure_threshold(3)
+        .max_lag_bytes("16Mi")
+}
 
 async fn events(bed: &Bed) -> Result<Vec<Event>> {
     Ok(Api::<Event>::namespaced(bed.client.clone(), &bed.ns).list(&ListParams::default()).await?.items)
@@ -62,7 +66,7 @@ async fn assert_no_secret_material(bed: &Bed, pairs: &[DisasterRecoveryPair]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verify_full_pair_is_healthy_and_fails_over_through_tls() -> Result<()> {
-    let (mut bed, _ctl) = Bed::with_tls_pair("tls", FAST).await?;
+    let (mut bed, _ctl) = Bed::with_tls_pair("tls", fast).await?;
     let api = bed.api();
     assert_eq!(condition(&api.get("chat").await?, conditions::READY).map(|c| c.0), Some("True".into()));
     // The server says understudy's sessions are encrypted (the sandbox also accepts plaintext).
@@ -111,30 +115,27 @@ async fn tls_misconfigurations_are_named_and_never_fail_over() -> Result<()> {
         .await?;
     let client = &bed.tls.as_ref().expect("TLS bed").client;
     support::put_secret(&bed.client, &bed.ns, "half-client", &[("tls.crt", &client.cert)]).await?;
-    let base = bed.pair_yaml("PAIR", FAST);
-    let east = format!(
-        "port: {}, database: postgres, credentialsSecret: {{ name: pg-admin }}, {VERIFY_FULL}",
-        bed.pg.primary.port
-    );
-    let plaintext_east = format!(
-        "port: {}, database: app, credentialsSecret: {{ name: pg-admin }}, tls: {{ mode: Require }}",
-        bed.pgb.port
-    );
+    let pgb_port = bed.pgb.port;
 
-    // (pair, edit, condition, reason, needles in the message)
-    type Edit = Box<dyn Fn(&str) -> String>;
+    // (pair, edit of the pair, condition, reason, needles in the message); on a TLS bed each site
+    // starts with `verify_full("pg-ca")`.
+    type Edit = Box<dyn Fn(Pair) -> Pair>;
     let cases: Vec<(&str, Edit, &str, &str, Vec<&str>)> = vec![
         (
             "wrong-ca",
-            Box::new(|y: &str| y.replace("name: pg-ca,", "name: rogue-ca,")),
+            Box::new(|p| p.each_site(|s| s.postgres.tls = Some(verify_full("rogue-ca")))),
             conditions::PRIMARY_HEALTHY,
             "TlsHandshakeFailed",
             vec!["spec.sites[0].postgres.tls.caSecret", "not issued by the CA"],
         ),
         (
             "wrong-host",
-            // The certificate names IP 127.0.0.1 only; `localhost` reaches the same server.
-            Box::new(|y: &str| y.replace("host: 127.0.0.1, port", "host: localhost, port")),
+            // The certificate names IP 127.0.0.1 only; `localhost` reaches the same server. Every
+            // host of the pair says `localhost`, PgBouncer's console too.
+            Box::new(|p| {
+                p.each_site(|s| s.postgres.host = "localhost".into())
+                    .pg_bouncer(|b| b.host = "localhost".into())
+            }),
             conditions::PRIMARY_HEALTHY,
             "TlsHandshakeFailed",
             vec!["spec.sites[0].postgres.host", "not valid for \"localhost\""],
@@ -142,29 +143,44 @@ async fn tls_misconfigurations_are_named_and_never_fail_over() -> Result<()> {
         (
             // PgBouncer here has no TLS: a server that only speaks plaintext.
             "plaintext",
-            Box::new(move |y: &str| y.replace(&east, &plaintext_east)),
+            Box::new(move |p| {
+                p.site("east", |s| {
+                    s.postgres.port = pgb_port;
+                    s.postgres.database = "app".into();
+                    s.postgres.tls = Some(PostgresTls {
+                        mode: PostgresTlsMode::Require,
+                        ca_secret: None,
+                        client_cert_secret: None,
+                    });
+                })
+            }),
             conditions::PRIMARY_HEALTHY,
             "TlsHandshakeFailed",
             vec!["spec.sites[0].postgres.tls", "does not accept TLS"],
         ),
         (
             "missing-ca",
-            Box::new(|y: &str| y.replacen("name: pg-ca,", "name: nope,", 1)),
+            Box::new(|p| p.site("east", |s| s.postgres.tls = Some(verify_full("nope")))),
             conditions::SECRETS_RESOLVED,
             "SecretMissing",
             vec!["spec.sites[0].postgres.tls.caSecret", "not found"],
         ),
         (
             "bad-pem",
-            Box::new(|y: &str| y.replacen("name: pg-ca,", "name: garbage-ca,", 1)),
+            Box::new(|p| p.site("east", |s| s.postgres.tls = Some(verify_full("garbage-ca")))),
             conditions::SECRETS_RESOLVED,
             "TlsConfigInvalid",
             vec!["spec.sites[0].postgres.tls.caSecret", "no PEM certificate"],
         ),
         (
             "half-client",
-            Box::new(|y: &str| {
-                y.replacen("key: ca.crt } }", "key: ca.crt }, clientCertSecret: { name: half-client } }", 1)
+            Box::new(|p| {
+                p.site("east", |s| {
+                    s.postgres.tls = Some(PostgresTls {
+                        client_cert_secret: Some(secret("half-client")),
+                        ..verify_full("pg-ca")
+                    })
+                })
             }),
             conditions::SECRETS_RESOLVED,
             "SecretKeyMissing",
@@ -172,9 +188,9 @@ async fn tls_misconfigurations_are_named_and_never_fail_over() -> Result<()> {
         ),
     ];
     for (name, edit, _, _, _) in &cases {
-        let yaml = edit(&base.replace("PAIR", name));
-        assert_ne!(yaml, base.replace("PAIR", name), "{name}: the edit applies");
-        support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+        let pair = edit(bed.pair(name).failover(fast));
+        assert_ne!(pair.to_value(), bed.pair(name).failover(fast).to_value(), "{name}: the edit applies");
+        pair.create(&bed.client, &bed.ns).await?;
     }
     let api = bed.api();
     for (name, _, cond, reason, needles) in &cases {
@@ -255,26 +271,25 @@ async fn a_wrong_witness_certificate_or_password_blocks_a_real_failover_naming_t
         &[("ca.crt", &witness_ca), ("tls.crt", &client_cert), ("tls.key", "-----BEGIN PRIVATE KEY-----\n")],
     )
     .await?;
-    let base = bed.pair_yaml("PAIR", FAST);
-    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+    let cases: Vec<(&str, Pair, Vec<&str>)> = vec![
         (
             "bad-cert",
-            base.replace("tlsSecret: { name: witness-tls }", "tlsSecret: { name: rogue-client }"),
+            bed.pair("bad-cert").witness(|w| w.tls_secret = Some(secret("rogue-client"))),
             vec!["spec.coordination.etcd.tlsSecret"],
         ),
         (
             "bad-pass",
-            base.replace("authSecret: { name: witness-auth }", "authSecret: { name: wrong-auth }"),
+            bed.pair("bad-pass").witness(|w| w.auth_secret = Some(secret("wrong-auth"))),
             vec!["spec.coordination.etcd.authSecret", "check its username and password"],
         ),
         (
             "bad-key",
-            base.replace("tlsSecret: { name: witness-tls }", "tlsSecret: { name: bad-key }"),
+            bed.pair("bad-key").witness(|w| w.tls_secret = Some(secret("bad-key"))),
             vec!["spec.coordination.etcd.tlsSecret", "key tls.key"],
         ),
     ];
-    for (name, yaml, _) in &cases {
-        support::create_pair(&bed.client, &bed.ns, &yaml.replace("PAIR", name)).await?;
+    for (_, pair, _) in &cases {
+        pair.clone().failover(fast).create(&bed.client, &bed.ns).await?;
     }
     let api = bed.api();
     // PostgreSQL is fine, so each pair is healthy; then the primary dies for real.

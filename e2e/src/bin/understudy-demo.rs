@@ -9,12 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use understudy_e2e::{
-    bed::Bed,
-    sandbox::proc::run,
-    support::{self, wait_for},
-    workload::lost,
-};
+use understudy_e2e::{bed::Bed, pair::Automatic, sandbox::proc::run, support::wait_for, workload::lost};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -27,11 +22,16 @@ async fn main() -> Result<()> {
         bed.pg.primary.port, bed.pg.standby.port, bed.pgb.port, bed.bind.port, bed.witness.endpoint
     );
 
-    let yaml = bed.pair_yaml(
-        "chat",
-        "mode: Automatic, probeInterval: 1s, probeTimeout: 1s, failureThreshold: 3, maxLagBytes: 16Mi",
-    );
-    support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+    bed.pair("chat")
+        .failover(|f| {
+            f.mode(Automatic)
+                .probe_interval("1s")
+                .probe_timeout("1s")
+                .failure_threshold(3)
+                .max_lag_bytes("16Mi")
+        })
+        .create(&bed.client, &bed.ns)
+        .await?;
     println!(
         "== applied DisasterRecoveryPair {}/chat (Automatic, probe every 1s, 3 failures confirm)",
         bed.ns

@@ -15,12 +15,13 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use tokio_postgres::{config::TargetSessionAttrs, NoTls, SimpleQueryMessage};
 
-use super::{http_get, Mark};
-use crate::sandbox::{
+use understudy_e2e::sandbox::{
     postgres::PG_BIN,
     proc::{as_user, free_port, run, tail_file, wait_until, Proc},
     random_hex, repo_root, scratch_dir, PgBouncer, Witness,
 };
+
+use crate::measure::{http_get, Mark};
 
 /// Patroni's HA timing (the dynamic configuration written at bootstrap).
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -107,10 +108,6 @@ impl Node {
         std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
-    pub fn patroni_pid(&self) -> u32 {
-        self.proc.as_ref().map(Proc::pid).unwrap_or(0)
-    }
-
     /// SIGKILL the postmaster.
     pub fn kill_postmaster(&self) -> Result<u32> {
         let pid = self.postmaster_pid().with_context(|| format!("{}: no running postmaster", self.name))?;
@@ -172,10 +169,10 @@ impl Drop for Node {
 /// A two-member Patroni cluster with its own etcd.
 pub struct Cluster {
     pub timing: Timing,
-    pub scenario: Scenario,
     pub password: String,
     pub nodes: Vec<Node>,
-    pub dcs: Witness,
+    /// The cluster's etcd, stopped with the cluster.
+    _dcs: Witness,
     /// The dynamic configuration Patroni reports (`GET /config`), to show what it accepted.
     pub accepted: serde_json::Value,
     /// PgBouncer in front of the cluster (database `app`, as in the understudy bed), repointed by
@@ -325,15 +322,8 @@ impl Cluster {
             run(Command::new("chmod").arg("0600").arg(&node.yaml))?;
             nodes.push(node);
         }
-        let mut c = Cluster {
-            timing,
-            scenario,
-            password,
-            nodes,
-            dcs,
-            accepted: serde_json::Value::Null,
-            pgbouncer: pgb,
-        };
+        let mut c =
+            Cluster { timing, password, nodes, _dcs: dcs, accepted: serde_json::Value::Null, pgbouncer: pgb };
         c.spawn(0)?;
         let n0 = &c.nodes[0];
         wait_until("Patroni pn1 to bootstrap as primary", Duration::from_secs(90), || n0.is("primary"))
@@ -367,14 +357,6 @@ impl Cluster {
         a["ttl"].as_u64() == Some(self.timing.ttl.into())
             && a["loop_wait"].as_u64() == Some(self.timing.loop_wait.into())
             && a["retry_timeout"].as_u64() == Some(self.timing.retry_timeout.into())
-    }
-
-    /// The multi-host DSN the client uses.
-    pub fn dsn(&self) -> String {
-        format!(
-            "postgresql://postgres:***@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write&connect_timeout=1",
-            self.nodes[0].pg_port, self.nodes[1].pg_port
-        )
     }
 
     pub fn client_config(&self) -> tokio_postgres::Config {

@@ -1,69 +1,12 @@
-//! `make bench`: understudy's failover and footprint measured on the real sandbox, side by side with
-//! Patroni (Debian's package, etcd as its DCS) on an identical PostgreSQL 15 pair. Helpers for the
-//! `understudy-bench` binary: summaries (`median (min–max)`), the small HTTP/`/proc` readers, and
-//! one module per measured system.
-
-pub mod footprint;
-pub mod patroni;
-pub mod switchover;
-pub mod two_site;
-pub mod understudy;
+//! What the bench measures with: both clocks and the small HTTP/`/proc` readers.
 
 use std::{
     process::Command,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result};
-
-use crate::sandbox::proc::run;
-
-/// `median (min–max)` of a set of samples; `None` when there are none.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct Summary {
-    pub n: usize,
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Summary {
-    pub fn of(samples: &[f64]) -> Option<Summary> {
-        let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Some(Summary { n, median, min: v[0], max: v[n - 1] })
-    }
-
-    /// Formatted with `digits` decimals and a unit suffix (e.g. " s").
-    pub fn fmt(&self, digits: usize, unit: &str) -> String {
-        format!("{:.d$}{unit} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = digits)
-    }
-}
-
-/// Formats an optional summary, `–` when missing, with `n=` appended when fewer samples than `runs`.
-pub fn cell(s: Option<Summary>, digits: usize, unit: &str, runs: usize) -> String {
-    match s {
-        None => "–".into(),
-        Some(s) if s.n < runs => format!("{} n={}", s.fmt(digits, unit), s.n),
-        Some(s) => s.fmt(digits, unit),
-    }
-}
-
-/// The `q` quantile (0..=1) of samples, nearest rank.
-pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
-    let mut v: Vec<f64> = samples.to_vec();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    Some(v[rank - 1])
-}
+use understudy_e2e::sandbox::proc::run;
 
 /// Seconds since the Unix epoch of a wall-clock instant.
 pub fn unix(t: SystemTime) -> f64 {
@@ -133,9 +76,4 @@ pub fn http_get(url: &str, extra: &[&str]) -> Result<(u16, String)> {
     let out = run(Command::new("curl").args(["-s", "-m", "3", "-w", "\n%{http_code}"]).args(extra).arg(url))?;
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))
-}
-
-/// Sleeps on the tokio runtime.
-pub async fn sleep(d: Duration) {
-    tokio::time::sleep(d).await;
 }

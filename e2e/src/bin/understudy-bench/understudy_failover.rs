@@ -18,16 +18,23 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{rfc3339, Mark};
-use crate::{
+use understudy_e2e::{
     bed::Bed,
-    support::{self, wait_for},
+    pair::{Automatic, Failover},
+    support::wait_for,
     workload::lost,
 };
 
-/// The failover settings of the measured pair.
+use crate::measure::{rfc3339, Mark};
+
+/// The failover settings of the measured pair, as the report states them.
 pub const FAILOVER: &str =
     "mode: Automatic, probeInterval: 1s, probeTimeout: 1s, failureThreshold: 3, maxLagBytes: 16Mi";
+
+/// `FAILOVER`, as the measured pair gets it.
+pub fn failover(f: Failover) -> Failover {
+    f.mode(Automatic).probe_interval("1s").probe_timeout("1s").failure_threshold(3).max_lag_bytes("16Mi")
+}
 
 /// The workload's write interval.
 pub const WRITE_EVERY: Duration = Duration::from_millis(20);
@@ -135,15 +142,6 @@ impl Drop for KeyWatch {
     }
 }
 
-/// The pair YAML with `spec.coordination.etcd.leaseTTL` set.
-fn with_lease_ttl(yaml: &str, ttl_s: u32) -> Result<String> {
-    let out = yaml.replace("prefix: /understudy }", &format!("prefix: /understudy, leaseTTL: {ttl_s}s }}"));
-    if !out.contains("leaseTTL") {
-        bail!("the pair YAML changed shape (no `prefix: /understudy }}`): {yaml}");
-    }
-    Ok(out)
-}
-
 /// The first "leader key given up" line of a controller log at or after `after` (wall seconds):
 /// its time and its `msg=` (ANSI colours stripped).
 fn gave_up_line(log: &std::path::Path, after: f64) -> Option<(f64, String)> {
@@ -176,11 +174,11 @@ fn strip_ansi(s: &str) -> String {
 /// Runs one failover on a fresh bed.
 pub async fn run_once(label: &str, topo: Topology) -> Result<Run> {
     let mut bed = Bed::start(label).await?;
-    let mut yaml = bed.pair_yaml("chat", FAILOVER);
+    let mut pair = bed.pair("chat").failover(failover);
     if let Topology::TwoSite { lease_ttl_s, .. } = topo {
-        yaml = with_lease_ttl(&yaml, lease_ttl_s)?;
+        pair = pair.lease_ttl(&format!("{lease_ttl_s}s"));
     }
-    support::create_pair(&bed.client, &bed.ns, &yaml).await?;
+    pair.create(&bed.client, &bed.ns).await?;
     let mut east = match topo {
         Topology::Single => None,
         Topology::TwoSite { .. } => {

@@ -18,19 +18,26 @@ use kube::{api::ListParams, Api};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 use understudy::crd::DisasterRecoveryPair;
 
-use super::{cpu_seconds, http_get, rss_mib};
-use crate::{
+use understudy_e2e::{
+    pair::{Failover, Manual, Pair},
     sandbox::{proc::Proc, repo_root, PgPair},
     support,
 };
+
+use crate::measure::{cpu_seconds, http_get, rss_mib};
 
 /// The measurement window.
 pub const WINDOW: Duration = Duration::from_secs(30);
 
 /// The failover settings of every footprint pair (Manual: probing is the same as Automatic, and
-/// a thousand pairs sharing one PostgreSQL pair must never promote it).
+/// a thousand pairs sharing one PostgreSQL pair must never promote it), as the report states them.
 pub const FAILOVER: &str =
     "mode: Manual, probeInterval: 1s, probeTimeout: 1s, failureThreshold: 3, maxLagBytes: 16Mi";
+
+/// `FAILOVER`, as the pairs get it.
+pub fn failover(f: Failover) -> Failover {
+    f.mode(Manual).probe_interval("1s").probe_timeout("1s").failure_threshold(3).max_lag_bytes("16Mi")
+}
 
 /// What one window measured.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -87,28 +94,9 @@ pub fn release_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn pair_yaml(name: &str, pg: &PgPair) -> String {
-    format!(
-        "apiVersion: dr.understudy.dev/v1alpha1
-kind: DisasterRecoveryPair
-metadata:
-  name: {name}
-spec:
-  primary: east
-  sites:
-    - name: east
-      postgres: {{ host: 127.0.0.1, port: {p}, database: postgres, credentialsSecret: {{ name: pg-admin }} }}
-      dataSourceSecret: {{ name: dsn-east, key: dsn }}
-      dnsTarget: 127.0.0.11
-    - name: west
-      postgres: {{ host: 127.0.0.1, port: {s}, database: postgres, credentialsSecret: {{ name: pg-admin }} }}
-      dataSourceSecret: {{ name: dsn-west, key: dsn }}
-      dnsTarget: 127.0.0.12
-  failover: {{ {FAILOVER} }}
-",
-        p = pg.primary.port,
-        s = pg.standby.port
-    )
+/// Footprint pair `name`: the bare PostgreSQL pair `pg`, nothing to rewrite or flip.
+fn pair(name: &str, pg: &PgPair) -> Pair {
+    Pair::on(name, pg, "pg-admin").failover(failover)
 }
 
 /// `apiserver_request_total` summed by "VERB resource[/subresource]" for the resources the
@@ -301,9 +289,9 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     let ns = support::namespace(&client, "bench-fp").await?;
     support::pair_secrets(&client, &ns, &pg).await?;
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
-    support::create_pair(&client, &ns, &pair_yaml("fp-0000", &pg)).await?;
+    pair("fp-0000", &pg).create(&client, &ns).await?;
 
-    let metrics_port = crate::sandbox::proc::free_port()?;
+    let metrics_port = understudy_e2e::sandbox::proc::free_port()?;
     let mut cmd = Command::new(&binary);
     cmd.args([
         "run",
@@ -340,8 +328,8 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     let t0 = Instant::now();
     let results: Vec<Result<DisasterRecoveryPair>> = futures::stream::iter(1..pairs)
         .map(|i| {
-            let (client, ns, yaml) = (client.clone(), ns.clone(), pair_yaml(&format!("fp-{i:04}"), &pg));
-            async move { support::create_pair(&client, &ns, &yaml).await }
+            let (client, ns, pair) = (client.clone(), ns.clone(), pair(&format!("fp-{i:04}"), &pg));
+            async move { pair.create(&client, &ns).await }
         })
         .buffer_unordered(16)
         .collect()

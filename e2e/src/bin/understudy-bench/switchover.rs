@@ -13,14 +13,15 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use super::{
-    patroni::{self, Cluster, Timing},
-    rfc3339, Mark,
-};
 use crate::{
+    measure::{rfc3339, Mark},
+    patroni::{self, Cluster, Timing},
+};
+use understudy_e2e::{
     bed::Bed,
+    pair::{Automatic, Failover},
     sandbox::proc::{run as run_cmd, Proc},
-    support::{self, wait_for},
+    support::wait_for,
     workload::{lost, Stats, Workload},
 };
 
@@ -33,8 +34,14 @@ const WARM_ACKS: usize = 50;
 /// Commits the new primary must acknowledge before a run ends.
 const AFTER_ACKS: usize = 20;
 
-/// The understudy pair's failover settings (a switchover does not wait on them).
+/// The understudy pair's failover settings (a switchover does not wait on them), as the report
+/// states them.
 pub const UNDERSTUDY_FAILOVER: &str = "mode: Automatic, probeInterval: 500ms, failureThreshold: 3";
+
+/// `UNDERSTUDY_FAILOVER`, as the pair gets it.
+pub fn understudy_failover(f: Failover) -> Failover {
+    f.mode(Automatic).probe_interval("500ms").failure_threshold(3)
+}
 
 /// Patroni's HA timing for the switchover runs: its defaults.
 pub const PATRONI_TIMING: Timing = Timing::DEFAULTS;
@@ -130,7 +137,7 @@ pub struct Understudy {
 impl Understudy {
     pub async fn start() -> Result<Understudy> {
         let bed = Bed::start("benchsw").await?;
-        support::create_pair(&bed.client, &bed.ns, &bed.pair_yaml("chat", UNDERSTUDY_FAILOVER)).await?;
+        bed.pair("chat").failover(understudy_failover).create(&bed.client, &bed.ns).await?;
         let ctl = bed.controller_process("west", &[])?;
         bed.wait_healthy("chat").await?;
         Ok(Understudy { bed, _ctl: ctl, n: 0 })
@@ -238,8 +245,8 @@ impl Patroni {
         res.with_context(|| {
             format!(
                 "patroni logs:\n{}\n{}",
-                crate::sandbox::proc::tail_file(&c.nodes[0].log(), 15),
-                crate::sandbox::proc::tail_file(&c.nodes[1].log(), 15)
+                understudy_e2e::sandbox::proc::tail_file(&c.nodes[0].log(), 15),
+                understudy_e2e::sandbox::proc::tail_file(&c.nodes[1].log(), 15)
             )
         })?;
         found.context("no leader")
@@ -416,114 +423,6 @@ pub async fn run(
     rep
 }
 
-impl Report {
-    fn columns(&self) -> [(&'static str, &[Run]); 3] {
-        [
-            ("understudy", &self.understudy),
-            ("patroni_pgbouncer", &self.patroni_pgbouncer),
-            ("patroni_multihost", &self.patroni_multihost),
-        ]
-    }
-
-    /// The table's header and rows: measurement, understudy, Patroni via PgBouncer, Patroni multi-host.
-    pub fn table(&self, runs: usize, patroni: bool) -> ([String; 4], Vec<[String; 4]>) {
-        use super::{cell, Summary};
-        let head = [
-            "planned switchover".to_string(),
-            "understudy (client via PgBouncer, repointed by the controller)".to_string(),
-            "Patroni, client via PgBouncer (repointed by on_role_change)".to_string(),
-            "Patroni, client multi-host DSN (target_session_attrs=read-write)".to_string(),
-        ];
-        let cols = self.columns();
-        let sum = |v: &[Run], f: &dyn Fn(&Run) -> Option<f64>| {
-            Summary::of(&v.iter().filter_map(f).collect::<Vec<_>>())
-        };
-        let na = |i: usize| i > 0 && !patroni;
-        let mut rows: Vec<[String; 4]> = Vec::new();
-        let mut row = |m: &str, f: &dyn Fn(usize, &[Run]) -> String| {
-            let c: Vec<String> =
-                cols.iter().enumerate().map(|(i, (_, v))| if na(i) { "–".into() } else { f(i, v) }).collect();
-            rows.push([m.to_string(), c[0].clone(), c[1].clone(), c[2].clone()]);
-        };
-        let gap = |r: &Run| Some(r.gap);
-        let write = |r: &Run| r.request_to_write;
-        row("write-unavailability window: longest gap between two acknowledged commits in [request − 1 s, end of run] ¹", &|_, v| {
-            cell(sum(v, &gap), 3, " s", runs)
-        });
-        let ratio = |f: &dyn Fn(&Run) -> Option<f64>, i: usize, v: &[Run]| -> String {
-            if i == 0 {
-                return String::new();
-            }
-            match (sum(&self.understudy, f), sum(v, f)) {
-                (Some(u), Some(p)) if p.median > 0.0 => format!("{:.2}", u.median / p.median),
-                _ => "–".into(),
-            }
-        };
-        row("ratio understudy / Patroni, write-unavailability window (medians)", &|i, v| ratio(&gap, i, v));
-        row(
-            "request → first commit acknowledged by the new primary (inet_server_port() of the ack)",
-            &|_, v| cell(sum(v, &write), 3, " s", runs),
-        );
-        row("ratio understudy / Patroni, request → first write on the new primary (medians)", &|i, v| {
-            ratio(&write, i, v)
-        });
-        row("request → the system's own \"done\" ²", &|_, v| {
-            cell(sum(v, &|r| r.request_to_done), 3, " s", runs)
-        });
-        row("request → promotion began (understudy: Promote step; Patroni: \"promoted self to leader\" log line)", &|_, v| {
-            cell(sum(v, &|r| r.request_to_promote), 3, " s", runs)
-        });
-        row(
-            "request → PgBouncer repointed (understudy: Recycle step start; Patroni: on_role_change ran)",
-            &|i, v| {
-                if i == 2 {
-                    return "– (no PgBouncer)".into();
-                }
-                cell(sum(v, &|r| r.request_to_repoint), 3, " s", runs)
-            },
-        );
-        row(
-            "gap position relative to the request: last ack before → first ack after (medians)",
-            &|_, v| match (sum(v, &|r| Some(r.gap_from)), sum(v, &|r| Some(r.gap_to))) {
-                (Some(a), Some(b)) => format!("{:+.3} s → {:+.3} s", a.median, b.median),
-                _ => "–".into(),
-            },
-        );
-        row(
-            "lost acknowledged commits per switchover (acked ids missing on the new primary); total / acked",
-            &|_, v| {
-                format!(
-                    "{}; {} / {}",
-                    cell(sum(v, &|r| Some(r.lost_acked as f64)), 0, "", runs),
-                    v.iter().map(|r| r.lost_acked).sum::<usize>(),
-                    v.iter().map(|r| r.acked).sum::<usize>()
-                )
-            },
-        );
-        row("client errors per switchover (failed queries + failed connects); total", &|_, v| {
-            format!(
-                "{}; {}",
-                cell(sum(v, &|r| Some(r.errors as f64)), 0, "", runs),
-                v.iter().map(|r| r.errors).sum::<u64>()
-            )
-        });
-        row("understudy: journal startedAt → finishedAt; lostWalBytes", &|i, v| {
-            if i > 0 {
-                return String::new();
-            }
-            format!(
-                "{}; {}",
-                cell(sum(v, &|r| r.journal), 3, " s", runs),
-                cell(sum(v, &|r| r.lost_wal_bytes.map(|b| b as f64)), 0, " B", runs)
-            )
-        });
-        row("switchovers measured / failed", &|i, v| {
-            format!("{} / {}", v.len(), self.failed.get(cols[i].0).copied().unwrap_or(0))
-        });
-        (head, rows)
-    }
-}
-
 /// How the switchover runs were set up and what each figure includes, for the report.
 pub fn settings(patroni: bool) -> String {
     let mut o = format!(
@@ -540,7 +439,3 @@ pub fn settings(patroni: bool) -> String {
     }
     o
 }
-
-/// The switchover table's notes.
-pub const NOTES: &str = "¹ the same definition for every column: the workload's acknowledged commits, consecutive pairs, longest interval between two acks whose first ack is at most 1 s before the request; it includes the client's own retry delays (10 ms after a failed query, 50 ms after a failed connect), the same code on both sides.\n\
-² understudy: lastTransition.finishedAt (after DNS and the recycles) − request; Patroni: patronictl switchover returned − request, which includes patronictl's Python start-up and Patroni's REST API polling the DCS once a second for the result (api.py poll_failover_result), so it is coarse.\n";
