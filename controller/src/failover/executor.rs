@@ -298,15 +298,7 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
     loop {
         let st = drp.status.clone().unwrap_or_default();
         let Some(t) = st.last_transition.clone() else { return Ok(Action::await_change()) };
-        if let Some((field, site)) =
-            [("from", &t.from), ("to", &t.to)].into_iter().find(|(_, site)| drp.spec.site(site).is_err())
-        {
-            let site: String = site.chars().take(64).collect();
-            let msg = format!(
-                "status.lastTransition.{field} is {site:?}, which names no site in spec.sites; the {} is not \
-                 run. Finish it by hand (docs/failback.md), then remove status.lastTransition",
-                t.kind
-            );
+        if let Some(msg) = site_problem(&drp, &t) {
             return stop_invalid_journal(drp, ports, msg).await;
         }
         if t.outcome == Some(TransitionOutcome::RollingBack) {
@@ -316,192 +308,241 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
             finish(&mut drp, ports).await?;
             return Ok(Action::requeue(Duration::from_millis(100)));
         };
-        let Some(step) = Step::from_name(&t.steps[idx].name) else {
-            // Only understudy writes the journal; a step it does not know (status edited by hand, or
-            // written by another version) is not guessed at: the transition stops and says so.
-            let name: String = t.steps[idx].name.chars().take(64).collect();
-            let msg = format!(
-                "status.lastTransition.steps[{idx}].name is {name:?}, not a step understudy knows; the {} \
-                 stopped before it. Finish the transition by hand (docs/failback.md), then remove \
-                 status.lastTransition",
-                t.kind
-            );
-            return stop_invalid_journal(drp, ports, msg).await;
+        let step = match Step::from_name(&t.steps[idx].name) {
+            Some(step) => step,
+            None => return stop_invalid_journal(drp, ports, unknown_step(&t, idx)).await,
         };
         let epoch_taken = t.steps.iter().any(|s| s.name == Step::TakeEpoch.name() && s.finished_at.is_some());
-
         // A stale leader's late step is refused: once the epoch is ours, the witness must still hold it.
-        if epoch_taken {
-            if let Some(w) = &ports.witness {
-                if let Ok((held, holder, id)) = w.epoch().await {
-                    if held != t.epoch.0 || id != t.id {
-                        let msg = format!(
-                            "etcd holds epoch {held} ({holder}), not ours ({}): stopping before {step}",
-                            t.epoch
-                        );
-                        let mut st = st.clone();
-                        st.phase = Some(Phase::Failed);
-                        set_condition(
-                            &mut st.conditions,
-                            conditions::FAILOVER_BLOCKED,
-                            "True",
-                            reasons::LOST_EPOCH_SWAP,
-                            &msg,
-                            drp.metadata.generation,
-                            Timestamp::now(),
-                        );
-                        ports.store.write_status(&drp, &st).await?;
-                        ports
-                            .events
-                            .publish(
-                                &drp,
-                                EventNote {
-                                    warning: true,
-                                    reason: reasons::LOST_EPOCH_SWAP.into(),
-                                    note: msg,
-                                },
-                            )
-                            .await;
-                        return Ok(Action::await_change());
-                    }
-                }
-            }
+        if epoch_taken && !epoch_still_ours(&drp, ports, &t, step).await? {
+            return Ok(Action::await_change());
         }
-
-        // Record "started" before acting.
-        let mut st = st;
-        if let Some(rec) = st.last_transition.as_mut().map(|t| &mut t.steps[idx]) {
-            rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
-            rec.attempts = rec.attempts.saturating_add(1);
-        }
-        drp = ports.store.write_status(&drp, &st).await?;
+        drp = record_started(drp, ports, idx).await?;
         crash_point(step, "before");
-
-        let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
         let began = std::time::Instant::now();
-        let result = if step == Step::TakeEpoch {
-            // A switchover takes the epoch here, after the standby caught up.
-            let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or_default();
-            if from == t.epoch {
-                Ok(steps::Done {
-                    outcome: Some(Outcome::Succeeded("epoch already ours".into())),
-                    ..Default::default()
-                })
-            } else {
-                take_epoch(ports, from.0, &t.id, LeaderKey::Break)
-                    .await
-                    .map(|note| steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
-                    .map_err(StepError::from)
-            }
-        } else {
-            let cx = step_ctx(ports, &drp, &pair, &t, idx);
-            steps::run(step, &cx).await
-        };
+        let result = run_step(&drp, ports, &pair, step, idx).await;
         let took = began.elapsed();
         crash_point(step, "after");
-        let mut st = drp.status.clone().unwrap_or_default();
-        let Some(tr) = st.last_transition.as_mut() else {
-            return Err(Error::Journal("transition vanished".into()));
-        };
         match result {
-            Ok(done) => {
-                let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
-                if done.lost_wal_bytes.is_some() {
-                    tr.lost_wal_bytes = done.lost_wal_bytes;
-                }
-                if let Some(l) = done.promoted_at_lsn {
-                    tr.promoted_at_lsn = Some(l.to_string());
-                }
-                if let Some(l) = done.final_lsn {
-                    tr.final_lsn = Some(l.to_string());
-                }
-                let epoch = tr.epoch;
-                let rec = &mut tr.steps[idx];
-                rec.finished_at = Some(Timestamp::now().to_string());
-                rec.outcome = Some(outcome);
-                rec.message = Some(msg.clone());
-                if step == Step::TakeEpoch {
-                    st.epoch = epoch;
-                }
-                drp = ports.store.write_status(&drp, &st).await?;
-                ports
-                    .metrics
-                    .step_duration
-                    .get_or_create(&crate::metrics::StepLabels {
-                        step: step.name().into(),
-                        outcome: outcome.as_str().into(),
-                    })
-                    .observe(took.as_secs_f64());
-                info!(
-                    step = step.name(),
-                    outcome = outcome.as_str(),
-                    took_ms = took.as_millis() as u64,
-                    epoch = t.epoch.0,
-                    "{msg}"
-                );
-                ports
-                    .events
-                    .publish(
-                        &drp,
-                        EventNote {
-                            warning: false,
-                            reason: step.name().into(),
-                            note: format!("{outcome} in {} ms: {msg}", took.as_millis()),
-                        },
-                    )
-                    .await;
-            }
+            Ok(done) => drp = record_done(drp, ports, step, idx, done, took).await?,
             // Before the epoch is taken a switchover can still be undone: a fatal error stops it.
             Err(e) if e.category() == Category::Fatal && !epoch_taken => {
-                let msg = e.to_string();
-                let rec = &mut tr.steps[idx];
-                rec.finished_at = Some(Timestamp::now().to_string());
-                rec.outcome = Some(StepOutcome::Aborted);
-                rec.message = Some(msg.clone());
-                tr.outcome = Some(TransitionOutcome::RollingBack);
-                drp = ports.store.write_status(&drp, &st).await?;
-                warn!(step = step.name(), "{msg}; rolling back");
-                ports
-                    .events
-                    .publish(
-                        &drp,
-                        EventNote {
-                            warning: true,
-                            reason: format!("{}Aborted", step.name()),
-                            note: format!("{msg}; rolling back"),
-                        },
-                    )
-                    .await;
+                let drp = record_aborted(drp, ports, step, idx, &e).await?;
                 return roll_back(drp, ports, &pair).await;
             }
-            Err(e) => {
-                let (msg, category) = (e.to_string(), e.category());
-                let attempts = tr.steps[idx].attempts;
-                tr.steps[idx].message = Some(msg.clone());
-                drp = ports.store.write_status(&drp, &st).await?;
-                let backoff = backoff(attempts);
-                warn!(
-                    step = step.name(),
-                    attempt = attempts,
-                    category = ?category,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "{msg}"
-                );
-                ports
-                    .events
-                    .publish(
-                        &drp,
-                        EventNote {
-                            warning: true,
-                            reason: format!("{}Failed", step.name()),
-                            note: format!("attempt {attempts}: {msg}; retrying in {backoff:?}"),
-                        },
-                    )
-                    .await;
-                return Ok(Action::requeue(backoff));
-            }
+            Err(e) => return record_failed(drp, ports, step, idx, &e).await,
         }
     }
+}
+
+/// A journal naming a site the spec does not have is not run.
+fn site_problem(drp: &DisasterRecoveryPair, t: &Transition) -> Option<String> {
+    let (field, site) =
+        [("from", &t.from), ("to", &t.to)].into_iter().find(|(_, site)| drp.spec.site(site).is_err())?;
+    let site: String = site.chars().take(64).collect();
+    Some(format!(
+        "status.lastTransition.{field} is {site:?}, which names no site in spec.sites; the {} is not \
+         run. Finish it by hand (docs/failback.md), then remove status.lastTransition",
+        t.kind
+    ))
+}
+
+/// Only understudy writes the journal; a step it does not know (status edited by hand, or written
+/// by another version) is not guessed at: the transition stops and says so.
+fn unknown_step(t: &Transition, idx: usize) -> String {
+    let name: String = t.steps[idx].name.chars().take(64).collect();
+    format!(
+        "status.lastTransition.steps[{idx}].name is {name:?}, not a step understudy knows; the {} \
+         stopped before it. Finish the transition by hand (docs/failback.md), then remove \
+         status.lastTransition",
+        t.kind
+    )
+}
+
+/// Whether the witness still holds this transition's epoch; if not, the pair is marked Failed with
+/// `LostEpochSwap` and nothing more is done. A witness that cannot be read does not stop the step.
+async fn epoch_still_ours(
+    drp: &DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    t: &Transition,
+    step: Step,
+) -> Result<bool, Error> {
+    let Some(w) = &ports.witness else { return Ok(true) };
+    let Ok((held, holder, id)) = w.epoch().await else { return Ok(true) };
+    if held == t.epoch.0 && id == t.id {
+        return Ok(true);
+    }
+    let msg = format!("etcd holds epoch {held} ({holder}), not ours ({}): stopping before {step}", t.epoch);
+    let mut st = drp.status.clone().unwrap_or_default();
+    st.phase = Some(Phase::Failed);
+    set_condition(
+        &mut st.conditions,
+        conditions::FAILOVER_BLOCKED,
+        "True",
+        reasons::LOST_EPOCH_SWAP,
+        &msg,
+        drp.metadata.generation,
+        Timestamp::now(),
+    );
+    ports.store.write_status(drp, &st).await?;
+    ports
+        .events
+        .publish(drp, EventNote { warning: true, reason: reasons::LOST_EPOCH_SWAP.into(), note: msg })
+        .await;
+    Ok(false)
+}
+
+/// Records step `idx` as started (its first start time kept, one more attempt) before it acts.
+async fn record_started(
+    drp: DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    idx: usize,
+) -> Result<DisasterRecoveryPair, Error> {
+    let mut st = drp.status.clone().unwrap_or_default();
+    if let Some(rec) = st.last_transition.as_mut().map(|t| &mut t.steps[idx]) {
+        rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
+        rec.attempts = rec.attempts.saturating_add(1);
+    }
+    ports.store.write_status(&drp, &st).await
+}
+
+/// Runs one step. A switchover takes the epoch here, after the standby caught up.
+async fn run_step(
+    drp: &DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    pair: &str,
+    step: Step,
+    idx: usize,
+) -> Result<steps::Done, StepError> {
+    let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
+    if step != Step::TakeEpoch {
+        return steps::run(step, &step_ctx(ports, drp, pair, &t, idx)).await;
+    }
+    let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or_default();
+    if from == t.epoch {
+        return Ok(steps::Done {
+            outcome: Some(Outcome::Succeeded("epoch already ours".into())),
+            ..Default::default()
+        });
+    }
+    take_epoch(ports, from.0, &t.id, LeaderKey::Break)
+        .await
+        .map(|note| steps::Done { outcome: Some(Outcome::Succeeded(note)), ..Default::default() })
+        .map_err(StepError::from)
+}
+
+/// The journal of the transition `drp` runs, for a record of step `idx`.
+fn journal(drp: &DisasterRecoveryPair) -> Result<(DisasterRecoveryPairStatus, Transition), Error> {
+    let st = drp.status.clone().unwrap_or_default();
+    let t = st.last_transition.clone().ok_or_else(|| Error::Journal("transition vanished".into()))?;
+    Ok((st, t))
+}
+
+/// Records a step done: its outcome and message, the figures it measured, the epoch when it took
+/// it; then the metric, the log line and the Event.
+async fn record_done(
+    drp: DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    step: Step,
+    idx: usize,
+    done: steps::Done,
+    took: Duration,
+) -> Result<DisasterRecoveryPair, Error> {
+    let (mut st, mut tr) = journal(&drp)?;
+    let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
+    if done.lost_wal_bytes.is_some() {
+        tr.lost_wal_bytes = done.lost_wal_bytes;
+    }
+    if let Some(l) = done.promoted_at_lsn {
+        tr.promoted_at_lsn = Some(l.to_string());
+    }
+    if let Some(l) = done.final_lsn {
+        tr.final_lsn = Some(l.to_string());
+    }
+    let rec = &mut tr.steps[idx];
+    rec.finished_at = Some(Timestamp::now().to_string());
+    rec.outcome = Some(outcome);
+    rec.message = Some(msg.clone());
+    if step == Step::TakeEpoch {
+        st.epoch = tr.epoch;
+    }
+    let epoch = tr.epoch;
+    st.last_transition = Some(tr);
+    let drp = ports.store.write_status(&drp, &st).await?;
+    ports
+        .metrics
+        .step_duration
+        .get_or_create(&crate::metrics::StepLabels {
+            step: step.name().into(),
+            outcome: outcome.as_str().into(),
+        })
+        .observe(took.as_secs_f64());
+    info!(
+        step = step.name(),
+        outcome = outcome.as_str(),
+        took_ms = took.as_millis() as u64,
+        epoch = epoch.0,
+        "{msg}"
+    );
+    let note = format!("{outcome} in {} ms: {msg}", took.as_millis());
+    ports.events.publish(&drp, EventNote { warning: false, reason: step.name().into(), note }).await;
+    Ok(drp)
+}
+
+/// Records a step aborted and the transition rolling back (a switchover before `TakeEpoch`).
+async fn record_aborted(
+    drp: DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    step: Step,
+    idx: usize,
+    e: &StepError,
+) -> Result<DisasterRecoveryPair, Error> {
+    let (mut st, mut tr) = journal(&drp)?;
+    let msg = e.to_string();
+    let rec = &mut tr.steps[idx];
+    rec.finished_at = Some(Timestamp::now().to_string());
+    rec.outcome = Some(StepOutcome::Aborted);
+    rec.message = Some(msg.clone());
+    tr.outcome = Some(TransitionOutcome::RollingBack);
+    st.last_transition = Some(tr);
+    let drp = ports.store.write_status(&drp, &st).await?;
+    warn!(step = step.name(), "{msg}; rolling back");
+    let note = format!("{msg}; rolling back");
+    ports
+        .events
+        .publish(&drp, EventNote { warning: true, reason: format!("{}Aborted", step.name()), note })
+        .await;
+    Ok(drp)
+}
+
+/// Records a failed attempt and comes back after the backoff.
+async fn record_failed(
+    drp: DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    step: Step,
+    idx: usize,
+    e: &StepError,
+) -> Result<Action, Error> {
+    let (mut st, mut tr) = journal(&drp)?;
+    let (msg, category) = (e.to_string(), e.category());
+    let attempts = tr.steps[idx].attempts;
+    tr.steps[idx].message = Some(msg.clone());
+    st.last_transition = Some(tr);
+    let drp = ports.store.write_status(&drp, &st).await?;
+    let backoff = backoff(attempts);
+    warn!(
+        step = step.name(),
+        attempt = attempts,
+        category = ?category,
+        retry_in_ms = backoff.as_millis() as u64,
+        "{msg}"
+    );
+    let note = format!("attempt {attempts}: {msg}; retrying in {backoff:?}");
+    ports
+        .events
+        .publish(&drp, EventNote { warning: true, reason: format!("{}Failed", step.name()), note })
+        .await;
+    Ok(Action::requeue(backoff))
 }
 
 /// Stops a journal understudy cannot run (it did not write it): phase Failed, `FailoverBlocked`
