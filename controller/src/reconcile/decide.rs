@@ -38,145 +38,20 @@ pub fn observe(
     st.current_primary = Some(primary.clone());
     st.observed_generation = obs.generation;
     let threshold = spec.failover.failure_threshold.max(1);
-
-    // Per-site records: keep the last known LSNs of a site that stopped answering, because the
-    // lag guard and the lost-WAL figure need the last thing we knew, not a blank.
-    let mut sites = Vec::with_capacity(spec.sites.len());
-    for site in &spec.sites {
-        let prev = st.sites.iter().find(|s| s.name == site.name).cloned();
-        let mut rec = prev.unwrap_or_else(|| SiteStatus { name: site.name.clone(), ..Default::default() });
-        if let Some(o) = obs.sites.iter().find(|o| o.name == site.name) {
-            apply_observation(&mut rec, o, now);
-        }
-        sites.push(rec);
-    }
-    st.sites = sites;
-
+    st.sites = site_records(spec, &st, obs, now);
     let p = st.sites.iter().find(|s| s.name == primary).cloned().unwrap_or_default();
     let s = st.sites.iter().find(|s| s.name == standby).cloned().unwrap_or_default();
-    let p_lsn = p.current_lsn.as_deref().and_then(|l| l.parse::<crate::pg::Lsn>().ok());
-    let s_lsn = s.replay_lsn.as_deref().and_then(|l| l.parse::<crate::pg::Lsn>().ok());
-    st.replication_lag_bytes = match (p_lsn, s_lsn) {
-        (Some(a), Some(b)) => Some(i64::try_from(a.bytes_after(b)).unwrap_or(i64::MAX)),
-        _ => st.replication_lag_bytes,
-    };
+    st.replication_lag_bytes = lag(&p, &s).or(st.replication_lag_bytes);
 
     let primary_obs = obs.sites.iter().find(|o| o.name == primary);
     let standby_obs = obs.sites.iter().find(|o| o.name == standby);
-    let mut next: Vec<(String, &'static str, &'static str, String)> = Vec::new(); // (type, status, reason, message)
-
-    // SecretsResolved
-    match obs.secret_problems.first() {
-        None => next.push((
-            conditions::SECRETS_RESOLVED.into(),
-            "True",
-            reasons::SECRETS_FOUND,
-            "every referenced Secret has its keys".into(),
-        )),
-        Some((reason, msg)) => {
-            let more = obs.secret_problems.len() - 1;
-            let msg = if more > 0 { format!("{msg} (and {more} more)") } else { msg.clone() };
-            next.push((conditions::SECRETS_RESOLVED.into(), "False", reason, msg))
-        }
-    }
-
-    // SpecValid: rules the API server may not have checked (objects older than the rule).
-    let problems = spec.problems();
-    next.push(match problems.first() {
-        None => {
-            (conditions::SPEC_VALID.into(), "True", reasons::SPEC_OK, "the spec passes every rule".into())
-        }
-        Some(p) => (
-            conditions::SPEC_VALID.into(),
-            "False",
-            reasons::INVALID_SPEC,
-            if problems.len() > 1 { format!("{p} (and {} more)", problems.len() - 1) } else { p.clone() },
-        ),
-    });
-
-    // PrimaryHealthy
-    next.push(match primary_obs.map(|o| &o.sql) {
-        Some(Outcome::NotRun(reason, msg)) => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reason, format!("cannot probe primary {primary}: {msg}")),
-        None => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reasons::PROBE_FAILED, format!("primary {primary} was not probed")),
-        Some(_) if p.consecutive_failures >= threshold => (
-            conditions::PRIMARY_HEALTHY.into(),
-            "False",
-            reasons::PRIMARY_DOWN,
-            format!(
-                "primary {primary} failed {} consecutive probes (threshold {threshold}) since {}: {}",
-                p.consecutive_failures,
-                p.failing_since.as_deref().unwrap_or("?"),
-                p.message.as_deref().unwrap_or("")
-            ),
-        ),
-        Some(_) if p.consecutive_failures > 0 => (
-            conditions::PRIMARY_HEALTHY.into(),
-            "False",
-            reasons::PROBE_FAILED,
-            format!(
-                "primary {primary} failed {} of {threshold} consecutive probes needed to confirm a failure: {}",
-                p.consecutive_failures,
-                p.message.as_deref().unwrap_or("")
-            ),
-        ),
-        Some(Outcome::Up(state)) if state.in_recovery => (
-            conditions::PRIMARY_HEALTHY.into(),
-            "False",
-            reasons::NOT_PRIMARY,
-            format!("site {primary} should serve writes but is in recovery (a standby)"),
-        ),
-        Some(_) => (conditions::PRIMARY_HEALTHY.into(), "True", reasons::PROBES_PASSING, format!("primary {primary} answers its probes")),
-    });
-
-    // StandbyStreaming
-    next.push(match standby_obs.map(|o| &o.sql) {
-        Some(Outcome::NotRun(reason, msg)) => (conditions::STANDBY_STREAMING.into(), "Unknown", reason, format!("cannot probe standby {standby}: {msg}")),
-        None => (conditions::STANDBY_STREAMING.into(), "Unknown", reasons::PROBE_FAILED, format!("standby {standby} was not probed")),
-        Some(Outcome::Down(msg)) => (conditions::STANDBY_STREAMING.into(), "False", reasons::STANDBY_UNREACHABLE, format!("standby {standby} does not answer: {msg}")),
-        Some(Outcome::Up(state)) if !state.in_recovery => (
-            conditions::STANDBY_STREAMING.into(),
-            "False",
-            reasons::NOT_IN_RECOVERY,
-            format!("standby {standby} is not in recovery: it accepts writes of its own and no longer follows {primary}"),
-        ),
-        Some(Outcome::Up(state)) if !state.streaming => (
-            conditions::STANDBY_STREAMING.into(),
-            "False",
-            reasons::NOT_STREAMING,
-            format!("standby {standby} is in recovery but its WAL receiver is not streaming from {primary}"),
-        ),
-        Some(_) => (conditions::STANDBY_STREAMING.into(), "True", reasons::STREAMING, format!("standby {standby} streams from {primary}")),
-    });
-
-    // LagWithinBudget
-    let budget = quantity_bytes(&spec.failover.max_lag_bytes.0);
-    next.push(match (st.replication_lag_bytes, &budget) {
-        (_, Err(e)) => (
-            conditions::LAG_WITHIN_BUDGET.into(),
-            "False",
-            reasons::INVALID_SPEC,
-            format!("spec.failover.maxLagBytes: {e}"),
-        ),
-        (None, _) => (
-            conditions::LAG_WITHIN_BUDGET.into(),
-            "Unknown",
-            reasons::LAG_UNKNOWN,
-            "replication lag not measured yet".into(),
-        ),
-        (Some(lag), Ok(max)) if lag as u64 > *max => (
-            conditions::LAG_WITHIN_BUDGET.into(),
-            "False",
-            reasons::LAG_OVER_BUDGET,
-            format!("lag {} > maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
-        ),
-        (Some(lag), Ok(max)) => (
-            conditions::LAG_WITHIN_BUDGET.into(),
-            "True",
-            reasons::LAG_OK,
-            format!("lag {} within maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
-        ),
-    });
-
+    let mut next: Vec<Cond> = vec![
+        secrets_resolved(obs),
+        spec_valid(spec),
+        primary_healthy(&primary, primary_obs, &p, threshold),
+        standby_streaming(&primary, &standby, standby_obs),
+        lag_within_budget(spec, st.replication_lag_bytes),
+    ];
     // Ready: the summary; it never drives logic.
     // A spec problem is reported but handled (the probe timeout is capped), so it does not make
     // the pair unprotected.
@@ -224,6 +99,165 @@ pub fn observe(
         _ => Phase::Degraded,
     });
     (st, events)
+}
+
+/// A condition to set: (type, status, reason, message).
+type Cond = (String, &'static str, &'static str, String);
+
+/// Per-site records: the last known LSNs of a site that stopped answering are kept, because the
+/// lag guard and the lost-WAL figure need the last thing known, not a blank.
+fn site_records(
+    spec: &DisasterRecoveryPairSpec,
+    st: &DisasterRecoveryPairStatus,
+    obs: &Observed,
+    now: Timestamp,
+) -> Vec<SiteStatus> {
+    spec.sites
+        .iter()
+        .map(|site| {
+            let prev = st.sites.iter().find(|s| s.name == site.name).cloned();
+            let mut rec =
+                prev.unwrap_or_else(|| SiteStatus { name: site.name.clone(), ..Default::default() });
+            if let Some(o) = obs.sites.iter().find(|o| o.name == site.name) {
+                apply_observation(&mut rec, o, now);
+            }
+            rec
+        })
+        .collect()
+}
+
+/// The primary's current position minus the standby's replay position, when both are known.
+fn lag(p: &SiteStatus, s: &SiteStatus) -> Option<i64> {
+    let p_lsn = p.current_lsn.as_deref().and_then(|l| l.parse::<crate::pg::Lsn>().ok())?;
+    let s_lsn = s.replay_lsn.as_deref().and_then(|l| l.parse::<crate::pg::Lsn>().ok())?;
+    Some(i64::try_from(p_lsn.bytes_after(s_lsn)).unwrap_or(i64::MAX))
+}
+
+/// `SecretsResolved`: every referenced Secret has its keys (the first problem named).
+fn secrets_resolved(obs: &Observed) -> Cond {
+    match obs.secret_problems.first() {
+        None => (
+            conditions::SECRETS_RESOLVED.into(),
+            "True",
+            reasons::SECRETS_FOUND,
+            "every referenced Secret has its keys".into(),
+        ),
+        Some((reason, msg)) => {
+            let more = obs.secret_problems.len() - 1;
+            let msg = if more > 0 { format!("{msg} (and {more} more)") } else { msg.clone() };
+            (conditions::SECRETS_RESOLVED.into(), "False", reason, msg)
+        }
+    }
+}
+
+/// `SpecValid`: rules the API server may not have checked (objects older than the rule).
+fn spec_valid(spec: &DisasterRecoveryPairSpec) -> Cond {
+    let problems = spec.problems();
+    match problems.first() {
+        None => {
+            (conditions::SPEC_VALID.into(), "True", reasons::SPEC_OK, "the spec passes every rule".into())
+        }
+        Some(p) => (
+            conditions::SPEC_VALID.into(),
+            "False",
+            reasons::INVALID_SPEC,
+            if problems.len() > 1 { format!("{p} (and {} more)", problems.len() - 1) } else { p.clone() },
+        ),
+    }
+}
+
+/// `PrimaryHealthy`: the primary answers its probes; failures count up to the threshold.
+fn primary_healthy(
+    primary: &str,
+    primary_obs: Option<&SiteObservation>,
+    p: &SiteStatus,
+    threshold: i32,
+) -> Cond {
+    match primary_obs.map(|o| &o.sql) {
+        Some(Outcome::NotRun(reason, msg)) => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reason, format!("cannot probe primary {primary}: {msg}")),
+        None => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reasons::PROBE_FAILED, format!("primary {primary} was not probed")),
+        Some(_) if p.consecutive_failures >= threshold => (
+            conditions::PRIMARY_HEALTHY.into(),
+            "False",
+            reasons::PRIMARY_DOWN,
+            format!(
+                "primary {primary} failed {} consecutive probes (threshold {threshold}) since {}: {}",
+                p.consecutive_failures,
+                p.failing_since.as_deref().unwrap_or("?"),
+                p.message.as_deref().unwrap_or("")
+            ),
+        ),
+        Some(_) if p.consecutive_failures > 0 => (
+            conditions::PRIMARY_HEALTHY.into(),
+            "False",
+            reasons::PROBE_FAILED,
+            format!(
+                "primary {primary} failed {} of {threshold} consecutive probes needed to confirm a failure: {}",
+                p.consecutive_failures,
+                p.message.as_deref().unwrap_or("")
+            ),
+        ),
+        Some(Outcome::Up(state)) if state.in_recovery => (
+            conditions::PRIMARY_HEALTHY.into(),
+            "False",
+            reasons::NOT_PRIMARY,
+            format!("site {primary} should serve writes but is in recovery (a standby)"),
+        ),
+        Some(_) => (conditions::PRIMARY_HEALTHY.into(), "True", reasons::PROBES_PASSING, format!("primary {primary} answers its probes")),
+    }
+}
+
+/// `StandbyStreaming`: the standby answers, is in recovery and its WAL receiver streams.
+fn standby_streaming(primary: &str, standby: &str, standby_obs: Option<&SiteObservation>) -> Cond {
+    match standby_obs.map(|o| &o.sql) {
+        Some(Outcome::NotRun(reason, msg)) => (conditions::STANDBY_STREAMING.into(), "Unknown", reason, format!("cannot probe standby {standby}: {msg}")),
+        None => (conditions::STANDBY_STREAMING.into(), "Unknown", reasons::PROBE_FAILED, format!("standby {standby} was not probed")),
+        Some(Outcome::Down(msg)) => (conditions::STANDBY_STREAMING.into(), "False", reasons::STANDBY_UNREACHABLE, format!("standby {standby} does not answer: {msg}")),
+        Some(Outcome::Up(state)) if !state.in_recovery => (
+            conditions::STANDBY_STREAMING.into(),
+            "False",
+            reasons::NOT_IN_RECOVERY,
+            format!("standby {standby} is not in recovery: it accepts writes of its own and no longer follows {primary}"),
+        ),
+        Some(Outcome::Up(state)) if !state.streaming => (
+            conditions::STANDBY_STREAMING.into(),
+            "False",
+            reasons::NOT_STREAMING,
+            format!("standby {standby} is in recovery but its WAL receiver is not streaming from {primary}"),
+        ),
+        Some(_) => (conditions::STANDBY_STREAMING.into(), "True", reasons::STREAMING, format!("standby {standby} streams from {primary}")),
+    }
+}
+
+/// `LagWithinBudget`: the last known lag against `spec.failover.maxLagBytes`.
+fn lag_within_budget(spec: &DisasterRecoveryPairSpec, lag: Option<i64>) -> Cond {
+    let budget = quantity_bytes(&spec.failover.max_lag_bytes.0);
+    match (lag, &budget) {
+        (_, Err(e)) => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "False",
+            reasons::INVALID_SPEC,
+            format!("spec.failover.maxLagBytes: {e}"),
+        ),
+        (None, _) => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "Unknown",
+            reasons::LAG_UNKNOWN,
+            "replication lag not measured yet".into(),
+        ),
+        (Some(lag), Ok(max)) if lag as u64 > *max => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "False",
+            reasons::LAG_OVER_BUDGET,
+            format!("lag {} > maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
+        ),
+        (Some(lag), Ok(max)) => (
+            conditions::LAG_WITHIN_BUDGET.into(),
+            "True",
+            reasons::LAG_OK,
+            format!("lag {} within maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
+        ),
+    }
 }
 
 fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) {
