@@ -56,101 +56,19 @@ pub async fn step(
         || fp.assessment == Assessment::Pending
         || fp.assessment == Assessment::Unreachable
     {
-        let mut writable = false;
-        match assess(drp, st, &fp.site, ctx).await {
-            Ok((assessment, msg, was_writable)) => {
-                if was_writable {
-                    events.push(EventNote {
-                        warning: true,
-                        reason: "FormerPrimaryFenced".into(),
-                        note: msg.clone(),
-                    });
-                }
-                if assessment != fp.assessment {
-                    events.push(EventNote {
-                        warning: false,
-                        reason: format!("FormerPrimary{assessment}"),
-                        note: msg.clone(),
-                    });
-                }
-                writable = was_writable;
-                fp.assessment = assessment;
-                fp.message = Some(msg);
-            }
-            Err(e) => fp.message = Some(e),
-        }
+        let writable = assess_and_fence(drp, st, &mut fp, &mut events, ctx).await;
         // The hook restarts the server: only for one that is (fenced but) still a primary, never
         // for one that is already a standby on its way to streaming.
-        if writable && matches!(fp.assessment, Assessment::CleanFollower | Assessment::NeedsRewind) {
-            if let Some(hook) =
-                drp.spec.sites.iter().find(|s| s.name == fp.site).and_then(|s| s.rejoin.clone())
-            {
-                if fp.rejoin_attempts < HOOK_ATTEMPTS {
-                    fp.rejoin_attempts = fp.rejoin_attempts.saturating_add(1);
-                    // Claim the attempt in the status first (a resourceVersion-guarded write): with a
-                    // controller per site both see the former primary, and only the one whose write
-                    // lands runs the hook; the other sees `Rejoining` and leaves it alone.
-                    let mut claim = st.clone();
-                    claim.former_primary = Some(crate::crd::FormerPrimary {
-                        assessment: Assessment::Rejoining,
-                        message: Some(format!(
-                            "rejoin hook attempt {} started by {}",
-                            fp.rejoin_attempts, ctx.identity
-                        )),
-                        ..fp.clone()
-                    });
-                    let Ok(claimed) = crate::store::write_status(ctx, drp, &claim).await else {
-                        return events;
-                    };
-                    // A server that was still a primary after the fork writes a shutdown checkpoint
-                    // past it when the hook stops it: always rewind (pg_rewind is a no-op when not needed).
-                    let rewind = true;
-                    match run_hook(drp, st, &fp.site, &hook, rewind, ctx).await {
-                        Ok(said) => {
-                            fp.assessment = Assessment::Rejoining;
-                            fp.message = Some(format!("rejoin hook succeeded (rewind: {rewind}): {said}; waiting for {} to stream from {new_primary}", fp.site));
-                            events.push(EventNote {
-                                warning: false,
-                                reason: "RejoinHookSucceeded".into(),
-                                note: fp.message.clone().unwrap_or_default(),
-                            });
-                        }
-                        Err(e) => {
-                            let last = fp.rejoin_attempts >= HOOK_ATTEMPTS;
-                            if last {
-                                fp.assessment = Assessment::NeedsReclone;
-                            }
-                            let msg = format!(
-                                "rejoin hook attempt {}: {e}{}",
-                                fp.rejoin_attempts,
-                                if last {
-                                    "; giving up: re-create this standby from a base backup"
-                                } else {
-                                    ""
-                                }
-                            );
-                            events.push(EventNote {
-                                warning: true,
-                                reason: "RejoinHookFailed".into(),
-                                note: msg.clone(),
-                            });
-                            fp.message = Some(msg);
-                        }
-                    }
-                    // Record the outcome on top of the claim (the caller's own write then meets a
-                    // newer resourceVersion and the next round starts from this).
-                    let mut done = st.clone();
-                    done.former_primary = Some(fp.clone());
-                    if let Err(e) = crate::store::write_status(ctx, &claimed, &done).await {
-                        warn!(error = %e, "recording the rejoin hook's outcome");
-                    }
-                    // The caller's own status write now meets a newer resourceVersion and its
-                    // Events would be dropped with it: publish this round's here.
-                    for ev in events.drain(..) {
-                        info!(reason = %ev.reason, note = %ev.note, "event");
-                        ctx.publish(&claimed, ev).await;
-                    }
-                }
+        let hook = drp.spec.sites.iter().find(|s| s.name == fp.site).and_then(|s| s.rejoin.clone());
+        if let Some(hook) = hook.filter(|_| {
+            writable
+                && matches!(fp.assessment, Assessment::CleanFollower | Assessment::NeedsRewind)
+                && fp.rejoin_attempts < HOOK_ATTEMPTS
+        }) {
+            if !run_hook_claimed(drp, st, &mut fp, &hook, &new_primary, &mut events, ctx).await {
+                // Another controller claimed this attempt (or the claim could not be written):
+                // nothing is recorded this round.
+                return events;
             }
         }
     }
@@ -167,6 +85,107 @@ pub async fn step(
     }
     st.former_primary = Some(fp);
     events
+}
+
+/// Assesses the former primary against the fork point, fencing it first when it is writable;
+/// records the assessment in `fp` and its Events. Returns whether it was writable.
+async fn assess_and_fence(
+    drp: &DisasterRecoveryPair,
+    st: &DisasterRecoveryPairStatus,
+    fp: &mut crate::crd::FormerPrimary,
+    events: &mut Vec<EventNote>,
+    ctx: &Context,
+) -> bool {
+    match assess(drp, st, &fp.site, ctx).await {
+        Ok((assessment, msg, was_writable)) => {
+            if was_writable {
+                events.push(EventNote {
+                    warning: true,
+                    reason: "FormerPrimaryFenced".into(),
+                    note: msg.clone(),
+                });
+            }
+            if assessment != fp.assessment {
+                events.push(EventNote {
+                    warning: false,
+                    reason: format!("FormerPrimary{assessment}"),
+                    note: msg.clone(),
+                });
+            }
+            fp.assessment = assessment;
+            fp.message = Some(msg);
+            was_writable
+        }
+        Err(e) => {
+            fp.message = Some(e);
+            false
+        }
+    }
+}
+
+/// Runs the site's rejoin hook once, claimed first: the attempt is written to the status (a
+/// resourceVersion-guarded write) so that with a controller per site only the one whose write
+/// lands runs it; the other sees `Rejoining` and leaves it alone. The outcome is written on top of
+/// the claim, and this round's Events are published here (the caller's own status write then
+/// meets a newer resourceVersion, and its Events would be dropped with it). Returns whether the
+/// claim was written (and the hook run).
+async fn run_hook_claimed(
+    drp: &DisasterRecoveryPair,
+    st: &DisasterRecoveryPairStatus,
+    fp: &mut crate::crd::FormerPrimary,
+    hook: &crate::crd::RejoinHook,
+    new_primary: &str,
+    events: &mut Vec<EventNote>,
+    ctx: &Context,
+) -> bool {
+    fp.rejoin_attempts = fp.rejoin_attempts.saturating_add(1);
+    let mut claim = st.clone();
+    claim.former_primary = Some(crate::crd::FormerPrimary {
+        assessment: Assessment::Rejoining,
+        message: Some(format!("rejoin hook attempt {} started by {}", fp.rejoin_attempts, ctx.identity)),
+        ..fp.clone()
+    });
+    let Ok(claimed) = crate::store::write_status(ctx, drp, &claim).await else { return false };
+    // A server that was still a primary after the fork writes a shutdown checkpoint past it when
+    // the hook stops it: always rewind (pg_rewind is a no-op when not needed).
+    let rewind = true;
+    match run_hook(drp, st, &fp.site, hook, rewind, ctx).await {
+        Ok(said) => {
+            fp.assessment = Assessment::Rejoining;
+            fp.message = Some(format!(
+                "rejoin hook succeeded (rewind: {rewind}): {said}; waiting for {} to stream from {new_primary}",
+                fp.site
+            ));
+            events.push(EventNote {
+                warning: false,
+                reason: "RejoinHookSucceeded".into(),
+                note: fp.message.clone().unwrap_or_default(),
+            });
+        }
+        Err(e) => {
+            let last = fp.rejoin_attempts >= HOOK_ATTEMPTS;
+            if last {
+                fp.assessment = Assessment::NeedsReclone;
+            }
+            let msg = format!(
+                "rejoin hook attempt {}: {e}{}",
+                fp.rejoin_attempts,
+                if last { "; giving up: re-create this standby from a base backup" } else { "" }
+            );
+            events.push(EventNote { warning: true, reason: "RejoinHookFailed".into(), note: msg.clone() });
+            fp.message = Some(msg);
+        }
+    }
+    let mut done = st.clone();
+    done.former_primary = Some(fp.clone());
+    if let Err(e) = crate::store::write_status(ctx, &claimed, &done).await {
+        warn!(error = %e, "recording the rejoin hook's outcome");
+    }
+    for ev in events.drain(..) {
+        info!(reason = %ev.reason, note = %ev.note, "event");
+        ctx.publish(&claimed, ev).await;
+    }
+    true
 }
 
 async fn connect(
