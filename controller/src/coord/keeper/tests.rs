@@ -518,3 +518,23 @@ async fn a_self_fence_that_fails_is_reported_and_retried_and_the_key_never_relea
     assert_eq!(run.site.with(|s| s.fences.len()), tries, "no fence after one held");
     assert!(run.etcd(|e| e.released.is_empty()), "the self-fence path never releases the key");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fence_that_hangs_is_cut_at_the_budget_reported_unconfirmed_and_retried() {
+    let t = timing();
+    let run = Run::start(config());
+    run.until(10.5).await;
+    run.site.with(|s| s.fence_takes = Duration::from_secs(30));
+    run.hang(true);
+    let deadline = 10.0 + secs(t.self_fence_after);
+    run.until(deadline + secs(t.fence_budget) + 0.01).await;
+    let (_, msg) = run.state().self_fenced.expect("reported at the end of the budget");
+    assert!(msg.contains(&format!("did not finish within {:?}", t.fence_budget)), "{msg}");
+    assert!(msg.contains("2/2 PgBouncers paused"), "{msg}");
+    // The next attempt starts within a round, still before the lease can expire.
+    run.site.with(|s| s.fence_takes = Duration::from_millis(600));
+    run.until(10.0 + secs(t.lease_ttl)).await;
+    let fences = run.site.with(|s| s.fences.clone());
+    assert!(fences.len() == 1 && fences[0].1 && run.at(fences[0].0) < 10.0 + secs(t.lease_ttl), "{fences:?}");
+    assert!(run.site.with(|s| s.read_only));
+}
