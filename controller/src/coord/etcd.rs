@@ -1,12 +1,14 @@
 //! The etcd witness: epoch compare-and-swap and the primary site's leader key. Only this module
 //! talks to etcd.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LeaseKeepAliveStream,
     LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp,
 };
+// Tokio's clock (the real one in production): the keeper's tests run on a paused clock.
+use tokio::time::Instant;
 
 use super::{decode_epoch, encode_epoch, Swap};
 

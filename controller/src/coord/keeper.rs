@@ -8,15 +8,22 @@
 //!
 //! The task never talks to the Kubernetes API: a site cut off from everything still fences itself.
 //! The reconciler starts, updates and stops tasks, and copies their `State` into the status.
+//!
+//! The loop acts through two ports, so that its failure paths run as unit tests on a paused clock
+//! (`tests`): `KeeperWitness` (the lease and the key, `EtcdKeeper` on `etcd::Witness`) and
+//! `SiteFence` (this site's database and PgBouncers, `PgSiteFence` on `pg::admin` and the PgBouncer
+//! console). Neither reaches the Kubernetes API.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use async_trait::async_trait;
 use jiff::Timestamp;
-use tokio::{sync::watch, task::JoinHandle};
+// Tokio's clock (the real one in production): the tests run the keeper on a paused clock.
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tracing::{info, warn};
 
 use super::{
@@ -141,15 +148,165 @@ impl Keepers {
     }
 }
 
-/// The keeper loop.
-async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
+/// The lease and leader-key operations the keeper needs from the witness. Errors are the text the
+/// status shows.
+#[async_trait]
+pub trait KeeperWitness: Send + Sync + 'static {
+    type Conn: WitnessConn;
+    /// Connects within `limit`.
+    async fn connect(&self, cfg: &Config, limit: Duration) -> Result<Self::Conn, String>;
+}
+
+/// One connection to the witness, as `etcd::Witness`.
+#[async_trait]
+pub trait WitnessConn: Send + 'static {
+    /// A live keepalive stream for one lease.
+    type KeepAlive: Send + 'static;
+    /// A new lease of `ttl`.
+    async fn grant(&mut self, ttl: Duration) -> Result<i64, String>;
+    /// Opens the keepalive stream of `lease`.
+    async fn keep_alive(&mut self, lease: i64) -> Result<Self::KeepAlive, String>;
+    /// Takes the leader key for `holder` serving `epoch`, bound to `lease`.
+    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, String>;
+    /// One keepalive round, answered within `timeout`.
+    async fn renew(
+        &mut self,
+        ka: &mut Self::KeepAlive,
+        epoch: i64,
+        holder: &str,
+        timeout: Duration,
+    ) -> Result<Renewal, String>;
+    /// Deletes the leader key if it is ours.
+    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), String>;
+}
+
+/// What the keeper does to its own site. Timeouts are the keeper's, except where a `budget` is
+/// passed. Errors are the text the status shows (never credentials).
+#[async_trait]
+pub trait SiteFence: Send + Sync + 'static {
+    /// Makes the database read-only and terminates its client sessions: how many.
+    async fn fence_database(&self, cfg: &Config) -> Result<u64, String>;
+    /// Makes the database writable again; `budget` bounds the connection.
+    async fn unfence_database(&self, cfg: &Config, budget: Duration) -> Result<(), String>;
+    /// PAUSE on every PgBouncer of the pair, each bounded by `budget`: what each answered.
+    async fn pause_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<Result<(), String>>;
+    /// RESUME on every PgBouncer, each bounded by `budget`: a note for each.
+    async fn resume_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<String>;
+}
+
+/// The real witness: etcd.
+pub struct EtcdKeeper;
+
+#[async_trait]
+impl KeeperWitness for EtcdKeeper {
+    type Conn = Witness;
+
+    async fn connect(&self, cfg: &Config, limit: Duration) -> Result<Witness, String> {
+        Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit, cfg.access.clone())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl WitnessConn for Witness {
+    type KeepAlive = KeepAlive;
+
+    async fn grant(&mut self, ttl: Duration) -> Result<i64, String> {
+        Witness::grant(self, ttl).await.map_err(|e| e.to_string())
+    }
+
+    async fn keep_alive(&mut self, lease: i64) -> Result<KeepAlive, String> {
+        Witness::keep_alive(self, lease).await.map_err(|e| e.to_string())
+    }
+
+    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, String> {
+        Witness::acquire(self, epoch, holder, lease).await.map_err(|e| e.to_string())
+    }
+
+    async fn renew(
+        &mut self,
+        ka: &mut KeepAlive,
+        epoch: i64,
+        holder: &str,
+        timeout: Duration,
+    ) -> Result<Renewal, String> {
+        Witness::renew(self, ka, epoch, holder, timeout).await.map_err(|e| e.to_string())
+    }
+
+    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), String> {
+        Witness::release(self, epoch, holder).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The real site: the admin connection to this site's PostgreSQL and the PgBouncer consoles.
+pub struct PgSiteFence;
+
+#[async_trait]
+impl SiteFence for PgSiteFence {
+    async fn fence_database(&self, cfg: &Config) -> Result<u64, String> {
+        let c = conn::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
+        admin::fence(&c).await.map_err(|e| e.to_string())
+    }
+
+    async fn unfence_database(&self, cfg: &Config, budget: Duration) -> Result<(), String> {
+        let c = tokio::time::timeout(budget, conn::connect(&cfg.postgres))
+            .await
+            .map_err(|_| format!("connect: no answer within {budget:?}"))?
+            .map_err(|e| format!("connect: {e}"))?;
+        admin::unfence(&c).await.map_err(|e| e.to_string())
+    }
+
+    async fn pause_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<Result<(), String>> {
+        futures::future::join_all(cfg.bouncers.iter().map(|(r, user, password)| async move {
+            let c = Console::connect(r, user, password, budget).await.map_err(|e| e.to_string())?;
+            c.pause(budget).await.map_err(|e| e.to_string())
+        }))
+        .await
+    }
+
+    async fn resume_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<String> {
+        // A PgBouncer that is not paused answers RESUME with an error; that is fine here.
+        let mut notes = Vec::new();
+        for (r, user, password) in &cfg.bouncers {
+            let resumed = match Console::connect(r, user, password, budget).await {
+                Ok(c) => c.resume(budget).await,
+                Err(e) => Err(e),
+            };
+            notes.push(match resumed {
+                Ok(()) => format!("{}:{} resumed", r.host, r.port),
+                Err(e) => e.to_string(),
+            });
+        }
+        notes
+    }
+}
+
+type Conn<W> = <W as KeeperWitness>::Conn;
+type Ka<W> = <<W as KeeperWitness>::Conn as WitnessConn>::KeepAlive;
+
+/// The keeper loop, on etcd and this site's own database and PgBouncers.
+async fn keep(cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
+    keep_with(EtcdKeeper, PgSiteFence, cfg_rx, state).await
+}
+
+/// The keeper loop, on any witness and site.
+async fn keep_with<W: KeeperWitness, F: SiteFence>(
+    wit: W,
+    site: F,
+    mut cfg_rx: watch::Receiver<Config>,
+    state: Arc<Mutex<State>>,
+) {
     let started = Instant::now();
-    let mut witness: Option<Witness> = None;
+    let mut witness: Option<Conn<W>> = None;
     let mut lease: Option<i64> = None;
-    let mut keepalive: Option<KeepAlive> = None;
+    let mut keepalive: Option<Ka<W>> = None;
     // Until the key is first confirmed, the clock runs from the start of the task.
     let mut confirmed = started;
+    // This task tried to fence its site (and lifts that once the key is ours again) ...
     let mut fenced_here = false;
+    // ... and the database is surely fenced: until then every round tries again.
+    let mut fence_sure = false;
     // A fence left by a previous life is lifted once, on the first confirmation.
     let mut lift_pending = cfg_rx.borrow().lift_on_acquire;
     let set = |f: &dyn Fn(&mut State)| {
@@ -162,9 +319,12 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
         let cfg = cfg_rx.borrow_and_update().clone();
         let t = cfg.timing;
         if cfg.site_failed {
-            if !gave_up {
+            // Given up once; again while the database is not surely fenced (the key is only
+            // released once it is).
+            if !gave_up || !fence_sure {
                 gave_up = true;
-                give_up(&cfg, &mut witness, &mut lease, &mut keepalive, &state).await;
+                fence_sure =
+                    give_up(&wit, &site, &cfg, &mut witness, &mut lease, &mut keepalive, &state).await;
                 fenced_here = true;
             }
             if !wait(&mut cfg_rx, Instant::now() + t.renew_every, true).await {
@@ -180,14 +340,17 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
         let round = Instant::now();
         // A round never runs past the self-fence deadline: a witness that hangs mid-round must not
         // delay the fence (the inequality on `Timing` counts from the deadline, not from a timeout).
-        let cutoff = if fenced_here {
+        // Once fenced, a slow witness gets longer, unless the fence is still to be retried.
+        let cutoff = if fence_sure {
             round + t.renew_every * 3
+        } else if fenced_here {
+            round + t.renew_every
         } else {
             (confirmed + t.self_fence_after).max(round + Duration::from_millis(1))
         };
         let outcome = match tokio::time::timeout_at(
-            cutoff.into(),
-            round_once(&cfg, &mut witness, &mut lease, &mut keepalive),
+            cutoff,
+            round_once(&wit, &cfg, &mut witness, &mut lease, &mut keepalive),
         )
         .await
         {
@@ -206,10 +369,11 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
                     s.witness_error = None;
                 });
                 if fenced_here || lift_pending {
-                    match lift(&cfg).await {
+                    match lift(&site, &cfg).await {
                         Ok(note) => {
                             info!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %note, "self-fence lifted: the leader key is ours again");
                             fenced_here = false;
+                            fence_sure = false;
                             lift_pending = false;
                             let now = Timestamp::now();
                             set(&|s| {
@@ -230,7 +394,7 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
                 );
                 // The database only: the PgBouncers now belong to the new primary's transition,
                 // which may already have resumed them.
-                let (_, note) = fence_database(&cfg).await;
+                let (_, note) = fence_database(&site, &cfg).await;
                 warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %why, %note, "fenced: epoch moved");
                 let now = Timestamp::now();
                 set(&|s| {
@@ -246,17 +410,24 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
                     s.witness_error = Some(why.clone());
                 });
                 let silent = confirmed.elapsed();
-                if !fenced_here && silent >= t.self_fence_after {
-                    let note = fence(&cfg).await;
+                if !fence_sure && silent >= t.self_fence_after {
+                    let retry = fenced_here;
+                    let (sure, note) = fence_checked(&site, &cfg).await;
                     fenced_here = true;
+                    fence_sure = sure;
                     let msg = format!(
-                        "{} could not renew its leader key for {:.1}s (deadline {:.1}s, lease {:.0}s): {why}; {note}",
+                        "{} could not renew its leader key for {:.1}s (deadline {:.1}s, lease {:.0}s): {why}; {note}{}",
                         cfg.site,
                         silent.as_secs_f64(),
                         t.self_fence_after.as_secs_f64(),
-                        t.lease_ttl.as_secs_f64()
+                        t.lease_ttl.as_secs_f64(),
+                        match (sure, retry) {
+                            (true, _) => "",
+                            (false, false) => "; the fence is retried every round",
+                            (false, true) => "; fence retried, not confirmed yet",
+                        }
                     );
-                    warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %msg, "self-fenced");
+                    warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %msg, confirmed = sure, "self-fenced");
                     let now = Timestamp::now();
                     set(&|s| s.self_fenced = Some((now, msg.clone())));
                 }
@@ -280,7 +451,7 @@ async fn keep(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
 async fn wait(cfg_rx: &mut watch::Receiver<Config>, wake: Instant, site_failed: bool) -> bool {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => return true,
+            _ = tokio::time::sleep_until(wake) => return true,
             changed = cfg_rx.changed() => {
                 if changed.is_err() {
                     return false;
@@ -304,25 +475,19 @@ enum Round {
     },
 }
 
-/// Connects to the witness within `limit`.
-async fn connect(cfg: &Config, limit: Duration) -> Result<Witness, String> {
-    Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit, cfg.access.clone())
-        .await
-        .map_err(|e| e.to_string())
-}
-
 /// One round: connect if needed, take the key if not held, else renew. Every call is bounded by
 /// the renew interval, so a witness that stops answering cannot stall the self-fence clock.
-async fn round_once(
+async fn round_once<W: KeeperWitness>(
+    wit: &W,
     cfg: &Config,
-    witness: &mut Option<Witness>,
+    witness: &mut Option<Conn<W>>,
     lease: &mut Option<i64>,
-    keepalive: &mut Option<KeepAlive>,
+    keepalive: &mut Option<Ka<W>>,
 ) -> Result<Round, String> {
     let t = cfg.timing;
     let limit = t.renew_every;
     if witness.is_none() {
-        *witness = Some(connect(cfg, limit).await?);
+        *witness = Some(wit.connect(cfg, limit).await?);
         *keepalive = None;
     }
     let res = round_connected(cfg, witness.as_mut().expect("connected above"), lease, keepalive, limit).await;
@@ -334,24 +499,20 @@ async fn round_once(
     res
 }
 
-async fn round_connected(
+async fn round_connected<C: WitnessConn>(
     cfg: &Config,
-    w: &mut Witness,
+    w: &mut C,
     lease: &mut Option<i64>,
-    keepalive: &mut Option<KeepAlive>,
+    keepalive: &mut Option<C::KeepAlive>,
     limit: Duration,
 ) -> Result<Round, String> {
     let bounded = |what: &'static str| move |_| format!("etcd {what}: no answer within {limit:?}");
     if let (Some(id), None) = (*lease, keepalive.as_ref()) {
-        *keepalive = Some(
-            tokio::time::timeout(limit, w.keep_alive(id))
-                .await
-                .map_err(bounded("keepalive"))?
-                .map_err(|e| e.to_string())?,
-        );
+        *keepalive =
+            Some(tokio::time::timeout(limit, w.keep_alive(id)).await.map_err(bounded("keepalive"))??);
     }
     if let (Some(_), Some(ka)) = (*lease, keepalive.as_mut()) {
-        match w.renew(ka, cfg.epoch, &cfg.site, limit).await.map_err(|e| e.to_string())? {
+        match w.renew(ka, cfg.epoch, &cfg.site, limit).await? {
             Renewal::Confirmed { sent } => return Ok(Round::Confirmed(sent)),
             Renewal::EpochMoved { epoch, holder } => return Ok(Round::EpochMoved { epoch, holder }),
             Renewal::Expired | Renewal::HeldByOther { .. } => {
@@ -364,12 +525,10 @@ async fn round_connected(
     let sent = Instant::now();
     let id = tokio::time::timeout(limit, w.grant(cfg.timing.lease_ttl))
         .await
-        .map_err(bounded("lease grant"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(bounded("lease grant"))??;
     match tokio::time::timeout(limit, w.acquire(cfg.epoch, &cfg.site, id))
         .await
-        .map_err(bounded("leader key transaction"))?
-        .map_err(|e| e.to_string())?
+        .map_err(bounded("leader key transaction"))??
     {
         Acquire::Held => {
             *lease = Some(id);
@@ -386,15 +545,18 @@ async fn round_connected(
 
 /// The site failed its probes: fence what can be reached, then, only if the database is surely
 /// fenced, delete the key so that the standby need not wait for the lease to expire. Otherwise the
-/// key is left to expire (the database may still be serving clients we cannot see).
-async fn give_up(
+/// key is left to expire (the database may still be serving clients we cannot see). Whether the
+/// database is surely fenced.
+async fn give_up<W: KeeperWitness, F: SiteFence>(
+    wit: &W,
+    site: &F,
     cfg: &Config,
-    witness: &mut Option<Witness>,
+    witness: &mut Option<Conn<W>>,
     lease: &mut Option<i64>,
-    keepalive: &mut Option<KeepAlive>,
+    keepalive: &mut Option<Ka<W>>,
     state: &Mutex<State>,
-) {
-    let (fenced, note) = fence_checked(cfg).await;
+) -> bool {
+    let (fenced, note) = fence_checked(site, cfg).await;
     let mut msg = format!("{} failed its probes and gives up the leader key: {note}", cfg.site);
     *keepalive = None;
     *lease = None;
@@ -403,9 +565,9 @@ async fn give_up(
         let released = async {
             let mut w = match witness.take() {
                 Some(w) => w,
-                None => connect(cfg, limit).await?,
+                None => wit.connect(cfg, limit).await?,
             };
-            w.release(cfg.epoch, &cfg.site).await.map_err(|e| e.to_string())?;
+            w.release(cfg.epoch, &cfg.site).await?;
             *witness = Some(w);
             Ok::<_, String>(())
         };
@@ -415,7 +577,7 @@ async fn give_up(
             Err(_) => msg.push_str("; key left to expire (etcd did not answer)"),
         }
     } else {
-        msg.push_str("; key left to expire");
+        msg.push_str("; key left to expire, the fence is retried");
     }
     warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %msg, "leader key given up");
     let now = Timestamp::now();
@@ -423,38 +585,29 @@ async fn give_up(
         s.holding = false;
         s.self_fenced = Some((now, msg));
     }
-}
-
-/// Fences this site's database and pauses the PgBouncers, within the fence budget. Returns what
-/// was done, for the log and the status (never credentials).
-async fn fence(cfg: &Config) -> String {
-    fence_checked(cfg).await.1
+    fenced
 }
 
 /// Fences this site's database only, within the fence budget: whether it is surely fenced, and
 /// what happened.
-async fn fence_database(cfg: &Config) -> (bool, String) {
+async fn fence_database(site: &impl SiteFence, cfg: &Config) -> (bool, String) {
     let budget = cfg.timing.fence_budget;
-    let db = async {
-        let c = conn::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
-        admin::fence(&c).await.map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(budget, db).await {
+    match tokio::time::timeout(budget, site.fence_database(cfg)).await {
         Ok(Ok(n)) => (true, format!("database read-only, {n} client sessions terminated")),
         Ok(Err(e)) => (false, format!("fencing the database failed: {e}")),
         Err(_) => (false, format!("fencing the database did not finish within {budget:?}")),
     }
 }
 
-/// `fence`, and whether the database is surely fenced now.
-async fn fence_checked(cfg: &Config) -> (bool, String) {
+/// Fences this site's database and pauses the PgBouncers, within the fence budget: whether the
+/// database is surely fenced now, and what was done, for the log and the status (never
+/// credentials).
+async fn fence_checked(site: &impl SiteFence, cfg: &Config) -> (bool, String) {
     let budget = cfg.timing.fence_budget;
-    let pauses = futures::future::join_all(cfg.bouncers.iter().map(|(r, user, password)| async move {
-        let c = Console::connect(r, user, password, budget).await.map_err(|e| e.to_string())?;
-        c.pause(budget).await.map_err(|e| e.to_string())
-    }));
-    let ((fenced, mut note), pauses) =
-        tokio::join!(fence_database(cfg), tokio::time::timeout(budget, pauses));
+    let ((fenced, mut note), pauses) = tokio::join!(
+        fence_database(site, cfg),
+        tokio::time::timeout(budget, site.pause_bouncers(cfg, budget))
+    );
     match pauses {
         Ok(results) => {
             let ok = results.iter().filter(|r| r.is_ok()).count();
@@ -471,27 +624,15 @@ async fn fence_checked(cfg: &Config) -> (bool, String) {
 }
 
 /// Lifts a self-fence: the database takes writes again and the PgBouncers resume.
-async fn lift(cfg: &Config) -> Result<String, String> {
+async fn lift(site: &impl SiteFence, cfg: &Config) -> Result<String, String> {
     let budget = cfg.timing.fence_budget.max(Duration::from_secs(1));
-    let c = tokio::time::timeout(budget, conn::connect(&cfg.postgres))
-        .await
-        .map_err(|_| format!("connect: no answer within {budget:?}"))?
-        .map_err(|e| format!("connect: {e}"))?;
-    admin::unfence(&c).await.map_err(|e| e.to_string())?;
-    // A PgBouncer that is not paused answers RESUME with an error; that is fine here.
-    let mut notes = Vec::new();
-    for (r, user, password) in &cfg.bouncers {
-        let resumed = match Console::connect(r, user, password, budget).await {
-            Ok(c) => c.resume(budget).await,
-            Err(e) => Err(e),
-        };
-        notes.push(match resumed {
-            Ok(()) => format!("{}:{} resumed", r.host, r.port),
-            Err(e) => e.to_string(),
-        });
-    }
+    site.unfence_database(cfg, budget).await?;
+    let notes = site.resume_bouncers(cfg, budget).await;
     Ok(format!(
         "database writable again; {}",
         if notes.is_empty() { "no PgBouncer".into() } else { notes.join(", ") }
     ))
 }
+
+#[cfg(test)]
+mod tests;
