@@ -80,7 +80,7 @@ impl Memory {
 
     /// The highest WAL position seen on `site`.
     pub fn seen_lsn(&self, pair: &str, site: &str) -> Option<Lsn> {
-        self.get(pair).and_then(|m| m.seen_lsn.get(site).map(|(_, l)| *l))
+        self.with(pair, |m| m.seen_lsn.get(site).map(|(_, l)| *l))
     }
 }
 

@@ -87,11 +87,10 @@ pub fn last_command(st: &mut DisasterRecoveryPairStatus, cmds: &commands::Comman
 /// The status this round starts from: the last one computed when the stored one differs from it
 /// only in WAL positions (those writes are throttled), else the stored one.
 pub fn base(drp: &DisasterRecoveryPair, pair: &Pair, ctx: &Context) -> Option<DisasterRecoveryPairStatus> {
-    let fresh = ctx.memory.get(&pair.key).and_then(|m| m.unwritten);
-    match (fresh, drp.status.as_ref()) {
-        (Some(f), Some(s)) if same_but_positions(s, &f) => Some(f),
+    ctx.memory.with(&pair.key, |m| match (m.unwritten.as_ref(), drp.status.as_ref()) {
+        (Some(f), Some(s)) if same_but_positions(s, f) => Some(f.clone()),
         (_, s) => s.cloned(),
-    }
+    })
 }
 
 /// The round's gauges and counters, and the freshest WAL positions for a failover's lost-WAL figure.
@@ -137,7 +136,7 @@ pub async fn write(
 ) -> Result<DisasterRecoveryPair, Error> {
     let positions_only = drp.status.as_ref().is_some_and(|s| same_but_positions(s, status));
     let recently =
-        ctx.memory.get(&pair.key).and_then(|m| m.written_at).is_some_and(|t| t.elapsed() < POSITIONS_EVERY);
+        ctx.memory.with(&pair.key, |m| m.written_at.is_some_and(|t| t.elapsed() < POSITIONS_EVERY));
     let drp = if drp.status.as_ref() != Some(status) && !(positions_only && recently) {
         let drp = crate::store::write_status(ctx, &drp, status).await?;
         ctx.memory.with(&pair.key, |m| m.written_at = Some(Instant::now()));
