@@ -29,26 +29,27 @@ pub fn decode(obj: &DynamicObject) -> Result<DisasterRecoveryPair, Undecodable> 
     Ok(drp)
 }
 
-/// Reads one part of the object, naming a failing field from the object's root.
+/// Reads one part of the object (`root`, empty for the whole object), naming a failing field from
+/// the object's root. serde's messages carry no values from the document beyond short type names
+/// and quoted scalars, cut at 300 characters (Secrets are never part of the pair anyway).
 fn read<T: serde::de::DeserializeOwned>(root: &str, v: &serde_json::Value) -> Result<T, Undecodable> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() { root.to_string() } else { format!("{root}.{path}") };
+        let at_root = path == "." || path.is_empty();
+        let field = match (root.is_empty(), at_root) {
+            (true, true) => "the object".to_string(),
+            (true, false) => path,
+            (false, true) => root.to_string(),
+            (false, false) => format!("{root}.{path}"),
+        };
         let reason: String = e.into_inner().to_string().chars().take(300).collect();
         Undecodable { field, reason }
     })
 }
 
-/// `decode` for a JSON value.
+/// `decode` for a JSON value of the whole object.
 pub fn from_value(value: serde_json::Value) -> Result<DisasterRecoveryPair, Undecodable> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() { "the object".into() } else { path };
-        // serde's messages carry no values from the document beyond short type names, so no
-        // Secret content can leak through here (Secrets are never part of the pair anyway).
-        let reason: String = e.into_inner().to_string().chars().take(300).collect();
-        Undecodable { field, reason }
-    })
+    read("", &value)
 }
 
 #[cfg(test)]

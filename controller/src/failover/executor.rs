@@ -48,13 +48,18 @@ pub async fn run(drp: DisasterRecoveryPair, ctx: &Context) -> Result<Action, Err
     run_with(drp, &ports).await
 }
 
-/// Adopts a witness epoch ahead of the status through the real ports (see `adopt_with`).
+/// Adopts `record`, the witness's `(epoch, holder, transition)` already read by the caller, when it
+/// is ahead of the status (see `adopt_with`); the real ports are built only then.
 pub async fn adopt_witness_epoch(
     ctx: &Context,
     drp: &DisasterRecoveryPair,
     st: &mut DisasterRecoveryPairStatus,
+    record: &(i64, String, String),
 ) -> Result<bool, Error> {
-    adopt_with(&Ports::real(ctx, drp), drp, st).await
+    if !adoptable(drp, st, record) {
+        return Ok(false);
+    }
+    adopt_record(&Ports::real(ctx, drp), drp, st, record).await
 }
 
 /// Starts a transition. A failover takes the epoch first (etcd swap when a witness is configured) and
@@ -188,13 +193,36 @@ pub async fn adopt_with(
     st: &mut DisasterRecoveryPairStatus,
 ) -> Result<bool, Error> {
     let Some(w) = &ports.witness else { return Ok(false) };
-    let Ok((epoch, holder, transition)) = w.epoch().await else { return Ok(false) };
-    let running = st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none());
-    let ours = transition.split('/').next() == Some(drp.uid().unwrap_or_default().as_str());
-    if epoch <= st.epoch.0 || running || ours {
+    let Ok(record) = w.epoch().await else { return Ok(false) };
+    if !adoptable(drp, st, &record) {
         return Ok(false);
     }
-    let site = crate::coord::transition_site(&transition)
+    adopt_record(ports, drp, st, &record).await
+}
+
+/// Whether the witness's record is ahead of the status and made for another object, while no
+/// transition of this one runs (see `adopt_with`).
+fn adoptable(
+    drp: &DisasterRecoveryPair,
+    st: &DisasterRecoveryPairStatus,
+    record: &(i64, String, String),
+) -> bool {
+    let (epoch, _, transition) = record;
+    let running = st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none());
+    let ours = transition.split('/').next() == Some(drp.uid().unwrap_or_default().as_str());
+    *epoch > st.epoch.0 && !running && !ours
+}
+
+/// Writes an adoptable `record` into the status (epoch, and the primary its transition promoted),
+/// with the `EpochAdopted` condition and Event.
+async fn adopt_record(
+    ports: &Ports<'_>,
+    drp: &DisasterRecoveryPair,
+    st: &mut DisasterRecoveryPairStatus,
+    record: &(i64, String, String),
+) -> Result<bool, Error> {
+    let (epoch, holder, transition) = (record.0, &record.1, &record.2);
+    let site = crate::coord::transition_site(transition)
         .or(Some(holder.as_str()))
         .filter(|s| drp.spec.sites.iter().any(|x| x.name == *s));
     let before = (st.epoch, st.current_primary.clone().unwrap_or_else(|| drp.spec.primary.clone()));

@@ -97,13 +97,26 @@ pub async fn round_effects(
     if !ctx.memory.readiness_due(&pair.key, READINESS_EVERY) && dry_run.is_none() {
         return Ok(Next::Continue);
     }
-    // The witness is the authority on the epoch: a record ahead of this status (a pair created
-    // again under an old name) is adopted before anything is decided from the stale one.
-    if failover::executor::adopt_witness_epoch(ctx, drp, &mut round.status).await? {
-        return Ok(Next::Again);
+    // One witness connection and one epoch read serve the whole round. The witness is the
+    // authority on the epoch: a record ahead of this status (a pair created again under an old
+    // name) is adopted before anything is decided from the stale one.
+    let (mut witness, epoch) = match crate::coord::witness(drp, &ctx.client).await {
+        Ok(Some(mut w)) => {
+            let epoch = w.epoch().await.map_err(|e| e.to_string());
+            (Some(w), Some(epoch))
+        }
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(Err(e.to_string()))),
+    };
+    if let Some(Ok(record)) = &epoch {
+        if failover::executor::adopt_witness_epoch(ctx, drp, &mut round.status, record).await? {
+            return Ok(Next::Again);
+        }
     }
-    round.events.extend(site_lock::check(drp, ctx).await);
-    let (to, plan, blockers) = readiness::assess(drp, &round.status, ctx).await;
+    if let Some(w) = witness.as_mut() {
+        round.events.extend(site_lock::check(drp, ctx, w).await);
+    }
+    let (to, plan, blockers) = readiness::assess(drp, &round.status, epoch.as_ref(), ctx).await;
     record_readiness(drp, &mut round.status, &mut round.events, &to, &blockers, now);
     if let Some(token) = dry_run {
         round.events.push(EventNote {

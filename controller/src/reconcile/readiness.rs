@@ -8,16 +8,18 @@ use kube::ResourceExt;
 
 use crate::context::Context;
 use crate::{
-    coord::witness,
     crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, FailoverMode},
     datasource, dns, recycle,
     secrets::Secrets,
 };
 
 /// The plan's steps with their targets, and the blockers found.
+/// `epoch` is what the round read from the witness: `None` without one, `Some(Err)` when it
+/// could not be reached or read.
 pub async fn assess(
     drp: &DisasterRecoveryPair,
     st: &DisasterRecoveryPairStatus,
+    epoch: Option<&Result<(i64, String, String), String>>,
     ctx: &Context,
 ) -> (String, Vec<String>, Vec<String>) {
     let who = crate::authority::primary(&drp.spec, Some(st));
@@ -28,7 +30,7 @@ pub async fn assess(
         plan.extend(line);
         blockers.extend(found);
     };
-    add(epoch_plan(drp, st, ctx).await);
+    add(epoch_plan(st, epoch));
     plan_sites(&drp.spec, &from, &to).into_iter().for_each(|l| add((Some(l), vec![])));
     add(data_source_plan(drp, st, &to, ctx).await);
     add(recycler_plan(drp, ctx).await);
@@ -77,23 +79,23 @@ fn status_blockers(drp: &DisasterRecoveryPair, st: &DisasterRecoveryPairStatus, 
 }
 
 /// TakeEpoch: where the epoch would move (the witness's, or the status's without one).
-async fn epoch_plan(drp: &DisasterRecoveryPair, st: &DisasterRecoveryPairStatus, ctx: &Context) -> Found {
-    match witness(drp, &ctx.client).await {
-        Ok(Some(mut w)) => match w.epoch().await {
-            Ok((e, holder, _)) => (
-                Some(format!(
-                    "TakeEpoch: etcd epoch {e} ({}) → {}",
-                    if holder.is_empty() { "unset" } else { &holder },
-                    e.saturating_add(1)
-                )),
-                vec![],
-            ),
-            Err(e) => (None, vec![format!("spec.coordination.etcd: {e}")]),
-        },
-        Ok(None) => {
+fn epoch_plan(
+    st: &DisasterRecoveryPairStatus,
+    epoch: Option<&Result<(i64, String, String), String>>,
+) -> Found {
+    match epoch {
+        Some(Ok((e, holder, _))) => (
+            Some(format!(
+                "TakeEpoch: etcd epoch {e} ({}) → {}",
+                if holder.is_empty() { "unset" } else { holder },
+                e.saturating_add(1)
+            )),
+            vec![],
+        ),
+        Some(Err(e)) => (None, vec![format!("spec.coordination.etcd: {e}")]),
+        None => {
             (Some(format!("TakeEpoch: status epoch {} → {}", st.epoch, st.epoch.0.saturating_add(1))), vec![])
         }
-        Err(e) => (None, vec![format!("spec.coordination.etcd: {e}")]),
     }
 }
 

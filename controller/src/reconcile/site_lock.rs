@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::{context::Context, events::EventNote};
-use crate::{coord::witness, crd::DisasterRecoveryPair};
+use crate::{coord::etcd::Witness, crd::DisasterRecoveryPair};
 
 /// Lease of a registration; renewed every readiness round (30 s).
 pub const TTL: Duration = Duration::from_secs(45);
@@ -19,8 +19,9 @@ pub fn me(ctx: &Context, site: &str) -> String {
     format!("{site}@{}#{}", ctx.instance, ctx.nonce)
 }
 
-/// Registers this controller for `drp`; an Event when another controller holds the site.
-pub async fn check(drp: &DisasterRecoveryPair, ctx: &Context) -> Option<EventNote> {
+/// Registers this controller for `drp` on the round's witness connection `w`; an Event when
+/// another controller holds the site.
+pub async fn check(drp: &DisasterRecoveryPair, ctx: &Context, w: &mut Witness) -> Option<EventNote> {
     let site = ctx.site.as_deref()?;
     let pair = crate::metrics::PairLabels {
         pair: format!(
@@ -29,7 +30,6 @@ pub async fn check(drp: &DisasterRecoveryPair, ctx: &Context) -> Option<EventNot
             drp.metadata.name.clone().unwrap_or_default()
         ),
     };
-    let mut w = witness(drp, &ctx.client).await.ok()??;
     let registered = w.register_site(site, &me(ctx, site), TTL).await;
     let renewed = ctx.memory.with(&pair.pair, |m| match &registered {
         Ok(Some((_, lease))) => {
