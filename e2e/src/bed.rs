@@ -190,8 +190,8 @@ impl Bed {
         let hook = repo_root().join("e2e/scripts/rejoin-local.sh").display().to_string();
         let app = self.app.port;
         let tls = self.tls.is_some();
-        let recycler = Recycler { pg_bouncer: None, http: None, rollout_restart: None };
-        let dns = DnsRecord { rfc2136: None, dns_endpoint: None };
+        let recycler = Recycler { site: None, pg_bouncer: None, http: None, rollout_restart: None };
+        let dns = DnsRecord { site: None, rfc2136: None, dns_endpoint: None };
         Pair::on(name, &self.pg, "pg-admin")
             .each_site(|s| {
                 let server = self.server(&s.name);

@@ -261,13 +261,14 @@ pub fn secret_key(name: &str, key: &str) -> SecretKeyRef {
 
 /// A DataSource target: the whole value of a Secret key.
 pub fn secret_target(name: &str, key: &str) -> DataSourceTarget {
-    DataSourceTarget { secret_key: Some(secret_key(name, key)), config_map_key: None }
+    DataSourceTarget { site: None, secret_key: Some(secret_key(name, key)), config_map_key: None }
 }
 
 /// A DataSource target: Mattermost's `config.json` in ConfigMap `name` (the DSN at
 /// `/SqlSettings/DataSource`, and the job scheduler running only on the serving site).
 pub fn mattermost_config_target(name: &str) -> DataSourceTarget {
     DataSourceTarget {
+        site: None,
         secret_key: None,
         config_map_key: Some(ConfigMapJsonKey {
             name: name.into(),

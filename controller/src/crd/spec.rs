@@ -54,6 +54,9 @@ use super::status::DisasterRecoveryPairStatus;
         .message("spec.sites: the two sites need distinct names").field_path(".sites"),
     validation = Rule::new("self.sites.exists(s, s.name == self.primary)")
         .message("spec.primary must name one of spec.sites[*].name").field_path(".primary"),
+    validation = Rule::new("(!has(self.dataSource) || self.dataSource.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site))) && (!has(self.recycle) || self.recycle.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site))) && (!has(self.dns) || self.dns.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site)))")
+        .message("spec.dataSource[*].site, spec.recycle[*].site and spec.dns[*].site must name a site in spec.sites (or be left out for an entry shared by both sites)")
+        .field_path(".sites"),
     validation = Rule::new("!has(self.failover) || !has(self.failover.mode) || self.failover.mode != 'Automatic' || (has(self.coordination) && has(self.coordination.etcd))")
         .message("spec.failover.mode Automatic requires spec.coordination.etcd: without a witness two sites cannot tell a partition from a dead peer; add an etcd witness or use mode Manual or Approve")
         .field_path(".failover.mode"),
@@ -84,8 +87,8 @@ pub struct DisasterRecoveryPairSpec {
     /// Secret key, or the same ConfigMap key and pointer, may appear only once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    #[x_kube(validation = Rule::new("self.all(a, !has(a.secretKey) || self.exists_one(b, has(b.secretKey) && b.secretKey.name == a.secretKey.name && b.secretKey.key == a.secretKey.key)) && self.all(a, !has(a.configMapKey) || self.exists_one(b, has(b.configMapKey) && b.configMapKey.name == a.configMapKey.name && b.configMapKey.key == a.configMapKey.key && b.configMapKey.jsonPointer == a.configMapKey.jsonPointer))")
-        .message("spec.dataSource: a target is listed twice (the same Secret name and key, or the same ConfigMap name, key and jsonPointer); remove the duplicate"))]
+    #[x_kube(validation = Rule::new("self.all(a, !has(a.secretKey) || self.exists_one(b, has(b.secretKey) && b.secretKey.name == a.secretKey.name && b.secretKey.key == a.secretKey.key && (has(a.site) ? a.site : '') == (has(b.site) ? b.site : ''))) && self.all(a, !has(a.configMapKey) || self.exists_one(b, has(b.configMapKey) && b.configMapKey.name == a.configMapKey.name && b.configMapKey.key == a.configMapKey.key && b.configMapKey.jsonPointer == a.configMapKey.jsonPointer && (has(a.site) ? a.site : '') == (has(b.site) ? b.site : '')))")
+        .message("spec.dataSource: a target is listed twice (the same site, and the same Secret name and key or the same ConfigMap name, key and jsonPointer); remove the duplicate"))]
     pub data_source: Vec<DataSourceTarget>,
 
     /// How the application is made to drop connections to the old primary.
@@ -101,6 +104,15 @@ pub struct DisasterRecoveryPairSpec {
     /// Cross-site coordination through a witness. Required for `failover.mode: Automatic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordination: Option<Coordination>,
+}
+
+/// Whether a controller serving site `here` (`None`: a controller run without `--site`, which acts
+/// for both sites) acts on an entry that belongs to `entry` (`None`: shared by both sites).
+pub fn acts_here(entry: Option<&str>, here: Option<&str>) -> bool {
+    match (entry, here) {
+        (Some(entry), Some(here)) => entry == here,
+        _ => true,
+    }
 }
 
 impl DisasterRecoveryPairSpec {
@@ -366,6 +378,21 @@ impl DisasterRecoveryPairSpec {
                  probeTimeout to at most probeInterval"
             ));
         }
+        let sites: Vec<Option<&str>> = self
+            .data_source
+            .iter()
+            .map(|e| e.site.as_deref())
+            .chain(self.recycle.iter().map(|e| e.site.as_deref()))
+            .chain(self.dns.iter().map(|e| e.site.as_deref()))
+            .collect();
+        for name in sites.into_iter().flatten() {
+            if self.site(name).is_err() {
+                out.push(format!(
+                    "an entry of spec.dataSource, spec.recycle or spec.dns names site {name:?}, which is not in \
+                     spec.sites: name one of the two sites, or leave site out for an entry both sites share"
+                ));
+            }
+        }
         for (i, a) in self.data_source.iter().enumerate() {
             if self.data_source[..i].contains(a) {
                 out.push(format!(
@@ -451,6 +478,15 @@ pub enum FailoverMode {
     .message("spec.dataSource[*]: set exactly one of secretKey and configMapKey"))]
 #[serde(rename_all = "camelCase")]
 pub struct DataSourceTarget {
+    /// The site this entry belongs to: its object lives in that site's Kubernetes cluster (or, for
+    /// a PgBouncer or an HTTP endpoint, serves that site's application), and only the controller
+    /// run with `--site <that site>` (or a controller run without `--site`) acts on it. Without
+    /// `site` the entry is shared: whichever controller runs the transition acts on it (one cluster
+    /// holding both sites, or an object outside Kubernetes). With one cluster per site, give every
+    /// in-cluster entry its site; the copies of the pair in both clusters stay identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub site: Option<String>,
     /// A Secret key that holds the DSN as its whole value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<SecretKeyRef>,
@@ -496,6 +532,15 @@ pub struct PerSiteValue {
     .message("spec.recycle[*]: set exactly one of pgBouncer, http and rolloutRestart"))]
 #[serde(rename_all = "camelCase")]
 pub struct Recycler {
+    /// The site this entry belongs to: its object lives in that site's Kubernetes cluster (or, for
+    /// a PgBouncer or an HTTP endpoint, serves that site's application), and only the controller
+    /// run with `--site <that site>` (or a controller run without `--site`) acts on it. Without
+    /// `site` the entry is shared: whichever controller runs the transition acts on it (one cluster
+    /// holding both sites, or an object outside Kubernetes). With one cluster per site, give every
+    /// in-cluster entry its site; the copies of the pair in both clusters stay identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub site: Option<String>,
     /// Repoint a PgBouncer through its admin console (PAUSE, rewrite, RELOAD, RESUME).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pg_bouncer: Option<PgBouncerRecycler>,
@@ -588,6 +633,15 @@ pub enum WorkloadKind {
     .message("spec.dns[*]: set exactly one of rfc2136 and dnsEndpoint"))]
 #[serde(rename_all = "camelCase")]
 pub struct DnsRecord {
+    /// The site this entry belongs to: its object lives in that site's Kubernetes cluster (or, for
+    /// a PgBouncer or an HTTP endpoint, serves that site's application), and only the controller
+    /// run with `--site <that site>` (or a controller run without `--site`) acts on it. Without
+    /// `site` the entry is shared: whichever controller runs the transition acts on it (one cluster
+    /// holding both sites, or an object outside Kubernetes). With one cluster per site, give every
+    /// in-cluster entry its site; the copies of the pair in both clusters stay identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub site: Option<String>,
     /// A dynamic update (RFC 2136) signed with TSIG, sent to an authoritative server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rfc2136: Option<Rfc2136Record>,

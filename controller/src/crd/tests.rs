@@ -117,7 +117,7 @@ fn the_schema_carries_docs_bounds_and_rules() {
     assert_eq!(spec["properties"]["sites"]["minItems"], 2);
     assert_eq!(spec["properties"]["sites"]["maxItems"], 2);
     assert_eq!(spec["properties"]["failover"]["properties"]["failureThreshold"]["minimum"], 1.0);
-    assert!(spec["x-kubernetes-validations"].as_array().is_some_and(|r| r.len() == 4));
+    assert!(spec["x-kubernetes-validations"].as_array().is_some_and(|r| r.len() == 5));
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "drp");
     assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
     // Every property has a description (kubectl explain).
@@ -259,4 +259,29 @@ fn a_data_source_target_listed_twice_is_rejected() {
     // Two keys of one Secret, two pointers into one ConfigMap key: merged into one write each.
     assert_eq!(cel_errors(&ds(json!([secret, { "secretKey": { "name": "mm", "key": "dsn2" } }]))), "");
     assert_eq!(cel_errors(&ds(json!([cm("/A"), cm("/B"), secret]))), "");
+}
+
+#[test]
+fn a_site_entry_is_acted_on_by_its_own_site_only_and_a_shared_one_by_both() {
+    use super::acts_here;
+    assert!(acts_here(Some("east"), Some("east")));
+    assert!(!acts_here(Some("east"), Some("west")));
+    assert!(
+        acts_here(None, Some("west")),
+        "a shared entry is acted on by the controller that runs the transition"
+    );
+    assert!(acts_here(Some("east"), None), "a controller without --site acts for both sites");
+    let mut spec: super::DisasterRecoveryPairSpec = serde_json::from_value(serde_json::json!({
+        "primary": "east",
+        "sites": [
+            { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
+            { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
+        ],
+        "recycle": [ { "site": "north", "http": { "url": "http://x" } } ]
+    }))
+    .expect("spec");
+    let problems = spec.problems();
+    assert!(problems.iter().any(|p| p.contains("\"north\"") && p.contains("spec.sites")), "{problems:?}");
+    spec.recycle[0].site = Some("west".into());
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
 }

@@ -84,6 +84,8 @@ impl RewriteError {
 pub struct KubeDataSource {
     pub client: Client,
     pub ns: String,
+    /// The controller's site: it writes its own site's targets and the shared ones.
+    pub here: Option<String>,
 }
 
 #[async_trait]
@@ -97,8 +99,9 @@ impl DataSourceWriter for KubeDataSource {
         if spec.data_source.is_empty() {
             return Ok(Rewrite::NoTargets);
         }
-        let plan =
-            plan(&self.client, &self.ns, spec, site, epoch).await.map_err(RewriteError::NothingWritten)?;
+        let plan = plan(&self.client, &self.ns, spec, site, epoch, self.here.as_deref())
+            .await
+            .map_err(RewriteError::NothingWritten)?;
         if plan.is_empty() {
             return Ok(Rewrite::AlreadyRight);
         }
@@ -135,8 +138,9 @@ pub async fn plan(
     spec: &DisasterRecoveryPairSpec,
     site: &str,
     epoch: i64,
+    here: Option<&str>,
 ) -> Result<Vec<Write>, Error> {
-    if spec.data_source.is_empty() {
+    if !spec.data_source.iter().any(|t| crate::crd::acts_here(t.site.as_deref(), here)) {
         return Ok(vec![]);
     }
     let (idx, s) = spec.sites.iter().enumerate().find(|(_, s)| s.name == site).ok_or_else(|| {
@@ -164,6 +168,9 @@ pub async fn plan(
     let mut secret_objs: Vec<(String, Vec<String>, Secret, bool)> = Vec::new(); // (name, fields, object, changed)
     let mut cm_objs: Vec<(String, Vec<String>, ConfigMap, bool)> = Vec::new();
     for (i, target) in spec.data_source.iter().enumerate() {
+        if !crate::crd::acts_here(target.site.as_deref(), here) {
+            continue;
+        }
         if let Some(k) = &target.secret_key {
             let field = format!("spec.dataSource[{i}].secretKey");
             let at = match secret_objs.iter().position(|(n, ..)| *n == k.name) {

@@ -57,13 +57,23 @@ pub fn build(j: usize, r: &crd::DnsRecord, env: &Env) -> Option<Box<dyn DnsProvi
         crd::DnsRecord { dns_endpoint: Some(de), .. } => {
             Some(Box::new(dns_endpoint::DnsEndpoint::new(j, de, env)))
         }
-        crd::DnsRecord { rfc2136: None, dns_endpoint: None } => None,
+        crd::DnsRecord { rfc2136: None, dns_endpoint: None, .. } => None,
     }
 }
 
-/// The providers of every `spec.dns` entry, in order.
-pub fn build_all(spec: &crd::DisasterRecoveryPairSpec, env: &Env) -> Vec<Box<dyn DnsProvider>> {
-    spec.dns.iter().enumerate().filter_map(|(j, r)| build(j, r, env)).collect()
+/// The providers of every `spec.dns` entry a controller serving `here` acts on (its own site's
+/// and the shared ones; all for a controller without `--site`), in order.
+pub fn build_all(
+    spec: &crd::DisasterRecoveryPairSpec,
+    env: &Env,
+    here: Option<&str>,
+) -> Vec<Box<dyn DnsProvider>> {
+    spec.dns
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| crd::acts_here(r.site.as_deref(), here))
+        .filter_map(|(j, r)| build(j, r, env))
+        .collect()
 }
 
 /// Why a record could not be moved. Every variant names the spec field; none carries the key.

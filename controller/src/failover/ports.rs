@@ -85,11 +85,14 @@ impl<'a> Ports<'a> {
             metrics: &ctx.metrics,
             seen_lsn,
             pg: Arc::new(SiteAdmin { secrets, spec: drp.spec.clone(), timeout }),
-            recyclers: recycle::build_all(&drp.spec, &renv).into_iter().map(Arc::from).collect(),
-            dns: dns::build_all(&drp.spec, &denv).into_iter().map(Arc::from).collect(),
+            recyclers: recycle::build_all(&drp.spec, &renv, ctx.site.as_deref())
+                .into_iter()
+                .map(Arc::from)
+                .collect(),
+            dns: dns::build_all(&drp.spec, &denv, ctx.site.as_deref()).into_iter().map(Arc::from).collect(),
             witness: EtcdEpochWitness::of(drp, &ctx.client).map(|w| Arc::new(w) as Arc<dyn EpochWitness>),
             store: Arc::new(KubeStore(ctx.client.clone())),
-            data_source: Arc::new(KubeDataSource { client: ctx.client.clone(), ns }),
+            data_source: Arc::new(KubeDataSource { client: ctx.client.clone(), ns, here: ctx.site.clone() }),
             events: Arc::new(ContextEvents(ctx)),
         }
     }

@@ -125,8 +125,13 @@ async fn config(
         conn::resolve(&secrets, i, s, timing.fence_budget).await.map_err(|e| e.to_string())?;
     let access = crate::coord::witness_access(etcd, &secrets).await.map_err(|e| e.to_string())?;
     let mut bouncers = Vec::new();
+    // Its own site's PgBouncers and the shared ones, never the other site's.
     for (i, r) in drp.spec.recycle.iter().enumerate() {
-        let Some(pgb) = &r.pg_bouncer else { continue };
+        let Some(pgb) =
+            r.pg_bouncer.as_ref().filter(|_| crate::crd::acts_here(r.site.as_deref(), Some(site)))
+        else {
+            continue;
+        };
         let (user, password) = crate::recycle::pgbouncer::admin_credentials(&secrets, i, pgb)
             .await
             .map_err(|e| e.to_string())?;

@@ -124,7 +124,8 @@ async fn data_source_plan(
     ctx: &Context,
 ) -> Found {
     let (spec, ns) = (&drp.spec, drp.namespace().unwrap_or_default());
-    let writes = datasource::plan(&ctx.client, &ns, spec, to, st.epoch.0.saturating_add(1)).await;
+    let writes =
+        datasource::plan(&ctx.client, &ns, spec, to, st.epoch.0.saturating_add(1), ctx.site.as_deref()).await;
     let checked = match writes {
         Ok(w) => datasource::check(&ctx.client, &ns, &w).await.map(|()| w),
         Err(e) => Err(e),
@@ -152,7 +153,7 @@ async fn recycler_plan(drp: &DisasterRecoveryPair, ctx: &Context) -> Found {
         ns,
         timeout: drp.spec.failover.probe_timeout(),
     };
-    let recyclers = recycle::build_all(&drp.spec, &renv);
+    let recyclers = recycle::build_all(&drp.spec, &renv, ctx.site.as_deref());
     let mut blockers = Vec::new();
     for r in &recyclers {
         if let Err(e) = r.check().await {

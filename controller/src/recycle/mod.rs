@@ -71,13 +71,23 @@ pub fn build(i: usize, r: &crd::Recycler, env: &Env) -> Option<Box<dyn Recycler>
         crd::Recycler { rollout_restart: Some(rr), .. } => {
             Some(Box::new(rollout::RolloutRestart::new(i, rr, env)))
         }
-        crd::Recycler { pg_bouncer: None, http: None, rollout_restart: None } => None,
+        crd::Recycler { pg_bouncer: None, http: None, rollout_restart: None, .. } => None,
     }
 }
 
-/// The recyclers of every `spec.recycle` entry, in order.
-pub fn build_all(spec: &crd::DisasterRecoveryPairSpec, env: &Env) -> Vec<Box<dyn Recycler>> {
-    spec.recycle.iter().enumerate().filter_map(|(i, r)| build(i, r, env)).collect()
+/// The recyclers of every `spec.recycle` entry a controller serving `here` acts on (its own
+/// site's and the shared ones; all for a controller without `--site`), in order.
+pub fn build_all(
+    spec: &crd::DisasterRecoveryPairSpec,
+    env: &Env,
+    here: Option<&str>,
+) -> Vec<Box<dyn Recycler>> {
+    spec.recycle
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| crd::acts_here(r.site.as_deref(), here))
+        .filter_map(|(i, r)| build(i, r, env))
+        .collect()
 }
 
 /// Why a recycler could not act. Every variant names the spec field; none carries a credential.
