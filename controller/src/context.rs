@@ -34,6 +34,8 @@ pub struct Context {
     pub site: Option<String>,
     /// The leader-key keepers of the pairs whose primary is this site.
     pub keepers: crate::coord::keeper::Keepers,
+    /// The witness's view of every pair that has one (`coord::view`): the authority on who serves.
+    pub views: crate::coord::view::Views,
     /// What the controller remembers per pair between rounds.
     pub memory: crate::memory::Memory,
     /// This replica's name (`--instance`, else the host name).

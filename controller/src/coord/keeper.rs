@@ -62,6 +62,9 @@ pub struct Config {
     /// `failureThreshold` rounds): it gives up the key so that the standby may take over, after
     /// fencing what it can reach. A fence the keeper made itself is not a failure of the site.
     pub site_failed: bool,
+    /// This site's probes read its database in recovery: it restarted behind its boot gate while
+    /// the key is ours, and is promoted again at the next confirmed round.
+    pub in_recovery: bool,
 }
 
 impl Config {
@@ -87,6 +90,8 @@ pub struct State {
     pub ended: Option<String>,
     /// The last witness error, when the last round failed.
     pub witness_error: Option<String>,
+    /// What holding the primary did once the key was first ours (`SiteFence::hold_primary`).
+    pub primary_held: Option<String>,
 }
 
 struct Handle {
@@ -113,9 +118,15 @@ impl Keepers {
     pub fn ensure(&self, pair: &str, cfg: Config) -> State {
         let Ok(mut tasks) = self.tasks.lock() else { return State::default() };
         if let Some(h) = tasks.get(pair) {
+            let state = h.state.lock().map(|s| s.clone()).unwrap_or_default();
             if h.config.borrow().same_task(&cfg) && !h.task.is_finished() {
-                let state = h.state.lock().map(|s| s.clone()).unwrap_or_default();
                 h.config.send_replace(cfg);
+                return state;
+            }
+            // A task that ended because the epoch moved is not started again for the same epoch:
+            // this site lost it, and a new task would only fence the database once more. The
+            // reconciler stops it once its status mirrors the witness.
+            if h.config.borrow().same_task(&cfg) && state.ended.is_some() {
                 return state;
             }
         }
@@ -192,6 +203,9 @@ pub trait SiteFence: Send + Sync + 'static {
     async fn pause_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<Result<(), String>>;
     /// RESUME on every PgBouncer, each bounded by `budget`: a note for each.
     async fn resume_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<String>;
+    /// The key is ours: the database serves as the primary. One that restarted behind its boot
+    /// gate (a standby, `pg_admin::arm_boot_gate`) is promoted; the gate is armed. What was done.
+    async fn hold_primary(&self, cfg: &Config, budget: Duration) -> Result<String, String>;
 }
 
 /// The real witness: etcd.
@@ -265,6 +279,25 @@ impl SiteFence for PgSiteFence {
         .await
     }
 
+    async fn hold_primary(&self, cfg: &Config, budget: Duration) -> Result<String, String> {
+        let c = tokio::time::timeout(budget, conn::connect(&cfg.postgres))
+            .await
+            .map_err(|_| format!("connect: no answer within {budget:?}"))?
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut notes = Vec::new();
+        if admin::in_recovery(&c).await.map_err(|e| e.to_string())? {
+            // Only the holder of the epoch's key gets here: this is the primary restarted behind
+            // its gate, not a standby of the other site (whose epoch would have ended this task).
+            admin::promote(&c, budget.max(Duration::from_secs(5))).await.map_err(|e| e.to_string())?;
+            notes.push("restarted behind its boot gate and promoted again (the key is ours)".to_string());
+        }
+        match admin::arm_boot_gate(&c).await {
+            Ok(()) => notes.push("boot gate armed".into()),
+            Err(e) => notes.push(format!("boot gate NOT armed ({e}): a restart would come up writable")),
+        }
+        Ok(notes.join("; "))
+    }
+
     async fn resume_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<String> {
         // A PgBouncer that is not paused answers RESUME with an error; that is fine here.
         let mut notes = Vec::new();
@@ -315,6 +348,12 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
         }
     };
     let mut gave_up = false;
+    // The key was confirmed at least once in this task's life: until then this site does not know
+    // it still serves, and a give-up touches its database only, never a PgBouncer.
+    let mut ever_confirmed = false;
+    // The database was made to serve as the primary (promoted if it restarted behind its boot
+    // gate, the gate armed) since the key was first ours.
+    let mut primary_held = false;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
         let t = cfg.timing;
@@ -323,8 +362,17 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
             // released once it is).
             if !gave_up || !fence_sure {
                 gave_up = true;
-                fence_sure =
-                    give_up(&wit, &site, &cfg, &mut witness, &mut lease, &mut keepalive, &state).await;
+                fence_sure = give_up(
+                    &wit,
+                    &site,
+                    &cfg,
+                    ever_confirmed,
+                    &mut witness,
+                    &mut lease,
+                    &mut keepalive,
+                    &state,
+                )
+                .await;
                 fenced_here = true;
             }
             if !wait(&mut cfg_rx, Instant::now() + t.renew_every, true).await {
@@ -364,6 +412,7 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
         match outcome {
             Ok(Round::Confirmed(sent)) => {
                 confirmed = confirmed.max(sent);
+                ever_confirmed = true;
                 set(&|s| {
                     s.holding = true;
                     s.witness_error = None;
@@ -383,6 +432,19 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
                         }
                         Err(e) => {
                             warn!(pair = %cfg.name, error = %e, "lifting the self-fence failed; retrying")
+                        }
+                    }
+                }
+                if (!primary_held || cfg.in_recovery) && !fenced_here && !lift_pending {
+                    let budget = t.fence_budget.max(Duration::from_secs(1));
+                    match site.hold_primary(&cfg, budget).await {
+                        Ok(note) => {
+                            primary_held = true;
+                            info!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %note, "serving as the primary");
+                            set(&|s| s.primary_held = Some(note.clone()));
+                        }
+                        Err(e) => {
+                            warn!(pair = %cfg.name, site = %cfg.site, error = %e, "holding the primary failed; retrying")
                         }
                     }
                 }
@@ -547,16 +609,25 @@ async fn round_connected<C: WitnessConn>(
 /// fenced, delete the key so that the standby need not wait for the lease to expire. Otherwise the
 /// key is left to expire (the database may still be serving clients we cannot see). Whether the
 /// database is surely fenced.
+#[allow(clippy::too_many_arguments)]
 async fn give_up<W: KeeperWitness, F: SiteFence>(
     wit: &W,
     site: &F,
     cfg: &Config,
+    ever_confirmed: bool,
     witness: &mut Option<Conn<W>>,
     lease: &mut Option<i64>,
     keepalive: &mut Option<Ka<W>>,
     state: &Mutex<State>,
 ) -> bool {
-    let (fenced, note) = fence_checked(site, cfg).await;
+    // PgBouncers only once this task knew it serves: a controller starting on a site that may have
+    // lost the epoch while it was away must not pause what the serving site now uses.
+    let (fenced, note) = if ever_confirmed {
+        fence_checked(site, cfg).await
+    } else {
+        let (fenced, note) = fence_database(site, cfg).await;
+        (fenced, format!("{note}; PgBouncers left alone (the key was never confirmed in this life)"))
+    };
     let mut msg = format!("{} failed its probes and gives up the leader key: {note}", cfg.site);
     *keepalive = None;
     *lease = None;

@@ -69,6 +69,8 @@ pub mod reasons {
     pub const ACQUIRING: &str = "Acquiring";
     pub const SELF_FENCED: &str = "SelfFenced";
     pub const SITE_DEMOTED: &str = "SiteDemoted";
+    /// This controller's site is the standby: it keeps no leader key.
+    pub const STANDBY: &str = "Standby";
 }
 
 /// Sets a condition; `lastTransitionTime` moves only when the status flips.

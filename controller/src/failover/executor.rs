@@ -230,10 +230,22 @@ async fn adopt_record(
     let msg = match site {
         Some(site) => {
             st.current_primary = Some(site.to_string());
+            // The other site has to follow the one the witness names: the rejoin tends it (its
+            // own site's controller runs the hook), starting from an assessment.
+            if let Some(other) = drp.spec.sites.iter().map(|s| s.name.as_str()).find(|s| *s != site) {
+                st.former_primary = Some(crate::crd::FormerPrimary {
+                    site: other.to_string(),
+                    assessment: crate::crd::Assessment::Pending,
+                    message: Some(format!("the witness names {site} at epoch {epoch}: {other} must follow it")),
+                    rejoin_attempts: 0,
+                    assessed_at: None,
+                });
+            }
             format!(
                 "the witness holds epoch {epoch} (transition {transition}, site {site}) ahead of this status \
-                 (epoch {}, primary {}): adopted as the truth — this pair was deleted and created again under \
-                 its name, or the other site's controller acted; nothing was promoted",
+                 (epoch {}, primary {}): adopted as the truth — the other site's controller ran that transition \
+                 (in its own cluster, or while this one was away), or this pair was deleted and created again \
+                 under its name; nothing was promoted here",
                 before.0, before.1
             )
         }

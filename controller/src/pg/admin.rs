@@ -212,6 +212,28 @@ pub async fn unfence(c: &Client) -> Result<(), Error> {
     Ok(())
 }
 
+/// Arms the boot gate of a primary: an empty `standby.signal` in its data directory. PostgreSQL
+/// reads it only when it starts, so the running server keeps serving; but whenever it starts again
+/// — after a crash, a lost site coming back, a restart by hand — it comes up as a standby and
+/// accepts no write until a controller that holds the epoch promotes it (the keeper does, after
+/// the witness confirmed its site; a site that lost the epoch is rejoined instead). Promotion
+/// removes the file, so the keeper arms it again once it holds the key of the new epoch. Only a
+/// keeper arms it: without one, nothing would promote the server after a restart. Needs superuser
+/// or `pg_write_server_files` and `pg_read_all_settings`.
+pub async fn arm_boot_gate(c: &Client) -> Result<(), Error> {
+    let dir: String = c
+        .query_one("SELECT current_setting('data_directory')", &[])
+        .await
+        .map_err(err("read data_directory"))?
+        .try_get(0)
+        .map_err(err("read data_directory"))?;
+    let path = format!("{}/standby.signal", dir.trim_end_matches('/'));
+    // COPY takes no bind parameter for its file name: quote it as a literal.
+    let sql = format!("COPY (SELECT 1 WHERE false) TO '{}'", path.replace('\'', "''"));
+    c.batch_execute(&sql).await.map_err(err("write standby.signal"))?;
+    Ok(())
+}
+
 /// Promotes a standby and waits until it leaves recovery. Already promoted is success.
 /// Returns whether this call did the promotion.
 pub async fn promote(c: &Client, timeout: Duration) -> Result<bool, Error> {

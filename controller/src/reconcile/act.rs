@@ -83,6 +83,10 @@ pub async fn round_effects(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Next, Error> {
+    // The witness first: a round decides nothing from a status the witness has overtaken.
+    if mirror_witness(drp, pair, &mut round.status, ctx).await? == Next::Again {
+        return Ok(Next::Again);
+    }
     round.events.extend(rejoin::step(drp, &mut round.status, ctx).await);
     keeper_tend::tend(drp, &pair.ns, &pair.name, &mut round.status, &mut round.events, ctx, now).await;
 
@@ -136,6 +140,45 @@ pub async fn round_effects(
             lag_bytes: round.status.replication_lag_bytes,
             blockers,
         });
+    }
+    Ok(Next::Continue)
+}
+
+/// Mirrors the witness into this cluster's status: the pair's view (`coord::view`) holds the epoch
+/// record the witness last answered; a record ahead of the status — a transition the other site's
+/// controller ran in its own cluster, maybe while this one's API server or controller was down — is
+/// adopted (epoch, current primary, the former primary to rejoin) and the round starts over on it.
+/// A controller's first round of a pair waits up to `probeTimeout` for the view's first answer:
+/// a controller that comes back on a site that lost the epoch reads that before anything else.
+async fn mirror_witness(
+    drp: &DisasterRecoveryPair,
+    pair: &Pair,
+    st: &mut DisasterRecoveryPairStatus,
+    ctx: &Context,
+) -> Result<Next, Error> {
+    let Some(etcd) = drp.spec.coordination.as_ref().and_then(|c| c.etcd.as_ref()) else {
+        return Ok(Next::Continue);
+    };
+    // The access errors are the readiness checks' to report (they name the field).
+    let secrets = crate::secrets::Secrets::new(ctx.client.clone(), &pair.ns);
+    let Ok(access) = crate::coord::witness_access(etcd, &secrets).await else { return Ok(Next::Continue) };
+    let timeout = drp.spec.failover.probe_timeout();
+    let cfg = crate::coord::view::Config {
+        endpoints: etcd.endpoints.clone(),
+        access,
+        prefix: etcd.prefix.clone(),
+        namespace: pair.ns.clone(),
+        name: pair.name.clone(),
+        every: drp.spec.failover.probe_interval.into(),
+        timeout,
+    };
+    let mut view = ctx.views.ensure(&pair.key, cfg);
+    if view.record.is_none() && view.error.is_none() {
+        view = ctx.views.first_answer(&pair.key, timeout).await;
+    }
+    let Some((record, _)) = &view.record else { return Ok(Next::Continue) };
+    if failover::executor::adopt_witness_epoch(ctx, drp, st, record).await? {
+        return Ok(Next::Again);
     }
     Ok(Next::Continue)
 }

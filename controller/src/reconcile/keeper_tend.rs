@@ -32,8 +32,46 @@ pub async fn tend(
         ctx.keepers.stop(&pair);
         return;
     };
-    if crate::authority::primary(&drp.spec, Some(st)).site != site {
+    let primary = crate::authority::primary(&drp.spec, Some(st));
+    if primary.site != site {
         ctx.keepers.stop(&pair);
+        // Say so where this site's key was held (or fenced) before: it does not serve any more. (With
+        // both sites' controllers in one cluster the condition is shared: only this site's own
+        // words are replaced.)
+        let was_ours = st.conditions.iter().any(|c| {
+            c.type_ == conditions::LEADER_KEY
+                && c.reason != reasons::SITE_DEMOTED
+                && c.reason != reasons::STANDBY
+                && c.message.starts_with(&format!("{site} "))
+        });
+        if was_ours || st.conditions.iter().all(|c| c.type_ != conditions::LEADER_KEY) {
+            let (reason, msg) = if was_ours {
+                (
+                    reasons::SITE_DEMOTED,
+                    format!(
+                        "{site} no longer serves: {} does at epoch {}; {site} keeps no key, its database \
+                         stays fenced and follows {} (formerPrimary)",
+                        primary.site, primary.epoch, primary.site
+                    ),
+                )
+            } else {
+                (
+                    reasons::STANDBY,
+                    format!("{site} is the standby; {} serves at epoch {}", primary.site, primary.epoch),
+                )
+            };
+            crate::events::upsert(
+                &mut st.conditions,
+                events,
+                conditions::LEADER_KEY,
+                "False",
+                reason,
+                &msg,
+                drp.metadata.generation,
+                now,
+                false,
+            );
+        }
         return;
     }
     // Only a fence this site made itself (in an earlier life) is lifted when it takes the key again.
@@ -68,8 +106,9 @@ pub async fn tend(
             return;
         }
     };
+    let in_recovery = st.sites.iter().any(|s| s.name == site && s.reachable && s.in_recovery == Some(true));
     let cfg = match config(drp, ns, site, etcd, timing, ctx).await {
-        Ok(cfg) => keeper::Config { epoch, lift_on_acquire, site_failed, ..cfg },
+        Ok(cfg) => keeper::Config { epoch, lift_on_acquire, site_failed, in_recovery, ..cfg },
         Err(e) => {
             // Without credentials the keeper could not fence; say so instead of pretending.
             set("False", reasons::SECRET_MISSING, &format!("{site} cannot keep the leader key: {e}"));
@@ -94,11 +133,12 @@ pub async fn tend(
                 reasons::LEADER_KEY_HELD,
                 &format!(
                     "{site} holds the leader key in etcd (lease {:?}, renewed every {:?}; without renewal for \
-                     {:?} it fences its own database, {:?} before the standby may promote at the earliest)",
+                     {:?} it fences its own database, {:?} before the standby may promote at the earliest){}",
                     timing.lease_ttl,
                     timing.renew_every,
                     timing.self_fence_after,
-                    timing.margin()
+                    timing.margin(),
+                    state.primary_held.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
                 ),
             );
         }
@@ -150,5 +190,6 @@ async fn config(
         bouncers,
         lift_on_acquire: false,
         site_failed: false,
+        in_recovery: false,
     })
 }

@@ -83,6 +83,7 @@ pub async fn run(
         leadership: opts.leadership.clone(),
         site: opts.identity.clone(),
         keepers: Default::default(),
+        views: Default::default(),
         memory: Default::default(),
         instance: opts.instance.clone(),
         nonce: new_nonce(),
@@ -119,6 +120,7 @@ pub async fn run(
                 store.get(&reflector::ObjectRef::new_with(name, ar2.clone()).within(ns)).is_some()
             };
             ctx2.keepers.retain(exists);
+            ctx2.views.retain(exists);
             ctx2.sql.prune(Duration::from_secs(60)).await;
             for (pair, m) in ctx2.memory.retain(exists) {
                 if m.undecodable {
@@ -143,6 +145,7 @@ pub async fn run(
 fn deleted(obj: &DynamicObject, ctx: &Arc<Context>) {
     let key = format!("{}/{}", obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
     ctx.keepers.stop(&key);
+    ctx.views.stop(&key);
     // A pair created again under this name starts afresh (its first round assesses readiness and
     // reads the witness at once).
     ctx.memory.forget(&key);

@@ -56,12 +56,19 @@ pub async fn step(
         || fp.assessment == Assessment::Pending
         || fp.assessment == Assessment::Unreachable
     {
-        let writable = assess_and_fence(drp, st, &mut fp, &mut events, ctx).await;
-        // The hook restarts the server: only for one that is (fenced but) still a primary, never
-        // for one that is already a standby on its way to streaming.
+        // A standby that nobody rejoined yet is the old primary back behind its boot gate.
+        let gated = site_status.in_recovery == Some(true)
+            && site_status.streaming != Some(true)
+            && matches!(prev, Assessment::Pending | Assessment::Unreachable);
+        let writable = assess_and_fence(drp, st, &mut fp, gated, &mut events, ctx).await;
+        // The hook restarts the server: only for one that is (fenced but) still a primary or came
+        // back behind its gate, never for one that is already a standby on its way to streaming.
+        // With a controller per site only the former primary's own controller runs it: the hook
+        // acts on that site's server and storage, which with one cluster per site only it reaches.
+        let own = ctx.site.as_deref().is_none_or(|s| s == fp.site);
         let hook = drp.spec.sites.iter().find(|s| s.name == fp.site).and_then(|s| s.rejoin.clone());
         if let Some(hook) = hook.filter(|_| {
-            writable
+            own && (writable || gated)
                 && matches!(fp.assessment, Assessment::CleanFollower | Assessment::NeedsRewind)
                 && fp.rejoin_attempts < HOOK_ATTEMPTS
         }) {
@@ -93,10 +100,11 @@ async fn assess_and_fence(
     drp: &DisasterRecoveryPair,
     st: &DisasterRecoveryPairStatus,
     fp: &mut crate::crd::FormerPrimary,
+    gated: bool,
     events: &mut Vec<EventNote>,
     ctx: &Context,
 ) -> bool {
-    match assess(drp, st, &fp.site, ctx).await {
+    match assess(drp, st, &fp.site, gated, ctx).await {
         Ok((assessment, msg, was_writable)) => {
             if was_writable {
                 events.push(EventNote {
@@ -212,6 +220,7 @@ async fn assess(
     drp: &DisasterRecoveryPair,
     st: &DisasterRecoveryPairStatus,
     site: &str,
+    gated: bool,
     ctx: &Context,
 ) -> Result<(Assessment, String, bool), String> {
     let (c, _, _, _) = connect(drp, site, ctx).await?;
@@ -234,6 +243,18 @@ async fn assess(
         };
         notes.push(why);
         return Ok((assessment, notes.join("; "), true));
+    }
+    if gated {
+        let (_, replayed) = admin::standby_lsns(&c).await.map_err(|e| e.to_string())?;
+        let at = replayed.map(|l| l.to_string()).unwrap_or_else(|| "an unknown position".into());
+        return Ok((
+            Assessment::NeedsRewind,
+            format!(
+                "{site} came back as a standby behind its boot gate (it accepts no write); its WAL reaches \
+                 {at} on its old timeline: pg_rewind first"
+            ),
+            false,
+        ));
     }
     Ok((Assessment::CleanFollower, format!("{site} is in recovery but not streaming yet"), false))
 }

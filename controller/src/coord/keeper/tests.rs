@@ -37,6 +37,7 @@ fn config() -> Config {
         bouncers: Vec::new(),
         lift_on_acquire: false,
         site_failed: false,
+        in_recovery: false,
     }
 }
 
@@ -185,6 +186,10 @@ struct Site {
     fences: Vec<(Instant, bool)>,
     bouncer_fences: usize,
     lifts: usize,
+    /// The database restarted behind its boot gate (a standby until promoted).
+    in_recovery: bool,
+    promotions: usize,
+    gate_armed: bool,
 }
 
 #[derive(Clone)]
@@ -231,6 +236,15 @@ impl SiteFence for FakeSite {
         self.with(|s| s.paused = [false; 2]);
         vec!["pgb-0:6432 resumed".into(), "pgb-1:6432 resumed".into()]
     }
+
+    async fn hold_primary(&self, _: &Config, _: Duration) -> Result<String, String> {
+        self.with(|s| {
+            let promoted = std::mem::take(&mut s.in_recovery);
+            s.promotions += usize::from(promoted);
+            s.gate_armed = true;
+            Ok(if promoted { "promoted; boot gate armed" } else { "boot gate armed" }.into())
+        })
+    }
 }
 
 /// A running keeper on the fakes.
@@ -265,6 +279,9 @@ impl Run {
             fences: Vec::new(),
             bouncer_fences: 0,
             lifts: 0,
+            in_recovery: false,
+            promotions: 0,
+            gate_armed: false,
         })));
         let (tx, rx) = watch::channel(cfg);
         let state = Arc::new(Mutex::new(State::default()));
@@ -537,4 +554,49 @@ async fn a_fence_that_hangs_is_cut_at_the_budget_reported_unconfirmed_and_retrie
     let fences = run.site.with(|s| s.fences.clone());
     assert!(fences.len() == 1 && fences[0].1 && run.at(fences[0].0) < 10.0 + secs(t.lease_ttl), "{fences:?}");
     assert!(run.site.with(|s| s.read_only));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_restarted_behind_its_boot_gate_is_promoted_once_the_key_is_ours() {
+    let run = Run::start(config());
+    run.site.with(|s| s.in_recovery = true);
+    run.until(1.0).await;
+    assert!(run.holds_key());
+    assert!(run.site.with(|s| !s.in_recovery && s.promotions == 1 && s.gate_armed));
+    assert_eq!(run.state().primary_held.as_deref(), Some("promoted; boot gate armed"));
+    // Once per life: a later restart is the next task's to handle.
+    run.until(12.0).await;
+    assert_eq!(run.site.with(|s| s.promotions), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_site_whose_epoch_moved_while_it_was_away_never_promotes_and_never_pauses_a_pgbouncer() {
+    // The controller comes back on a site that lost the epoch: its database restarted as a
+    // standby behind the gate, and its probes fail (the site is still coming up).
+    let run = Run::start(Config { site_failed: true, ..config() });
+    run.etcd(|e| e.epoch = (EPOCH + 1, "east".into()));
+    run.site.with(|s| s.in_recovery = true);
+    run.until(2.0).await;
+    assert!(run.site.with(|s| s.bouncer_fences == 0 && s.paused == [false; 2]), "a PgBouncer was paused");
+    let (_, msg) = run.state().self_fenced.expect("the give-up is reported");
+    assert!(msg.contains("PgBouncers left alone"), "{msg}");
+    // The probes pass again: the keeper meets the moved epoch, fences and ends, and never promotes.
+    run.site_failed(false);
+    run.until(6.0).await;
+    assert!(run.task.is_finished());
+    assert!(run.site.with(|s| s.in_recovery && s.promotions == 0 && s.bouncer_fences == 0));
+    assert!(run.state().ended.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_restarted_while_the_key_is_held_is_promoted_again_at_the_next_round() {
+    let run = Run::start(config());
+    run.until(5.0).await;
+    assert_eq!(run.site.with(|s| s.promotions), 0);
+    // A restart by hand: the database comes back behind its gate, the probes say so.
+    run.site.with(|s| s.in_recovery = true);
+    run.cfg.send_modify(|c| c.in_recovery = true);
+    run.until(5.0 + secs(timing().renew_every) + 0.01).await;
+    assert!(run.site.with(|s| !s.in_recovery && s.promotions == 1));
+    assert!(run.holds_key() && run.site.with(|s| s.fences.is_empty()));
 }

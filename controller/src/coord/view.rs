@@ -1,0 +1,191 @@
+//! The witness's view of a pair: a task per pair reads the epoch record from etcd once per probe
+//! interval over one kept connection and publishes the last answer, so that every reconcile round
+//! knows who the witness says serves — without waiting on the witness itself (a witness that hangs
+//! costs the task a timeout, never the round).
+//!
+//! This is what makes the witness, not a cluster's status, the authority: a cluster whose API
+//! server was down during a failover, or a controller starting on a site that lost its place, sees
+//! the epoch moved within one probe interval of reaching the witness, and its round mirrors it into
+//! its own cluster's status before it decides anything (`authority::mirror`).
+//!
+//! The task never talks to the Kubernetes API. Polling rather than an etcd watch: a watch on a
+//! connection whose packets are dropped waits silently, while a bounded read per interval notices.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+
+use super::etcd::{Access, Witness};
+
+/// What the task needs; rebuilt by every reconcile (credentials may rotate). Not `Debug`: it
+/// holds the witness's credentials.
+#[derive(Clone)]
+pub struct Config {
+    pub endpoints: Vec<String>,
+    pub access: Access,
+    pub prefix: String,
+    pub namespace: String,
+    pub name: String,
+    /// How often the record is read.
+    pub every: Duration,
+    /// Bound for connecting and for each read.
+    pub timeout: Duration,
+}
+
+impl Config {
+    fn same_task(&self, other: &Config) -> bool {
+        self.endpoints == other.endpoints
+            && self.prefix == other.prefix
+            && self.namespace == other.namespace
+            && self.name == other.name
+    }
+}
+
+/// The epoch record as the witness holds it: `(epoch, holder, transition id)`; `(0, "", "")` when
+/// no epoch was ever taken.
+pub type Record = (i64, String, String);
+
+/// The last answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    /// The last record read, and when.
+    pub record: Option<(Record, Instant)>,
+    /// Why the last read failed, when it did.
+    pub error: Option<String>,
+}
+
+impl State {
+    /// The record when it was read within `max_age`.
+    pub fn fresh(&self, max_age: Duration) -> Option<&Record> {
+        self.record.as_ref().filter(|(_, at)| at.elapsed() <= max_age).map(|(r, _)| r)
+    }
+}
+
+struct Handle {
+    config: watch::Sender<Config>,
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The views of this controller, by pair (`ns/name`).
+#[derive(Default, Clone)]
+pub struct Views {
+    tasks: Arc<Mutex<HashMap<String, Handle>>>,
+}
+
+impl Views {
+    /// Starts the view of `pair`, or hands the running one its new configuration; returns the
+    /// last answer (empty right after the start).
+    pub fn ensure(&self, pair: &str, cfg: Config) -> State {
+        let Ok(mut tasks) = self.tasks.lock() else { return State::default() };
+        if let Some(h) = tasks.get(pair) {
+            if h.config.borrow().same_task(&cfg) && !h.task.is_finished() {
+                h.config.send_replace(cfg);
+                return h.state.lock().map(|s| s.clone()).unwrap_or_default();
+            }
+        }
+        let (tx, rx) = watch::channel(cfg);
+        let state = Arc::new(Mutex::new(State::default()));
+        let task = tokio::spawn(run(rx, state.clone()));
+        tasks.insert(pair.to_string(), Handle { config: tx, state, task });
+        State::default()
+    }
+
+    /// Waits until `pair`'s view has a first answer or `limit` passed; returns what it has.
+    pub async fn first_answer(&self, pair: &str, limit: Duration) -> State {
+        let until = Instant::now() + limit;
+        loop {
+            let st = self
+                .tasks
+                .lock()
+                .ok()
+                .and_then(|t| t.get(pair).and_then(|h| h.state.lock().ok().map(|s| s.clone())))
+                .unwrap_or_default();
+            if st.record.is_some() || st.error.is_some() || Instant::now() >= until {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the views of every pair for which `keep` says no.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|pair, _| keep(pair));
+        }
+    }
+
+    /// Stops `pair`'s view.
+    pub fn stop(&self, pair: &str) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.remove(pair);
+        }
+    }
+}
+
+async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
+    let mut conn: Option<Witness> = None;
+    loop {
+        let cfg = cfg_rx.borrow_and_update().clone();
+        let began = Instant::now();
+        let res = tokio::time::timeout(cfg.timeout, read(&cfg, &mut conn)).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(format!("etcd witness: no answer within {:?}", cfg.timeout)),
+        };
+        if let Ok(mut s) = state.lock() {
+            match res {
+                Ok(record) => {
+                    s.record = Some((record, began));
+                    s.error = None;
+                }
+                Err(e) => {
+                    conn = None;
+                    s.error = Some(e);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(began + cfg.every) => {}
+            changed = cfg_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // A new configuration only wakes the loop early when the old one had failed.
+                let failed = state.lock().map(|s| s.error.is_some()).unwrap_or(false);
+                if !failed {
+                    tokio::time::sleep_until(began + cfg.every).await;
+                }
+            }
+        }
+    }
+}
+
+async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<Record, String> {
+    if conn.is_none() {
+        *conn = Some(
+            Witness::connect(
+                &cfg.endpoints,
+                &cfg.prefix,
+                &cfg.namespace,
+                &cfg.name,
+                cfg.timeout,
+                cfg.access.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        );
+    }
+    let w = conn.as_mut().ok_or("no connection")?;
+    w.epoch().await.map_err(|e| e.to_string())
+}
