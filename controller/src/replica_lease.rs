@@ -3,11 +3,17 @@
 //!
 //! Timing, and why it is safe (all durations by each replica's own monotonic clock):
 //!   RENEW_INTERVAL (2 s) < RENEW_DEADLINE (10 s) < LEASE_DURATION (15 s).
-//! A leader that has not renewed for RENEW_DEADLINE exits the process, so it stops acting before
-//! any follower can take over: a follower waits LEASE_DURATION after it last saw the lease change.
-//! The margin (LEASE_DURATION − RENEW_DEADLINE = 5 s) covers the time an in-flight API write of the
-//! old leader can still land; every journal write also carries a resourceVersion precondition, so a
-//! late write on stale state fails instead of applying.
+//! A leader that has not renewed for RENEW_DEADLINE stops leading — no reconcile, no transition
+//! step starts — before any follower can take over: a follower waits LEASE_DURATION after it last
+//! saw the lease change. The margin (LEASE_DURATION − RENEW_DEADLINE = 5 s) covers the time an
+//! in-flight API write of the old leader can still land; every journal write also carries a
+//! resourceVersion precondition, so a late write on stale state fails instead of applying.
+//!
+//! It does not exit: the leader-key keepers (`coord::keeper`) run on in the process, because losing
+//! the local API server must never leave the site's database writable without a key nor fence a
+//! healthy primary — the witness, not the API server, decides who serves. When the lease can be
+//! renewed again, the replica leads again; when it finds another replica leading, it exits (its
+//! keepers with it: the key is left to expire and the new leader's keeper takes it).
 
 use std::{
     sync::{
@@ -48,7 +54,8 @@ impl Leadership {
     }
 }
 
-/// Runs the election loop forever. Exits the process when leadership is lost.
+/// Runs the election loop forever. Stops leading when the lease cannot be renewed in time; exits
+/// the process when another replica leads after this one did.
 pub async fn run(
     client: Client,
     namespace: String,
@@ -61,20 +68,23 @@ pub async fn run(
     let mut last_renew = Instant::now();
     // What we last saw of someone else's lease, and when (our clock).
     let mut observed: Option<(String, Instant)> = None;
+    // This replica led and stopped because it could not renew in time.
+    let mut paused = false;
     loop {
         let leading = leadership.is_leader();
         match try_acquire_or_renew(&api, &name, &identity, &mut observed).await {
             Ok(true) => {
                 last_renew = Instant::now();
                 if !leading {
-                    info!(lease = %name, %identity, "became leader");
+                    info!(lease = %name, %identity, resumed = paused, "became leader");
+                    paused = false;
                     leadership.0.store(true, Ordering::SeqCst);
                     on_change(true);
                 }
             }
             Ok(false) => {
-                if leading {
-                    // Someone else holds it: we lost it without noticing in time. Stop at once.
+                if leading || paused {
+                    // Someone else holds it: stop at once. The keepers end with the process.
                     error!(lease = %name, "leadership lost to another replica; exiting");
                     std::process::exit(1);
                 }
@@ -82,8 +92,14 @@ pub async fn run(
             Err(e) => warn!(lease = %name, error = %e, "lease renew/acquire failed"),
         }
         if leadership.is_leader() && last_renew.elapsed() > RENEW_DEADLINE {
-            error!(lease = %name, "could not renew the lease within {RENEW_DEADLINE:?}; exiting before another replica can lead");
-            std::process::exit(1);
+            error!(
+                lease = %name,
+                "could not renew the lease within {RENEW_DEADLINE:?}: no reconcile or transition step starts \
+                 until it is renewed; the leader-key keepers go on (they never use the Kubernetes API)"
+            );
+            paused = true;
+            leadership.0.store(false, Ordering::SeqCst);
+            on_change(false);
         }
         tokio::time::sleep(RENEW_INTERVAL).await;
     }
