@@ -26,6 +26,10 @@ pub struct PairMemory {
     pub undecodable: bool,
     /// The lease of another controller's registration for this controller's site (`site_lock`).
     pub other_site_controller: Option<i64>,
+    /// This site's own objects point at the primary of this epoch (`reconcile::local_objects`), and
+    /// when they were last tried.
+    pub local_converged: Option<i64>,
+    pub local_tried_at: Option<Instant>,
 }
 
 /// Every pair's memory, by `namespace/name`.

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod decide;
 pub mod guard;
 pub mod keeper_tend;
+pub mod local_objects;
 pub mod observe;
 pub mod readiness;
 pub mod record;
