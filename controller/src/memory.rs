@@ -26,9 +26,8 @@ pub struct PairMemory {
     pub undecodable: bool,
     /// The lease of another controller's registration for this controller's site (`site_lock`).
     pub other_site_controller: Option<i64>,
-    /// This site's own objects point at the primary of this epoch (`reconcile::local_objects`), and
-    /// when they were last tried.
-    pub local_converged: Option<i64>,
+    /// When this site's own objects were last repointed (`reconcile::local_objects`; a failure is
+    /// retried after a while).
     pub local_tried_at: Option<Instant>,
 }
 

@@ -43,6 +43,11 @@ pub struct DisasterRecoveryPairStatus {
     /// The site that served before the last transition, until it follows the new primary again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub former_primary: Option<FormerPrimary>,
+    /// Per site: the epoch whose primary that site's own entries (`spec.*[*].site`) were last
+    /// pointed at by that site's controller, in this cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub site_objects: Vec<SiteObjects>,
     /// The last plan written by a `dr.understudy.dev/dry-run` request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<DryRun>,
@@ -456,6 +461,21 @@ pub struct FormerPrimary {
     /// When it was last assessed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assessed_at: Option<String>,
+}
+
+/// Where one site's own entries point.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteObjects {
+    /// The site whose entries these are.
+    pub site: String,
+    /// They point at the primary of this epoch.
+    pub epoch: Epoch,
+    /// The primary they point at.
+    pub primary: String,
+    /// When (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// A failover plan computed without acting.
