@@ -234,6 +234,36 @@ impl Witness {
         Ok((epoch, leader))
     }
 
+    /// The epoch record and every site's published spec (`<base>/spec/<site>`), in one read.
+    pub async fn snapshot(&mut self) -> Result<((i64, String, String), Vec<(String, String)>), Error> {
+        let base = self.key.trim_end_matches("epoch").to_string();
+        let resp = self
+            .client
+            .get(base.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(self.txn_err(&base))?;
+        let mut epoch = (0, String::new(), String::new());
+        let mut specs = Vec::new();
+        let spec_prefix = format!("{base}spec/");
+        for kv in resp.kvs() {
+            let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else { continue };
+            if k == self.key {
+                epoch = decode_epoch(v).unwrap_or(epoch);
+            } else if let Some(site) = k.strip_prefix(spec_prefix.as_str()) {
+                specs.push((site.to_string(), v.to_string()));
+            }
+        }
+        Ok((epoch, specs))
+    }
+
+    /// Publishes the spec `site`'s controller reads (`<base>/spec/<site>`), for the other site's
+    /// controller to compare with its own copy.
+    pub async fn put_spec(&mut self, site: &str, spec: &str) -> Result<(), Error> {
+        let key = format!("{}spec/{site}", self.key.trim_end_matches("epoch"));
+        self.client.put(key.as_str(), spec, None).await.map_err(self.txn_err(&key))?;
+        Ok(())
+    }
+
     /// Who holds the leader key now (`None` when its lease expired or nobody ever took it).
     pub async fn leader(&mut self) -> Result<Option<Leader>, Error> {
         Ok(self.read_both().await?.1)

@@ -34,6 +34,9 @@ pub struct Config {
     pub every: Duration,
     /// Bound for connecting and for each read.
     pub timeout: Duration,
+    /// This controller's site and the spec it reads (canonical JSON), published for the other
+    /// site's controller to compare (`spec/<site>`); `None` for a controller without `--site`.
+    pub publish: Option<(String, String)>,
 }
 
 impl Config {
@@ -56,6 +59,8 @@ pub struct State {
     pub record: Option<(Record, Instant)>,
     /// Why the last read failed, when it did.
     pub error: Option<String>,
+    /// The specs the sites' controllers published, by site (from the last read).
+    pub specs: Vec<(String, String)>,
 }
 
 impl State {
@@ -99,6 +104,12 @@ impl Views {
         let task = tokio::spawn(run(rx, state.clone()));
         tasks.insert(pair.to_string(), Handle { config: tx, state, task });
         State::default()
+    }
+
+    /// The last answer of `pair`'s view, when one runs.
+    pub fn state(&self, pair: &str) -> Option<State> {
+        let tasks = self.tasks.lock().ok()?;
+        tasks.get(pair).and_then(|h| h.state.lock().ok().map(|s| s.clone()))
     }
 
     /// Waits until `pair`'s view has a first answer or `limit` passed; returns what it has.
@@ -145,8 +156,9 @@ async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
         };
         if let Ok(mut s) = state.lock() {
             match res {
-                Ok(record) => {
+                Ok((record, specs)) => {
                     s.record = Some((record, began));
+                    s.specs = specs;
                     s.error = None;
                 }
                 Err(e) => {
@@ -171,7 +183,9 @@ async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
     }
 }
 
-async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<Record, String> {
+/// One read of the pair's keys; this site's spec is published first when the witness holds
+/// another (or none).
+async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<(Record, Vec<(String, String)>), String> {
     if conn.is_none() {
         *conn = Some(
             Witness::connect(
@@ -187,5 +201,85 @@ async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<Record, String
         );
     }
     let w = conn.as_mut().ok_or("no connection")?;
-    w.epoch().await.map_err(|e| e.to_string())
+    let (record, mut specs) = w.snapshot().await.map_err(|e| e.to_string())?;
+    if let Some((site, spec)) = &cfg.publish {
+        if !specs.iter().any(|(s, v)| s == site && v == spec) {
+            w.put_spec(site, spec).await.map_err(|e| e.to_string())?;
+            specs.retain(|(s, _)| s != site);
+            specs.push((site.clone(), spec.clone()));
+        }
+    }
+    Ok((record, specs))
+}
+
+/// Where two copies of a spec differ: the JSON paths whose values differ, with both values (at
+/// most `limit`, then how many more). Empty when they are equal.
+pub fn spec_differences(here: &serde_json::Value, there: &serde_json::Value, limit: usize) -> Vec<String> {
+    fn walk(
+        path: &str,
+        a: &serde_json::Value,
+        b: &serde_json::Value,
+        out: &mut Vec<(String, String, String)>,
+    ) {
+        use serde_json::Value::{Array, Object};
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    walk(&format!("{path}.{k}"), x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            (Array(x), Array(y)) if x.len() == y.len() => {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    walk(&format!("{path}[{i}]"), p, q, out);
+                }
+            }
+            _ if a != b => {
+                let show = |v: &serde_json::Value| {
+                    let t = if v.is_null() { "unset".to_string() } else { v.to_string() };
+                    if t.chars().count() > 60 {
+                        format!("{}…", t.chars().take(60).collect::<String>())
+                    } else {
+                        t
+                    }
+                };
+                out.push((path.to_string(), show(a), show(b)));
+            }
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    walk("spec", here, there, &mut all);
+    let more = all.len().saturating_sub(limit);
+    let mut out: Vec<String> =
+        all.into_iter().take(limit).map(|(p, a, b)| format!("{p} (here {a}, there {b})")).collect();
+    if more > 0 {
+        out.push(format!("and {more} more"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec_differences;
+    use serde_json::json;
+
+    #[test]
+    fn differences_name_the_paths_and_both_values() {
+        let a =
+            json!({"primary": "east", "failover": {"probeInterval": "1s"}, "recycle": [{"site": "east"}]});
+        let b = json!({"primary": "east", "failover": {"probeInterval": "2s", "mode": "Manual"}, "recycle": [{"site": "west"}]});
+        let d = spec_differences(&a, &b, 5);
+        assert_eq!(
+            d,
+            vec![
+                "spec.failover.mode (here unset, there \"Manual\")",
+                "spec.failover.probeInterval (here \"1s\", there \"2s\")",
+                "spec.recycle[0].site (here \"east\", there \"west\")",
+            ]
+        );
+        assert!(spec_differences(&a, &a, 5).is_empty());
+        assert_eq!(spec_differences(&a, &b, 1).last().map(String::as_str), Some("and 2 more"));
+    }
 }

@@ -69,6 +69,8 @@ pub mod reasons {
     pub const ACQUIRING: &str = "Acquiring";
     pub const SELF_FENCED: &str = "SelfFenced";
     pub const SITE_DEMOTED: &str = "SiteDemoted";
+    /// The copies of the pair in the two sites' clusters differ.
+    pub const SPEC_DRIFT: &str = "SpecDrift";
     /// This controller's site is the standby: it keeps no leader key.
     pub const STANDBY: &str = "Standby";
 }

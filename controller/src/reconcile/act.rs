@@ -83,6 +83,10 @@ pub async fn round_effects(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Next, Error> {
+    // A controller whose site is not in the spec does nothing for the pair (SpecValid says why).
+    if ctx.site.as_deref().is_some_and(|s| drp.spec.site(s).is_err()) {
+        return Ok(Next::Continue);
+    }
     // The witness first: a round decides nothing from a status the witness has overtaken.
     if mirror_witness(drp, pair, &mut round.status, ctx).await? == Next::Again {
         return Ok(Next::Again);
@@ -172,6 +176,11 @@ async fn mirror_witness(
         name: pair.name.clone(),
         every: drp.spec.failover.probe_interval.into(),
         timeout,
+        publish: ctx
+            .site
+            .as_ref()
+            .filter(|s| drp.spec.site(s).is_ok())
+            .and_then(|s| serde_json::to_string(&drp.spec).ok().map(|j| (s.clone(), j))),
     };
     let mut view = ctx.views.ensure(&pair.key, cfg);
     if view.record.is_none() && view.error.is_none() {
@@ -222,6 +231,21 @@ pub async fn start(
 ) -> Result<Action, Error> {
     use failover::{executor, Kind};
     let from = crate::authority::primary(&drp.spec, Some(status)).site.to_string();
+    // Nothing starts on a pair whose copies differ, or from a controller whose site it does not name.
+    let refusal = status.conditions.iter().find(|c| {
+        c.type_ == conditions::SPEC_VALID
+            && c.status == "False"
+            && (c.reason == conditions::reasons::SPEC_DRIFT || c.message.contains("--site"))
+    });
+    if let (Some(c), Some(cmd)) = (refusal, &command) {
+        let note = format!("{cmd:?} refused: {}", c.message);
+        tracing::warn!(%note, "command refused");
+        ctx.publish(&drp, EventNote { warning: true, reason: "CommandRefused".into(), note }).await;
+        return Ok(Action::requeue(drp.spec.failover.probe_interval.into()));
+    }
+    if refusal.is_some() {
+        return Ok(Action::requeue(drp.spec.failover.probe_interval.into()));
+    }
     let started = match (command, decision) {
         (Some(commands::Command::Switchover { to }), _) => {
             executor::start(&drp, Kind::Switchover, Trigger::Switchover, &from, &to, ctx).await?

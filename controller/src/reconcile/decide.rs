@@ -23,6 +23,9 @@ pub struct Observed {
     pub secret_problems: Vec<(&'static str, String)>,
     /// `metadata.generation` of the object observed.
     pub generation: Option<i64>,
+    /// What this controller finds wrong beyond the spec's own rules, as (reason, message): its
+    /// `--site` not in the spec, or the other site's copy differing (`SpecDrift`).
+    pub site_problems: Vec<(&'static str, String)>,
 }
 
 /// Computes the next status and the Events describing what changed.
@@ -47,7 +50,7 @@ pub fn observe(
     let standby_obs = obs.sites.iter().find(|o| o.name == standby);
     let mut next: Vec<Cond> = vec![
         secrets_resolved(obs),
-        spec_valid(spec),
+        spec_valid(spec, &obs.site_problems),
         primary_healthy(&primary, primary_obs, &p, threshold),
         standby_streaming(&primary, &standby, standby_obs),
         lag_within_budget(spec, st.replication_lag_bytes),
@@ -151,16 +154,20 @@ fn secrets_resolved(obs: &Observed) -> Cond {
 }
 
 /// `SpecValid`: rules the API server may not have checked (objects older than the rule).
-fn spec_valid(spec: &DisasterRecoveryPairSpec) -> Cond {
-    let problems = spec.problems();
+fn spec_valid(spec: &DisasterRecoveryPairSpec, site_problems: &[(&'static str, String)]) -> Cond {
+    let problems: Vec<(&'static str, String)> = site_problems
+        .iter()
+        .cloned()
+        .chain(spec.problems().into_iter().map(|p| (reasons::INVALID_SPEC, p)))
+        .collect();
     match problems.first() {
         None => {
             (conditions::SPEC_VALID.into(), "True", reasons::SPEC_OK, "the spec passes every rule".into())
         }
-        Some(p) => (
+        Some((reason, p)) => (
             conditions::SPEC_VALID.into(),
             "False",
-            reasons::INVALID_SPEC,
+            reason,
             if problems.len() > 1 { format!("{p} (and {} more)", problems.len() - 1) } else { p.clone() },
         ),
     }
@@ -361,6 +368,7 @@ mod tests {
             ],
             secret_problems: vec![],
             generation: Some(1),
+            site_problems: vec![],
         }
     }
     fn cond<'a>(st: &'a DisasterRecoveryPairStatus, t: &str) -> &'a crate::crd::Condition {

@@ -61,6 +61,16 @@ pub fn next(
             format!("primary {from} is down but automation is paused ({}=true)", annotations::PAUSED),
         );
     }
+    if let Some(c) = st.conditions.iter().find(|c| {
+        c.type_ == crate::crd::conditions::SPEC_VALID
+            && c.status == "False"
+            && c.reason == reasons::SPEC_DRIFT
+    }) {
+        return blocked(
+            reasons::SPEC_DRIFT,
+            format!("primary {from} is down ({failures} consecutive failed probes) but {}", c.message),
+        );
+    }
     if spec.failover.mode == FailoverMode::Manual {
         return blocked(
             reasons::MANUAL_MODE,
@@ -315,6 +325,26 @@ mod tests {
         assert_eq!(reason(&decide(&auto, &old, &[])), "Failover");
         // paused=false is not paused.
         assert_eq!(reason(&decide(&auto, &status(3, 0), &[(annotations::PAUSED, "false")])), "Failover");
+    }
+
+    #[test]
+    fn copies_that_differ_block_a_failover_naming_the_difference() {
+        let mut st = status(3, 0);
+        crate::crd::conditions::set_condition(
+            &mut st.conditions,
+            crate::crd::conditions::SPEC_VALID,
+            "False",
+            reasons::SPEC_DRIFT,
+            "the copy of this pair that west's controller reads differs from this one (east): spec.failover.mode",
+            None,
+            now(),
+        );
+        let d = decide(&spec("Automatic"), &st, &[]);
+        assert_eq!(reason(&d), reasons::SPEC_DRIFT);
+        assert!(
+            matches!(&d, Decision::Blocked { message, .. } if message.contains("spec.failover.mode")),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
             }
         }
     }
-    for (i, r) in spec.data_source.iter().enumerate() {
+    // Only the entries this controller acts on: another site's live in another cluster.
+    let here = ctx.site.as_deref();
+    let ours = |site: &Option<String>| crate::crd::acts_here(site.as_deref(), here);
+    for (i, r) in spec.data_source.iter().enumerate().filter(|(_, r)| ours(&r.site)) {
         if let Some(k) = &r.secret_key {
             // The target Secret is rewritten on failover; it must exist (its key may be created).
             if let Err(e @ (SecretError::Missing { .. } | SecretError::Api { .. })) =
@@ -42,7 +45,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
             }
         }
     }
-    for (i, r) in spec.recycle.iter().enumerate() {
+    for (i, r) in spec.recycle.iter().enumerate().filter(|(_, r)| ours(&r.site)) {
         if let Some(pgb) = &r.pg_bouncer {
             let field = format!("spec.recycle[{i}].pgBouncer.adminSecret");
             if let Err(e) = secrets.get(&pgb.admin_secret.name, &["username", "password"], &field).await {
@@ -57,7 +60,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
             }
         }
     }
-    for (i, r) in spec.dns.iter().enumerate() {
+    for (i, r) in spec.dns.iter().enumerate().filter(|(_, r)| ours(&r.site)) {
         if let Some(rfc) = &r.rfc2136 {
             let field = format!("spec.dns[{i}].rfc2136.tsigSecret");
             if let Err(e) = secrets.get(&rfc.tsig_secret.name, &["name", "algorithm", "secret"], &field).await
@@ -90,5 +93,51 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         sites.push(obs);
         problems.extend(problem.map(|e| (e.reason(), e.to_string())));
     }
-    Observed { sites, secret_problems: problems, generation: drp.metadata.generation }
+    Observed {
+        sites,
+        secret_problems: problems,
+        generation: drp.metadata.generation,
+        site_problems: site_problems(drp, ctx),
+    }
+}
+
+/// What this controller finds wrong with the pair that the spec alone cannot show: its `--site`
+/// is not one of the pair's sites, or the copy of the pair the other site's controller published
+/// through the witness differs from this one (`SpecValid` False; nothing is started on them).
+fn site_problems(drp: &DisasterRecoveryPair, ctx: &Context) -> Vec<(&'static str, String)> {
+    let Some(here) = ctx.site.as_deref() else { return vec![] };
+    if drp.spec.site(here).is_err() {
+        let names: Vec<&str> = drp.spec.sites.iter().map(|s| s.name.as_str()).collect();
+        return vec![(
+            crate::crd::conditions::reasons::INVALID_SPEC,
+            format!(
+                "this controller runs with --site {here}, which is not in spec.sites ({}): it does nothing for \
+                 this pair; run it with --site set to one of them, or fix spec.sites",
+                names.join(", ")
+            ),
+        )];
+    }
+    let key = format!(
+        "{}/{}",
+        drp.metadata.namespace.as_deref().unwrap_or_default(),
+        drp.metadata.name.as_deref().unwrap_or_default()
+    );
+    let Some(view) = ctx.views.state(&key) else { return vec![] };
+    let Ok(mine) = serde_json::to_value(&drp.spec) else { return vec![] };
+    let mut out = Vec::new();
+    for (site, raw) in view.specs.iter().filter(|(s, _)| s != here) {
+        let Ok(theirs) = serde_json::from_str::<serde_json::Value>(raw) else { continue };
+        let diff = crate::coord::view::spec_differences(&mine, &theirs, 4);
+        if !diff.is_empty() {
+            out.push((
+                crate::crd::conditions::reasons::SPEC_DRIFT,
+                format!(
+                    "the copy of this pair that {site}'s controller reads differs from this one ({here}): {}; no \
+                     transition starts until both copies are the same (apply the same spec in both clusters)",
+                    diff.join("; ")
+                ),
+            ));
+        }
+    }
+    out
 }
