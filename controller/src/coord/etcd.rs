@@ -264,6 +264,39 @@ impl Witness {
         Ok(())
     }
 
+    /// Claims a command for `me` (`<base>/commands/<id>`, kept for `ttl`): `None` when the claim is
+    /// ours (new, or ours already), else the other claimant's value. With one cluster per site the
+    /// same annotation may be put on both copies of a pair; only the claimant acts on it.
+    pub async fn claim_command(
+        &mut self,
+        id: &str,
+        me: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, Error> {
+        let key = format!("{}commands/{id}", self.key.trim_end_matches("epoch"));
+        let resp = self.client.get(key.as_str(), None).await.map_err(self.txn_err(&key))?;
+        if let Some(v) = resp.kvs().first().and_then(|kv| kv.value_str().ok()) {
+            return Ok((v != me).then(|| v.to_string()));
+        }
+        let lease = self.grant(ttl).await?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), me, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let resp = self.client.txn(txn).await.map_err(self.txn_err(&key))?;
+        if resp.succeeded() {
+            return Ok(None);
+        }
+        for op in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(g) = op {
+                if let Some(v) = g.kvs().first().and_then(|kv| kv.value_str().ok()) {
+                    return Ok((v != me).then(|| v.to_string()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Who holds the leader key now (`None` when its lease expired or nobody ever took it).
     pub async fn leader(&mut self) -> Result<Option<Leader>, Error> {
         Ok(self.read_both().await?.1)

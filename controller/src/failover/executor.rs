@@ -620,7 +620,26 @@ async fn stop_invalid_journal(
 async fn roll_back(drp: DisasterRecoveryPair, ports: &Ports<'_>, pair: &str) -> Result<Action, Error> {
     let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
     let cx = step_ctx(ports, &drp, pair, &t, usize::MAX);
-    match steps::roll_back(&cx).await {
+    // Never lift the old primary's fence when the witness names another site meanwhile: another
+    // transition (the other cluster's controller, or a forced failover) promoted it, and the
+    // fenced old primary must follow that one. Its PgBouncers are that transition's too.
+    let from_epoch = drp.status.as_ref().map(|s| s.epoch.0).unwrap_or_default();
+    let moved = match &ports.witness {
+        Some(w) => w.epoch().await.ok().and_then(|(held, holder, id)| {
+            let named = crate::coord::transition_site(&id).map(str::to_string).unwrap_or(holder);
+            (held > from_epoch && named != t.from).then_some((held, named))
+        }),
+        None => None,
+    };
+    let undone = match moved {
+        Some((held, named)) => Ok(format!(
+            "{} was NOT unfenced and no PgBouncer resumed: the witness holds epoch {held} for {named}, \
+             promoted by another transition; {} stays fenced and follows {named}",
+            t.from, t.from
+        )),
+        None => steps::roll_back(&cx).await,
+    };
+    match undone {
         Ok(msg) => {
             let mut st = drp.status.clone().unwrap_or_default();
             if let Some(tr) = st.last_transition.as_mut() {

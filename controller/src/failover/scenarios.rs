@@ -228,6 +228,19 @@ async fn a_switchover_stops_and_rolls_back_before_its_epoch_and_retries_after_it
     assert_rolled_back(&w);
     assert_eq!(w.w().held().holder, "east");
 
+    // TakeEpoch lost to a transition that promoted the other site (the other cluster's copy, or a
+    // forced failover): the rollback must not unfence east, which now has to follow west.
+    let w = World::new();
+    caught_up(&w);
+    assert!(w.start(Kind::Switchover, Trigger::Switchover).await?);
+    w.w().set(|h| (h.epoch, h.holder, h.transition) = (1, "west".into(), "uid-2/1/west".into()));
+    assert_eq!(w.run().await?, Action::requeue(DONE));
+    assert_eq!(w.store.journal().outcome, Some(TransitionOutcome::RolledBack));
+    let east = w.pg.server("east");
+    assert!(east.fenced && east.unfences == 0, "east unfenced under west's epoch: {east:?}");
+    assert!(w.pgbouncer.seen().held, "the PgBouncer is the other transition's to resume");
+    assert!(w.events.all().iter().any(|e| e.note.contains("NOT unfenced")), "{:?}", w.events.all());
+
     // After TakeEpoch the only way is forward: a failing Promote is retried, never rolled back.
     let w = World::new();
     caught_up(&w);

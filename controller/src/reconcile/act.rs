@@ -224,11 +224,12 @@ fn record_readiness(
 /// and runs its journal; otherwise the pair comes back after `probeInterval`.
 pub async fn start(
     drp: DisasterRecoveryPair,
-    command: Option<commands::Command>,
+    cmds: &commands::Commands,
     decision: guard::Decision,
     status: &DisasterRecoveryPairStatus,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    let command = cmds.run.clone();
     use failover::{executor, Kind};
     let from = crate::authority::primary(&drp.spec, Some(status)).site.to_string();
     // Nothing starts on a pair whose copies differ, or from a controller whose site it does not name.
@@ -246,6 +247,14 @@ pub async fn start(
     if refusal.is_some() {
         return Ok(Action::requeue(drp.spec.failover.probe_interval.into()));
     }
+    if let Some(cmd) = command.as_ref().filter(|c| !matches!(c, commands::Command::DryRun { .. })) {
+        if let Err(note) = claim(&drp, cmds, cmd, ctx).await {
+            tracing::warn!(%note, "command not run here");
+            ctx.publish(&drp, EventNote { warning: true, reason: "CommandHandledElsewhere".into(), note })
+                .await;
+            return Ok(Action::requeue(drp.spec.failover.probe_interval.into()));
+        }
+    }
     let started = match (command, decision) {
         (Some(commands::Command::Switchover { to }), _) => {
             executor::start(&drp, Kind::Switchover, Trigger::Switchover, &from, &to, ctx).await?
@@ -261,5 +270,47 @@ pub async fn start(
     match started {
         Some(drp) => executor::run(drp, ctx).await,
         None => Ok(Action::requeue(drp.spec.failover.probe_interval.into())),
+    }
+}
+
+/// How long a command's claim stays in the witness (two copies annotated within it act once).
+const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// With a controller per site and a witness, a commanded transition is claimed in the witness
+/// first, so that the same annotation on both clusters' copies of the pair runs once: the other
+/// copy's controller finds the claim and records the command as handled there. `Err` says who runs
+/// it (or why it cannot be claimed: a command is never run unclaimed).
+async fn claim(
+    drp: &DisasterRecoveryPair,
+    cmds: &commands::Commands,
+    cmd: &commands::Command,
+    ctx: &Context,
+) -> Result<(), String> {
+    let Some(site) = ctx.site.as_deref() else { return Ok(()) };
+    use crate::crd::annotations;
+    let Some((annotation, token)) =
+        cmds.handled.iter().find(|(a, _)| a == annotations::SWITCHOVER || a == annotations::FAILOVER)
+    else {
+        return Ok(());
+    };
+    let w = match crate::coord::witness(drp, &ctx.client).await {
+        Ok(Some(w)) => Some(w),
+        Ok(None) => None,
+        Err(e) => {
+            return Err(format!(
+                "{cmd:?} ({annotation}={token}) not run: the witness cannot be reached to claim it: {e}"
+            ))
+        }
+    };
+    let Some(mut w) = w else { return Ok(()) };
+    let id = crate::events::action_for(&format!("{annotation}={token}"));
+    let me = format!("{site} {annotation}={token}");
+    match w.claim_command(&id, &me, CLAIM_TTL).await {
+        Ok(None) => Ok(()),
+        Ok(Some(other)) => Err(format!(
+            "{cmd:?} ({annotation}={token}) is handled by another controller: the witness holds its claim by {}",
+            other.split(' ').next().unwrap_or_default()
+        )),
+        Err(e) => Err(format!("{cmd:?} ({annotation}={token}) not run: claiming it in the witness failed: {e}")),
     }
 }

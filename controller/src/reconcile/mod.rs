@@ -225,7 +225,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     let drp = record::write(&ctx, &pair, drp, &round.status).await?;
     publish_all(&ctx, &drp, std::mem::take(&mut round.events)).await;
     // Act: start what was decided (one transition at most), or come back next round.
-    act::start(drp, cmds.run, decision, &round.status, &ctx).await
+    act::start(drp, &cmds, decision, &round.status, &ctx).await
 }
 
 /// A pair's identity in this controller's memory and metrics.
