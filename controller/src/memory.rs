@@ -29,6 +29,8 @@ pub struct PairMemory {
     /// When this site's own objects were last repointed (`reconcile::local_objects`; a failure is
     /// retried after a while).
     pub local_tried_at: Option<Instant>,
+    /// When `spec.activate` was last tried (`reconcile::activation`).
+    pub activation_tried_at: Option<Instant>,
 }
 
 /// Every pair's memory, by `namespace/name`.

@@ -55,6 +55,7 @@ impl Pair {
                 data_source: Vec::new(),
                 recycle: Vec::new(),
                 dns: Vec::new(),
+                activate: Vec::new(),
                 coordination: None,
             },
         ))

@@ -54,8 +54,8 @@ use super::status::DisasterRecoveryPairStatus;
         .message("spec.sites: the two sites need distinct names").field_path(".sites"),
     validation = Rule::new("self.sites.exists(s, s.name == self.primary)")
         .message("spec.primary must name one of spec.sites[*].name").field_path(".primary"),
-    validation = Rule::new("(!has(self.dataSource) || self.dataSource.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site))) && (!has(self.recycle) || self.recycle.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site))) && (!has(self.dns) || self.dns.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site)))")
-        .message("spec.dataSource[*].site, spec.recycle[*].site and spec.dns[*].site must name a site in spec.sites (or be left out for an entry shared by both sites)")
+    validation = Rule::new("(!has(self.dataSource) || self.dataSource.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site))) && (!has(self.recycle) || self.recycle.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site))) && (!has(self.dns) || self.dns.all(e, !has(e.site) || self.sites.exists(s, s.name == e.site))) && (!has(self.activate) || self.activate.all(e, self.sites.exists(s, s.name == e.site)))")
+        .message("spec.dataSource[*].site, spec.recycle[*].site, spec.dns[*].site and spec.activate[*].site must name a site in spec.sites (or, except for activate, be left out for an entry shared by both sites)")
         .field_path(".sites"),
     validation = Rule::new("!has(self.failover) || !has(self.failover.mode) || self.failover.mode != 'Automatic' || (has(self.coordination) && has(self.coordination.etcd))")
         .message("spec.failover.mode Automatic requires spec.coordination.etcd: without a witness two sites cannot tell a partition from a dead peer; add an etcd witness or use mode Manual or Approve")
@@ -100,6 +100,16 @@ pub struct DisasterRecoveryPairSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub dns: Vec<DnsRecord>,
+
+    /// The application's workloads that run only while their site serves (Mattermost's own DR
+    /// guidance: the secondary deployment stays scaled down until a failover activates it). Each
+    /// site's controller scales its own site's entries: up to the active count when its site
+    /// serves, down to `passiveReplicas` when it does not — once per epoch, also when it reaches
+    /// its cluster only after the transition. The active count is remembered on the workload
+    /// (annotation `dr.understudy.dev/active-replicas`) so that a failback restores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub activate: Vec<Activation>,
 
     /// Cross-site coordination through a witness. Required for `failover.mode: Automatic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -384,12 +394,14 @@ impl DisasterRecoveryPairSpec {
             .map(|e| e.site.as_deref())
             .chain(self.recycle.iter().map(|e| e.site.as_deref()))
             .chain(self.dns.iter().map(|e| e.site.as_deref()))
+            .chain(self.activate.iter().map(|e| Some(e.site.as_str())))
             .collect();
         for name in sites.into_iter().flatten() {
             if self.site(name).is_err() {
                 out.push(format!(
-                    "an entry of spec.dataSource, spec.recycle or spec.dns names site {name:?}, which is not in \
-                     spec.sites: name one of the two sites, or leave site out for an entry both sites share"
+                    "an entry of spec.dataSource, spec.recycle, spec.dns or spec.activate names site {name:?}, which \
+                     is not in spec.sites: name one of the two sites (or, except in spec.activate, leave site out \
+                     for an entry both sites share)"
                 ));
             }
         }
@@ -605,6 +617,32 @@ pub struct HttpRecycler {
 
 fn default_method() -> String {
     "POST".into()
+}
+
+/// A workload that runs only while its site serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    /// The site whose cluster holds the workload.
+    #[schemars(length(min = 1, max = 63))]
+    pub site: String,
+    /// `Deployment` or `StatefulSet`.
+    pub kind: WorkloadKind,
+    /// Name of the workload in the pair's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Replicas while its site does not serve.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub passive_replicas: i32,
+    /// Replicas while its site serves, unless a count was remembered when it was last scaled down.
+    #[serde(default = "one_replica")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub active_replicas: i32,
+}
+
+fn one_replica() -> i32 {
+    1
 }
 
 /// A workload whose pods are restarted (the `kubectl rollout restart` annotation).

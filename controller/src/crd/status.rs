@@ -48,6 +48,11 @@ pub struct DisasterRecoveryPairStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 2))]
     pub site_objects: Vec<SiteObjects>,
+    /// What `spec.activate` did in this cluster: each workload's state and replica count, and the
+    /// epoch it was scaled for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub activated: Vec<Activated>,
     /// The last plan written by a `dr.understudy.dev/dry-run` request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<DryRun>,
@@ -461,6 +466,28 @@ pub struct FormerPrimary {
     /// When it was last assessed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assessed_at: Option<String>,
+}
+
+/// One `spec.activate` workload as understudy last scaled it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Activated {
+    /// The site whose cluster holds the workload.
+    pub site: String,
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    /// The workload's name.
+    pub name: String,
+    /// Whether it runs as the serving site's application.
+    pub active: bool,
+    /// The replicas understudy set.
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: i32,
+    /// The epoch it was scaled for.
+    pub epoch: Epoch,
+    /// When (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// Where one site's own entries point.

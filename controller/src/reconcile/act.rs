@@ -94,6 +94,7 @@ pub async fn round_effects(
     round.events.extend(rejoin::step(drp, &mut round.status, ctx).await);
     keeper_tend::tend(drp, &pair.ns, &pair.name, &mut round.status, &mut round.events, ctx, now).await;
     round.events.extend(super::local_objects::converge(drp, &pair.key, &mut round.status, ctx).await);
+    round.events.extend(super::activation::converge(drp, &pair.key, &mut round.status, ctx).await);
 
     let dry_run = match &cmds.run {
         Some(commands::Command::DryRun { token }) => Some(token.clone()),

@@ -5,6 +5,7 @@
 //! permitted failover starts. Steady pairs requeue after `probeInterval`.
 
 pub mod act;
+pub mod activation;
 pub mod commands;
 pub mod decide;
 pub mod guard;
