@@ -576,10 +576,16 @@ impl TwoSites {
 }
 
 impl Drop for TwoSites {
-    /// With `UNDERSTUDY_E2E_LOGS=<dir>` set, the controllers' and PostgreSQL servers' logs are
-    /// copied there as `<namespace>-<what>-<site>.log` (the sandbox's own directories are removed
-    /// when the test process ends).
+    /// The controllers go first (nothing acts on a bed being torn down), then every process with its
+    /// handle. With `UNDERSTUDY_E2E_LOGS=<dir>` set, the controllers' and PostgreSQL servers' logs
+    /// are copied there as `<namespace>-<what>-<site>.log` (the sandbox's own directories are
+    /// removed when the test process ends).
     fn drop(&mut self) {
+        for c in &mut self.sites {
+            if let Some(mut p) = c.controller.take() {
+                p.kill9();
+            }
+        }
         let Ok(to) = std::env::var("UNDERSTUDY_E2E_LOGS") else { return };
         let to = PathBuf::from(to);
         let _ = std::fs::create_dir_all(&to);
