@@ -127,20 +127,7 @@ impl Bed {
         let app = App::start(APP_TOKEN).await?;
         support::put_secret(&client, &ns, "mm-token", &[("token", APP_TOKEN)]).await?;
         apply_dnsendpoint_crd(&client).await?;
-        let deployment: Deployment = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": "mattermost" },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app": "mattermost" } },
-                "template": {
-                    "metadata": { "labels": { "app": "mattermost" } },
-                    "spec": { "containers": [ { "name": "mattermost", "image": "mattermost/mattermost-team-edition:10" } ] }
-                }
-            }
-        }))?;
-        Api::<Deployment>::namespaced(client.clone(), &ns)
-            .patch("mattermost", &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&deployment))
-            .await?;
+        apply_mattermost_deployment(&client, &ns).await?;
         if let Some(t) = &tls {
             support::put_secret(&client, &ns, "pg-ca", &[("ca.crt", &t.ca.cert)]).await?;
             support::put_secret(
@@ -159,15 +146,7 @@ impl Bed {
             .await?;
         }
         let bed = Bed { cp, client, ns, pg, pgb, bind, witness, app, tls };
-        support::put_secret(&bed.client, &bed.ns, "mattermost-db", &[("dsn", &bed.dsn("east"))]).await?;
-        let cm = ConfigMap {
-            metadata: ObjectMeta { name: Some("mattermost-config".into()), ..Default::default() },
-            data: Some([("config.json".to_string(), mattermost_config(&bed.dsn("east")))].into()),
-            ..Default::default()
-        };
-        Api::<ConfigMap>::namespaced(bed.client.clone(), &bed.ns)
-            .patch("mattermost-config", &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&cm))
-            .await?;
+        apply_mattermost_data_source(&bed.client, &bed.ns, &bed.dsn("east")).await?;
         Ok(bed)
     }
 
@@ -506,11 +485,29 @@ pub fn controller_binary() -> Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let root = repo_root();
-            let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "-q", "-p", "understudy", "--bin", "understudy"])
-                .current_dir(&root)
-                .status()
-                .map_err(|e| e.to_string())?;
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cargo.args(["build", "-q", "-p", "understudy", "--bin", "understudy"]).current_dir(&root);
+            // What cargo sets for the test being run, not for a build: a build script that watches
+            // one of them (ring's watches CARGO_MANIFEST_DIR) would rebuild half the dependency
+            // graph here (~25 s), and again at the next build outside a test.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                if k.starts_with("CARGO_PKG_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_CRATE_NAME",
+                        "CARGO_BIN_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                    ]
+                    .contains(&k.as_ref())
+                {
+                    cargo.env_remove(k.as_ref());
+                }
+            }
+            let st = cargo.status().map_err(|e| e.to_string())?;
             if !st.success() {
                 return Err("cargo build -p understudy failed".into());
             }
@@ -531,6 +528,40 @@ pub fn wait_exit(p: &mut Proc, timeout: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
+}
+
+/// The `mattermost` Deployment (never rolled out: no kubelet) a rollout-restart recycler restarts.
+pub async fn apply_mattermost_deployment(client: &Client, ns: &str) -> Result<()> {
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "mattermost" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "mattermost" } },
+            "template": {
+                "metadata": { "labels": { "app": "mattermost" } },
+                "spec": { "containers": [ { "name": "mattermost", "image": "mattermost/mattermost-team-edition:10" } ] }
+            }
+        }
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch("mattermost", &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&deployment))
+        .await?;
+    Ok(())
+}
+
+/// Where the application reads its DSN, both pointing at `dsn`: Secret `mattermost-db` (key `dsn`)
+/// and ConfigMap `mattermost-config` (Mattermost's `config.json`).
+pub async fn apply_mattermost_data_source(client: &Client, ns: &str, dsn: &str) -> Result<()> {
+    support::put_secret(client, ns, "mattermost-db", &[("dsn", dsn)]).await?;
+    let cm = ConfigMap {
+        metadata: ObjectMeta { name: Some("mattermost-config".into()), ..Default::default() },
+        data: Some([("config.json".to_string(), mattermost_config(dsn))].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch("mattermost-config", &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&cm))
+        .await?;
     Ok(())
 }
 

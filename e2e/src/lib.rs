@@ -5,4 +5,5 @@ pub mod bed;
 pub mod pair;
 pub mod sandbox;
 pub mod support;
+pub mod two_sites;
 pub mod workload;

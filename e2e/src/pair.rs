@@ -20,7 +20,11 @@
 //! gives a valid pair's JSON to spoil one field of).
 
 use anyhow::{Context as _, Result};
-use kube::{api::PostParams, core::Duration, Api, Client};
+use kube::{
+    api::{Patch, PatchParams, PostParams},
+    core::Duration,
+    Api, Client,
+};
 pub use understudy::crd::FailoverMode::{self, Approve, Automatic, Manual};
 use understudy::crd::{
     ConfigMapJsonKey, Coordination, DataSourceTarget, DisasterRecoveryPair, DisasterRecoveryPairSpec,
@@ -167,6 +171,16 @@ impl Pair {
     /// The pair as JSON, for a test that sends a deliberately odd variant of it raw.
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::to_value(&self.0).expect("a pair serializes")
+    }
+
+    /// Server-side applies the pair in namespace `ns`: creates it, or updates its spec to this one
+    /// (the status is left alone).
+    pub async fn apply(&self, client: &Client, ns: &str) -> Result<DisasterRecoveryPair> {
+        let name = self.0.metadata.name.clone().unwrap_or_default();
+        Api::<DisasterRecoveryPair>::namespaced(client.clone(), ns)
+            .patch(&name, &PatchParams::apply("understudy-e2e").force(), &Patch::Apply(&self.0))
+            .await
+            .with_context(|| format!("apply pair {name}"))
     }
 
     /// Creates the pair in namespace `ns`.

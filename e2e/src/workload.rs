@@ -1,7 +1,8 @@
 //! A workload that writes the way an application does: through PgBouncer, one autocommit INSERT at a
 //! time, reconnecting after errors. It records every id whose commit was acknowledged and the port of
 //! the server that acknowledged it (`inet_server_port()`, also behind PgBouncer), so lost data can be
-//! counted exactly afterwards, and the longest gap between two acknowledged commits.
+//! counted exactly afterwards, and the longest gap between two acknowledged commits. A direct writer
+//! (`Workload::direct`) does the same straight against one PostgreSQL server.
 
 use std::{
     sync::{Arc, Mutex},
@@ -10,6 +11,11 @@ use std::{
 
 use anyhow::Result;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::sandbox::postgres::PgServer;
+
+/// How often a direct writer (`Workload::direct`) writes.
+pub const DIRECT_EVERY: Duration = Duration::from_millis(50);
 
 /// What the workload saw.
 #[derive(Clone, Debug, Default)]
@@ -66,9 +72,33 @@ impl Workload {
             ))
             .await?;
         }
+        Ok(Self::spawn(cfg, table, every, false))
+    }
+
+    /// Writes straight to one PostgreSQL server (database `postgres`, no PgBouncer in between)
+    /// every 50 ms, so a test can count exactly the writes that server acknowledges (a returning
+    /// old primary, say). It starts even while the server is down (each refused attempt counts as
+    /// an error) and creates `table` on every new connection when it is missing (a read-only
+    /// server refuses that, and then its INSERTs too). Ids start at 1: give each writer its own
+    /// table.
+    pub fn direct(server: &PgServer, user: &str, password: &str, table: &str) -> Workload {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(server.port)
+            .dbname("postgres")
+            .user(user)
+            .password(password)
+            .connect_timeout(Duration::from_secs(2));
+        Self::spawn(cfg, table, DIRECT_EVERY, true)
+    }
+
+    fn spawn(cfg: tokio_postgres::Config, table: &str, every: Duration, create_on_connect: bool) -> Workload {
         let stats = Arc::new(Mutex::new(Stats::default()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let (s2, t2) = (stats.clone(), table.to_string());
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, at timestamptz DEFAULT now())"
+        );
         let task = tokio::spawn(async move {
             let began = Instant::now();
             let mut last_ack = Instant::now();
@@ -79,6 +109,10 @@ impl Workload {
                     client = match tokio::time::timeout(Duration::from_secs(2), cfg.connect(NoTls)).await {
                         Ok(Ok((c, conn))) => {
                             tokio::spawn(conn);
+                            if create_on_connect {
+                                let _ = tokio::time::timeout(Duration::from_secs(5), c.simple_query(&create))
+                                    .await;
+                            }
                             Some(c)
                         }
                         _ => {
@@ -128,7 +162,7 @@ impl Workload {
                 let _ = tokio::time::timeout(every, stopped.changed()).await;
             }
         });
-        Ok(Workload { stats, stop, task, table: table.into() })
+        Workload { stats, stop, task, table: table.into() }
     }
 
     /// A snapshot of the stats so far.

@@ -6,25 +6,31 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::Mutex,
     time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
 use super::{
     proc::{free_port, run, wait_until, Proc},
     random_hex, repo_root, scratch_dir,
 };
 
-/// A running etcd + kube-apiserver.
+/// A running etcd + kube-apiserver. Either can be stopped and started again in place (same flags,
+/// ports, certificates and etcd data directory), so a test can take the API server away for a while
+/// (`stop_apiserver`/`start_apiserver`, `restart_apiserver`) or lose the whole control plane and
+/// bring it back with its objects (`kill`/`revive`). Dropping it kills both processes.
 pub struct ControlPlane {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub url: String,
     pub version: String,
     pub bin_dir: PathBuf,
-    etcd: Proc,
-    apiserver: std::sync::Mutex<Proc>,
+    etcd: Mutex<Proc>,
+    etcd_args: Vec<String>,
+    etcd_health: String,
+    apiserver: Mutex<Proc>,
     apiserver_args: Vec<String>,
     readyz: (String, String, String),
 }
@@ -54,58 +60,45 @@ impl ControlPlane {
         std::fs::write(pki.join("tokens.csv"), format!("{token},admin,admin,system:masters\n"))?;
 
         let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
-        let mut cmd = Command::new(bin_dir.join("etcd"));
-        cmd.arg(format!("--data-dir={}", dir.join("etcd").display()))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"))
-            .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"))
-            .arg("--unsafe-no-fsync=true")
-            .arg("--log-level=warn");
-        let etcd = Proc::spawn("etcd", cmd, &dir.join("etcd.log"))?;
-        wait_until("etcd /health", Duration::from_secs(30), || {
-            Command::new("curl")
-                .args(["-sf", "-m", "1", &format!("http://127.0.0.1:{etcd_port}/health")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        .with_context(|| format!("etcd log:\n{}", etcd.tail(20)))?;
+        let etcd_args = vec![
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"),
+            "--unsafe-no-fsync=true".to_string(),
+            "--log-level=warn".to_string(),
+        ];
+        let etcd_health = format!("http://127.0.0.1:{etcd_port}/health");
+        let etcd = spawn_etcd(&bin_dir, &dir, &etcd_args, &etcd_health)?;
 
         let p = |f: &str| pki.join(f).display().to_string();
-        let mut cmd = Command::new(bin_dir.join("kube-apiserver"));
-        cmd.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--cert-dir={}", pki.display()))
-            .arg(format!("--tls-cert-file={}", p("server.crt")))
-            .arg(format!("--tls-private-key-file={}", p("server.key")))
-            .arg(format!("--client-ca-file={}", p("ca.crt")))
-            .arg(format!("--token-auth-file={}", p("tokens.csv")))
-            .arg("--authorization-mode=RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", p("sa.key")))
-            .arg(format!("--service-account-signing-key-file={}", p("sa.key")))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--disable-admission-plugins=ServiceAccount")
-            .arg("--allow-privileged=true")
-            .arg("--v=1");
-        let apiserver_args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        let apiserver = Proc::spawn("kube-apiserver", cmd, &dir.join("kube-apiserver.log"))?;
+        let apiserver_args = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            "--advertise-address=127.0.0.1".to_string(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", pki.display()),
+            format!("--tls-cert-file={}", p("server.crt")),
+            format!("--tls-private-key-file={}", p("server.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            format!("--token-auth-file={}", p("tokens.csv")),
+            "--authorization-mode=RBAC".to_string(),
+            "--service-account-issuer=https://kubernetes.default.svc".to_string(),
+            format!("--service-account-key-file={}", p("sa.key")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-cluster-ip-range=10.0.0.0/24".to_string(),
+            "--disable-admission-plugins=ServiceAccount".to_string(),
+            "--allow-privileged=true".to_string(),
+            "--v=1".to_string(),
+        ];
         let url = format!("https://127.0.0.1:{api_port}");
         let ca = p("ca.crt");
         let auth = format!("Authorization: Bearer {token}");
-        let readyz = format!("{url}/readyz");
-        wait_until("kube-apiserver /readyz", Duration::from_secs(90), || {
-            Command::new("curl")
-                .args(["-sf", "-m", "2", "--cacert", &ca, "-H", &auth, &readyz])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        .with_context(|| format!("kube-apiserver log:\n{}", apiserver.tail(30)))?;
+        let readyz = (ca.clone(), auth.clone(), format!("{url}/readyz"));
+        let apiserver = spawn_apiserver(&bin_dir, &dir, &apiserver_args)?;
+        wait_ready(&readyz, &apiserver, "kube-apiserver /readyz")?;
         let version =
             run(Command::new("curl").args(["-sf", "--cacert", &ca, "-H", &auth, &format!("{url}/version")]))?;
         let version = serde_json::from_str::<serde_json::Value>(&version)?["gitVersion"]
@@ -122,15 +115,16 @@ impl ControlPlane {
                  current-context: sandbox\n"
             ),
         )?;
-        let readyz = (ca.clone(), auth.clone(), readyz.clone());
         Ok(ControlPlane {
             dir,
             kubeconfig,
             url,
             version,
             bin_dir,
-            etcd,
-            apiserver: std::sync::Mutex::new(apiserver),
+            etcd: Mutex::new(etcd),
+            etcd_args,
+            etcd_health,
+            apiserver: Mutex::new(apiserver),
             apiserver_args,
             readyz,
         })
@@ -151,34 +145,112 @@ impl ControlPlane {
         c
     }
 
-    /// The kube-apiserver process id.
+    /// The kube-apiserver process id (0 while it is down).
     pub fn apiserver_pid(&self) -> u32 {
         self.apiserver.lock().map(|p| p.pid()).unwrap_or(0)
+    }
+
+    /// The etcd process id (0 while it is down).
+    pub fn etcd_pid(&self) -> u32 {
+        self.etcd.lock().map(|p| p.pid()).unwrap_or(0)
     }
 
     /// SIGKILLs kube-apiserver, waits `down`, starts it again with the same flags (same port, etcd
     /// and certificates) and waits for `/readyz`: an API outage in the middle of whatever runs.
     pub fn restart_apiserver(&self, down: Duration) -> Result<()> {
-        let mut guard = self.apiserver.lock().map_err(|_| anyhow::anyhow!("apiserver lock poisoned"))?;
-        guard.kill9();
+        self.stop_apiserver();
         std::thread::sleep(down);
-        let mut cmd = Command::new(self.bin_dir.join("kube-apiserver"));
-        cmd.args(&self.apiserver_args);
-        *guard = Proc::spawn("kube-apiserver", cmd, &self.dir.join("kube-apiserver.log"))?;
-        let (ca, auth, readyz) = &self.readyz;
-        wait_until("kube-apiserver /readyz after restart", Duration::from_secs(90), || {
-            Command::new("curl")
-                .args(["-sf", "-m", "2", "--cacert", ca, "-H", auth, readyz])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
+        self.start_apiserver()
     }
 
-    /// The etcd process id.
-    pub fn etcd_pid(&self) -> u32 {
-        self.etcd.pid()
+    /// SIGKILLs kube-apiserver and returns at once; etcd keeps running. The API stays down until
+    /// `start_apiserver` (or `revive`).
+    pub fn stop_apiserver(&self) {
+        if let Ok(mut a) = self.apiserver.lock() {
+            a.kill9();
+        }
     }
+
+    /// Starts kube-apiserver again with the same flags (port, etcd, certificates) and waits for
+    /// `/readyz`. A running one is killed first.
+    pub fn start_apiserver(&self) -> Result<()> {
+        let mut guard = self.apiserver.lock().map_err(|_| anyhow!("apiserver lock poisoned"))?;
+        guard.kill9();
+        *guard = spawn_apiserver(&self.bin_dir, &self.dir, &self.apiserver_args)?;
+        wait_ready(&self.readyz, &guard, "kube-apiserver /readyz after a restart")
+    }
+
+    /// Loses the whole control plane: SIGKILL to kube-apiserver and its etcd, both signals sent
+    /// before either is reaped. Returns at once; `revive` brings it back with its data.
+    pub fn kill(&self) {
+        let (mut api, mut etcd) = match (self.apiserver.lock(), self.etcd.lock()) {
+            (Ok(a), Ok(e)) => (a, e),
+            _ => return,
+        };
+        api.send_kill();
+        etcd.send_kill();
+        api.kill9();
+        etcd.kill9();
+    }
+
+    /// Brings a killed control plane back: etcd with the same flags and data directory (every
+    /// namespace, CRD, object and Secret written before the loss is still there), then
+    /// kube-apiserver with the same flags, port and certificates; waits for `/readyz`. Running
+    /// processes are killed first.
+    pub fn revive(&self) -> Result<()> {
+        let mut api = self.apiserver.lock().map_err(|_| anyhow!("apiserver lock poisoned"))?;
+        let mut etcd = self.etcd.lock().map_err(|_| anyhow!("etcd lock poisoned"))?;
+        api.kill9();
+        etcd.kill9();
+        *etcd = spawn_etcd(&self.bin_dir, &self.dir, &self.etcd_args, &self.etcd_health)?;
+        *api = spawn_apiserver(&self.bin_dir, &self.dir, &self.apiserver_args)?;
+        wait_ready(&self.readyz, &api, "kube-apiserver /readyz after a revive")
+    }
+
+    /// Whether kube-apiserver answers `/readyz` now.
+    pub fn is_ready(&self) -> bool {
+        readyz_ok(&self.readyz)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_etcd(bin_dir: &Path, dir: &Path, args: &[String], health: &str) -> Result<Proc> {
+    let mut cmd = Command::new(bin_dir.join("etcd"));
+    cmd.args(args);
+    let etcd = Proc::spawn("etcd", cmd, &dir.join("etcd.log"))?;
+    wait_until("etcd /health", Duration::from_secs(30), || {
+        Command::new("curl")
+            .args(["-sf", "-m", "1", health])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+    .with_context(|| format!("etcd log:\n{}", etcd.tail(20)))?;
+    Ok(etcd)
+}
+
+fn spawn_apiserver(bin_dir: &Path, dir: &Path, args: &[String]) -> Result<Proc> {
+    let mut cmd = Command::new(bin_dir.join("kube-apiserver"));
+    cmd.args(args);
+    Proc::spawn("kube-apiserver", cmd, &dir.join("kube-apiserver.log"))
+}
+
+fn readyz_ok((ca, auth, readyz): &(String, String, String)) -> bool {
+    Command::new("curl")
+        .args(["-sf", "-m", "2", "--cacert", ca, "-H", auth, readyz])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn wait_ready(readyz: &(String, String, String), apiserver: &Proc, what: &str) -> Result<()> {
+    wait_until(what, Duration::from_secs(90), || readyz_ok(readyz))
+        .with_context(|| format!("kube-apiserver log:\n{}", apiserver.tail(30)))
 }
 
 fn make_certs(pki: &Path) -> Result<()> {

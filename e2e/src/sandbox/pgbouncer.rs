@@ -1,6 +1,10 @@
 //! PgBouncer in front of the primary, with an admin console user, run as `postgres`.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 
@@ -50,13 +54,7 @@ impl PgBouncer {
             format!("{database} = host=127.0.0.1 port={backend_port} dbname=postgres\n"),
         )?;
         run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
-        let mut cmd = as_user("postgres", "pgbouncer");
-        cmd.arg(&ini);
-        let proc = Proc::spawn("pgbouncer", cmd, &dir.join("pgbouncer.log"))?;
-        wait_until("pgbouncer to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .with_context(|| format!("pgbouncer log:\n{}", proc.tail(20)))?;
+        let proc = spawn(&ini, &dir, port)?;
         Ok(PgBouncer {
             dir,
             port,
@@ -77,4 +75,28 @@ impl PgBouncer {
     pub fn databases_file(&self) -> PathBuf {
         self.dir.join("databases.ini")
     }
+
+    /// SIGKILL, as a lost host leaves it (its `[databases]` file stays as it was).
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Starts a stopped PgBouncer again with the same configuration, port and `[databases]` file
+    /// (whatever the file says now), and waits until it listens. A running one is killed first.
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.kill9();
+        self.proc = spawn(&self.ini, &self.dir, self.port)?;
+        Ok(())
+    }
+}
+
+fn spawn(ini: &Path, dir: &Path, port: u16) -> Result<Proc> {
+    let mut cmd = as_user("postgres", "pgbouncer");
+    cmd.arg(ini);
+    let proc = Proc::spawn("pgbouncer", cmd, &dir.join("pgbouncer.log"))?;
+    wait_until("pgbouncer to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .with_context(|| format!("pgbouncer log:\n{}", proc.tail(20)))?;
+    Ok(proc)
 }

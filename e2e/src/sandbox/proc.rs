@@ -59,6 +59,14 @@ impl Proc {
         Ok(())
     }
 
+    /// SIGKILL without waiting for the exit (nothing is reaped: `kill9` or the drop does that), so
+    /// that several processes can be killed as close together as possible.
+    pub fn send_kill(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+        }
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
