@@ -445,9 +445,26 @@ impl Bed {
         self.controller_command(site, extra, &[], Some(uid))
     }
 
+    /// A replica of `site`'s controller named `replica` (its instance name and log file), for leader
+    /// election among the replicas of one site's release.
+    pub fn controller_replica(&self, site: &str, replica: &str, extra: &[&str]) -> Result<Proc> {
+        self.controller_command_named(site, replica, extra, &[], None)
+    }
+
     fn controller_command(
         &self,
         site: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Result<Proc> {
+        self.controller_command_named(site, site, extra, env, uid)
+    }
+
+    fn controller_command_named(
+        &self,
+        site: &str,
+        name: &str,
         extra: &[&str],
         env: &[(&str, &str)],
         uid: Option<u32>,
@@ -461,7 +478,7 @@ impl Bed {
             "--site",
             site,
             "--instance",
-            &format!("{site}-{}", self.ns),
+            &format!("{name}-{}", self.ns),
             "--metrics-addr",
             "127.0.0.1:0",
         ])
@@ -475,7 +492,7 @@ impl Bed {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(uid);
         }
-        Proc::spawn("understudy", cmd, &self.pg.dir.join(format!("understudy-{site}.log")))
+        Proc::spawn("understudy", cmd, &self.pg.dir.join(format!("understudy-{name}.log")))
     }
 }
 

@@ -119,6 +119,12 @@ impl Pair {
         self
     }
 
+    /// Replaces `spec.activate`.
+    pub fn activate(mut self, workloads: impl IntoIterator<Item = understudy::crd::Activation>) -> Pair {
+        self.0.spec.activate = workloads.into_iter().collect();
+        self
+    }
+
     /// Edits the first `configMapKey` target of `spec.dataSource`.
     pub fn config_map_target(mut self, edit: impl FnOnce(&mut ConfigMapJsonKey)) -> Pair {
         let key = self.0.spec.data_source.iter_mut().find_map(|t| t.config_map_key.as_mut());

@@ -335,6 +335,13 @@ impl TwoSites {
             .data_source(data_source)
             .recycle(recycle)
             .dns(dns)
+            .activate(SITES.map(|site| understudy::crd::Activation {
+                site: site.into(),
+                kind: WorkloadKind::Deployment,
+                name: "mattermost".into(),
+                passive_replicas: 0,
+                active_replicas: 2,
+            }))
             .set_witness(Some(EtcdWitness {
                 endpoints: vec![self.witness.endpoint.clone()],
                 prefix: "/understudy".into(),

@@ -39,7 +39,8 @@ async fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease() ->
         let args: Vec<String> =
             args.iter().map(|s| s.to_string()).chain(["--metrics-addr".to_string(), addr]).collect();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        bed.controller_process_with(site, &refs, &[])
+        // Two replicas of east's release.
+        bed.controller_replica("east", site, &refs)
     };
     let mut a = spawn("replica-a", pa)?;
     let mut b = spawn("replica-b", pb)?;

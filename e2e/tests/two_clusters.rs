@@ -5,22 +5,30 @@
 //! - The primary site lost whole (its kube-apiserver and etcd, its controller, its PostgreSQL and
 //!   its PgBouncer SIGKILLed together) → west takes the epoch from the witness, promotes, and
 //!   repoints what lives in its own cluster; a client of both PgBouncers writes again through
-//!   west's. The lost site's cluster comes back with its objects (`revive_site`); what its
-//!   controller then does with the old primary is not asserted here yet.
+//!   west's, and west's application is activated.
+//! - The lost site returns, PostgreSQL first or its controller first: east's PostgreSQL comes back
+//!   behind its boot gate and acknowledges no write (a writer hammers it directly every 50 ms);
+//!   east's controller reads the witness, mirrors the new epoch into cluster A, takes no key,
+//!   repoints east's own DataSource and PgBouncer at west, deactivates east's application and
+//!   rejoins east as west's standby; west's writes go on undisturbed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use understudy::crd::DisasterRecoveryPair;
 use understudy_e2e::{
-    support::wait_for,
+    support::{condition, wait_for},
     two_sites::{Return, TwoSites, SITES},
-    workload,
+    workload::{self, Workload},
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_the_primary_site_and_its_cluster_promotes_west_in_its_own_cluster() -> Result<()> {
+/// Both clusters up with the pair, a controller per site, east serving; then east lost whole and
+/// west serving. Returns the bed, the workload (both PgBouncers) and cluster A's pair from before.
+async fn lose_east(label: &str) -> Result<(TwoSites, Workload, DisasterRecoveryPair)> {
     let t0 = Instant::now();
-    let mut two = TwoSites::start("twoclusters").await?;
+    let mut two = TwoSites::start(label).await?;
     let bed_up = t0.elapsed();
     let pair = two.pair("chat");
     two.apply(&pair).await?;
@@ -32,6 +40,16 @@ async fn losing_the_primary_site_and_its_cluster_promotes_west_in_its_own_cluste
     }
     wait_for("east to hold the leader key", Duration::from_secs(20), || async {
         Ok(two.witness_leader("chat")? == "0 east")
+    })
+    .await?;
+    // The keeper armed east's boot gate once the key was confirmed.
+    let gate = two.server("east").data.join("standby.signal");
+    wait_for("east's boot gate to be armed", Duration::from_secs(10), || async { Ok(gate.exists()) })
+        .await
+        .with_context(|| format!("east's controller:\n{}", two.controller_tail("east", 30)))?;
+    ensure!(two.server("east").psql("SELECT pg_is_in_recovery()")?.trim() == "f", "east serves");
+    wait_for("east's app active and west's passive", Duration::from_secs(20), || async {
+        Ok(replicas(&two, "east").await? == 2 && replicas(&two, "west").await? == 0)
     })
     .await?;
     let healthy = t0.elapsed();
@@ -76,7 +94,12 @@ async fn losing_the_primary_site_and_its_cluster_promotes_west_in_its_own_cluste
         Ok(st.acked_at.iter().zip(&st.acked_port).any(|(a, p)| *a >= killed_at && *p == west_port))
     })
     .await?;
-    let stats = wl.stop().await;
+    wait_for("west's app activated", Duration::from_secs(20), || async {
+        Ok(replicas(&two, "west").await? == 2)
+    })
+    .await
+    .with_context(|| format!("west's controller:\n{}", two.controller_tail("west", 30)))?;
+    let stats = wl.stats();
     let rto = stats
         .acked_at
         .iter()
@@ -94,54 +117,137 @@ async fn losing_the_primary_site_and_its_cluster_promotes_west_in_its_own_cluste
         lost.len(),
         stats.errors
     );
+    Ok((two, wl, before))
+}
 
-    // East returns: its cluster comes back with the pair, its Secrets and their data as they were.
+/// The `mattermost` Deployment's replicas in `site`'s cluster.
+async fn replicas(two: &TwoSites, site: &str) -> Result<i32> {
+    let d =
+        Api::<Deployment>::namespaced(two.cluster(site).client.clone(), &two.ns).get("mattermost").await?;
+    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(1))
+}
+
+/// East comes back in `order`: it acknowledges no write, cluster A converges on west, east's own
+/// objects point at west, east's app is scaled down, east follows west, and west is not disturbed.
+async fn east_returns(order: Return, label: &str) -> Result<()> {
+    let (mut two, wl, before) = lose_east(label).await?;
+    let west_port = two.server("west").port;
     let direct = two.direct_writer("east", "direct_east");
-    let revived = two.revive_site("east", Return::ControllerFirst { gap: Duration::from_secs(1) }).await?;
+    let returning = Instant::now();
+    let returning_wall = jiff::Timestamp::now();
+    let revived = two.revive_site("east", order).await?;
     let after = two.api("east").get("chat").await.context("the pair in cluster A after the revive")?;
     ensure!(after.metadata.uid == before.metadata.uid, "cluster A's pair is a new object");
-    ensure!(after.spec == before.spec, "cluster A's pair spec changed across the loss");
-    let admin = two.secret_value("east", "pgb-admin", "username").await?;
-    ensure!(admin == two.cluster("east").pgb.admin_user, "cluster A's pgb-admin Secret: {admin}");
+    // Behind its boot gate: a standby from its first second.
     ensure!(
-        two.cluster("east").cp.is_ready() && two.cluster_mut("east").controller_pid() != 0,
-        "cluster A or east's controller is not up after the revive"
+        two.server("east").psql("SELECT pg_is_in_recovery()")?.trim() == "t",
+        "east came back writable (no boot gate)"
     );
-    // Not asserted yet (the controller's return handling): what east does in its first seconds back.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let converged = two
+        .wait_pair("east", "chat", "cluster A to mirror the witness", Duration::from_secs(30), |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|st| st.current_primary.as_deref() == Some("west") && st.epoch.0 == 1)
+        })
+        .await
+        .with_context(|| format!("east's controller:\n{}", two.controller_tail("east", 40)))?;
+    let _ = converged;
+    // When east's controller adopted the witness's epoch, from its Event (the wait above may start
+    // late: with the controller first, `revive_site` returns only after PostgreSQL is up too).
+    let adopted =
+        event_time(&two, "east", "EpochAdopted").await?.context("no EpochAdopted Event in cluster A")?;
+    let started_wall = returning_wall
+        + jiff::SignedDuration::try_from(revived.controller_started.duration_since(returning))?;
+    let converged_after = adopted.duration_since(started_wall);
+    let demoted = two
+        .wait_pair("east", "chat", "east's LeaderKey to say SiteDemoted", Duration::from_secs(20), |p| {
+            condition(p, "LeaderKey").is_some_and(|c| c.1 == "SiteDemoted")
+        })
+        .await?;
+    let key = condition(&demoted, "LeaderKey");
+    two.wait_pair("east", "chat", "east to follow west", Duration::from_secs(90), |p| {
+        p.status
+            .as_ref()
+            .and_then(|st| st.former_primary.as_ref())
+            .is_some_and(|f| f.site == "east" && f.assessment.as_str() == "Following")
+    })
+    .await
+    .with_context(|| format!("east's controller:\n{}", two.controller_tail("east", 40)))?;
+    let following_after = revived.controller_started.elapsed();
+    wait_for("east's own objects to point at west", Duration::from_secs(20), || async {
+        Ok(two.secret_value("east", "mattermost-db", "dsn").await? == two.dsn("west")
+            && std::fs::read_to_string(two.cluster("east").pgb.databases_file())?
+                .contains(&format!("port={west_port}")))
+    })
+    .await
+    .with_context(|| format!("east's controller:\n{}", two.controller_tail("east", 40)))?;
+    wait_for("east's app scaled down", Duration::from_secs(20), || async {
+        Ok(replicas(&two, "east").await? == 0)
+    })
+    .await?;
+    ensure!(replicas(&two, "west").await? == 2, "west's app is not active");
     let st = direct.stop().await;
-    let back = revived.postgres_ready;
-    let acked_back: Vec<f64> =
-        st.acked_at.iter().filter(|a| **a >= back).map(|a| a.duration_since(back).as_secs_f64()).collect();
-    let east_status = two.api("east").get("chat").await?.status.unwrap_or_default();
+    let accepted: Vec<f64> = st
+        .acked_at
+        .iter()
+        .filter(|a| **a >= returning)
+        .map(|a| a.duration_since(revived.postgres_ready).as_secs_f64())
+        .collect();
+    ensure!(
+        accepted.is_empty(),
+        "the returning east acknowledged {} writes: at {accepted:?}s",
+        accepted.len()
+    );
+    ensure!(two.server("east").psql("SELECT pg_is_in_recovery()")?.trim() == "t", "east is not a standby");
+    ensure!(two.witness_epoch("chat")?.starts_with("1 west "), "the epoch moved again");
+    ensure!(two.witness_leader("chat")?.ends_with(" west"), "west does not hold the key");
+    // West undisturbed: its writes went on through the whole return.
+    let ws = wl.stop().await;
+    let on_west: Vec<Instant> = ws
+        .acked_at
+        .iter()
+        .zip(&ws.acked_port)
+        .filter(|(a, p)| **a >= returning && **p == west_port)
+        .map(|(a, _)| *a)
+        .collect();
+    let gap = on_west.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    ensure!(on_west.len() > 20, "only {} writes on west during the return", on_west.len());
+    ensure!(gap < Duration::from_secs(2), "west's writes stalled for {gap:?} during the return");
+    let lost = workload::lost(&ws.acked, &two.server("west").ids("app_writes")?);
+    ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     eprintln!(
-        "east back (controller first, then PostgreSQL {:.1}s later): {} direct writes acknowledged by east in the \
-         first {:.1}s (from {:.2}s to {:.2}s after it accepted connections); east in recovery: {}; cluster A: \
-         currentPrimary {:?}, epoch {}, phase {:?}; direct writer errors {}",
-        revived.postgres_ready.duration_since(revived.controller_started).as_secs_f64(),
-        acked_back.len(),
-        back.elapsed().as_secs_f64(),
-        acked_back.first().copied().unwrap_or(f64::NAN),
-        acked_back.last().copied().unwrap_or(f64::NAN),
-        two.server("east").psql("SELECT pg_is_in_recovery()").map(|s| s.trim().to_string())?,
-        east_status.current_primary,
-        east_status.epoch.0,
-        east_status.phase,
+        "east back ({order:?}): 0 writes accepted by the returning site ({} refused); cluster A mirrored west at \
+         epoch 1 {:.2}s after east's controller started (LeaderKey {:?}); east following {:.1}s after; west's \
+         longest write gap during the return {:.0} ms over {} writes",
         st.errors,
+        converged_after.as_secs_f64(),
+        key.map(|c| c.1),
+        following_after.as_secs_f64(),
+        gap.as_secs_f64() * 1000.0,
+        on_west.len()
     );
-    let east_pgb = std::fs::read_to_string(two.cluster("east").pgb.databases_file())?;
-    let east_mm = two.secret_value("east", "mattermost-db", "dsn").await?;
-    eprintln!(
-        "east's PgBouncer: {}; cluster A's mattermost-db names {}",
-        east_pgb.trim(),
-        if east_mm == two.dsn("west") {
-            "west"
-        } else if east_mm == two.dsn("east") {
-            "east"
-        } else {
-            "?"
-        }
-    );
-    eprintln!("two clusters: test took {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn east_lost_whole_then_back_postgres_first_is_demoted_and_accepts_no_write() -> Result<()> {
+    east_returns(Return::PostgresFirst { gap: Duration::from_secs(3) }, "twoc-pgfirst").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn east_lost_whole_then_back_controller_first_is_demoted_and_accepts_no_write() -> Result<()> {
+    east_returns(Return::ControllerFirst { gap: Duration::from_secs(3) }, "twoc-ctlfirst").await
+}
+
+/// When the newest Event with `reason` was recorded in `site`'s cluster.
+async fn event_time(two: &TwoSites, site: &str, reason: &str) -> Result<Option<jiff::Timestamp>> {
+    use k8s_openapi::api::events::v1::Event;
+    let events =
+        Api::<Event>::namespaced(two.cluster(site).client.clone(), &two.ns).list(&Default::default()).await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.event_time.map(|t| t.0).or(e.deprecated_first_timestamp.map(|t| t.0)))
+        .max())
 }

@@ -105,8 +105,10 @@ pub struct DisasterRecoveryPairSpec {
     /// guidance: the secondary deployment stays scaled down until a failover activates it). Each
     /// site's controller scales its own site's entries: up to the active count when its site
     /// serves, down to `passiveReplicas` when it does not — once per epoch, also when it reaches
-    /// its cluster only after the transition. The active count is remembered on the workload
-    /// (annotation `dr.understudy.dev/active-replicas`) so that a failback restores it.
+    /// its cluster only after the transition. When understudy scales down a workload it ran as the
+    /// active one, its count is remembered on the workload (annotation
+    /// `dr.understudy.dev/active-replicas`) so that a failback restores it (a count scaled by hand
+    /// meanwhile included); otherwise `activeReplicas` is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub activate: Vec<Activation>,
@@ -635,7 +637,8 @@ pub struct Activation {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10000))]
     pub passive_replicas: i32,
-    /// Replicas while its site serves, unless a count was remembered when it was last scaled down.
+    /// Replicas while its site serves, unless a count was remembered when understudy last scaled it
+    /// down from active.
     #[serde(default = "one_replica")]
     #[schemars(range(min = 1, max = 10000))]
     pub active_replicas: i32,

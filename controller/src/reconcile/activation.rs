@@ -56,15 +56,21 @@ pub async fn converge(
     if due.is_empty() {
         return vec![];
     }
+    // A failure is retried after a while, not every round.
     if ctx.memory.with(key, |m| m.activation_tried_at).is_some_and(|t| t.elapsed() < RETRY_EVERY) {
         return vec![];
     }
-    ctx.memory.with(key, |m| m.activation_tried_at = Some(std::time::Instant::now()));
     let ns = drp.namespace().unwrap_or_default();
     let mut events = Vec::new();
     for (i, a) in due {
         let active = a.site == serving;
-        match scale(&ctx.client, &ns, a, active).await {
+        // The count to restore on a failback is remembered only from a workload understudy itself
+        // ran as the active one; the first scale-down of a fresh workload keeps `activeReplicas`.
+        let was_active = st
+            .activated
+            .iter()
+            .any(|x| x.site == a.site && x.name == a.name && x.kind == kind_name(a.kind) && x.active);
+        match scale(&ctx.client, &ns, a, active, was_active).await {
             Ok(replicas) => {
                 st.activated
                     .retain(|x| !(x.site == a.site && x.name == a.name && x.kind == kind_name(a.kind)));
@@ -93,6 +99,7 @@ pub async fn converge(
                 });
             }
             Err(e) => {
+                ctx.memory.with(key, |m| m.activation_tried_at = Some(std::time::Instant::now()));
                 let note = format!("spec.activate[{i}]: {e}; retried in {RETRY_EVERY:?}");
                 warn!(%note, "activation");
                 events.push(EventNote { warning: true, reason: "ActivationFailed".into(), note });
@@ -112,7 +119,13 @@ fn kind_name(k: WorkloadKind) -> &'static str {
 
 /// Scales one workload up (to its remembered or configured active count) or down (remembering the
 /// count it had); returns the replicas it now asks for.
-async fn scale(client: &kube::Client, ns: &str, a: &Activation, active: bool) -> Result<i32, String> {
+async fn scale(
+    client: &kube::Client,
+    ns: &str,
+    a: &Activation,
+    active: bool,
+    was_active: bool,
+) -> Result<i32, String> {
     let (replicas, remembered) = match a.kind {
         WorkloadKind::Deployment => {
             read(Api::<Deployment>::namespaced(client.clone(), ns), &a.name, |d| {
@@ -130,8 +143,9 @@ async fn scale(client: &kube::Client, ns: &str, a: &Activation, active: bool) ->
     let (want, remember) = if active {
         (remembered.unwrap_or(a.active_replicas).max(1), None)
     } else {
-        // Remember what ran, unless it already runs the passive count (keep the older memory).
-        let keep = (replicas > a.passive_replicas).then_some(replicas);
+        // Remember what ran as the active application (unless it already runs the passive count:
+        // keep the older memory).
+        let keep = (was_active && replicas > a.passive_replicas).then_some(replicas);
         (a.passive_replicas, keep)
     };
     let mut patch = serde_json::json!({ "spec": { "replicas": want } });

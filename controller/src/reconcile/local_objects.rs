@@ -65,11 +65,11 @@ pub async fn converge(
         record(st);
         return vec![];
     }
+    // A failure is retried after a while, not every round.
     let tried = ctx.memory.with(key, |m| m.local_tried_at);
     if tried.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
         return vec![];
     }
-    ctx.memory.with(key, |m| m.local_tried_at = Some(std::time::Instant::now()));
     // Only the entries that name this site: the shared ones belong to the transition.
     let mut own = drp.clone();
     let mine = |s: &Option<String>| s.as_deref() == Some(here);
@@ -125,6 +125,7 @@ pub async fn converge(
         info!(site = here, epoch, "{note}");
         return vec![EventNote { warning: false, reason: "SiteObjectsRepointed".into(), note }];
     }
+    ctx.memory.with(key, |m| m.local_tried_at = Some(std::time::Instant::now()));
     let note = format!(
         "the witness names {serving} at epoch {epoch}; repointing {here}'s own objects failed, retried in \
          {RETRY_EVERY:?}: {}",
