@@ -251,3 +251,227 @@ async fn event_time(two: &TwoSites, site: &str, reason: &str) -> Result<Option<j
         .filter_map(|e| e.event_time.map(|t| t.0).or(e.deprecated_first_timestamp.map(|t| t.0)))
         .max())
 }
+
+/// Both clusters with the pair, a controller per site (east's with `east_args`), east serving
+/// with its key and its boot gate armed.
+async fn healthy(label: &str, east_args: &[&str]) -> Result<TwoSites> {
+    let mut two = TwoSites::start(label).await?;
+    two.apply(&two.pair("chat")).await?;
+    two.start_controller_with("east", east_args, &[])?;
+    two.start_controller("west")?;
+    for site in SITES {
+        two.wait_healthy(site, "chat", "east").await?;
+    }
+    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
+        Ok(two.witness_leader("chat")? == "0 east")
+    })
+    .await?;
+    Ok(two)
+}
+
+/// The serving site's API server alone is lost for longer than the Kubernetes Lease's renew
+/// deadline (10 s): nothing moves. East keeps its leader key and stays writable (its keeper does not
+/// use the API server), west does not promote, and east's controller — with and without leader
+/// election — is still running and acts again once its API server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_sites_api_server_alone_lost_moves_nothing_with_or_without_leader_election() -> Result<()>
+{
+    for elect in [true, false] {
+        let label = if elect { "twoc-api-elect" } else { "twoc-api" };
+        let lease_ns;
+        let args: Vec<&str> = if elect {
+            lease_ns = "default".to_string();
+            vec!["--leader-elect", "--lease-name", "understudy-east", "--lease-namespace", &lease_ns]
+        } else {
+            vec![]
+        };
+        let mut two = healthy(label, &args).await?;
+        let direct = two.direct_writer("east", "direct_api");
+        wait_for("direct writes on east", Duration::from_secs(10), || async { Ok(direct.acked() > 5) })
+            .await?;
+        two.cluster("east").cp.stop_apiserver();
+        let down = Instant::now();
+        let mut key_lost = None;
+        while down.elapsed() < Duration::from_secs(16) {
+            let leader = two.witness_leader("chat")?;
+            if leader != "0 east" && key_lost.is_none() {
+                key_lost = Some((down.elapsed(), leader));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let acked_while_down = direct.stats().acked_at.iter().filter(|a| **a >= down).count();
+        tokio::task::block_in_place(|| two.cluster("east").cp.start_apiserver())?;
+        ensure!(
+            key_lost.is_none(),
+            "elect={elect}: east's key changed while its API server was down: {key_lost:?}"
+        );
+        ensure!(
+            two.witness_epoch("chat")?.starts_with("0") || two.witness_epoch("chat")?.is_empty(),
+            "the epoch moved"
+        );
+        ensure!(
+            acked_while_down > 100,
+            "elect={elect}: east acknowledged only {acked_while_down} writes in 16 s"
+        );
+        ensure!(two.cluster_mut("east").controller_pid() != 0, "elect={elect}: east's controller exited");
+        // Back: east's controller acts on its cluster again (a dry run is answered).
+        let api = two.api("east");
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {"dr.understudy.dev/dry-run": "after-outage"}}});
+        api.patch("chat", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+        two.wait_pair(
+            "east",
+            "chat",
+            "east's controller to answer the dry run",
+            Duration::from_secs(40),
+            |p| p.status.as_ref().and_then(|s| s.dry_run.as_ref()).is_some_and(|d| d.token == "after-outage"),
+        )
+        .await
+        .with_context(|| format!("east's controller:\n{}", two.controller_tail("east", 30)))?;
+        let st = direct.stop().await;
+        eprintln!(
+            "API server of east down 16 s (leader election {elect}): key kept, epoch 0, {acked_while_down} writes \
+             acknowledged by east meanwhile ({} errors), east's controller acts again after",
+            st.errors
+        );
+    }
+    Ok(())
+}
+
+/// Switchovers across clusters: one annotated on cluster A's copy (east's controller runs it),
+/// then one back annotated on cluster B's copy (west's controller runs it); no acknowledged commit
+/// is lost and both clusters mirror each result. The same annotation value put on both copies
+/// runs once; the other copy's controller says who runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchovers_annotated_on_either_cluster_act_once_and_lose_nothing() -> Result<()> {
+    let two = healthy("twoc-switch", &[]).await?;
+    let wl = two.workload("app_writes", Duration::from_millis(20)).await?;
+    wait_for("writes", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
+    let annotate = |site: &'static str, key: &'static str, value: &'static str| {
+        let api = two.api(site);
+        async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+            api.patch("chat", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await
+        }
+    };
+    let mut gaps = Vec::new();
+    for (i, (on, to)) in [("east", "west"), ("west", "east")].into_iter().enumerate() {
+        let epoch = i as i64 + 1;
+        let before = wl.stats().acked.len();
+        let annotated = Instant::now();
+        annotate(on, "dr.understudy.dev/switchover", if epoch == 1 { "s1" } else { "s2" }).await?;
+        for site in SITES {
+            two.wait_pair(
+                site,
+                "chat",
+                &format!("{site}'s cluster to mirror epoch {epoch}"),
+                Duration::from_secs(60),
+                |p| {
+                    p.status
+                        .as_ref()
+                        .is_some_and(|s| s.epoch.0 == epoch && s.current_primary.as_deref() == Some(to))
+                },
+            )
+            .await
+            .with_context(|| format!("{on}'s controller:\n{}", two.controller_tail(on, 40)))?;
+        }
+        let t = two.api(on).get("chat").await?.status.and_then(|s| s.last_transition).context("journal")?;
+        ensure!(
+            t.kind.as_str() == "Switchover"
+                && t.outcome.map(|o| o.as_str()) == Some("Completed")
+                && t.holder == on,
+            "switchover {epoch} annotated on {on}: {} {:?} by {}",
+            t.kind,
+            t.outcome,
+            t.holder
+        );
+        wait_for("writes through the new primary", Duration::from_secs(20), || async {
+            Ok(wl.stats().acked.len() > before + 50)
+        })
+        .await?;
+        // The old primary rejoins (its own controller runs the hook) before the next switchover.
+        let from = if to == "west" { "east" } else { "west" };
+        two.wait_pair(from, "chat", &format!("{from} to follow {to}"), Duration::from_secs(60), |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.former_primary.as_ref())
+                .is_some_and(|f| f.site == from && f.assessment.as_str() == "Following")
+        })
+        .await
+        .with_context(|| format!("{from}'s controller:\n{}", two.controller_tail(from, 40)))?;
+        // The longest time without an acknowledged commit from the annotation until writes flowed
+        // through the new primary again.
+        let st = wl.stats();
+        let window: Vec<Instant> = st.acked_at.iter().copied().filter(|a| *a >= annotated).collect();
+        let first = window.first().map(|a| *a - annotated).unwrap_or_default();
+        gaps.push(window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default().max(first));
+    }
+    // The same value on both copies: one transition.
+    annotate("east", "dr.understudy.dev/switchover", "both").await?;
+    annotate("west", "dr.understudy.dev/switchover", "both").await?;
+    for site in SITES {
+        two.wait_pair(site, "chat", "epoch 3", Duration::from_secs(60), |p| {
+            p.status.as_ref().is_some_and(|s| s.epoch.0 == 3 && s.current_primary.as_deref() == Some("west"))
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(two.witness_epoch("chat")?.starts_with("3 "), "epoch {}", two.witness_epoch("chat")?);
+    let elsewhere = [
+        event_time(&two, "east", "CommandHandledElsewhere").await?,
+        event_time(&two, "west", "CommandHandledElsewhere").await?,
+    ];
+    ensure!(
+        elsewhere.iter().filter(|e| e.is_some()).count() == 1,
+        "CommandHandledElsewhere on {elsewhere:?}"
+    );
+    let stats = wl.stop().await;
+    let lost = workload::lost(&stats.acked, &two.server("west").ids("app_writes")?);
+    ensure!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    ensure!(gaps.iter().all(|g| *g < Duration::from_secs(5)), "writes stalled: {gaps:?}");
+    eprintln!(
+        "cross-cluster switchovers: 3 (one annotated on both copies, run once); 0 acknowledged commits lost; longest \
+         write gap {:?} ms",
+        gaps.iter().map(|g| g.as_millis()).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Two copies whose specs differ are reported on both clusters naming the field, and a command is
+/// refused until they match again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_that_differ_are_reported_on_both_and_nothing_starts() -> Result<()> {
+    let two = healthy("twoc-drift", &[]).await?;
+    let drift = two.pair("chat").failover(|f| f.failure_threshold(5));
+    drift.apply(&two.cluster("west").client, &two.ns).await?;
+    for site in SITES {
+        two.wait_pair(site, "chat", &format!("{site} to report the drift"), Duration::from_secs(20), |p| {
+            condition(p, "SpecValid").is_some_and(|c| {
+                c.0 == "False" && c.1 == "SpecDrift" && c.2.contains("spec.failover.failureThreshold")
+            })
+        })
+        .await?;
+    }
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {"dr.understudy.dev/switchover": "during-drift"}}});
+    two.api("east")
+        .patch("chat", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await?;
+    wait_for("the switchover to be refused", Duration::from_secs(15), || async {
+        Ok(event_time(&two, "east", "CommandRefused").await?.is_some())
+    })
+    .await?;
+    ensure!(two.witness_epoch("chat")?.is_empty(), "an epoch was taken during the drift");
+    two.apply(&two.pair("chat")).await?;
+    for site in SITES {
+        two.wait_pair(
+            site,
+            "chat",
+            &format!("{site} to see matching copies"),
+            Duration::from_secs(20),
+            |p| condition(p, "SpecValid").is_some_and(|c| c.0 == "True"),
+        )
+        .await?;
+    }
+    Ok(())
+}
