@@ -151,7 +151,24 @@ async fn east_returns(order: Return, label: &str) -> Result<()> {
         })
         .await
         .with_context(|| format!("east's controller:\n{}", two.controller_tail("east", 40)))?;
-    let _ = converged;
+    // The journal of west's failover, mirrored from the witness into cluster A.
+    let t = converged
+        .status
+        .as_ref()
+        .and_then(|s| s.last_transition.as_ref())
+        .context("no journal in cluster A")?;
+    ensure!(
+        t.to == "west"
+            && t.holder == "west"
+            && t.epoch.0 == 1
+            && t.outcome.map(|o| o.as_str()) == Some("Completed"),
+        "cluster A's journal: {} → {} by {} epoch {} {:?}",
+        t.from,
+        t.to,
+        t.holder,
+        t.epoch.0,
+        t.outcome
+    );
     // When east's controller adopted the witness's epoch, from its Event (the wait above may start
     // late: with the controller first, `revive_site` returns only after PostgreSQL is up too).
     let adopted =

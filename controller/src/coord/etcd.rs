@@ -126,6 +126,17 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out.chars().take(500).collect()
 }
 
+/// What the witness holds for a pair, read at once (`Witness::snapshot`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// `(epoch, holder, transition id)`.
+    pub epoch: (i64, String, String),
+    /// `(site, spec JSON)` as each site's controller published it.
+    pub specs: Vec<(String, String)>,
+    /// The last finished transition's journal (JSON), as the controller that ran it published it.
+    pub journal: Option<String>,
+}
+
 /// A connection to the witness for one pair.
 pub struct Witness {
     client: Client,
@@ -234,26 +245,37 @@ impl Witness {
         Ok((epoch, leader))
     }
 
-    /// The epoch record and every site's published spec (`<base>/spec/<site>`), in one read.
-    pub async fn snapshot(&mut self) -> Result<((i64, String, String), Vec<(String, String)>), Error> {
+    /// Publishes a finished transition's journal (`<base>/journal`, JSON).
+    pub async fn put_journal(&mut self, journal: &str) -> Result<(), Error> {
+        let key = format!("{}journal", self.key.trim_end_matches("epoch"));
+        self.client.put(key.as_str(), journal, None).await.map_err(self.txn_err(&key))?;
+        Ok(())
+    }
+
+    /// The epoch record, every site's published spec (`<base>/spec/<site>`) and the last published
+    /// journal, in one read.
+    pub async fn snapshot(&mut self) -> Result<Snapshot, Error> {
         let base = self.key.trim_end_matches("epoch").to_string();
         let resp = self
             .client
             .get(base.as_str(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(self.txn_err(&base))?;
-        let mut epoch = (0, String::new(), String::new());
-        let mut specs = Vec::new();
+        let mut snap =
+            Snapshot { epoch: (0, String::new(), String::new()), specs: Vec::new(), journal: None };
         let spec_prefix = format!("{base}spec/");
+        let journal_key = format!("{base}journal");
         for kv in resp.kvs() {
             let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else { continue };
             if k == self.key {
-                epoch = decode_epoch(v).unwrap_or(epoch);
+                snap.epoch = decode_epoch(v).unwrap_or(snap.epoch);
             } else if let Some(site) = k.strip_prefix(spec_prefix.as_str()) {
-                specs.push((site.to_string(), v.to_string()));
+                snap.specs.push((site.to_string(), v.to_string()));
+            } else if k == journal_key {
+                snap.journal = Some(v.to_string());
             }
         }
-        Ok((epoch, specs))
+        Ok(snap)
     }
 
     /// Publishes the spec `site`'s controller reads (`<base>/spec/<site>`), for the other site's

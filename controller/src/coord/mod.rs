@@ -38,6 +38,11 @@ pub trait EpochWitness: Send + Sync {
         transition: &str,
         leader: LeaderKey,
     ) -> Result<Swap, WitnessError>;
+    /// Publishes a finished transition's journal (`<base>/journal`), so that the other site's
+    /// cluster can mirror it. Best effort: the default does nothing.
+    async fn publish_journal(&self, _journal: &str) -> Result<(), WitnessError> {
+        Ok(())
+    }
 }
 
 /// Why the witness could not answer.
@@ -119,6 +124,11 @@ impl EpochWitness for EtcdEpochWitness {
         leader: LeaderKey,
     ) -> Result<Swap, WitnessError> {
         let res = self.conn().await?.swap(from, holder, transition, leader).await;
+        self.settle(res).await
+    }
+
+    async fn publish_journal(&self, journal: &str) -> Result<(), WitnessError> {
+        let res = self.conn().await?.put_journal(journal).await;
         self.settle(res).await
     }
 }

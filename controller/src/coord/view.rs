@@ -61,6 +61,8 @@ pub struct State {
     pub error: Option<String>,
     /// The specs the sites' controllers published, by site (from the last read).
     pub specs: Vec<(String, String)>,
+    /// The last finished transition's journal (JSON), as its controller published it.
+    pub journal: Option<String>,
 }
 
 impl State {
@@ -156,9 +158,10 @@ async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
         };
         if let Ok(mut s) = state.lock() {
             match res {
-                Ok((record, specs)) => {
-                    s.record = Some((record, began));
-                    s.specs = specs;
+                Ok(snap) => {
+                    s.record = Some((snap.epoch, began));
+                    s.specs = snap.specs;
+                    s.journal = snap.journal;
                     s.error = None;
                 }
                 Err(e) => {
@@ -185,7 +188,7 @@ async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
 
 /// One read of the pair's keys; this site's spec is published first when the witness holds
 /// another (or none).
-async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<(Record, Vec<(String, String)>), String> {
+async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<super::etcd::Snapshot, String> {
     if conn.is_none() {
         *conn = Some(
             Witness::connect(
@@ -201,15 +204,15 @@ async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<(Record, Vec<(
         );
     }
     let w = conn.as_mut().ok_or("no connection")?;
-    let (record, mut specs) = w.snapshot().await.map_err(|e| e.to_string())?;
+    let mut snap = w.snapshot().await.map_err(|e| e.to_string())?;
     if let Some((site, spec)) = &cfg.publish {
-        if !specs.iter().any(|(s, v)| s == site && v == spec) {
+        if !snap.specs.iter().any(|(s, v)| s == site && v == spec) {
             w.put_spec(site, spec).await.map_err(|e| e.to_string())?;
-            specs.retain(|(s, _)| s != site);
-            specs.push((site.clone(), spec.clone()));
+            snap.specs.retain(|(s, _)| s != site);
+            snap.specs.push((site.clone(), spec.clone()));
         }
     }
-    Ok((record, specs))
+    Ok(snap)
 }
 
 /// Where two copies of a spec differ: the JSON paths whose values differ, with both values (at

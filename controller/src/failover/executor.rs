@@ -55,9 +55,18 @@ pub async fn adopt_witness_epoch(
     drp: &DisasterRecoveryPair,
     st: &mut DisasterRecoveryPairStatus,
     record: &(i64, String, String),
+    journal: Option<&str>,
 ) -> Result<bool, Error> {
     if !adoptable(drp, st, record) {
         return Ok(false);
+    }
+    // The journal of the transition that made this epoch, when its controller published it: this
+    // cluster shows what happened there (kind, steps, RTO, the fork point the rejoin compares with).
+    if let Some(t) = journal
+        .and_then(|j| serde_json::from_str::<crate::crd::Transition>(j).ok())
+        .filter(|t| t.epoch.0 == record.0 && t.finished_at.is_some())
+    {
+        st.last_transition = Some(t);
     }
     adopt_record(&Ports::real(ctx, drp), drp, st, record).await
 }
@@ -735,6 +744,18 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
     st.former_primary =
         Some(FormerPrimary { site: from.clone(), assessment: Assessment::Pending, ..Default::default() });
     *drp = ports.store.write_status(drp, &st).await?;
+    // The other site's cluster mirrors the journal from the witness (best effort: the epoch is
+    // what decides; the journal is what an SRE reads there).
+    if let (Some(w), Some(t)) = (&ports.witness, st.last_transition.as_ref()) {
+        match serde_json::to_string(t) {
+            Ok(json) => {
+                if let Err(e) = w.publish_journal(&json).await {
+                    warn!(error = %e, "publishing the journal in the witness");
+                }
+            }
+            Err(e) => warn!(error = %e, "serializing the journal"),
+        }
+    }
     let pair = crate::metrics::PairLabels {
         pair: format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any()),
     };

@@ -119,7 +119,7 @@ pub async fn round_effects(
         Err(e) => (None, Some(Err(e.to_string()))),
     };
     if let Some(Ok(record)) = &epoch {
-        if failover::executor::adopt_witness_epoch(ctx, drp, &mut round.status, record).await? {
+        if failover::executor::adopt_witness_epoch(ctx, drp, &mut round.status, record, None).await? {
             return Ok(Next::Again);
         }
     }
@@ -188,7 +188,7 @@ async fn mirror_witness(
         view = ctx.views.first_answer(&pair.key, timeout).await;
     }
     let Some((record, _)) = &view.record else { return Ok(Next::Continue) };
-    if failover::executor::adopt_witness_epoch(ctx, drp, st, record).await? {
+    if failover::executor::adopt_witness_epoch(ctx, drp, st, record, view.journal.as_deref()).await? {
         return Ok(Next::Again);
     }
     Ok(Next::Continue)

@@ -55,10 +55,12 @@ pub async fn converge(
         });
         st.site_objects.sort_by(|a, b| a.site.cmp(&b.site));
     };
-    // A transition to this site run in this cluster did this site's entries itself.
+    // A transition to this site run by this site's controller did this site's entries itself (a
+    // journal mirrored from the other cluster names the other site as its holder).
     let ran_here = st.last_transition.as_ref().is_some_and(|t| {
         t.epoch == primary.epoch
             && t.to == here
+            && t.holder == here
             && t.outcome == Some(crate::crd::TransitionOutcome::Completed)
     });
     if ran_here || recorded.is_none() && epoch == 0 {
