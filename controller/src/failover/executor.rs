@@ -31,6 +31,8 @@ use crate::{
 };
 
 /// Starts a transition through the real ports (see `start_with`).
+/// Starts a transition through the real ports (see `start_with`). With it, when a refused start
+/// should be tried again before the next probe round, and when.
 pub async fn start(
     drp: &DisasterRecoveryPair,
     kind: Kind,
@@ -38,8 +40,11 @@ pub async fn start(
     from: &str,
     to: &str,
     ctx: &Context,
-) -> Result<Option<DisasterRecoveryPair>, Error> {
-    start_with(drp, kind, trigger, from, to, &Ports::real(ctx, drp)).await
+) -> Result<(Option<DisasterRecoveryPair>, Option<Duration>), Error> {
+    let ports = Ports::real(ctx, drp);
+    let started = start_with(drp, kind, trigger, from, to, &ports).await?;
+    let retry = ports.retry_in.lock().ok().and_then(|r| *r);
+    Ok((started, retry))
 }
 
 /// Runs the journal of `drp`'s transition through the real ports (see `run_with`).
@@ -117,6 +122,14 @@ pub async fn start_with(
                 return Ok(None);
             }
             Err(refusal) => {
+                if let EpochRefusal::LeaderKeyHeld { ttl_left_s, .. } = &refusal {
+                    // etcd counts whole seconds: try again just as the lease can have expired.
+                    let wait = Duration::from_secs(u64::try_from(*ttl_left_s).unwrap_or(0).saturating_sub(1))
+                        .max(Duration::from_millis(100));
+                    if let Ok(mut r) = ports.retry_in.lock() {
+                        *r = Some(wait);
+                    }
+                }
                 refuse(ports, drp, &mut st, refusal.reason(), &refusal.to_string()).await?;
                 return Ok(None);
             }

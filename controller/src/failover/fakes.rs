@@ -724,6 +724,7 @@ impl World {
             store: Arc::new(self.store.clone()),
             data_source: Arc::new(self.data_source.clone()),
             events: Arc::new(self.events.clone()),
+            retry_in: Default::default(),
         }
     }
 
@@ -734,9 +735,20 @@ impl World {
 
     /// Starts a transition as the reconciler does; whether it started.
     pub async fn start(&self, kind: Kind, trigger: Trigger) -> Result<bool, Error> {
+        Ok(self.start_retry(kind, trigger).await?.0)
+    }
+
+    /// As `start`, with when a refused start asked to be tried again.
+    pub async fn start_retry(
+        &self,
+        kind: Kind,
+        trigger: Trigger,
+    ) -> Result<(bool, Option<std::time::Duration>), Error> {
         let drp = self.store.get();
         let ports = self.ports();
-        Ok(executor::start_with(&drp, kind, trigger, "east", "west", &ports).await?.is_some())
+        let started = executor::start_with(&drp, kind, trigger, "east", "west", &ports).await?.is_some();
+        let retry = ports.retry_in.lock().ok().and_then(|r| *r);
+        Ok((started, retry))
     }
 
     /// One executor round on the stored object.

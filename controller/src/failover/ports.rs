@@ -57,6 +57,9 @@ pub struct Ports<'a> {
     pub store: Arc<dyn StatusStore + 'a>,
     pub data_source: Arc<dyn DataSourceWriter + 'a>,
     pub events: Arc<dyn Events + 'a>,
+    /// Set by a start refused only for a while (the old primary's leader key about to expire):
+    /// when to try again, sooner than the next probe round.
+    pub retry_in: std::sync::Mutex<Option<std::time::Duration>>,
 }
 
 impl<'a> Ports<'a> {
@@ -94,6 +97,7 @@ impl<'a> Ports<'a> {
             store: Arc::new(KubeStore(ctx.client.clone())),
             data_source: Arc::new(KubeDataSource { client: ctx.client.clone(), ns, here: ctx.site.clone() }),
             events: Arc::new(ContextEvents(ctx)),
+            retry_in: Default::default(),
         }
     }
 }

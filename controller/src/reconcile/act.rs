@@ -266,11 +266,14 @@ pub async fn start(
         (_, guard::Decision::Failover { trigger, from, to }) => {
             executor::start(&drp, Kind::Failover, trigger, &from, &to, ctx).await?
         }
-        _ => None,
+        _ => (None, None),
     };
+    let interval: std::time::Duration = drp.spec.failover.probe_interval.into();
     match started {
-        Some(drp) => executor::run(drp, ctx).await,
-        None => Ok(Action::requeue(drp.spec.failover.probe_interval.into())),
+        (Some(drp), _) => executor::run(drp, ctx).await,
+        // The old primary's key is about to expire: try again then, not a probe round later.
+        (None, Some(retry)) => Ok(Action::requeue(retry.min(interval))),
+        (None, None) => Ok(Action::requeue(interval)),
     }
 }
 
