@@ -233,7 +233,7 @@ impl TwoSites {
         }
     }
 
-    fn server_mut(&mut self, site: &str) -> &mut PgServer {
+    pub fn server_mut(&mut self, site: &str) -> &mut PgServer {
         match Self::index(site) {
             0 => &mut self.pg.primary,
             _ => &mut self.pg.standby,

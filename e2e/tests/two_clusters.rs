@@ -557,3 +557,53 @@ async fn with_the_witness_down_east_fences_itself_nothing_moves_and_it_serves_ag
     );
     Ok(())
 }
+
+/// `dr.understudy.dev/paused=true` on one cluster's copy holds automation in both: east's database
+/// dies while east's copy is paused, and west (whose copy is not annotated) does not fail over
+/// until east's copy is unpaused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_on_one_clusters_copy_holds_automation_in_both() -> Result<()> {
+    let mut two = healthy("twoc-pause", &[]).await?;
+    let east_api = two.api("east");
+    let set = |value: serde_json::Value| {
+        let api = east_api.clone();
+        async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {"dr.understudy.dev/paused": value}}});
+            api.patch("chat", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await
+        }
+    };
+    set(serde_json::json!("true")).await?;
+    wait_for("east's pause to reach the witness", Duration::from_secs(10), || async {
+        Ok(two
+            .witness
+            .etcdctl(&["get", &format!("/understudy/{}/chat/paused/east", two.ns), "--print-value-only"])?
+            .trim()
+            == "true")
+    })
+    .await?;
+    two.server_mut("east").kill9();
+    let blocked = two
+        .wait_pair(
+            "west",
+            "chat",
+            "west to hold its failover for east's pause",
+            Duration::from_secs(30),
+            |p| {
+                condition(p, "FailoverBlocked")
+                    .is_some_and(|c| c.1 == "Paused" && c.2.contains("east's copy"))
+            },
+        )
+        .await
+        .with_context(|| format!("west's controller:\n{}", two.controller_tail("west", 30)))?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ensure!(two.witness_epoch("chat")?.is_empty(), "an epoch was taken during the pause");
+    let msg = condition(&blocked, "FailoverBlocked").map(|c| c.2).unwrap_or_default();
+    set(serde_json::Value::Null).await?;
+    two.wait_pair("west", "chat", "west to fail over once unpaused", Duration::from_secs(60), |p| {
+        p.status.as_ref().is_some_and(|s| s.epoch.0 == 1 && s.current_primary.as_deref() == Some("west"))
+    })
+    .await
+    .with_context(|| format!("west's controller:\n{}", two.controller_tail("west", 30)))?;
+    eprintln!("paused on east's copy: west said {msg:?}; unpaused: west failed over");
+    Ok(())
+}

@@ -135,6 +135,8 @@ pub struct Snapshot {
     pub specs: Vec<(String, String)>,
     /// The last finished transition's journal (JSON), as the controller that ran it published it.
     pub journal: Option<String>,
+    /// The sites whose copy of the pair is paused (`dr.understudy.dev/paused=true`).
+    pub paused: Vec<String>,
 }
 
 /// A connection to the witness for one pair.
@@ -245,6 +247,18 @@ impl Witness {
         Ok((epoch, leader))
     }
 
+    /// Publishes whether `site`'s copy of the pair is paused (`<base>/paused/<site>`), so that the
+    /// other site's controller holds its automation too.
+    pub async fn put_paused(&mut self, site: &str, paused: bool) -> Result<(), Error> {
+        let key = format!("{}paused/{site}", self.key.trim_end_matches("epoch"));
+        if paused {
+            self.client.put(key.as_str(), "true", None).await.map_err(self.txn_err(&key))?;
+        } else {
+            self.client.delete(key.as_str(), None).await.map_err(self.txn_err(&key))?;
+        }
+        Ok(())
+    }
+
     /// Publishes a finished transition's journal (`<base>/journal`, JSON).
     pub async fn put_journal(&mut self, journal: &str) -> Result<(), Error> {
         let key = format!("{}journal", self.key.trim_end_matches("epoch"));
@@ -261,8 +275,8 @@ impl Witness {
             .get(base.as_str(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(self.txn_err(&base))?;
-        let mut snap =
-            Snapshot { epoch: (0, String::new(), String::new()), specs: Vec::new(), journal: None };
+        let mut snap = Snapshot::default();
+        let paused_prefix = format!("{base}paused/");
         let spec_prefix = format!("{base}spec/");
         let journal_key = format!("{base}journal");
         for kv in resp.kvs() {
@@ -273,6 +287,8 @@ impl Witness {
                 snap.specs.push((site.to_string(), v.to_string()));
             } else if k == journal_key {
                 snap.journal = Some(v.to_string());
+            } else if let Some(site) = k.strip_prefix(paused_prefix.as_str()) {
+                snap.paused.push(site.to_string());
             }
         }
         Ok(snap)

@@ -37,6 +37,8 @@ pub struct Config {
     /// This controller's site and the spec it reads (canonical JSON), published for the other
     /// site's controller to compare (`spec/<site>`); `None` for a controller without `--site`.
     pub publish: Option<(String, String)>,
+    /// Whether this site's copy is paused (published with the spec).
+    pub paused: bool,
 }
 
 impl Config {
@@ -63,6 +65,8 @@ pub struct State {
     pub specs: Vec<(String, String)>,
     /// The last finished transition's journal (JSON), as its controller published it.
     pub journal: Option<String>,
+    /// The sites whose copy is paused.
+    pub paused: Vec<String>,
 }
 
 impl State {
@@ -162,6 +166,7 @@ async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
                     s.record = Some((snap.epoch, began));
                     s.specs = snap.specs;
                     s.journal = snap.journal;
+                    s.paused = snap.paused;
                     s.error = None;
                 }
                 Err(e) => {
@@ -210,6 +215,13 @@ async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<super::etcd::S
             w.put_spec(site, spec).await.map_err(|e| e.to_string())?;
             snap.specs.retain(|(s, _)| s != site);
             snap.specs.push((site.clone(), spec.clone()));
+        }
+        if snap.paused.contains(site) != cfg.paused {
+            w.put_paused(site, cfg.paused).await.map_err(|e| e.to_string())?;
+            snap.paused.retain(|s| s != site);
+            if cfg.paused {
+                snap.paused.push(site.clone());
+            }
         }
     }
     Ok(snap)

@@ -182,6 +182,8 @@ async fn mirror_witness(
             .as_ref()
             .filter(|s| drp.spec.site(s).is_ok())
             .and_then(|s| serde_json::to_string(&drp.spec).ok().map(|j| (s.clone(), j))),
+        paused: kube::ResourceExt::annotations(drp).get(crate::crd::annotations::PAUSED).map(String::as_str)
+            == Some("true"),
     };
     let mut view = ctx.views.ensure(&pair.key, cfg);
     if view.record.is_none() && view.error.is_none() {

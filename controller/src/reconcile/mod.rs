@@ -221,7 +221,12 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
         return Ok(Action::requeue(Duration::from_millis(50)));
     }
     // Decide (pure): is a failover wanted and allowed?
-    let decision = round.guard(&drp, &cmds, now);
+    // A copy paused in the other site's cluster holds this one too (published in the witness).
+    let paused_at = ctx
+        .site
+        .as_deref()
+        .and_then(|here| ctx.views.state(&pair.key)?.paused.into_iter().find(|s| s != here));
+    let decision = round.guard(&drp, &cmds, now, paused_at.as_deref());
     // Record: the status when it changed, then the Events.
     let drp = record::write(&ctx, &pair, drp, &round.status).await?;
     publish_all(&ctx, &drp, std::mem::take(&mut round.events)).await;

@@ -44,15 +44,29 @@ impl Round {
         drp: &DisasterRecoveryPair,
         cmds: &commands::Commands,
         now: Timestamp,
+        paused_at: Option<&str>,
     ) -> guard::Decision {
         let commanded = matches!(
             cmds.run,
             Some(commands::Command::Switchover { .. } | commands::Command::ForcedFailover { .. })
         );
+        let paused_here = drp.annotations().get(annotations::PAUSED).map(String::as_str) == Some("true");
         let decision = if commanded {
             guard::Decision::Steady
         } else {
-            let d = guard::next(&drp.spec, &self.status, drp.annotations(), now, super::new_nonce);
+            let mut d = guard::next(&drp.spec, &self.status, drp.annotations(), now, super::new_nonce);
+            // The copy in the other site's cluster is paused: automation waits here too.
+            if let (Some(site), false, guard::Decision::Failover { from, .. }) = (paused_at, paused_here, &d)
+            {
+                d = guard::Decision::Blocked {
+                    reason: crate::crd::conditions::reasons::PAUSED,
+                    message: format!(
+                        "primary {from} is down but automation is paused on {site}'s copy of this pair ({}=true \
+                         in {site}'s cluster)",
+                        annotations::PAUSED
+                    ),
+                };
+            }
             self.events.extend(guard::record(
                 &mut self.status,
                 &d,
@@ -62,7 +76,7 @@ impl Round {
             ));
             d
         };
-        if drp.annotations().get(annotations::PAUSED).map(String::as_str) == Some("true") {
+        if paused_here || paused_at.is_some() {
             self.status.phase = Some(Phase::Paused);
         }
         decision
