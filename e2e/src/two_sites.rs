@@ -349,9 +349,10 @@ impl TwoSites {
                 auth_secret: None,
                 lease_ttl: pair::duration(LEASE_TTL),
             }))
-            .failover(|f| {
-                f.mode(Automatic).probe_interval("500ms").probe_timeout("500ms").failure_threshold(2)
-            })
+            // Probes of 1 s (not 500 ms): with two control planes per test and tests side by side on
+            // a loaded 2-core machine, a healthy east must never look down (detection, 2 s, stays
+            // under the 4 s lease that bounds the RTO anyway).
+            .failover(|f| f.mode(Automatic).probe_interval("1s").probe_timeout("1s").failure_threshold(2))
     }
 
     /// Applies `pair` (server-side) to both clusters.
