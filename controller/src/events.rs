@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 
-use crate::crd::{conditions::set_condition, Condition};
+use crate::crd::{conditions::set_condition, Condition, ConditionStatus};
 
 /// An Event to publish on the pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub fn upsert(
     list: &mut Vec<Condition>,
     events: &mut Vec<EventNote>,
     type_: &str,
-    status: &str,
+    status: ConditionStatus,
     reason: &str,
     message: &str,
     generation: Option<i64>,
@@ -39,10 +39,14 @@ pub fn upsert(
     let before = list.iter().find(|c| c.type_ == type_);
     let announce = match before {
         Some(b) => b.status != status || b.reason != reason,
-        None => status != "True" || announce_first,
+        None => status != ConditionStatus::True || announce_first,
     };
     if announce {
-        events.push(EventNote { warning: status != "True", reason: reason.into(), note: message.into() });
+        events.push(EventNote {
+            warning: status != ConditionStatus::True,
+            reason: reason.into(),
+            note: message.into(),
+        });
     }
     set_condition(list, type_, status, reason, message, generation, now);
 }

@@ -14,7 +14,7 @@ use kube::{
     api::{ObjectMeta, Patch, PatchParams, PostParams},
     Api, Client, CustomResourceExt,
 };
-use understudy::crd::DisasterRecoveryPair;
+use understudy::crd::{ConditionStatus, DisasterRecoveryPair};
 
 use crate::sandbox::{random_hex, ControlPlane, PgPair};
 
@@ -160,13 +160,13 @@ pub async fn pair_secrets(client: &Client, ns: &str, pg: &PgPair) -> Result<()> 
 }
 
 /// The condition `type_` of a pair, as (status, reason, message).
-pub fn condition(drp: &DisasterRecoveryPair, type_: &str) -> Option<(String, String, String)> {
+pub fn condition(drp: &DisasterRecoveryPair, type_: &str) -> Option<(ConditionStatus, String, String)> {
     drp.status
         .as_ref()?
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .map(|c| (c.status, c.reason.clone(), c.message.clone()))
 }
 
 /// A short random suffix for object names.

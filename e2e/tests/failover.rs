@@ -11,7 +11,7 @@ use kube::{
     Api,
 };
 use understudy::{
-    crd::{conditions, Phase},
+    crd::{conditions, ConditionStatus, Phase},
     datasource::jsonptr,
 };
 use understudy_e2e::{
@@ -145,7 +145,7 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
     assert_eq!(after.epoch.0, 1);
     assert_eq!(
         condition(&bed.api().get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0),
-        Some("True".into())
+        Some(ConditionStatus::True)
     );
     Ok(())
 }
@@ -176,7 +176,7 @@ async fn a_blip_shorter_than_the_threshold_changes_nothing() -> Result<()> {
     bed.pg.primary.start()?;
     wait_for("primary healthy again", Duration::from_secs(15), || async {
         Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0)
-            == Some("True".into()))
+            == Some(ConditionStatus::True))
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -211,7 +211,7 @@ async fn lag_over_budget_refuses_with_the_figures() -> Result<()> {
     wait_for("FailoverBlocked/LagOverBudget", Duration::from_secs(15), || async {
         let d = api.get("chat").await?;
         Ok(condition(&d, conditions::FAILOVER_BLOCKED).is_some_and(|(s, r, m)| {
-            s == "True" && r == "LagOverBudget" && m.contains("> maxLagBytes 64.0 KiB")
+            s == ConditionStatus::True && r == "LagOverBudget" && m.contains("> maxLagBytes 64.0 KiB")
         }))
     })
     .await?;
@@ -233,7 +233,7 @@ async fn manual_mode_reports_and_changes_nothing() -> Result<()> {
     let api = bed.api();
     wait_for("FailoverBlocked/ManualMode", Duration::from_secs(15), || async {
         Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED).is_some_and(|(s, r, m)| {
-            s == "True" && r == "ManualMode" && m.contains("dr.understudy.dev/failover=")
+            s == ConditionStatus::True && r == "ManualMode" && m.contains("dr.understudy.dev/failover=")
         }))
     })
     .await?;

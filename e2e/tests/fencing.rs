@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use understudy::crd::conditions;
+use understudy::crd::{conditions, ConditionStatus};
 use understudy_e2e::{
     bed::Bed,
     pair::Automatic,
@@ -65,8 +65,9 @@ async fn with_the_witness_down_nothing_is_promoted_and_health_reporting_goes_on(
     bed.pg.primary.kill9();
     let api = bed.api();
     wait_for("FailoverBlocked/WitnessUnavailable", Duration::from_secs(30), || async {
-        Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED)
-            .is_some_and(|(s, r, m)| s == "True" && r == "WitnessUnavailable" && m.contains("etcd")))
+        Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED).is_some_and(|(s, r, m)| {
+            s == ConditionStatus::True && r == "WitnessUnavailable" && m.contains("etcd")
+        }))
     })
     .await?;
     assert_eq!(

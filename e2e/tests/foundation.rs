@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use k8s_openapi::api::events::v1::Event;
 use kube::{api::ListParams, Api};
-use understudy::crd::{conditions, DisasterRecoveryPair, Phase};
+use understudy::crd::{conditions, ConditionStatus, DisasterRecoveryPair, Phase};
 use understudy_e2e::{
     pair::{Failover, Manual, Pair},
     sandbox::{Bind, PgBouncer, PgPair, Witness},
@@ -143,7 +143,7 @@ async fn status_reports_lag_and_it_grows_while_replay_is_paused() -> Result<()> 
         let st = d.status.clone().unwrap_or_default();
         Ok(st.phase == Some(Phase::Healthy)
             && st.current_primary.as_deref() == Some("east")
-            && condition(&d, conditions::STANDBY_STREAMING).map(|c| c.0) == Some("True".into())
+            && condition(&d, conditions::STANDBY_STREAMING).map(|c| c.0) == Some(ConditionStatus::True)
             && st.replication_lag_bytes.is_some())
     })
     .await?;
@@ -183,7 +183,7 @@ async fn stopping_the_primary_flips_its_health_condition() -> Result<()> {
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
     wait_for("primary healthy", T, || async {
         Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0)
-            == Some("True".into()))
+            == Some(ConditionStatus::True))
     })
     .await?;
 
@@ -192,7 +192,8 @@ async fn stopping_the_primary_flips_its_health_condition() -> Result<()> {
     // probeInterval 500ms x failureThreshold 3: PrimaryDown within a few intervals.
     wait_for("PrimaryHealthy False/PrimaryDown", Duration::from_secs(15), || async {
         let d = api.get("chat").await?;
-        Ok(condition(&d, conditions::PRIMARY_HEALTHY).is_some_and(|c| c.0 == "False" && c.1 == "PrimaryDown"))
+        Ok(condition(&d, conditions::PRIMARY_HEALTHY)
+            .is_some_and(|c| c.0 == ConditionStatus::False && c.1 == "PrimaryDown"))
     })
     .await?;
     eprintln!("primary down reported {:?} after stop", stopped.elapsed());
@@ -220,7 +221,7 @@ async fn stopping_the_primary_flips_its_health_condition() -> Result<()> {
     pg.primary.start()?;
     wait_for("primary healthy again", T, || async {
         Ok(condition(&api.get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0)
-            == Some("True".into()))
+            == Some(ConditionStatus::True))
     })
     .await?;
     Ok(())
@@ -239,7 +240,7 @@ async fn a_missing_secret_is_reported_and_recovers_when_created() -> Result<()> 
     wait_for("SecretsResolved False naming the Secret and the field", T, || async {
         let d = api.get("chat").await?;
         Ok(condition(&d, conditions::SECRETS_RESOLVED).is_some_and(|(s, r, m)| {
-            s == "False"
+            s == ConditionStatus::False
                 && r == "SecretMissing"
                 && m.contains(&format!("{ns}/pg-late"))
                 && m.contains("spec.sites[0].postgres.credentialsSecret")
@@ -248,7 +249,7 @@ async fn a_missing_secret_is_reported_and_recovers_when_created() -> Result<()> 
     })
     .await?;
     let d = api.get("chat").await?;
-    assert_eq!(condition(&d, conditions::PRIMARY_HEALTHY).map(|c| c.0), Some("Unknown".into()));
+    assert_eq!(condition(&d, conditions::PRIMARY_HEALTHY).map(|c| c.0), Some(ConditionStatus::Unknown));
     let st = d.status.clone().unwrap_or_default();
     assert!(st.sites.iter().all(|s| s.consecutive_failures == 0), "a missing Secret is not a probe failure");
 
@@ -265,7 +266,7 @@ async fn a_missing_secret_is_reported_and_recovers_when_created() -> Result<()> 
         .await?;
     wait_for("recovered: Secrets resolved and pair Healthy", T, || async {
         let d = api.get("chat").await?;
-        Ok(condition(&d, conditions::SECRETS_RESOLVED).map(|c| c.0) == Some("True".into())
+        Ok(condition(&d, conditions::SECRETS_RESOLVED).map(|c| c.0) == Some(ConditionStatus::True)
             && d.status.and_then(|s| s.phase) == Some(Phase::Healthy))
     })
     .await?;

@@ -11,7 +11,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
     Api,
 };
-use understudy::crd::{conditions, DisasterRecoveryPair};
+use understudy::crd::{conditions, ConditionStatus, DisasterRecoveryPair};
 use understudy_e2e::{
     bed::{Bed, APP_TOKEN},
     pair::{mattermost_config_target, secret, secret_key, secret_target, Automatic, Failover, Manual, Pair},
@@ -217,7 +217,7 @@ async fn bad_references_are_reported_naming_the_field_and_nothing_is_written_hal
     for (name, _, cond, needle) in &cases {
         let res = wait_for(&format!("{name}: {cond} names {needle}"), Duration::from_secs(30), || async {
             Ok(condition(&api.get(name).await?, cond)
-                .is_some_and(|(s, _, m)| s != "True" && m.contains(needle)))
+                .is_some_and(|(s, _, m)| s != ConditionStatus::True && m.contains(needle)))
         })
         .await;
         if let Err(e) = res {
@@ -382,7 +382,9 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
             || async {
                 Ok(condition(&api.get(pair).await?, conditions::READY_FOR_FAILOVER).is_some_and(
                     |(s, _, m)| {
-                        s == "False" && m.contains("spec.dataSource[1].configMapKey") && m.contains(needle)
+                        s == ConditionStatus::False
+                            && m.contains("spec.dataSource[1].configMapKey")
+                            && m.contains(needle)
                     },
                 ))
             },
@@ -413,8 +415,9 @@ async fn round_two_every_refusal_names_its_cause_and_nothing_is_half_done() -> R
             "dr.understudy.dev/switchover-to": to, "dr.understudy.dev/switchover": token } } });
         api.patch("nulllag", &PatchParams::default(), &Patch::Merge(&patch)).await?;
         wait_for(&format!("LastCommand says {needle}"), Duration::from_secs(20), || async {
-            Ok(condition(&api.get("nulllag").await?, conditions::LAST_COMMAND)
-                .is_some_and(|(s, _, m)| s == "False" && m.contains(needle) && m.contains(token)))
+            Ok(condition(&api.get("nulllag").await?, conditions::LAST_COMMAND).is_some_and(|(s, _, m)| {
+                s == ConditionStatus::False && m.contains(needle) && m.contains(token)
+            }))
         })
         .await?;
     }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use understudy::crd::conditions;
+use understudy::crd::{conditions, ConditionStatus};
 use understudy_e2e::{
     bed::Bed,
     pair::{Automatic, Failover},
@@ -257,7 +257,7 @@ async fn with_the_witness_down_the_primary_fences_itself_and_serves_again_when_i
     ensure!(s.bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim() == "t", "west was promoted");
     wait_for("FailoverBlocked/WitnessUnavailable", Duration::from_secs(10), || async {
         Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED)
-            .is_some_and(|c| c.0 == "True" && c.1 == "WitnessUnavailable"))
+            .is_some_and(|c| c.0 == ConditionStatus::True && c.1 == "WitnessUnavailable"))
     })
     .await?;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use k8s_openapi::api::events::v1::Event;
 use kube::{api::ListParams, Api};
-use understudy::crd::{conditions, Phase};
+use understudy::crd::{conditions, ConditionStatus, Phase};
 use understudy_e2e::{
     bed::Bed,
     pair::{Automatic, Manual},
@@ -175,7 +175,7 @@ async fn a_paused_pair_does_not_fail_over_until_resumed() -> Result<()> {
     bed.pg.primary.kill9();
     wait_for("FailoverBlocked/Paused", Duration::from_secs(15), || async {
         Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED)
-            .is_some_and(|(s, r, _)| s == "True" && r == "Paused"))
+            .is_some_and(|(s, r, _)| s == ConditionStatus::True && r == "Paused"))
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -240,7 +240,7 @@ async fn dry_run_lists_a_broken_dns_key_as_a_blocker() -> Result<()> {
     );
     assert_eq!(
         condition(&drp, conditions::READY_FOR_FAILOVER).map(|c| (c.0, c.1)),
-        Some(("False".into(), "Blocked".into()))
+        Some((ConditionStatus::False, "Blocked".into()))
     );
     // Nothing acted.
     assert_eq!(drp.status.unwrap_or_default().epoch.0, 0);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use k8s_openapi::api::events::v1::Event;
 use kube::{api::ListParams, Api};
-use understudy::crd::{conditions, DisasterRecoveryPair, PostgresTls, PostgresTlsMode};
+use understudy::crd::{conditions, ConditionStatus, DisasterRecoveryPair, PostgresTls, PostgresTlsMode};
 use understudy_e2e::{
     bed::Bed,
     pair::{secret, verify_full, Automatic, Failover, Pair},
@@ -68,7 +68,10 @@ async fn assert_no_secret_material(bed: &Bed, pairs: &[DisasterRecoveryPair]) ->
 async fn a_verify_full_pair_is_healthy_and_fails_over_through_tls() -> Result<()> {
     let (mut bed, _ctl) = Bed::with_tls_pair("tls", fast).await?;
     let api = bed.api();
-    assert_eq!(condition(&api.get("chat").await?, conditions::READY).map(|c| c.0), Some("True".into()));
+    assert_eq!(
+        condition(&api.get("chat").await?, conditions::READY).map(|c| c.0),
+        Some(ConditionStatus::True)
+    );
     // The server says understudy's sessions are encrypted (the sandbox also accepts plaintext).
     let sessions = understudy_sessions(&bed.pg.primary)?;
     assert!(!sessions.is_empty(), "understudy holds a probe connection to the primary");
@@ -303,7 +306,9 @@ async fn a_wrong_witness_certificate_or_password_blocks_a_real_failover_naming_t
             Duration::from_secs(30),
             || async {
                 Ok(condition(&api.get(name).await?, conditions::FAILOVER_BLOCKED).is_some_and(|(s, r, m)| {
-                    s == "True" && r == "WitnessUnavailable" && needles.iter().all(|n| m.contains(n))
+                    s == ConditionStatus::True
+                        && r == "WitnessUnavailable"
+                        && needles.iter().all(|n| m.contains(n))
                 }))
             },
         )

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use understudy::crd::DisasterRecoveryPair;
+use understudy::crd::{ConditionStatus, DisasterRecoveryPair};
 use understudy_e2e::{
     support::{condition, wait_for},
     two_sites::{Return, TwoSites, SITES},
@@ -472,7 +472,9 @@ async fn copies_that_differ_are_reported_on_both_and_nothing_starts() -> Result<
     for site in SITES {
         two.wait_pair(site, "chat", &format!("{site} to report the drift"), Duration::from_secs(20), |p| {
             condition(p, "SpecValid").is_some_and(|c| {
-                c.0 == "False" && c.1 == "SpecDrift" && c.2.contains("spec.failover.failureThreshold")
+                c.0 == ConditionStatus::False
+                    && c.1 == "SpecDrift"
+                    && c.2.contains("spec.failover.failureThreshold")
             })
         })
         .await?;
@@ -494,7 +496,7 @@ async fn copies_that_differ_are_reported_on_both_and_nothing_starts() -> Result<
             "chat",
             &format!("{site} to see matching copies"),
             Duration::from_secs(20),
-            |p| condition(p, "SpecValid").is_some_and(|c| c.0 == "True"),
+            |p| condition(p, "SpecValid").is_some_and(|c| c.0 == ConditionStatus::True),
         )
         .await?;
     }

@@ -79,7 +79,7 @@ pub mod reasons {
 pub fn set_condition(
     list: &mut Vec<super::Condition>,
     type_: &str,
-    status: &str,
+    status: super::ConditionStatus,
     reason: &str,
     message: &str,
     generation: Option<i64>,
@@ -91,14 +91,14 @@ pub fn set_condition(
             if c.status != status {
                 c.last_transition_time = now.to_string();
             }
-            c.status = status.into();
+            c.status = status;
             c.reason = reason.into();
             c.message = msg;
             c.observed_generation = generation;
         }
         None => list.push(super::Condition {
             type_: type_.into(),
-            status: status.into(),
+            status,
             reason: reason.into(),
             message: msg,
             last_transition_time: now.to_string(),

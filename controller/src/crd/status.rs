@@ -213,7 +213,7 @@ pub struct Condition {
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    pub status: ConditionStatus,
     /// A PascalCase reason.
     pub reason: String,
     /// A human-readable message that names what failed and how to fix it.
@@ -223,6 +223,27 @@ pub struct Condition {
     /// The generation this condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A condition's status, spelled as Kubernetes spells it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// It could not be told (a site that could not be probed).
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
 }
 
 /// The kind of a transition.
@@ -365,7 +386,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(TransitionKind, Trigger, TransitionOutcome, StepOutcome, Assessment);
+display_as_str!(ConditionStatus, TransitionKind, Trigger, TransitionOutcome, StepOutcome, Assessment);
 
 /// A failover or switchover and its journal.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -585,6 +606,26 @@ mod tests {
         assert!(serde_json::from_value::<StepRecord>(bad).is_err());
     }
 
+    /// Conditions stored when `status` was a string read as the enum and are written back the same.
+    #[test]
+    fn every_condition_status_ever_written_still_decodes_and_is_written_back_the_same() {
+        for (raw, want) in [
+            ("True", ConditionStatus::True),
+            ("False", ConditionStatus::False),
+            ("Unknown", ConditionStatus::Unknown),
+        ] {
+            let stored = serde_json::json!({ "epoch": 0, "conditions": [{
+                "type": "Ready", "status": raw, "reason": "Protected", "message": "m",
+                "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2
+            }] });
+            let st: DisasterRecoveryPairStatus = serde_json::from_value(stored.clone()).expect("decodes");
+            assert_eq!((st.conditions[0].status, want.as_str()), (want, raw));
+            assert_eq!(serde_json::to_value(&st).expect("encodes"), stored);
+        }
+        let bad = serde_json::json!({ "type": "Ready", "status": "true", "reason": "R", "message": "", "lastTransitionTime": "" });
+        assert!(serde_json::from_value::<Condition>(bad).is_err(), "Kubernetes spells it True");
+    }
+
     #[test]
     fn the_epoch_keeps_its_schema_and_the_journal_lists_its_values() {
         use kube::CustomResourceExt;
@@ -607,6 +648,10 @@ mod tests {
                 .filter_map(|x| x.as_str().map(str::to_string))
                 .collect()
         };
+        assert_eq!(
+            values(&status["conditions"]["items"]["properties"]["status"]),
+            ["True", "False", "Unknown"]
+        );
         assert_eq!(values(&t["kind"]), ["Failover", "Switchover"]);
         assert_eq!(values(&t["trigger"]), ["Automatic", "Approved", "Forced", "Switchover"]);
         assert_eq!(values(&t["outcome"]), ["Completed", "RollingBack", "RolledBack"]);

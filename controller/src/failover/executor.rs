@@ -24,8 +24,8 @@ use crate::{
     coord::{etcd::LeaderKey, Swap},
     crd::{
         conditions::{self, reasons, set_condition},
-        Assessment, DisasterRecoveryPair, DisasterRecoveryPairStatus, Epoch, FormerPrimary, Phase,
-        StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger,
+        Assessment, ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus, Epoch, FormerPrimary,
+        Phase, StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger,
     },
     events::EventNote,
 };
@@ -162,7 +162,7 @@ pub async fn start_with(
     set_condition(
         &mut st.conditions,
         conditions::FAILOVER_BLOCKED,
-        "False",
+        ConditionStatus::False,
         reasons::FAILING_OVER,
         &msg,
         drp.metadata.generation,
@@ -280,7 +280,7 @@ async fn adopt_record(
     set_condition(
         &mut st.conditions,
         conditions::FAILOVER_BLOCKED,
-        "True",
+        ConditionStatus::True,
         reasons::EPOCH_ADOPTED,
         &msg,
         drp.metadata.generation,
@@ -305,7 +305,7 @@ async fn refuse(
     set_condition(
         &mut st.conditions,
         conditions::FAILOVER_BLOCKED,
-        "True",
+        ConditionStatus::True,
         reason,
         msg,
         drp.metadata.generation,
@@ -440,7 +440,7 @@ async fn epoch_still_ours(
     set_condition(
         &mut st.conditions,
         conditions::FAILOVER_BLOCKED,
-        "True",
+        ConditionStatus::True,
         reasons::LOST_EPOCH_SWAP,
         &msg,
         drp.metadata.generation,
@@ -622,7 +622,7 @@ async fn stop_invalid_journal(
         set_condition(
             &mut st.conditions,
             conditions::FAILOVER_BLOCKED,
-            "True",
+            ConditionStatus::True,
             reasons::INVALID_JOURNAL,
             &msg,
             drp.metadata.generation,

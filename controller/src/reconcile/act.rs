@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     context::{Context, Error},
-    crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, DryRun, Trigger},
+    crd::{conditions, ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus, DryRun, Trigger},
     events::{upsert, EventNote},
     failover,
 };
@@ -206,9 +206,9 @@ fn record_readiness(
     now: Timestamp,
 ) {
     let (st, reason, msg) = if blockers.is_empty() {
-        ("True", "Ready", format!("a failover to {to} could run now"))
+        (ConditionStatus::True, "Ready", format!("a failover to {to} could run now"))
     } else {
-        ("False", "Blocked", blockers.join("; "))
+        (ConditionStatus::False, "Blocked", blockers.join("; "))
     };
     upsert(
         &mut status.conditions,
@@ -238,7 +238,7 @@ pub async fn start(
     // Nothing starts on a pair whose copies differ, or from a controller whose site it does not name.
     let refusal = status.conditions.iter().find(|c| {
         c.type_ == conditions::SPEC_VALID
-            && c.status == "False"
+            && c.status == ConditionStatus::False
             && (c.reason == conditions::reasons::SPEC_DRIFT || c.message.contains("--site"))
     });
     if let (Some(c), Some(cmd)) = (refusal, &command) {

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use crate::{
     crd::{
         conditions::{self, reasons},
-        DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Phase, SiteStatus,
+        ConditionStatus, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Phase, SiteStatus,
     },
     events::{upsert, EventNote},
     probe::{Outcome, SiteObservation},
@@ -60,20 +60,20 @@ pub fn observe(
     // the pair unprotected.
     let failing: Vec<&str> = next
         .iter()
-        .filter(|c| c.1 != "True" && c.0 != conditions::SPEC_VALID)
+        .filter(|c| c.1 != ConditionStatus::True && c.0 != conditions::SPEC_VALID)
         .map(|c| c.0.as_str())
         .collect();
     next.push(if failing.is_empty() {
         (
             conditions::READY.into(),
-            "True",
+            ConditionStatus::True,
             reasons::PROTECTED,
             format!("{primary} serves, {standby} is ready to take over"),
         )
     } else {
         (
             conditions::READY.into(),
-            "False",
+            ConditionStatus::False,
             reasons::NOT_PROTECTED,
             format!("not protected: {}", failing.join(", ")),
         )
@@ -95,7 +95,8 @@ pub fn observe(
         );
     }
 
-    let ready = st.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
+    let ready =
+        st.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == ConditionStatus::True);
     st.phase = Some(match st.phase {
         Some(p @ (Phase::FailingOver | Phase::SwitchingOver | Phase::Failed)) => p,
         _ if ready => Phase::Healthy,
@@ -105,7 +106,7 @@ pub fn observe(
 }
 
 /// A condition to set: (type, status, reason, message).
-type Cond = (String, &'static str, &'static str, String);
+type Cond = (String, ConditionStatus, &'static str, String);
 
 /// Per-site records: the last known LSNs of a site that stopped answering are kept, because the
 /// lag guard and the lost-WAL figure need the last thing known, not a blank.
@@ -141,14 +142,14 @@ fn secrets_resolved(obs: &Observed) -> Cond {
     match obs.secret_problems.first() {
         None => (
             conditions::SECRETS_RESOLVED.into(),
-            "True",
+            ConditionStatus::True,
             reasons::SECRETS_FOUND,
             "every referenced Secret has its keys".into(),
         ),
         Some((reason, msg)) => {
             let more = obs.secret_problems.len() - 1;
             let msg = if more > 0 { format!("{msg} (and {more} more)") } else { msg.clone() };
-            (conditions::SECRETS_RESOLVED.into(), "False", reason, msg)
+            (conditions::SECRETS_RESOLVED.into(), ConditionStatus::False, reason, msg)
         }
     }
 }
@@ -161,12 +162,15 @@ fn spec_valid(spec: &DisasterRecoveryPairSpec, site_problems: &[(&'static str, S
         .chain(spec.problems().into_iter().map(|p| (reasons::INVALID_SPEC, p)))
         .collect();
     match problems.first() {
-        None => {
-            (conditions::SPEC_VALID.into(), "True", reasons::SPEC_OK, "the spec passes every rule".into())
-        }
+        None => (
+            conditions::SPEC_VALID.into(),
+            ConditionStatus::True,
+            reasons::SPEC_OK,
+            "the spec passes every rule".into(),
+        ),
         Some((reason, p)) => (
             conditions::SPEC_VALID.into(),
-            "False",
+            ConditionStatus::False,
             reason,
             if problems.len() > 1 { format!("{p} (and {} more)", problems.len() - 1) } else { p.clone() },
         ),
@@ -181,11 +185,11 @@ fn primary_healthy(
     threshold: i32,
 ) -> Cond {
     match primary_obs.map(|o| &o.sql) {
-        Some(Outcome::NotRun(reason, msg)) => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reason, format!("cannot probe primary {primary}: {msg}")),
-        None => (conditions::PRIMARY_HEALTHY.into(), "Unknown", reasons::PROBE_FAILED, format!("primary {primary} was not probed")),
+        Some(Outcome::NotRun(reason, msg)) => (conditions::PRIMARY_HEALTHY.into(), ConditionStatus::Unknown, reason, format!("cannot probe primary {primary}: {msg}")),
+        None => (conditions::PRIMARY_HEALTHY.into(), ConditionStatus::Unknown, reasons::PROBE_FAILED, format!("primary {primary} was not probed")),
         Some(_) if p.consecutive_failures >= threshold => (
             conditions::PRIMARY_HEALTHY.into(),
-            "False",
+            ConditionStatus::False,
             reasons::PRIMARY_DOWN,
             format!(
                 "primary {primary} failed {} consecutive probes (threshold {threshold}) since {}: {}",
@@ -196,7 +200,7 @@ fn primary_healthy(
         ),
         Some(_) if p.consecutive_failures > 0 => (
             conditions::PRIMARY_HEALTHY.into(),
-            "False",
+            ConditionStatus::False,
             reasons::PROBE_FAILED,
             format!(
                 "primary {primary} failed {} of {threshold} consecutive probes needed to confirm a failure: {}",
@@ -206,33 +210,33 @@ fn primary_healthy(
         ),
         Some(Outcome::Up(state)) if state.in_recovery => (
             conditions::PRIMARY_HEALTHY.into(),
-            "False",
+            ConditionStatus::False,
             reasons::NOT_PRIMARY,
             format!("site {primary} should serve writes but is in recovery (a standby)"),
         ),
-        Some(_) => (conditions::PRIMARY_HEALTHY.into(), "True", reasons::PROBES_PASSING, format!("primary {primary} answers its probes")),
+        Some(_) => (conditions::PRIMARY_HEALTHY.into(), ConditionStatus::True, reasons::PROBES_PASSING, format!("primary {primary} answers its probes")),
     }
 }
 
 /// `StandbyStreaming`: the standby answers, is in recovery and its WAL receiver streams.
 fn standby_streaming(primary: &str, standby: &str, standby_obs: Option<&SiteObservation>) -> Cond {
     match standby_obs.map(|o| &o.sql) {
-        Some(Outcome::NotRun(reason, msg)) => (conditions::STANDBY_STREAMING.into(), "Unknown", reason, format!("cannot probe standby {standby}: {msg}")),
-        None => (conditions::STANDBY_STREAMING.into(), "Unknown", reasons::PROBE_FAILED, format!("standby {standby} was not probed")),
-        Some(Outcome::Down(msg)) => (conditions::STANDBY_STREAMING.into(), "False", reasons::STANDBY_UNREACHABLE, format!("standby {standby} does not answer: {msg}")),
+        Some(Outcome::NotRun(reason, msg)) => (conditions::STANDBY_STREAMING.into(), ConditionStatus::Unknown, reason, format!("cannot probe standby {standby}: {msg}")),
+        None => (conditions::STANDBY_STREAMING.into(), ConditionStatus::Unknown, reasons::PROBE_FAILED, format!("standby {standby} was not probed")),
+        Some(Outcome::Down(msg)) => (conditions::STANDBY_STREAMING.into(), ConditionStatus::False, reasons::STANDBY_UNREACHABLE, format!("standby {standby} does not answer: {msg}")),
         Some(Outcome::Up(state)) if !state.in_recovery => (
             conditions::STANDBY_STREAMING.into(),
-            "False",
+            ConditionStatus::False,
             reasons::NOT_IN_RECOVERY,
             format!("standby {standby} is not in recovery: it accepts writes of its own and no longer follows {primary}"),
         ),
         Some(Outcome::Up(state)) if !state.streaming => (
             conditions::STANDBY_STREAMING.into(),
-            "False",
+            ConditionStatus::False,
             reasons::NOT_STREAMING,
             format!("standby {standby} is in recovery but its WAL receiver is not streaming from {primary}"),
         ),
-        Some(_) => (conditions::STANDBY_STREAMING.into(), "True", reasons::STREAMING, format!("standby {standby} streams from {primary}")),
+        Some(_) => (conditions::STANDBY_STREAMING.into(), ConditionStatus::True, reasons::STREAMING, format!("standby {standby} streams from {primary}")),
     }
 }
 
@@ -242,25 +246,25 @@ fn lag_within_budget(spec: &DisasterRecoveryPairSpec, lag: Option<i64>) -> Cond 
     match (lag, &budget) {
         (_, Err(e)) => (
             conditions::LAG_WITHIN_BUDGET.into(),
-            "False",
+            ConditionStatus::False,
             reasons::INVALID_SPEC,
             format!("spec.failover.maxLagBytes: {e}"),
         ),
         (None, _) => (
             conditions::LAG_WITHIN_BUDGET.into(),
-            "Unknown",
+            ConditionStatus::Unknown,
             reasons::LAG_UNKNOWN,
             "replication lag not measured yet".into(),
         ),
         (Some(lag), Ok(max)) if lag as u64 > *max => (
             conditions::LAG_WITHIN_BUDGET.into(),
-            "False",
+            ConditionStatus::False,
             reasons::LAG_OVER_BUDGET,
             format!("lag {} > maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
         ),
         (Some(lag), Ok(max)) => (
             conditions::LAG_WITHIN_BUDGET.into(),
-            "True",
+            ConditionStatus::True,
             reasons::LAG_OK,
             format!("lag {} within maxLagBytes {}", human_bytes(lag as u64), human_bytes(*max)),
         ),
@@ -384,7 +388,7 @@ mod tests {
         assert_eq!(st.phase, Some(Phase::Healthy));
         assert_eq!(st.current_primary.as_deref(), Some("east"));
         assert_eq!(st.replication_lag_bytes, Some(1000));
-        assert_eq!(cond(&st, conditions::READY).status, "True");
+        assert_eq!(cond(&st, conditions::READY).status, ConditionStatus::True);
         assert_eq!(cond(&st, conditions::LAG_WITHIN_BUDGET).reason, reasons::LAG_OK);
         // First observation: only the Ready summary is announced when all is well.
         assert_eq!(events.len(), 1);
@@ -401,8 +405,8 @@ mod tests {
             st = next;
             let c = cond(&st, conditions::PRIMARY_HEALTHY);
             assert_eq!(
-                (c.status.as_str(), c.reason.as_str()),
-                ("False", reasons::PROBE_FAILED),
+                (c.status, c.reason.as_str()),
+                (ConditionStatus::False, reasons::PROBE_FAILED),
                 "failure {i}"
             );
             assert!(c.message.contains(&format!("failed {i} of 3")), "{}", c.message);
@@ -421,7 +425,7 @@ mod tests {
         let (st, events) = observe(&s, Some(&st), &obs(primary(200), standby(200)), at(4));
         assert_eq!(st.sites[0].consecutive_failures, 0);
         assert_eq!(st.sites[0].failing_since, None);
-        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).status, "True");
+        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).status, ConditionStatus::True);
         assert!(events.iter().any(|e| !e.warning && e.reason == reasons::PROBES_PASSING));
     }
 
@@ -446,7 +450,7 @@ mod tests {
         let (st, events) = observe(&s, None, &o, at(0));
         let (st, _) = observe(&s, Some(&st), &o, at(1));
         assert!(st.sites.iter().all(|x| x.consecutive_failures == 0));
-        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).status, "Unknown");
+        assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).status, ConditionStatus::Unknown);
         assert_eq!(cond(&st, conditions::SECRETS_RESOLVED).reason, reasons::SECRET_MISSING);
         assert_eq!(st.phase, Some(Phase::Degraded));
         assert!(events.iter().any(|e| e.warning && e.reason == reasons::SECRET_MISSING));
@@ -463,7 +467,7 @@ mod tests {
         }
         assert_eq!(st.sites[0].consecutive_failures, 0, "ten refused handshakes are not one failure");
         let c = cond(&st, conditions::PRIMARY_HEALTHY);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", reasons::TLS_HANDSHAKE_FAILED));
+        assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::Unknown, reasons::TLS_HANDSHAKE_FAILED));
         assert!(c.message.contains("spec.sites[0].postgres.tls.caSecret"), "{}", c.message);
         assert!(events.iter().any(|e| e.warning && e.reason == reasons::TLS_HANDSHAKE_FAILED));
         assert_eq!(st.phase, Some(Phase::Degraded));

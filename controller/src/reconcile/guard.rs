@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use crate::crd::{
     annotations,
     conditions::{self, reasons},
-    DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, FailoverMode, PendingApproval,
+    ConditionStatus, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, FailoverMode, PendingApproval,
 };
 use crate::{
     crd::conditions::set_condition,
@@ -63,7 +63,7 @@ pub fn next(
     }
     if let Some(c) = st.conditions.iter().find(|c| {
         c.type_ == crate::crd::conditions::SPEC_VALID
-            && c.status == "False"
+            && c.status == ConditionStatus::False
             && c.reason == reasons::SPEC_DRIFT
     }) {
         return blocked(
@@ -152,10 +152,12 @@ pub fn record(
             st.pending_approval = None;
             return events;
         }
-        Decision::Steady => ("False", reasons::NOT_NEEDED, "the primary is not confirmed down".to_string()),
-        Decision::Blocked { reason, message } => ("True", *reason, message.clone()),
+        Decision::Steady => {
+            (ConditionStatus::False, reasons::NOT_NEEDED, "the primary is not confirmed down".to_string())
+        }
+        Decision::Blocked { reason, message } => (ConditionStatus::True, *reason, message.clone()),
         Decision::AwaitApproval { nonce, to } => (
-            "True",
+            ConditionStatus::True,
             reasons::AWAITING_APPROVAL,
             format!(
                 "failover to {to} waits for approval: kubectl annotate drp <name> {}={nonce} --overwrite",
@@ -164,8 +166,9 @@ pub fn record(
         ),
     };
     let before = st.conditions.iter().find(|c| c.type_ == conditions::FAILOVER_BLOCKED);
-    let changed = before.map(|b| b.status != status || b.reason != reason).unwrap_or(status == "True");
-    if changed && status == "True" {
+    let changed =
+        before.map(|b| b.status != status || b.reason != reason).unwrap_or(status == ConditionStatus::True);
+    if changed && status == ConditionStatus::True {
         events.push(EventNote { warning: true, reason: reason.into(), note: message.clone() });
     }
     set_condition(
@@ -333,7 +336,7 @@ mod tests {
         crate::crd::conditions::set_condition(
             &mut st.conditions,
             crate::crd::conditions::SPEC_VALID,
-            "False",
+            ConditionStatus::False,
             reasons::SPEC_DRIFT,
             "the copy of this pair that west's controller reads differs from this one (east): spec.failover.mode",
             None,

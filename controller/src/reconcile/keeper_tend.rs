@@ -10,7 +10,7 @@ use crate::{
     coord::{keeper, Timing},
     crd::{
         conditions::{self, reasons},
-        DisasterRecoveryPair, DisasterRecoveryPairStatus,
+        ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus,
     },
     pg::conn,
     secrets::Secrets,
@@ -64,7 +64,7 @@ pub async fn tend(
                 &mut st.conditions,
                 events,
                 conditions::LEADER_KEY,
-                "False",
+                ConditionStatus::False,
                 reason,
                 &msg,
                 drp.metadata.generation,
@@ -85,7 +85,7 @@ pub async fn tend(
     let site_failed = st.sites.iter().find(|s| s.name == site).is_some_and(|s| {
         s.consecutive_failures >= threshold && (!s.reachable || s.http_healthy == Some(false))
     });
-    let mut set = |status: &str, reason: &str, msg: &str| {
+    let mut set = |status: ConditionStatus, reason: &str, msg: &str| {
         crate::events::upsert(
             &mut st.conditions,
             events,
@@ -102,7 +102,7 @@ pub async fn tend(
         Ok(t) => t,
         Err(e) => {
             ctx.keepers.stop(&pair);
-            set("False", reasons::INVALID_SPEC, &e.to_string());
+            set(ConditionStatus::False, reasons::INVALID_SPEC, &e.to_string());
             return;
         }
     };
@@ -111,7 +111,11 @@ pub async fn tend(
         Ok(cfg) => keeper::Config { epoch, lift_on_acquire, site_failed, in_recovery, ..cfg },
         Err(e) => {
             // Without credentials the keeper could not fence; say so instead of pretending.
-            set("False", reasons::SECRET_MISSING, &format!("{site} cannot keep the leader key: {e}"));
+            set(
+                ConditionStatus::False,
+                reasons::SECRET_MISSING,
+                &format!("{site} cannot keep the leader key: {e}"),
+            );
             return;
         }
     };
@@ -120,16 +124,20 @@ pub async fn tend(
     match (&state.self_fenced, &state.ended, state.holding) {
         (_, Some(why), _) => {
             gauge.set(-1);
-            set("False", reasons::SITE_DEMOTED, &format!("{site} stopped serving: {why}"));
+            set(ConditionStatus::False, reasons::SITE_DEMOTED, &format!("{site} stopped serving: {why}"));
         }
         (Some((at, msg)), None, _) => {
             gauge.set(-1);
-            set("False", reasons::SELF_FENCED, &format!("{site} fenced itself at {at}: {msg}"));
+            set(
+                ConditionStatus::False,
+                reasons::SELF_FENCED,
+                &format!("{site} fenced itself at {at}: {msg}"),
+            );
         }
         (None, None, true) => {
             gauge.set(1);
             set(
-                "True",
+                ConditionStatus::True,
                 reasons::LEADER_KEY_HELD,
                 &format!(
                     "{site} holds the leader key in etcd (lease {:?}, renewed every {:?}; without renewal for \
@@ -145,7 +153,11 @@ pub async fn tend(
         (None, None, false) => {
             gauge.set(0);
             let why = state.witness_error.unwrap_or_else(|| "starting".into());
-            set("False", reasons::ACQUIRING, &format!("{site} is taking the leader key: {why}"));
+            set(
+                ConditionStatus::False,
+                reasons::ACQUIRING,
+                &format!("{site} is taking the leader key: {why}"),
+            );
         }
     }
 }

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 
 use crate::context::Context;
 use crate::{
-    crd::{conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, FailoverMode},
+    crd::{conditions, ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus, FailoverMode},
     datasource, dns, recycle,
     secrets::Secrets,
 };
@@ -56,13 +56,17 @@ fn status_blockers(drp: &DisasterRecoveryPair, st: &DisasterRecoveryPairStatus, 
         )),
         None => blockers.push(format!("standby {to} has not been probed yet")),
     }
-    if let Some(c) =
-        st.conditions.iter().find(|c| c.type_ == conditions::LAG_WITHIN_BUDGET && c.status != "True")
+    if let Some(c) = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::LAG_WITHIN_BUDGET && c.status != ConditionStatus::True)
     {
         blockers.push(c.message.clone());
     }
-    if let Some(c) =
-        st.conditions.iter().find(|c| c.type_ == conditions::SECRETS_RESOLVED && c.status == "False")
+    if let Some(c) = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::SECRETS_RESOLVED && c.status == ConditionStatus::False)
     {
         blockers.push(c.message.clone());
     }
@@ -220,10 +224,10 @@ mod tests {
         drp
     }
 
-    fn cond(type_: &str, status: &str, message: &str) -> Condition {
+    fn cond(type_: &str, status: ConditionStatus, message: &str) -> Condition {
         Condition {
             type_: type_.into(),
-            status: status.into(),
+            status,
             reason: "R".into(),
             message: message.into(),
             last_transition_time: String::new(),
@@ -250,8 +254,12 @@ mod tests {
         let st = DisasterRecoveryPairStatus {
             sites: vec![down],
             conditions: vec![
-                cond(conditions::LAG_WITHIN_BUDGET, "False", "lag 40.0 MiB > maxLagBytes 1.0 MiB"),
-                cond(conditions::SECRETS_RESOLVED, "False", "Secret n/s not found"),
+                cond(
+                    conditions::LAG_WITHIN_BUDGET,
+                    ConditionStatus::False,
+                    "lag 40.0 MiB > maxLagBytes 1.0 MiB",
+                ),
+                cond(conditions::SECRETS_RESOLVED, ConditionStatus::False, "Secret n/s not found"),
             ],
             ..Default::default()
         };

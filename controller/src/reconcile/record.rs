@@ -9,7 +9,9 @@ use kube::ResourceExt;
 use super::{commands, guard, Pair};
 use crate::{
     context::{Context, Error},
-    crd::{annotations, conditions, DisasterRecoveryPair, DisasterRecoveryPairStatus, Phase},
+    crd::{
+        annotations, conditions, ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus, Phase,
+    },
     events::EventNote,
     probe::{Outcome, PgState, SiteObservation},
 };
@@ -89,7 +91,7 @@ pub fn last_command(st: &mut DisasterRecoveryPairStatus, cmds: &commands::Comman
         conditions::set_condition(
             &mut st.conditions,
             conditions::LAST_COMMAND,
-            if *accepted { "True" } else { "False" },
+            if *accepted { ConditionStatus::True } else { ConditionStatus::False },
             reason,
             message,
             generation,
