@@ -50,14 +50,7 @@ mod tests {
 
     #[test]
     fn the_status_answers_and_the_spec_only_before_it() {
-        let spec: DisasterRecoveryPairSpec = serde_json::from_value(serde_json::json!({
-            "primary": "east",
-            "sites": [
-                { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
-                { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
-            ]
-        }))
-        .expect("spec");
+        let spec = crate::crd::test_spec();
         let p = primary(&spec, None);
         assert_eq!((p.site, p.standby, p.epoch, p.source), ("east", "west", Epoch(0), Source::Spec));
         let st = DisasterRecoveryPairStatus {

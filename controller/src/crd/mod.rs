@@ -25,7 +25,12 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 #[cfg(test)]
+mod test_spec;
+#[cfg(test)]
 mod tests;
+/// The unit tests' pair builder.
+#[cfg(test)]
+pub use test_spec::test_spec;
 
 /// A Markdown reference of every field, generated from the schema (the same text as
 /// `kubectl explain`), as `understudy crd --reference` prints it and `docs/crd-reference.md` holds it.

@@ -634,17 +634,16 @@ impl Events for FakeEvents {
 
 // ---------------------------------------------------------------- the world
 
-/// The test pair's spec: `east` primary, `west` standby with a DNS target; nothing else.
+/// The test pair's spec: `east` primary, `west` standby, Automatic, each site with a DNS target,
+/// 1 s probes and catch-up; nothing to rewrite, recycle or flip (the world's ports stand for them).
 pub fn spec() -> DisasterRecoveryPairSpec {
-    serde_json::from_value(serde_json::json!({
-        "primary": "east",
-        "sites": [
-            { "name": "east", "postgres": { "host": "pg-east", "port": 5432, "database": "app", "credentialsSecret": { "name": "pg" } }, "dnsTarget": "192.0.2.10" },
-            { "name": "west", "postgres": { "host": "pg-west", "port": 5432, "database": "app", "credentialsSecret": { "name": "pg" } }, "dnsTarget": "192.0.2.20" }
-        ],
-        "failover": { "mode": "Automatic", "probeInterval": "1s", "probeTimeout": "1s", "failureThreshold": 3, "maxLagBytes": "16Mi", "catchUpTimeout": "1s" }
-    }))
-    .expect("test spec")
+    crate::crd::test_spec()
+        .with_mode(crate::crd::FailoverMode::Automatic)
+        .with_probes("1s", "1s")
+        .with_catch_up_timeout("1s")
+        .with_database("app")
+        .with_site("east", |s| s.dns_target = Some("192.0.2.10".into()))
+        .with_site("west", |s| s.dns_target = Some("192.0.2.20".into()))
 }
 
 /// A pair in its steady state at epoch 0 (`east` serves), and fakes around it: a PgBouncer-like

@@ -247,18 +247,7 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::Transition;
-
-    fn spec() -> DisasterRecoveryPairSpec {
-        serde_json::from_value(serde_json::json!({
-            "primary": "east",
-            "sites": [
-                { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
-                { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
-            ]
-        }))
-        .expect("spec")
-    }
+    use crate::crd::{test_spec, Transition};
 
     fn ann(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
         kv.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
@@ -268,11 +257,11 @@ mod tests {
     fn a_switchover_token_acts_once() {
         let mut st = DisasterRecoveryPairStatus::default();
         let a = ann(&[(annotations::SWITCHOVER, "drill-1")]);
-        let c = read(&spec(), &st, &a);
+        let c = read(&test_spec(), &st, &a);
         assert_eq!(c.run, Some(Command::Switchover { to: "west".into() }));
         assert_eq!(c.handled, vec![(annotations::SWITCHOVER.to_string(), "drill-1".to_string())]);
         st.handled.insert(annotations::SWITCHOVER.into(), "drill-1".into());
-        assert_eq!(read(&spec(), &st, &a), Commands::default(), "a replayed token is a no-op");
+        assert_eq!(read(&test_spec(), &st, &a), Commands::default(), "a replayed token is a no-op");
     }
 
     #[test]
@@ -293,7 +282,7 @@ mod tests {
             (ann(&[(annotations::FAILOVER, "")]), "FailoverRejected"),
         ];
         for (a, reason) in cases {
-            let c = read(&spec(), &st, &a);
+            let c = read(&test_spec(), &st, &a);
             assert_eq!(c.run, None, "{a:?}");
             assert_eq!(c.events.len(), 1, "{a:?}");
             assert_eq!(c.events[0].reason, reason, "{a:?}");
@@ -308,11 +297,11 @@ mod tests {
             for (k, v) in c.handled {
                 st2.handled.insert(k, v);
             }
-            assert!(read(&spec(), &st2, &a).events.is_empty(), "{a:?}");
+            assert!(read(&test_spec(), &st2, &a).events.is_empty(), "{a:?}");
         }
         // Foreign annotations are none of our business.
         assert_eq!(
-            read(&spec(), &st, &ann(&[("kubectl.kubernetes.io/last-applied-configuration", "{}")])),
+            read(&test_spec(), &st, &ann(&[("kubectl.kubernetes.io/last-applied-configuration", "{}")])),
             Commands::default()
         );
     }
@@ -326,17 +315,19 @@ mod tests {
             }),
             ..Default::default()
         };
-        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "s1"), (annotations::FAILOVER, "f1")]));
+        let c =
+            read(&test_spec(), &st, &ann(&[(annotations::SWITCHOVER, "s1"), (annotations::FAILOVER, "f1")]));
         assert_eq!(c.run, None);
         assert_eq!(c.events.iter().filter(|e| e.note.contains("a Failover is in progress")).count(), 2);
-        let c = read(&spec(), &st, &ann(&[(annotations::DRY_RUN, "d1")]));
+        let c = read(&test_spec(), &st, &ann(&[(annotations::DRY_RUN, "d1")]));
         assert_eq!(c.run, Some(Command::DryRun { token: "d1".into() }));
     }
 
     #[test]
     fn forced_failover_goes_first_and_targets_the_other_site() {
         let st = DisasterRecoveryPairStatus { current_primary: Some("west".into()), ..Default::default() };
-        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "s1"), (annotations::FAILOVER, "f1")]));
+        let c =
+            read(&test_spec(), &st, &ann(&[(annotations::SWITCHOVER, "s1"), (annotations::FAILOVER, "f1")]));
         assert_eq!(c.run, Some(Command::ForcedFailover { to: "east".into() }));
         assert_eq!(c.handled.len(), 1, "the switchover token waits for its turn");
     }
@@ -345,20 +336,20 @@ mod tests {
     fn a_token_acts_once_forever_even_after_others() {
         let mut st = DisasterRecoveryPairStatus::default();
         for t in ["d1", "d2"] {
-            let c = read(&spec(), &st, &ann(&[(annotations::DRY_RUN, t)]));
+            let c = read(&test_spec(), &st, &ann(&[(annotations::DRY_RUN, t)]));
             assert_eq!(c.run, Some(Command::DryRun { token: t.into() }), "{t} runs the first time");
             record(&mut st, &c.handled);
         }
-        let again = read(&spec(), &st, &ann(&[(annotations::DRY_RUN, "d1")]));
+        let again = read(&test_spec(), &st, &ann(&[(annotations::DRY_RUN, "d1")]));
         assert_eq!(again, Commands::default(), "d1 came back after d2 and must not run again");
         // Switchover and failover tokens share the rule, and a token of one command does not
         // block the same token of another.
-        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "d1")]));
+        let c = read(&test_spec(), &st, &ann(&[(annotations::SWITCHOVER, "d1")]));
         assert_eq!(c.run, Some(Command::Switchover { to: "west".into() }));
         record(&mut st, &c.handled);
-        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "s2")]));
+        let c = read(&test_spec(), &st, &ann(&[(annotations::SWITCHOVER, "s2")]));
         record(&mut st, &c.handled);
-        assert_eq!(read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "d1")])).run, None);
+        assert_eq!(read(&test_spec(), &st, &ann(&[(annotations::SWITCHOVER, "d1")])).run, None);
         assert_eq!(st.handled_tokens.as_ref().map(|f| f.count), Some(4));
         assert_eq!(st.handled_tokens.as_ref().map(|f| f.bits.len()), Some(2048));
     }
@@ -379,7 +370,7 @@ mod tests {
     fn a_long_value_is_refused_with_its_reason_first_and_stored_bounded() {
         let st = DisasterRecoveryPairStatus::default();
         let long = "x".repeat(10_240);
-        let c = read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, &long)]));
+        let c = read(&test_spec(), &st, &ann(&[(annotations::SWITCHOVER, &long)]));
         assert_eq!(c.run, None);
         let note = &c.events[0].note;
         assert!(note.contains("not a token") && note.contains("nothing was done"), "{note}");
@@ -389,18 +380,21 @@ mod tests {
         record(&mut st2, &c.handled);
         let kept = &st2.handled[annotations::SWITCHOVER];
         assert!(kept.len() < 120 && kept.contains("sha256:"), "{kept}");
-        assert!(read(&spec(), &st2, &ann(&[(annotations::SWITCHOVER, &long)])).events.is_empty());
+        assert!(read(&test_spec(), &st2, &ann(&[(annotations::SWITCHOVER, &long)])).events.is_empty());
     }
 
     #[test]
     fn each_refusal_says_its_own_reason_in_last_command() {
         let mut st = DisasterRecoveryPairStatus::default();
-        let c =
-            read(&spec(), &st, &ann(&[(annotations::SWITCHOVER, "a"), (annotations::SWITCHOVER_TO, "east")]));
+        let c = read(
+            &test_spec(),
+            &st,
+            &ann(&[(annotations::SWITCHOVER, "a"), (annotations::SWITCHOVER_TO, "east")]),
+        );
         assert!(c.last.as_ref().is_some_and(|l| !l.0 && l.2.contains("already serves")), "{:?}", c.last);
         record(&mut st, &c.handled);
         let c = read(
-            &spec(),
+            &test_spec(),
             &st,
             &ann(&[(annotations::SWITCHOVER, "b"), (annotations::SWITCHOVER_TO, "north")]),
         );

@@ -335,21 +335,10 @@ fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) 
 mod tests {
     use super::*;
     use crate::{
+        crd::test_spec,
         pg::Lsn,
         probe::{Outcome, PgState},
     };
-
-    fn spec() -> DisasterRecoveryPairSpec {
-        serde_json::from_value(serde_json::json!({
-            "primary": "east",
-            "sites": [
-                { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
-                { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
-            ],
-            "failover": { "failureThreshold": 3, "maxLagBytes": "1Mi" }
-        }))
-        .expect("spec")
-    }
 
     fn primary(lsn: u64) -> Outcome<PgState> {
         Outcome::Up(PgState { current_lsn: Some(Lsn(lsn)), timeline: Some(1), ..Default::default() })
@@ -384,7 +373,8 @@ mod tests {
 
     #[test]
     fn healthy_pair_reports_lag_and_ready() {
-        let (st, events) = observe(&spec(), None, &obs(primary(5000), standby(4000)), at(0));
+        let (st, events) =
+            observe(&test_spec().with_max_lag("1Mi"), None, &obs(primary(5000), standby(4000)), at(0));
         assert_eq!(st.phase, Some(Phase::Healthy));
         assert_eq!(st.current_primary.as_deref(), Some("east"));
         assert_eq!(st.replication_lag_bytes, Some(1000));
@@ -397,7 +387,7 @@ mod tests {
 
     #[test]
     fn failures_count_up_to_the_threshold_and_a_pass_resets_them() {
-        let s = spec();
+        let s = test_spec().with_max_lag("1Mi");
         let (mut st, _) = observe(&s, None, &obs(primary(100), standby(100)), at(0));
         let down = || obs(Outcome::Down("connection refused".into()), standby(100));
         for i in 1..=2 {
@@ -431,7 +421,7 @@ mod tests {
 
     #[test]
     fn last_transition_time_moves_only_on_a_flip() {
-        let s = spec();
+        let s = test_spec().with_max_lag("1Mi");
         let (st, _) = observe(&s, None, &obs(primary(100), standby(100)), at(0));
         let (st, _) = observe(&s, Some(&st), &obs(primary(300), standby(200)), at(10));
         assert_eq!(cond(&st, conditions::PRIMARY_HEALTHY).last_transition_time, at(0).to_string());
@@ -441,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_secret_problem_is_not_a_probe_failure() {
-        let s = spec();
+        let s = test_spec().with_max_lag("1Mi");
         let mut o = obs(
             Outcome::NotRun(reasons::SECRET_MISSING, "Secret ns/s not found".into()),
             Outcome::NotRun(reasons::SECRET_MISSING, "Secret ns/s not found".into()),
@@ -458,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_refused_tls_handshake_is_reported_and_never_counted_as_a_failure() {
-        let s = spec();
+        let s = test_spec().with_max_lag("1Mi");
         let msg = "spec.sites[0].postgres.tls (mode VerifyFull): the server's certificate was not issued by the CA in spec.sites[0].postgres.tls.caSecret";
         let o = obs(Outcome::NotRun(reasons::TLS_HANDSHAKE_FAILED, msg.into()), standby(100));
         let (mut st, events) = observe(&s, None, &o, at(0));
@@ -475,7 +465,7 @@ mod tests {
 
     #[test]
     fn standby_states_are_told_apart() {
-        let s = spec();
+        let s = test_spec().with_max_lag("1Mi");
         let cases = [
             (Outcome::Down("timeout".into()), reasons::STANDBY_UNREACHABLE),
             (Outcome::Up(PgState { in_recovery: false, ..Default::default() }), reasons::NOT_IN_RECOVERY),
@@ -493,7 +483,8 @@ mod tests {
 
     #[test]
     fn lag_over_budget_names_both_figures() {
-        let (st, _) = observe(&spec(), None, &obs(primary(40 << 20), standby(0)), at(0));
+        let (st, _) =
+            observe(&test_spec().with_max_lag("1Mi"), None, &obs(primary(40 << 20), standby(0)), at(0));
         let c = cond(&st, conditions::LAG_WITHIN_BUDGET);
         assert_eq!(c.reason, reasons::LAG_OVER_BUDGET);
         assert_eq!(c.message, "lag 40.0 MiB > maxLagBytes 1.0 MiB");
@@ -502,7 +493,7 @@ mod tests {
 
     #[test]
     fn http_failure_counts_like_a_sql_failure() {
-        let s = spec();
+        let s = test_spec().with_max_lag("1Mi");
         let mut o = obs(primary(1), standby(1));
         o.sites[0].http = Some(Outcome::Down("GET http://x/ping answered 503".into()));
         let (st, _) = observe(&s, None, &o, at(0));

@@ -213,19 +213,11 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{SiteStatus, Transition};
+    use crate::crd::{test_spec, SiteStatus, Transition};
 
-    fn spec(mode: &str) -> DisasterRecoveryPairSpec {
-        serde_json::from_value(serde_json::json!({
-            "primary": "east",
-            "sites": [
-                { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } } },
-                { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } }
-            ],
-            "failover": { "mode": mode, "failureThreshold": 3, "maxLagBytes": "16Mi", "cooldown": "10m" },
-            "coordination": { "etcd": { "endpoints": ["http://w:2379"] } }
-        }))
-        .expect("spec")
+    /// The pair in `mode`, with a witness (threshold 3, maxLagBytes 16Mi and cooldown 10m: the defaults).
+    fn spec(mode: FailoverMode) -> DisasterRecoveryPairSpec {
+        test_spec().with_mode(mode).with_witness("http://w:2379")
     }
 
     /// A status with the primary failing `failures` times and the standby healthy at `lag` bytes.
@@ -277,21 +269,25 @@ mod tests {
     #[test]
     fn below_the_threshold_nothing_happens() {
         for f in 0..3 {
-            assert_eq!(decide(&spec("Automatic"), &status(f, 0), &[]), Decision::Steady, "{f} failures");
+            assert_eq!(
+                decide(&spec(FailoverMode::Automatic), &status(f, 0), &[]),
+                Decision::Steady,
+                "{f} failures"
+            );
         }
     }
 
     #[test]
     fn automatic_mode_fails_over_a_confirmed_dead_primary() {
         assert_eq!(
-            decide(&spec("Automatic"), &status(3, 1024), &[]),
+            decide(&spec(FailoverMode::Automatic), &status(3, 1024), &[]),
             Decision::Failover { trigger: Trigger::Automatic, from: "east".into(), to: "west".into() }
         );
     }
 
     #[test]
     fn every_guard_refuses_with_its_own_reason() {
-        let auto = spec("Automatic");
+        let auto = spec(FailoverMode::Automatic);
         let mut cooling = status(3, 0);
         cooling.last_transition =
             Some(Transition { finished_at: Some("2027-01-15T09:55:00Z".into()), ..Default::default() });
@@ -305,7 +301,7 @@ mod tests {
             (&'a str, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, Vec<(&'a str, &'a str)>);
         let cases: Vec<Case> = vec![
             (reasons::PAUSED, auto.clone(), status(3, 0), vec![(annotations::PAUSED, "true")]),
-            (reasons::MANUAL_MODE, spec("Manual"), status(3, 0), vec![]),
+            (reasons::MANUAL_MODE, spec(FailoverMode::Manual), status(3, 0), vec![]),
             (reasons::IN_COOLDOWN, auto.clone(), cooling, vec![]),
             (reasons::STANDBY_UNAVAILABLE, auto.clone(), standby_down, vec![]),
             (reasons::STANDBY_UNAVAILABLE, auto.clone(), standby_promoted, vec![]),
@@ -342,7 +338,7 @@ mod tests {
             None,
             now(),
         );
-        let d = decide(&spec("Automatic"), &st, &[]);
+        let d = decide(&spec(FailoverMode::Automatic), &st, &[]);
         assert_eq!(reason(&d), reasons::SPEC_DRIFT);
         assert!(
             matches!(&d, Decision::Blocked { message, .. } if message.contains("spec.failover.mode")),
@@ -352,7 +348,7 @@ mod tests {
 
     #[test]
     fn approve_mode_waits_for_the_right_nonce() {
-        let s = spec("Approve");
+        let s = spec(FailoverMode::Approve);
         let mut st = status(3, 0);
         let d = decide(&s, &st, &[]);
         assert_eq!(d, Decision::AwaitApproval { nonce: "n0nce".into(), to: "west".into() });

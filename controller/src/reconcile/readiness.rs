@@ -200,23 +200,11 @@ async fn dns_plan(drp: &DisasterRecoveryPair, to: &str, ctx: &Context) -> Found 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{Condition, SiteStatus};
+    use crate::crd::{test_spec, Condition, SiteStatus};
 
-    fn pair(mode: &str, paused: bool) -> DisasterRecoveryPair {
-        let mut drp: DisasterRecoveryPair = serde_json::from_value(serde_json::json!({
-            "apiVersion": "dr.understudy.dev/v1alpha1",
-            "kind": "DisasterRecoveryPair",
-            "metadata": { "name": "p", "namespace": "n" },
-            "spec": {
-                "primary": "east",
-                "sites": [
-                    { "name": "east", "postgres": { "host": "a", "port": 5432, "credentialsSecret": { "name": "s" } } },
-                    { "name": "west", "postgres": { "host": "b", "port": 5433, "credentialsSecret": { "name": "s" } } }
-                ],
-                "failover": { "mode": mode }
-            }
-        }))
-        .expect("pair");
+    /// The test pair in `mode` (`west`'s server on port 5433), paused by annotation or not.
+    fn pair(mode: FailoverMode, paused: bool) -> DisasterRecoveryPair {
+        let mut drp = test_spec().with_mode(mode).with_site("west", |s| s.postgres.port = 5433).pair("p");
         if paused {
             drp.metadata.annotations =
                 Some([(crate::crd::annotations::PAUSED.to_string(), "true".to_string())].into());
@@ -245,9 +233,13 @@ mod tests {
             ..Default::default()
         };
         let ok = DisasterRecoveryPairStatus { sites: vec![streaming.clone()], ..Default::default() };
-        assert!(status_blockers(&pair("Automatic", false), &ok, "west").is_empty());
+        assert!(status_blockers(&pair(FailoverMode::Automatic, false), &ok, "west").is_empty());
 
-        let b = status_blockers(&pair("Automatic", false), &DisasterRecoveryPairStatus::default(), "west");
+        let b = status_blockers(
+            &pair(FailoverMode::Automatic, false),
+            &DisasterRecoveryPairStatus::default(),
+            "west",
+        );
         assert_eq!(b, ["standby west has not been probed yet"]);
 
         let down = SiteStatus { reachable: false, message: Some("sql: refused".into()), ..streaming };
@@ -263,7 +255,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let b = status_blockers(&pair("Manual", true), &st, "west");
+        let b = status_blockers(&pair(FailoverMode::Manual, true), &st, "west");
         assert_eq!(b.len(), 5, "{b:?}");
         assert!(b[0].contains("not streaming") && b[0].ends_with(": sql: refused"), "{b:?}");
         assert!(b[1].contains("maxLagBytes") && b[2].contains("not found"));
@@ -272,12 +264,12 @@ mod tests {
 
     #[test]
     fn the_site_steps_name_the_servers_they_touch() {
-        let plan = plan_sites(&pair("Automatic", false).spec, "east", "west");
+        let plan = plan_sites(&pair(FailoverMode::Automatic, false).spec, "east", "west");
         assert_eq!(
             plan,
             [
-                "Fence: east (a:5432) read-only, writers terminated, PgBouncer paused",
-                "Promote: west (b:5433) with pg_promote",
+                "Fence: east (pg-east:5432) read-only, writers terminated, PgBouncer paused",
+                "Promote: west (pg-west:5433) with pg_promote",
                 "VerifyWritable: epoch marker on west",
             ]
         );
