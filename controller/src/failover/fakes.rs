@@ -80,6 +80,7 @@ pub struct Server {
     pub promotions: u32,
     pub marker: Option<i64>,
     pub switch_point: Option<Lsn>,
+    pub checkpoints: u32,
 }
 
 /// Fake servers by site. Faults are keyed `<site>:<op>` (`west:promote`, `east:connect`).
@@ -221,6 +222,12 @@ impl PgSession for FakeSession {
     }
     async fn timeline_switch_point(&self) -> Result<Option<Lsn>, admin::Error> {
         self.op("timeline_switch_point", |s| Ok(s.switch_point))
+    }
+    async fn checkpoint(&self) -> Result<(), admin::Error> {
+        self.op("checkpoint", |s| {
+            s.checkpoints += 1;
+            Ok(())
+        })
     }
 }
 

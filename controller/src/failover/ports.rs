@@ -10,6 +10,10 @@
 //! | status store | `store::StatusStore` | `store::KubeStore` |
 //! | DataSource targets | `datasource::DataSourceWriter` | `datasource::KubeDataSource` |
 //! | Events | `Events` | the `Context`'s recorder |
+//!
+//! The rejoin of a former primary (`reconcile::rejoin`) acts through `PgAdmin`, the status store,
+//! `Events` and one port of its own, the rejoin hook (`reconcile::rejoin::hook::HookRunner`, real
+//! `CommandHook`).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -103,7 +107,7 @@ impl<'a> Ports<'a> {
 }
 
 /// Events through the controller's recorder.
-struct ContextEvents<'a>(&'a Context);
+pub struct ContextEvents<'a>(pub &'a Context);
 
 #[async_trait]
 impl Events for ContextEvents<'_> {

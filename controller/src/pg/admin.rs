@@ -3,7 +3,7 @@
 //!
 //! The transition steps reach a server through the `PgAdmin` port (an admin session on a named
 //! site, `PgSession`); `SiteAdmin` is the real one, built from the pair's spec and Secrets. The
-//! free functions are the SQL behind it, also used directly by the keeper and the rejoin.
+//! free functions are the SQL behind it, also used directly by the keeper.
 
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ pub trait PgSession: Send + Sync {
     async fn write_epoch_marker(&self, pair: &str, site: &str, epoch: i64) -> Result<i64, Error>;
     /// Where the current timeline forked, when the history file says.
     async fn timeline_switch_point(&self) -> Result<Option<Lsn>, Error>;
+    /// `CHECKPOINT`.
+    async fn checkpoint(&self) -> Result<(), Error>;
 }
 
 /// Why an admin session could not be opened.
@@ -127,6 +129,9 @@ impl PgSession for Client {
     }
     async fn timeline_switch_point(&self) -> Result<Option<Lsn>, Error> {
         timeline_switch_point(self).await
+    }
+    async fn checkpoint(&self) -> Result<(), Error> {
+        checkpoint(self).await
     }
 }
 
@@ -311,6 +316,13 @@ pub async fn timeline_switch_point(c: &Client) -> Result<Option<Lsn>, Error> {
         Err(_) => None,
     };
     Ok(text.as_deref().and_then(parse_history_switch_point))
+}
+
+/// `CHECKPOINT`. After a fast promotion the new timeline reaches pg_control only at the next
+/// checkpoint; until then `pg_rewind` against this server sees "the same timeline" and skips the
+/// rewind, so the rejoin checkpoints the new primary before it runs the hook.
+pub async fn checkpoint(c: &Client) -> Result<(), Error> {
+    c.batch_execute("CHECKPOINT").await.map_err(err("CHECKPOINT"))
 }
 
 /// The switch point of the last entry of a timeline history file (`<parent tli>\t<lsn>\t<reason>`).

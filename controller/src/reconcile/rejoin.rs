@@ -5,40 +5,120 @@
 //! before it, it can simply follow (`CleanFollower`); past it, the timelines diverged and it needs
 //! `pg_rewind` (`NeedsRewind`). When the site names a rejoin hook, the hook is run with what it
 //! needs, and the site is `Following` once the probes see it streaming.
+//!
+//! Every side effect goes through a port (`RejoinPorts`): the server through `PgAdmin`, the hook
+//! through `hook::HookRunner`, the claim and outcome writes through the status store, the Events
+//! of a claimed round through `Events`; `RejoinPorts::real` wires the controller's, the tests' fakes.
 
-use std::{process::Stdio, time::Duration};
+pub mod hook;
+
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use crate::{context::Context, events::EventNote};
+use self::hook::{CommandHook, HookCall, HookError, HookRunner};
 use crate::{
-    crd::{Assessment, DisasterRecoveryPair, DisasterRecoveryPairStatus},
+    context::Context,
+    crd::{Assessment, DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, RejoinHook},
+    events::EventNote,
+    failover::ports::{ContextEvents, Events},
     pg::{
-        admin,
-        conn::{self, Credentials},
+        admin::{self, OpenError, PgAdmin, SiteAdmin},
         Lsn,
     },
     secrets::Secrets,
+    store::{KubeStore, StatusStore},
 };
 
 /// How many times the hook is tried for one transition.
 pub const HOOK_ATTEMPTS: i32 = 3;
 
-/// Advances the former primary's record; returns the Events to publish. Mutates `st` only.
+/// What the rejoin acts through, for one pair.
+pub struct RejoinPorts<'a> {
+    /// Who claims a hook run (the journal's `holder`: `--site`, else the instance name).
+    pub identity: String,
+    /// The site this controller runs at (`--site`): with one, only the former primary's own
+    /// controller runs its hook.
+    pub site: Option<String>,
+    pub pg: Arc<dyn PgAdmin + 'a>,
+    pub hook: Arc<dyn HookRunner + 'a>,
+    pub store: Arc<dyn StatusStore + 'a>,
+    pub events: Arc<dyn Events + 'a>,
+}
+
+impl<'a> RejoinPorts<'a> {
+    /// The real ports of `drp`, on the controller's clients (the probe timeout bounds every
+    /// connection and Secret read).
+    pub fn real(ctx: &'a Context, drp: &DisasterRecoveryPair) -> RejoinPorts<'a> {
+        let secrets = Secrets::new(ctx.client.clone(), &drp.namespace().unwrap_or_default());
+        let timeout = drp.spec.failover.probe_timeout();
+        RejoinPorts {
+            identity: ctx.identity.clone(),
+            site: ctx.site.clone(),
+            pg: Arc::new(SiteAdmin { secrets: secrets.clone(), spec: drp.spec.clone(), timeout }),
+            hook: Arc::new(CommandHook { secrets, spec: drp.spec.clone(), timeout }),
+            store: Arc::new(KubeStore(ctx.client.clone())),
+            events: Arc::new(ContextEvents(ctx)),
+        }
+    }
+}
+
+/// Why the former primary could not be assessed (the text goes to `formerPrimary.message`).
+#[derive(Debug, thiserror::Error)]
+enum AssessError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("fence former primary {site}: {source}")]
+    Fence { site: String, source: admin::Error },
+    #[error(transparent)]
+    Admin(#[from] admin::Error),
+}
+
+/// Why a hook attempt failed before or while the hook ran.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("new primary {0}")]
+    Open(OpenError),
+    #[error("CHECKPOINT on new primary {primary}: {reason}")]
+    Checkpoint { primary: String, reason: String },
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
+/// Advances the former primary's record; returns the Events to publish. Mutates `st` only (a
+/// claimed hook run also writes the status and publishes its Events itself, see `run_hook_claimed`).
 pub async fn step(
     drp: &DisasterRecoveryPair,
     st: &mut DisasterRecoveryPairStatus,
     ctx: &Context,
 ) -> Vec<EventNote> {
+    if !due(st) {
+        return Vec::new();
+    }
+    step_with(drp, st, &RejoinPorts::real(ctx, drp)).await
+}
+
+/// Whether there is a former primary to watch: one recorded and probed, not following yet, and no
+/// transition running.
+fn due(st: &DisasterRecoveryPairStatus) -> bool {
+    st.former_primary.as_ref().is_some_and(|fp| {
+        fp.assessment != Assessment::Following && st.sites.iter().any(|s| s.name == fp.site)
+    }) && st.last_transition.as_ref().is_none_or(|t| t.finished_at.is_some())
+}
+
+/// `step` through the given ports.
+pub async fn step_with(
+    drp: &DisasterRecoveryPair,
+    st: &mut DisasterRecoveryPairStatus,
+    ports: &RejoinPorts<'_>,
+) -> Vec<EventNote> {
     let mut events = Vec::new();
-    let Some(mut fp) = st.former_primary.clone() else { return events };
-    if fp.assessment == Assessment::Following
-        || st.last_transition.as_ref().is_some_and(|t| t.finished_at.is_none())
-    {
+    if !due(st) {
         return events;
     }
+    let Some(mut fp) = st.former_primary.clone() else { return events };
     let Some(site_status) = st.sites.iter().find(|s| s.name == fp.site).cloned() else { return events };
     let now = Timestamp::now();
     let new_primary = crate::authority::primary(&drp.spec, Some(st)).site.to_string();
@@ -60,19 +140,19 @@ pub async fn step(
         let gated = site_status.in_recovery == Some(true)
             && site_status.streaming != Some(true)
             && matches!(prev, Assessment::Pending | Assessment::Unreachable);
-        let writable = assess_and_fence(drp, st, &mut fp, gated, &mut events, ctx).await;
+        let writable = assess_and_fence(st, &mut fp, gated, &mut events, ports).await;
         // The hook restarts the server: only for one that is (fenced but) still a primary or came
         // back behind its gate, never for one that is already a standby on its way to streaming.
         // With a controller per site only the former primary's own controller runs it: the hook
         // acts on that site's server and storage, which with one cluster per site only it reaches.
-        let own = ctx.site.as_deref().is_none_or(|s| s == fp.site);
+        let own = ports.site.as_deref().is_none_or(|s| s == fp.site);
         let hook = drp.spec.sites.iter().find(|s| s.name == fp.site).and_then(|s| s.rejoin.clone());
         if let Some(hook) = hook.filter(|_| {
             own && (writable || gated)
                 && matches!(fp.assessment, Assessment::CleanFollower | Assessment::NeedsRewind)
                 && fp.rejoin_attempts < HOOK_ATTEMPTS
         }) {
-            if !run_hook_claimed(drp, st, &mut fp, &hook, &new_primary, &mut events, ctx).await {
+            if !run_hook_claimed(drp, st, &mut fp, &hook, &new_primary, &mut events, ports).await {
                 // Another controller claimed this attempt (or the claim could not be written):
                 // nothing is recorded this round.
                 return events;
@@ -97,14 +177,13 @@ pub async fn step(
 /// Assesses the former primary against the fork point, fencing it first when it is writable;
 /// records the assessment in `fp` and its Events. Returns whether it was writable.
 async fn assess_and_fence(
-    drp: &DisasterRecoveryPair,
     st: &DisasterRecoveryPairStatus,
-    fp: &mut crate::crd::FormerPrimary,
+    fp: &mut FormerPrimary,
     gated: bool,
     events: &mut Vec<EventNote>,
-    ctx: &Context,
+    ports: &RejoinPorts<'_>,
 ) -> bool {
-    match assess(drp, st, &fp.site, gated, ctx).await {
+    match assess(st, &fp.site, gated, ports).await {
         Ok((assessment, msg, was_writable)) => {
             if was_writable {
                 events.push(EventNote {
@@ -125,7 +204,7 @@ async fn assess_and_fence(
             was_writable
         }
         Err(e) => {
-            fp.message = Some(e);
+            fp.message = Some(e.to_string());
             false
         }
     }
@@ -140,24 +219,24 @@ async fn assess_and_fence(
 async fn run_hook_claimed(
     drp: &DisasterRecoveryPair,
     st: &DisasterRecoveryPairStatus,
-    fp: &mut crate::crd::FormerPrimary,
-    hook: &crate::crd::RejoinHook,
+    fp: &mut FormerPrimary,
+    hook: &RejoinHook,
     new_primary: &str,
     events: &mut Vec<EventNote>,
-    ctx: &Context,
+    ports: &RejoinPorts<'_>,
 ) -> bool {
     fp.rejoin_attempts = fp.rejoin_attempts.saturating_add(1);
     let mut claim = st.clone();
-    claim.former_primary = Some(crate::crd::FormerPrimary {
+    claim.former_primary = Some(FormerPrimary {
         assessment: Assessment::Rejoining,
-        message: Some(format!("rejoin hook attempt {} started by {}", fp.rejoin_attempts, ctx.identity)),
+        message: Some(format!("rejoin hook attempt {} started by {}", fp.rejoin_attempts, ports.identity)),
         ..fp.clone()
     });
-    let Ok(claimed) = crate::store::write_status(ctx, drp, &claim).await else { return false };
+    let Ok(claimed) = ports.store.write_status(drp, &claim).await else { return false };
     // A server that was still a primary after the fork writes a shutdown checkpoint past it when
     // the hook stops it: always rewind (pg_rewind is a no-op when not needed).
     let rewind = true;
-    match run_hook(drp, st, &fp.site, hook, rewind, ctx).await {
+    match run_hook(drp, st, &fp.site, hook, rewind, ports).await {
         Ok(said) => {
             fp.assessment = Assessment::Rejoining;
             fp.message = Some(format!(
@@ -186,51 +265,32 @@ async fn run_hook_claimed(
     }
     let mut done = st.clone();
     done.former_primary = Some(fp.clone());
-    if let Err(e) = crate::store::write_status(ctx, &claimed, &done).await {
+    if let Err(e) = ports.store.write_status(&claimed, &done).await {
         warn!(error = %e, "recording the rejoin hook's outcome");
     }
     for ev in events.drain(..) {
         info!(reason = %ev.reason, note = %ev.note, "event");
-        ctx.publish(&claimed, ev).await;
+        ports.events.publish(&claimed, ev).await;
     }
     true
-}
-
-async fn connect(
-    drp: &DisasterRecoveryPair,
-    site: &str,
-    ctx: &Context,
-) -> Result<(tokio_postgres::Client, Credentials, String, u16), String> {
-    let ns = drp.namespace().unwrap_or_default();
-    let (i, s) = drp.spec.site(site)?;
-    let timeout: Duration = drp.spec.failover.probe_timeout();
-    let (target, creds) = conn::resolve(&Secrets::new(ctx.client.clone(), &ns), i, s, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    let c = tokio::time::timeout(timeout, conn::connect(&target))
-        .await
-        .map_err(|_| format!("{site}: no answer"))?
-        .map_err(|e| e.to_string())?;
-    Ok((c, creds, s.postgres.host.clone(), s.postgres.port))
 }
 
 /// Fences a writable former primary and compares its WAL position with the fork point.
 /// Returns (assessment, message, whether it was still a primary).
 async fn assess(
-    drp: &DisasterRecoveryPair,
     st: &DisasterRecoveryPairStatus,
     site: &str,
     gated: bool,
-    ctx: &Context,
-) -> Result<(Assessment, String, bool), String> {
-    let (c, _, _, _) = connect(drp, site, ctx).await?;
+    ports: &RejoinPorts<'_>,
+) -> Result<(Assessment, String, bool), AssessError> {
+    let c = ports.pg.connect(site).await?;
     let mut notes = Vec::new();
-    if !admin::in_recovery(&c).await.map_err(|e| e.to_string())? {
-        let fenced = admin::fence(&c).await.map_err(|e| format!("fence former primary {site}: {e}"))?;
+    if !c.in_recovery().await? {
+        let fenced = c.fence().await.map_err(|source| AssessError::Fence { site: site.into(), source })?;
         notes.push(format!(
             "{site} came back writable and was fenced (read-only, {fenced} sessions terminated)"
         ));
-        let head = admin::current_lsn(&c).await.map_err(|e| e.to_string())?;
+        let head = c.current_lsn().await?;
         let fork: Option<Lsn> = st
             .last_transition
             .as_ref()
@@ -245,7 +305,7 @@ async fn assess(
         return Ok((assessment, notes.join("; "), true));
     }
     if gated {
-        let (_, replayed) = admin::standby_lsns(&c).await.map_err(|e| e.to_string())?;
+        let (_, replayed) = c.standby_lsns().await?;
         let at = replayed.map(|l| l.to_string()).unwrap_or_else(|| "an unknown position".into());
         return Ok((
             Assessment::NeedsRewind,
@@ -259,54 +319,25 @@ async fn assess(
     Ok((Assessment::CleanFollower, format!("{site} is in recovery but not streaming yet"), false))
 }
 
+/// One hook attempt: the new primary checkpointed, then the hook run.
 async fn run_hook(
     drp: &DisasterRecoveryPair,
     st: &DisasterRecoveryPairStatus,
     site: &str,
-    hook: &crate::crd::RejoinHook,
+    hook: &RejoinHook,
     rewind: bool,
-    ctx: &Context,
-) -> Result<String, String> {
+    ports: &RejoinPorts<'_>,
+) -> Result<String, AttemptError> {
     let primary = crate::authority::primary(&drp.spec, Some(st)).site.to_string();
-    let (c, creds, host, port) = connect(drp, &primary, ctx).await.map_err(|e| format!("new primary {e}"))?;
+    let c = ports.pg.connect(&primary).await.map_err(AttemptError::Open)?;
     // A fast promotion records the new timeline in pg_control only at its next checkpoint; until
     // then pg_rewind sees "the same timeline" and wrongly skips the rewind. Checkpoint first.
-    c.batch_execute("CHECKPOINT")
+    c.checkpoint()
         .await
-        .map_err(|e| format!("CHECKPOINT on new primary {primary}: {}", conn::describe(&e)))?;
-    let (program, args) = hook.command.split_first().ok_or("spec.sites[*].rejoin.command is empty")?;
-    let timeout: Duration = hook.timeout.into();
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .env("UNDERSTUDY_SITE", site)
-        .env("UNDERSTUDY_EPOCH", st.epoch.to_string())
-        .env("UNDERSTUDY_PRIMARY_HOST", &host)
-        .env("UNDERSTUDY_PRIMARY_PORT", port.to_string())
-        .env("UNDERSTUDY_PRIMARY_USER", &creds.username)
-        .env("UNDERSTUDY_PRIMARY_PASSWORD", &creds.password)
-        .env("UNDERSTUDY_REWIND", if rewind { "1" } else { "0" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("start {program}: {e}"))?;
-    let out = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| format!("{program} did not finish within {timeout:?}"))?
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        let said = String::from_utf8_lossy(&out.stdout).replace(&creds.password, "<redacted>");
-        return Ok(said.lines().last().unwrap_or_default().chars().take(200).collect());
-    }
-    // The hook's own words, minus anything that could be the credentials it was given.
-    let tail: String = String::from_utf8_lossy(&out.stderr)
-        .replace(&creds.password, "<redacted>")
-        .lines()
-        .rev()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" | ");
-    warn!(%program, status = %out.status, "rejoin hook failed");
-    Err(format!("{program} exited with {}: {}", out.status, tail.chars().take(300).collect::<String>()))
+        .map_err(|e| AttemptError::Checkpoint { primary: primary.clone(), reason: e.reason })?;
+    let call = HookCall { site: site.into(), epoch: st.epoch, primary, rewind };
+    Ok(ports.hook.run(hook, &call).await?)
 }
+
+#[cfg(test)]
+mod tests;

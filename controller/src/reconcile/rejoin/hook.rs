@@ -1,0 +1,114 @@
+//! The rejoin hook port: runs a site's `spec.sites[*].rejoin.command` to turn the former primary
+//! into a standby of the new one. `CommandHook` is the real one (a child process given the new
+//! primary's address and credentials in its environment); the tests' fake records every call and
+//! answers as scripted.
+
+use std::{process::Stdio, time::Duration};
+
+use async_trait::async_trait;
+use tracing::warn;
+
+use crate::{
+    crd::{DisasterRecoveryPairSpec, Epoch, RejoinHook},
+    pg::conn::{self, ResolveError},
+    secrets::Secrets,
+};
+
+/// One run of the hook: what it is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookCall {
+    /// The former primary, to be rejoined (`UNDERSTUDY_SITE`).
+    pub site: String,
+    /// The pair's epoch (`UNDERSTUDY_EPOCH`).
+    pub epoch: Epoch,
+    /// The new primary, whose address and admin credentials the hook is given.
+    pub primary: String,
+    /// Whether `pg_rewind` must run first (`UNDERSTUDY_REWIND`).
+    pub rewind: bool,
+}
+
+/// Why a hook run failed. The texts are what the status and the `RejoinHookFailed` Event show.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The new primary is not in `spec.sites`.
+    #[error("new primary {0}")]
+    NoSuchSite(String),
+    /// The new primary's credentials cannot be read.
+    #[error("new primary {0}")]
+    Credentials(#[from] ResolveError),
+    #[error("spec.sites[*].rejoin.command is empty")]
+    EmptyCommand,
+    #[error("start {program}: {source}")]
+    Start { program: String, source: std::io::Error },
+    #[error("{program} did not finish within {timeout:?}")]
+    Timeout { program: String, timeout: Duration },
+    /// Waiting for the child failed.
+    #[error("{0}")]
+    Wait(std::io::Error),
+    /// It ran and failed: its exit status and the last lines of its standard error (credentials
+    /// removed).
+    #[error("{program} exited with {status}: {tail}")]
+    Exited { program: String, status: std::process::ExitStatus, tail: String },
+}
+
+/// The rejoin hook port.
+#[async_trait]
+pub trait HookRunner: Send + Sync {
+    /// Runs `hook` once; on success, the last line it printed (at most 200 characters).
+    async fn run(&self, hook: &RejoinHook, call: &HookCall) -> Result<String, HookError>;
+}
+
+/// The real hook: a child process, killed when it outlives `hook.timeout`.
+pub struct CommandHook {
+    pub secrets: Secrets,
+    pub spec: DisasterRecoveryPairSpec,
+    /// For reading the new primary's Secrets.
+    pub timeout: Duration,
+}
+
+#[async_trait]
+impl HookRunner for CommandHook {
+    async fn run(&self, hook: &RejoinHook, call: &HookCall) -> Result<String, HookError> {
+        let (i, s) = self.spec.site(&call.primary).map_err(HookError::NoSuchSite)?;
+        let (_, creds) = conn::resolve(&self.secrets, i, s, self.timeout).await?;
+        let (program, args) = hook.command.split_first().ok_or(HookError::EmptyCommand)?;
+        let timeout: Duration = hook.timeout.into();
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .env("UNDERSTUDY_SITE", &call.site)
+            .env("UNDERSTUDY_EPOCH", call.epoch.to_string())
+            .env("UNDERSTUDY_PRIMARY_HOST", &s.postgres.host)
+            .env("UNDERSTUDY_PRIMARY_PORT", s.postgres.port.to_string())
+            .env("UNDERSTUDY_PRIMARY_USER", &creds.username)
+            .env("UNDERSTUDY_PRIMARY_PASSWORD", &creds.password)
+            .env("UNDERSTUDY_REWIND", if call.rewind { "1" } else { "0" })
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| HookError::Start { program: program.clone(), source })?;
+        let out = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .map_err(|_| HookError::Timeout { program: program.clone(), timeout })?
+            .map_err(HookError::Wait)?;
+        if out.status.success() {
+            let said = String::from_utf8_lossy(&out.stdout).replace(&creds.password, "<redacted>");
+            return Ok(said.lines().last().unwrap_or_default().chars().take(200).collect());
+        }
+        // The hook's own words, minus anything that could be the credentials it was given.
+        let tail: String = String::from_utf8_lossy(&out.stderr)
+            .replace(&creds.password, "<redacted>")
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        warn!(%program, status = %out.status, "rejoin hook failed");
+        Err(HookError::Exited {
+            program: program.clone(),
+            status: out.status,
+            tail: tail.chars().take(300).collect(),
+        })
+    }
+}
