@@ -27,13 +27,13 @@ use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tracing::{info, warn};
 
 use super::{
-    etcd::{Access, Acquire, KeepAlive, Renewal, Witness},
+    etcd::{self, Access, Acquire, KeepAlive, Renewal, Witness},
     Timing,
 };
 use crate::{
     crd::PgBouncerRecycler,
     pg::{admin, conn},
-    recycle::pgbouncer::Console,
+    recycle::pgbouncer::{self, Console},
 };
 
 /// What a keeper needs; rebuilt by every reconcile of the pair (credentials may rotate). Holds
@@ -159,13 +159,40 @@ impl Keepers {
     }
 }
 
-/// The lease and leader-key operations the keeper needs from the witness. Errors are the text the
-/// status shows.
+/// Why a round with the witness failed. The text is what the status shows (`witness_error`, and
+/// the self-fence message).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// etcd could not be reached or refused.
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    /// One call did not answer within its bound (the renew interval).
+    #[error("etcd {what}: no answer within {limit:?}")]
+    NoAnswer { what: &'static str, limit: Duration },
+    /// The round did not finish before its cutoff (the self-fence deadline, or longer once fenced).
+    #[error("etcd: no confirmation within {0:?}")]
+    Unconfirmed(Duration),
+}
+
+/// Why an action on this site's database or PgBouncers failed (never with credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("connect: {0}")]
+    Connect(conn::ConnectError),
+    #[error("connect: no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error(transparent)]
+    Admin(#[from] admin::Error),
+    #[error(transparent)]
+    PgBouncer(#[from] pgbouncer::Error),
+}
+
+/// The lease and leader-key operations the keeper needs from the witness.
 #[async_trait]
 pub trait KeeperWitness: Send + Sync + 'static {
     type Conn: WitnessConn;
     /// Connects within `limit`.
-    async fn connect(&self, cfg: &Config, limit: Duration) -> Result<Self::Conn, String>;
+    async fn connect(&self, cfg: &Config, limit: Duration) -> Result<Self::Conn, KeyError>;
 }
 
 /// One connection to the witness, as `etcd::Witness`.
@@ -174,11 +201,11 @@ pub trait WitnessConn: Send + 'static {
     /// A live keepalive stream for one lease.
     type KeepAlive: Send + 'static;
     /// A new lease of `ttl`.
-    async fn grant(&mut self, ttl: Duration) -> Result<i64, String>;
+    async fn grant(&mut self, ttl: Duration) -> Result<i64, KeyError>;
     /// Opens the keepalive stream of `lease`.
-    async fn keep_alive(&mut self, lease: i64) -> Result<Self::KeepAlive, String>;
+    async fn keep_alive(&mut self, lease: i64) -> Result<Self::KeepAlive, KeyError>;
     /// Takes the leader key for `holder` serving `epoch`, bound to `lease`.
-    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, String>;
+    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, KeyError>;
     /// One keepalive round, answered within `timeout`.
     async fn renew(
         &mut self,
@@ -186,26 +213,26 @@ pub trait WitnessConn: Send + 'static {
         epoch: i64,
         holder: &str,
         timeout: Duration,
-    ) -> Result<Renewal, String>;
+    ) -> Result<Renewal, KeyError>;
     /// Deletes the leader key if it is ours.
-    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), String>;
+    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), KeyError>;
 }
 
 /// What the keeper does to its own site. Timeouts are the keeper's, except where a `budget` is
-/// passed. Errors are the text the status shows (never credentials).
+/// passed.
 #[async_trait]
 pub trait SiteFence: Send + Sync + 'static {
     /// Makes the database read-only and terminates its client sessions: how many.
-    async fn fence_database(&self, cfg: &Config) -> Result<u64, String>;
+    async fn fence_database(&self, cfg: &Config) -> Result<u64, SiteError>;
     /// Makes the database writable again; `budget` bounds the connection.
-    async fn unfence_database(&self, cfg: &Config, budget: Duration) -> Result<(), String>;
+    async fn unfence_database(&self, cfg: &Config, budget: Duration) -> Result<(), SiteError>;
     /// PAUSE on every PgBouncer of the pair, each bounded by `budget`: what each answered.
-    async fn pause_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<Result<(), String>>;
+    async fn pause_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<Result<(), SiteError>>;
     /// RESUME on every PgBouncer, each bounded by `budget`: a note for each.
     async fn resume_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<String>;
     /// The key is ours: the database serves as the primary. One that restarted behind its boot
     /// gate (a standby, `pg_admin::arm_boot_gate`) is promoted; the gate is armed. What was done.
-    async fn hold_primary(&self, cfg: &Config, budget: Duration) -> Result<String, String>;
+    async fn hold_primary(&self, cfg: &Config, budget: Duration) -> Result<String, SiteError>;
 }
 
 /// The real witness: etcd.
@@ -215,10 +242,16 @@ pub struct EtcdKeeper;
 impl KeeperWitness for EtcdKeeper {
     type Conn = Witness;
 
-    async fn connect(&self, cfg: &Config, limit: Duration) -> Result<Witness, String> {
-        Witness::connect(&cfg.endpoints, &cfg.prefix, &cfg.namespace, &cfg.name, limit, cfg.access.clone())
-            .await
-            .map_err(|e| e.to_string())
+    async fn connect(&self, cfg: &Config, limit: Duration) -> Result<Witness, KeyError> {
+        Ok(Witness::connect(
+            &cfg.endpoints,
+            &cfg.prefix,
+            &cfg.namespace,
+            &cfg.name,
+            limit,
+            cfg.access.clone(),
+        )
+        .await?)
     }
 }
 
@@ -226,16 +259,16 @@ impl KeeperWitness for EtcdKeeper {
 impl WitnessConn for Witness {
     type KeepAlive = KeepAlive;
 
-    async fn grant(&mut self, ttl: Duration) -> Result<i64, String> {
-        Witness::grant(self, ttl).await.map_err(|e| e.to_string())
+    async fn grant(&mut self, ttl: Duration) -> Result<i64, KeyError> {
+        Ok(Witness::grant(self, ttl).await?)
     }
 
-    async fn keep_alive(&mut self, lease: i64) -> Result<KeepAlive, String> {
-        Witness::keep_alive(self, lease).await.map_err(|e| e.to_string())
+    async fn keep_alive(&mut self, lease: i64) -> Result<KeepAlive, KeyError> {
+        Ok(Witness::keep_alive(self, lease).await?)
     }
 
-    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, String> {
-        Witness::acquire(self, epoch, holder, lease).await.map_err(|e| e.to_string())
+    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, KeyError> {
+        Ok(Witness::acquire(self, epoch, holder, lease).await?)
     }
 
     async fn renew(
@@ -244,12 +277,12 @@ impl WitnessConn for Witness {
         epoch: i64,
         holder: &str,
         timeout: Duration,
-    ) -> Result<Renewal, String> {
-        Witness::renew(self, ka, epoch, holder, timeout).await.map_err(|e| e.to_string())
+    ) -> Result<Renewal, KeyError> {
+        Ok(Witness::renew(self, ka, epoch, holder, timeout).await?)
     }
 
-    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), String> {
-        Witness::release(self, epoch, holder).await.map_err(|e| e.to_string())
+    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), KeyError> {
+        Ok(Witness::release(self, epoch, holder).await?)
     }
 }
 
@@ -258,37 +291,31 @@ pub struct PgSiteFence;
 
 #[async_trait]
 impl SiteFence for PgSiteFence {
-    async fn fence_database(&self, cfg: &Config) -> Result<u64, String> {
-        let c = conn::connect(&cfg.postgres).await.map_err(|e| format!("connect: {e}"))?;
-        admin::fence(&c).await.map_err(|e| e.to_string())
+    async fn fence_database(&self, cfg: &Config) -> Result<u64, SiteError> {
+        let c = conn::connect(&cfg.postgres).await.map_err(SiteError::Connect)?;
+        Ok(admin::fence(&c).await?)
     }
 
-    async fn unfence_database(&self, cfg: &Config, budget: Duration) -> Result<(), String> {
-        let c = tokio::time::timeout(budget, conn::connect(&cfg.postgres))
-            .await
-            .map_err(|_| format!("connect: no answer within {budget:?}"))?
-            .map_err(|e| format!("connect: {e}"))?;
-        admin::unfence(&c).await.map_err(|e| e.to_string())
+    async fn unfence_database(&self, cfg: &Config, budget: Duration) -> Result<(), SiteError> {
+        let c = connect_within(cfg, budget).await?;
+        Ok(admin::unfence(&c).await?)
     }
 
-    async fn pause_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<Result<(), String>> {
+    async fn pause_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<Result<(), SiteError>> {
         futures::future::join_all(cfg.bouncers.iter().map(|(r, user, password)| async move {
-            let c = Console::connect(r, user, password, budget).await.map_err(|e| e.to_string())?;
-            c.pause(budget).await.map_err(|e| e.to_string())
+            let c = Console::connect(r, user, password, budget).await?;
+            Ok(c.pause(budget).await?)
         }))
         .await
     }
 
-    async fn hold_primary(&self, cfg: &Config, budget: Duration) -> Result<String, String> {
-        let c = tokio::time::timeout(budget, conn::connect(&cfg.postgres))
-            .await
-            .map_err(|_| format!("connect: no answer within {budget:?}"))?
-            .map_err(|e| format!("connect: {e}"))?;
+    async fn hold_primary(&self, cfg: &Config, budget: Duration) -> Result<String, SiteError> {
+        let c = connect_within(cfg, budget).await?;
         let mut notes = Vec::new();
-        if admin::in_recovery(&c).await.map_err(|e| e.to_string())? {
+        if admin::in_recovery(&c).await? {
             // Only the holder of the epoch's key gets here: this is the primary restarted behind
             // its gate, not a standby of the other site (whose epoch would have ended this task).
-            admin::promote(&c, budget.max(Duration::from_secs(5))).await.map_err(|e| e.to_string())?;
+            admin::promote(&c, budget.max(Duration::from_secs(5))).await?;
             notes.push("restarted behind its boot gate and promoted again (the key is ours)".to_string());
         }
         match admin::arm_boot_gate(&c).await {
@@ -313,6 +340,14 @@ impl SiteFence for PgSiteFence {
         }
         notes
     }
+}
+
+/// The admin connection to this site's database, within `budget`.
+async fn connect_within(cfg: &Config, budget: Duration) -> Result<tokio_postgres::Client, SiteError> {
+    tokio::time::timeout(budget, conn::connect(&cfg.postgres))
+        .await
+        .map_err(|_| SiteError::NoAnswer(budget))?
+        .map_err(SiteError::Connect)
 }
 
 type Conn<W> = <W as KeeperWitness>::Conn;
@@ -406,9 +441,11 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
             Err(_) => {
                 witness = None;
                 keepalive = None;
-                Err(format!("etcd: no confirmation within {:?}", cutoff - round))
+                Err(KeyError::Unconfirmed(cutoff - round))
             }
         };
+        // From here on the witness's error is the text the status shows.
+        let outcome = outcome.map_err(|e| e.to_string());
         match outcome {
             Ok(Round::Confirmed(sent)) => {
                 confirmed = confirmed.max(sent);
@@ -545,7 +582,7 @@ async fn round_once<W: KeeperWitness>(
     witness: &mut Option<Conn<W>>,
     lease: &mut Option<i64>,
     keepalive: &mut Option<Ka<W>>,
-) -> Result<Round, String> {
+) -> Result<Round, KeyError> {
     let t = cfg.timing;
     let limit = t.renew_every;
     if witness.is_none() {
@@ -567,8 +604,8 @@ async fn round_connected<C: WitnessConn>(
     lease: &mut Option<i64>,
     keepalive: &mut Option<C::KeepAlive>,
     limit: Duration,
-) -> Result<Round, String> {
-    let bounded = |what: &'static str| move |_| format!("etcd {what}: no answer within {limit:?}");
+) -> Result<Round, KeyError> {
+    let bounded = |what: &'static str| move |_| KeyError::NoAnswer { what, limit };
     if let (Some(id), None) = (*lease, keepalive.as_ref()) {
         *keepalive =
             Some(tokio::time::timeout(limit, w.keep_alive(id)).await.map_err(bounded("keepalive"))??);
@@ -640,7 +677,7 @@ async fn give_up<W: KeeperWitness, F: SiteFence>(
             };
             w.release(cfg.epoch, &cfg.site).await?;
             *witness = Some(w);
-            Ok::<_, String>(())
+            Ok::<_, KeyError>(())
         };
         match tokio::time::timeout(limit, released).await {
             Ok(Ok(())) => msg.push_str("; key released"),
@@ -695,7 +732,7 @@ async fn fence_checked(site: &impl SiteFence, cfg: &Config) -> (bool, String) {
 }
 
 /// Lifts a self-fence: the database takes writes again and the PgBouncers resume.
-async fn lift(site: &impl SiteFence, cfg: &Config) -> Result<String, String> {
+async fn lift(site: &impl SiteFence, cfg: &Config) -> Result<String, SiteError> {
     let budget = cfg.timing.fence_budget.max(Duration::from_secs(1));
     site.unfence_database(cfg, budget).await?;
     let notes = site.resume_bouncers(cfg, budget).await;

@@ -91,7 +91,7 @@ impl FakeWitness {
 impl KeeperWitness for FakeWitness {
     type Conn = FakeWitness;
 
-    async fn connect(&self, _: &Config, _: Duration) -> Result<FakeWitness, String> {
+    async fn connect(&self, _: &Config, _: Duration) -> Result<FakeWitness, KeyError> {
         self.answer(|_| ()).await;
         Ok(self.clone())
     }
@@ -101,7 +101,7 @@ impl KeeperWitness for FakeWitness {
 impl WitnessConn for FakeWitness {
     type KeepAlive = i64;
 
-    async fn grant(&mut self, ttl: Duration) -> Result<i64, String> {
+    async fn grant(&mut self, ttl: Duration) -> Result<i64, KeyError> {
         Ok(self
             .answer(|e| {
                 e.next_lease += 1;
@@ -112,17 +112,20 @@ impl WitnessConn for FakeWitness {
             .await)
     }
 
-    async fn keep_alive(&mut self, lease: i64) -> Result<i64, String> {
+    async fn keep_alive(&mut self, lease: i64) -> Result<i64, KeyError> {
         Ok(lease)
     }
 
-    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, String> {
+    async fn acquire(&mut self, epoch: i64, holder: &str, lease: i64) -> Result<Acquire, KeyError> {
         self.answer(|e| {
             if e.epoch.0 != epoch {
                 return Ok(Acquire::EpochMoved { epoch: e.epoch.0, holder: e.epoch.1.clone() });
             }
             if !e.leases.contains_key(&lease) {
-                return Err(format!("etcd: lease {lease} not found"));
+                return Err(KeyError::Etcd(etcd::Error::Txn {
+                    key: "/understudy/db/orders/leader".into(),
+                    reason: format!("lease {lease} not found"),
+                }));
             }
             match &e.leader {
                 Some((_, h, _)) if h != holder => Ok(Acquire::HeldByOther { holder: h.clone() }),
@@ -142,7 +145,7 @@ impl WitnessConn for FakeWitness {
         epoch: i64,
         holder: &str,
         _: Duration,
-    ) -> Result<Renewal, String> {
+    ) -> Result<Renewal, KeyError> {
         let sent = Instant::now();
         Ok(self
             .answer(|e| {
@@ -163,7 +166,7 @@ impl WitnessConn for FakeWitness {
             .await)
     }
 
-    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), String> {
+    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), KeyError> {
         self.answer(|e| {
             if matches!(&e.leader, Some((ep, h, _)) if *ep == epoch && h == holder) {
                 e.leader = None;
@@ -203,20 +206,23 @@ impl FakeSite {
 
 #[async_trait]
 impl SiteFence for FakeSite {
-    async fn fence_database(&self, _: &Config) -> Result<u64, String> {
+    async fn fence_database(&self, _: &Config) -> Result<u64, SiteError> {
         tokio::time::sleep(self.with(|s| s.fence_takes)).await;
         self.with(|s| {
             let ok = !s.fence_fails;
             s.fences.push((Instant::now(), ok));
             if !ok {
-                return Err("permission denied to set default_transaction_read_only".to_string());
+                return Err(SiteError::Admin(admin::Error {
+                    action: "set read-only",
+                    reason: "permission denied to set default_transaction_read_only".into(),
+                }));
             }
             s.read_only = true;
             Ok(3)
         })
     }
 
-    async fn unfence_database(&self, _: &Config, _: Duration) -> Result<(), String> {
+    async fn unfence_database(&self, _: &Config, _: Duration) -> Result<(), SiteError> {
         self.with(|s| {
             s.read_only = false;
             s.lifts += 1;
@@ -224,7 +230,7 @@ impl SiteFence for FakeSite {
         Ok(())
     }
 
-    async fn pause_bouncers(&self, _: &Config, _: Duration) -> Vec<Result<(), String>> {
+    async fn pause_bouncers(&self, _: &Config, _: Duration) -> Vec<Result<(), SiteError>> {
         self.with(|s| {
             s.bouncer_fences += 1;
             s.paused = [true; 2];
@@ -237,7 +243,7 @@ impl SiteFence for FakeSite {
         vec!["pgb-0:6432 resumed".into(), "pgb-1:6432 resumed".into()]
     }
 
-    async fn hold_primary(&self, _: &Config, _: Duration) -> Result<String, String> {
+    async fn hold_primary(&self, _: &Config, _: Duration) -> Result<String, SiteError> {
         self.with(|s| {
             let promoted = std::mem::take(&mut s.in_recovery);
             s.promotions += usize::from(promoted);
@@ -519,7 +525,7 @@ async fn a_self_fence_that_fails_is_reported_and_retried_and_the_key_never_relea
     run.until(10.0 + secs(t.self_fence_after + t.fence_budget)).await;
     let s = run.state();
     let (_, msg) = s.self_fenced.clone().expect("a failed fence is reported");
-    assert!(msg.contains("fencing the database failed: permission denied"), "{msg}");
+    assert!(msg.contains("fencing the database failed: set read-only: permission denied"), "{msg}");
     assert!(!s.holding && s.ended.is_none());
     // Retried every round while the lease may still be alive.
     run.until(10.0 + secs(t.lease_ttl)).await;
