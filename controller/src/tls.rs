@@ -5,45 +5,60 @@ use std::error::Error as StdError;
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
+/// What is wrong with a PEM text; the message follows the field that holds it ("spec.x key
+/// ca.crt holds no PEM certificate ...") and never echoes the material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    #[error("is not PEM: {0}")]
+    NotPem(&'static str),
+    #[error("holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate,
+    #[error("holds no PEM private key (-----BEGIN PRIVATE KEY-----)")]
+    NoPrivateKey,
+    #[error("is not a PEM private key: {0}")]
+    NotPrivateKey(&'static str),
+    /// Certificate `index` (1-based) cannot be a trust anchor.
+    #[error("certificate {index} is not a usable CA certificate: {reason}")]
+    NotCa { index: usize, reason: String },
+}
+
 /// The certificates of a PEM text (one or more `CERTIFICATE` blocks).
-pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("is not PEM: {}", pem_error(&e)))?;
+        .map_err(|e| PemError::NotPem(pem_error(&e)))?;
     if certs.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        return Err(PemError::NoCertificate);
     }
     Ok(certs)
 }
 
 /// The private key of a PEM text (PKCS#8, PKCS#1 or SEC1).
-pub fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, String> {
+pub fn private_key(pem: &str) -> Result<PrivateKeyDer<'static>, PemError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            "holds no PEM private key (-----BEGIN PRIVATE KEY-----)".to_string()
-        }
-        other => format!("is not a PEM private key: {}", pem_error(&other)),
+        rustls::pki_types::pem::Error::NoItemsFound => PemError::NoPrivateKey,
+        other => PemError::NotPrivateKey(pem_error(&other)),
     })
 }
 
 /// A root store holding the CA certificates of a PEM text; each must be a usable trust anchor.
-pub fn roots(pem: &str) -> Result<rustls::RootCertStore, String> {
+pub fn roots(pem: &str) -> Result<rustls::RootCertStore, PemError> {
     let mut store = rustls::RootCertStore::empty();
     for (i, c) in certs(pem)?.into_iter().enumerate() {
-        store.add(c).map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
+        store.add(c).map_err(|e| PemError::NotCa { index: i + 1, reason: e.to_string() })?;
     }
     Ok(store)
 }
 
 // A PEM error's words without echoing the input (the pki-types errors carry no data, but be sure).
-fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+fn pem_error(e: &rustls::pki_types::pem::Error) -> &'static str {
     use rustls::pki_types::pem::Error as E;
     match e {
-        E::MissingSectionEnd { .. } => "a section has no END line".into(),
-        E::IllegalSectionStart { .. } => "a BEGIN line is malformed".into(),
-        E::Base64Decode(_) => "a section is not valid base64".into(),
-        E::NoItemsFound => "no PEM section found".into(),
-        _ => "cannot be read".into(),
+        E::MissingSectionEnd { .. } => "a section has no END line",
+        E::IllegalSectionStart { .. } => "a BEGIN line is malformed",
+        E::Base64Decode(_) => "a section is not valid base64",
+        E::NoItemsFound => "no PEM section found",
+        _ => "cannot be read",
     }
 }
 
@@ -110,18 +125,21 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_certificate_and_the_message_says_so() {
-        assert!(certs("hello").err().unwrap_or_default().contains("no PEM certificate"));
+        let said = |r: Result<Vec<CertificateDer<'static>>, PemError>| r.err().map(|e| e.to_string());
+        assert!(said(certs("hello")).unwrap_or_default().contains("no PEM certificate"));
         let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
-        assert!(certs(broken).err().unwrap_or_default().contains("base64"), "{:?}", certs(broken));
+        assert!(said(certs(broken)).unwrap_or_default().contains("base64"), "{:?}", certs(broken));
         assert!(roots("").is_err());
     }
 
     #[test]
     fn a_key_error_never_echoes_the_key() {
         let secretish = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\nno end";
-        let e = private_key(secretish).err().unwrap_or_default();
+        let said =
+            |r: Result<PrivateKeyDer<'static>, PemError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let e = said(private_key(secretish));
         assert!(!e.contains("c2VjcmV0"), "{e}");
-        assert!(private_key("nothing").err().unwrap_or_default().contains("no PEM private key"));
+        assert!(said(private_key("nothing")).contains("no PEM private key"));
     }
 
     #[test]

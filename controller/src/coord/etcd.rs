@@ -31,21 +31,36 @@ pub struct Access {
     pub user: Option<(String, String, String)>,
 }
 
+/// Why the witness's access settings cannot be used: a PEM that does not parse, or endpoints whose
+/// scheme contradicts the TLS setting. Each names the field to fix.
+#[derive(Debug, thiserror::Error)]
+enum AccessError {
+    #[error("{field} key {key} {source}: put {what} there")]
+    Pem { field: String, key: &'static str, source: crate::tls::PemError, what: &'static str },
+    #[error("spec.coordination.etcd.endpoints[{index}] is {endpoint:?} but {field} asks for TLS: use https:// endpoints")]
+    PlainEndpoint { index: usize, endpoint: String, field: String },
+    #[error(
+        "spec.coordination.etcd.endpoints[{index}] is {endpoint:?} but spec.coordination.etcd.tlsSecret is not set: \
+         set tlsSecret (ca.crt, tls.crt, tls.key) or use an http:// endpoint"
+    )]
+    TlsEndpoint { index: usize, endpoint: String },
+}
+
 impl Access {
     /// Checks the material (PEM that parses, https endpoints with TLS) and builds the options.
-    fn options(&self, endpoints: &[String], timeout: Duration) -> Result<ConnectOptions, String> {
+    fn options(&self, endpoints: &[String], timeout: Duration) -> Result<ConnectOptions, AccessError> {
         let mut opts = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
         if let Some((field, ca, cert, key)) = &self.tls {
-            crate::tls::roots(ca)
-                .map_err(|e| format!("{field} key ca.crt {e}: put the witness's CA there"))?;
-            crate::tls::certs(cert)
-                .map_err(|e| format!("{field} key tls.crt {e}: put the client certificate there"))?;
-            crate::tls::private_key(key)
-                .map_err(|e| format!("{field} key tls.key {e}: put the client key there"))?;
+            let pem = |key, what| move |source| AccessError::Pem { field: field.clone(), key, source, what };
+            crate::tls::roots(ca).map_err(pem("ca.crt", "the witness's CA"))?;
+            crate::tls::certs(cert).map_err(pem("tls.crt", "the client certificate"))?;
+            crate::tls::private_key(key).map_err(pem("tls.key", "the client key"))?;
             if let Some((i, e)) = endpoints.iter().enumerate().find(|(_, e)| !e.starts_with("https://")) {
-                return Err(format!(
-                    "spec.coordination.etcd.endpoints[{i}] is {e:?} but {field} asks for TLS: use https:// endpoints"
-                ));
+                return Err(AccessError::PlainEndpoint {
+                    index: i,
+                    endpoint: e.clone(),
+                    field: field.clone(),
+                });
             }
             opts = opts.with_tls(
                 TlsOptions::new()
@@ -53,10 +68,7 @@ impl Access {
                     .identity(Identity::from_pem(cert, key)),
             );
         } else if let Some((i, e)) = endpoints.iter().enumerate().find(|(_, e)| e.starts_with("https://")) {
-            return Err(format!(
-                "spec.coordination.etcd.endpoints[{i}] is {e:?} but spec.coordination.etcd.tlsSecret is not set: \
-                 set tlsSecret (ca.crt, tls.crt, tls.key) or use an http:// endpoint"
-            ));
+            return Err(AccessError::TlsEndpoint { index: i, endpoint: e.clone() });
         }
         if let Some((_, user, password)) = &self.user {
             opts = opts.with_user(user.as_str(), password.as_str());
@@ -209,7 +221,7 @@ impl Witness {
         access: Access,
     ) -> Result<Witness, Error> {
         let err = |reason| Error::Connect { endpoints: endpoints.join(","), reason };
-        let opts = access.options(endpoints, timeout).map_err(err)?;
+        let opts = access.options(endpoints, timeout).map_err(|e| err(e.to_string()))?;
         let client = tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts)))
             .await
             .map_err(|_| err(format!("no answer within {timeout:?}")))?

@@ -157,7 +157,7 @@ async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
         let began = Instant::now();
         let res = tokio::time::timeout(cfg.timeout, read(&cfg, &mut conn)).await;
         let res = match res {
-            Ok(r) => r,
+            Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("etcd witness: no answer within {:?}", cfg.timeout)),
         };
         if let Ok(mut s) = state.lock() {
@@ -193,9 +193,10 @@ async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
 
 /// One read of the pair's keys; this site's spec is published first when the witness holds
 /// another (or none).
-async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<super::etcd::Snapshot, String> {
-    if conn.is_none() {
-        *conn = Some(
+async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<super::etcd::Snapshot, super::etcd::Error> {
+    let w = match conn {
+        Some(w) => w,
+        None => conn.insert(
             Witness::connect(
                 &cfg.endpoints,
                 &cfg.prefix,
@@ -204,20 +205,18 @@ async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<super::etcd::S
                 cfg.timeout,
                 cfg.access.clone(),
             )
-            .await
-            .map_err(|e| e.to_string())?,
-        );
-    }
-    let w = conn.as_mut().ok_or("no connection")?;
-    let mut snap = w.snapshot().await.map_err(|e| e.to_string())?;
+            .await?,
+        ),
+    };
+    let mut snap = w.snapshot().await?;
     if let Some((site, spec)) = &cfg.publish {
         if !snap.specs.iter().any(|(s, v)| s == site && v == spec) {
-            w.put_spec(site, spec).await.map_err(|e| e.to_string())?;
+            w.put_spec(site, spec).await?;
             snap.specs.retain(|(s, _)| s != site);
             snap.specs.push((site.clone(), spec.clone()));
         }
         if snap.paused.contains(site) != cfg.paused {
-            w.put_paused(site, cfg.paused).await.map_err(|e| e.to_string())?;
+            w.put_paused(site, cfg.paused).await?;
             snap.paused.retain(|s| s != site);
             if cfg.paused {
                 snap.paused.push(site.clone());

@@ -127,14 +127,15 @@ pub fn acts_here(entry: Option<&str>, here: Option<&str>) -> bool {
     }
 }
 
+/// A site name that `spec.sites` does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no site named {0} in spec.sites")]
+pub struct NoSuchSite(pub String);
+
 impl DisasterRecoveryPairSpec {
     /// The site named `name` with its index in `spec.sites` (for field paths in messages).
-    pub fn site(&self, name: &str) -> Result<(usize, &Site), String> {
-        self.sites
-            .iter()
-            .enumerate()
-            .find(|(_, s)| s.name == name)
-            .ok_or_else(|| format!("no site named {name} in spec.sites"))
+    pub fn site(&self, name: &str) -> Result<(usize, &Site), NoSuchSite> {
+        self.sites.iter().enumerate().find(|(_, s)| s.name == name).ok_or_else(|| NoSuchSite(name.into()))
     }
 }
 
@@ -793,31 +794,42 @@ pub mod duration {
 
     use super::Duration;
 
+    /// Why a text is not a duration understudy reads.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum DurationError {
+        #[error("{0:?} is negative; use a positive duration such as 30s")]
+        Negative(String),
+        #[error("{0:?} is not a duration; use one such as 30s or 1m30s")]
+        NotADuration(String),
+        #[error("{text:?} has unit {unit:?}; use ns, us, ms, s, m or h")]
+        UnknownUnit { text: String, unit: String },
+        #[error("{0:?} is longer than the longest duration (2562047h)")]
+        TooLong(String),
+    }
+
     /// The longest duration read: Go's (about 292 years, `2562047h47m16.854775807s`), so that
     /// whatever the API server's CEL `duration()` accepts is read.
     const MAX_SECS: f64 = i64::MAX as f64 / 1e9;
 
     /// Parses a Go duration; negative, overflowing or malformed values are errors.
-    pub fn parse(text: &str) -> Result<Duration, String> {
+    pub fn parse(text: &str) -> Result<Duration, DurationError> {
         let s = text.trim();
         let body = s.strip_prefix('+').unwrap_or(s);
         if body.starts_with('-') {
-            return Err(format!("{text:?} is negative; use a positive duration such as 30s"));
+            return Err(DurationError::Negative(text.into()));
         }
         if body == "0" {
             return Ok(std::time::Duration::ZERO.into());
         }
         if body.is_empty() {
-            return Err(format!("{text:?} is not a duration; use one such as 30s or 1m30s"));
+            return Err(DurationError::NotADuration(text.into()));
         }
         let mut total = 0f64;
         let mut rest = body;
         while !rest.is_empty() {
             let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
             let (num, tail) = rest.split_at(num_len);
-            let value: f64 = num
-                .parse()
-                .map_err(|_| format!("{text:?} is not a duration; use one such as 30s or 1m30s"))?;
+            let value: f64 = num.parse().map_err(|_| DurationError::NotADuration(text.into()))?;
             let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
             let (unit, next) = tail.split_at(unit_len);
             let scale = match unit {
@@ -827,11 +839,11 @@ pub mod duration {
                 "s" => 1.0,
                 "m" => 60.0,
                 "h" => 3600.0,
-                _ => return Err(format!("{text:?} has unit {unit:?}; use ns, us, ms, s, m or h")),
+                _ => return Err(DurationError::UnknownUnit { text: text.into(), unit: unit.into() }),
             };
             total += value * scale;
             if !total.is_finite() || total > MAX_SECS {
-                return Err(format!("{text:?} is longer than the longest duration (2562047h)"));
+                return Err(DurationError::TooLong(text.into()));
             }
             rest = next;
         }

@@ -83,7 +83,7 @@ fn give_up_after(cx: &StepCtx<'_>, e: StepError) -> StepError {
 
 /// The site `name` of the spec, or the configuration error naming it.
 fn site<'a>(cx: &StepCtx<'a>, name: &str) -> Result<(usize, &'a crate::crd::Site), StepError> {
-    cx.spec.site(name).map_err(StepError::Spec)
+    cx.spec.site(name).map_err(|e| StepError::Spec(e.to_string()))
 }
 
 async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, StepError> {
@@ -104,7 +104,8 @@ async fn pre_check(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     let head = p.current_lsn().await.map_err(|e| StepError::sql("", e))?;
     let (_, replay) = s.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
     let lag = head.bytes_after(replay.unwrap_or_default());
-    let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0).map_err(StepError::Spec)?;
+    let max = crate::units::quantity_bytes(&cx.spec.failover.max_lag_bytes.0)
+        .map_err(|e| StepError::Spec(e.to_string()))?;
     if lag > max {
         return Err(StepError::LagOverBudget { lag, max });
     }

@@ -76,7 +76,7 @@ fn build(m: &Material) -> Result<ClientConfig, (Part, String)> {
         PostgresTlsMode::Disable | PostgresTlsMode::Require => Arc::new(NoCheck(provider())),
         PostgresTlsMode::VerifyCa | PostgresTlsMode::VerifyFull => {
             let pem = m.ca.as_deref().ok_or((Part::Ca, "is required for this mode".to_string()))?;
-            let roots = crate::tls::roots(pem).map_err(|e| (Part::Ca, e))?;
+            let roots = crate::tls::roots(pem).map_err(|e| (Part::Ca, e.to_string()))?;
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
                 .map_err(|e| (Part::Ca, e.to_string()))?;
@@ -91,9 +91,9 @@ fn build(m: &Material) -> Result<ClientConfig, (Part, String)> {
     match &m.client {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let chain = crate::tls::certs(cert).map_err(|e| (Part::ClientCert, e))?;
+            let chain = crate::tls::certs(cert).map_err(|e| (Part::ClientCert, e.to_string()))?;
             let key: PrivateKeyDer<'static> =
-                crate::tls::private_key(key).map_err(|e| (Part::ClientKey, e))?;
+                crate::tls::private_key(key).map_err(|e| (Part::ClientKey, e.to_string()))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
                 (Part::ClientKey, format!("does not fit the certificate in tls.crt or is unsupported: {e}"))
             })

@@ -80,7 +80,7 @@ impl SqlProber {
             }
         };
         *used = Some(client.clone());
-        let state = read_state(&client).await.map_err(ConnectError::Other)?;
+        let state = read_state(&client).await.map_err(|e| ConnectError::Other(e.to_string()))?;
         if let Some(entry) = self.conns.lock().await.get_mut(&key) {
             entry.1 = Instant::now();
         }
@@ -88,22 +88,34 @@ impl SqlProber {
     }
 }
 
-async fn read_state(client: &Client) -> Result<PgState, String> {
-    let row = client.query_one(STATE_QUERY, &[]).await.map_err(|e| describe(&e))?;
-    let lsn = |i: usize| -> Result<Option<crate::pg::Lsn>, String> {
-        row.try_get::<_, Option<String>>(i)
-            .map_err(|e| describe(&e))?
-            .map(|s| s.parse().map_err(|e: crate::pg::lsn::ParseLsnError| e.to_string()))
-            .transpose()
+/// Why the state query's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+enum StateError {
+    /// The query failed (the server's words, `conn::describe`).
+    #[error("{0}")]
+    Sql(String),
+    #[error(transparent)]
+    Lsn(#[from] crate::pg::lsn::ParseLsnError),
+}
+
+impl From<tokio_postgres::Error> for StateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StateError::Sql(describe(&e))
+    }
+}
+
+async fn read_state(client: &Client) -> Result<PgState, StateError> {
+    let row = client.query_one(STATE_QUERY, &[]).await?;
+    let lsn = |i: usize| -> Result<Option<crate::pg::Lsn>, StateError> {
+        Ok(row.try_get::<_, Option<String>>(i)?.map(|s| s.parse()).transpose()?)
     };
     Ok(PgState {
-        in_recovery: row.try_get(0).map_err(|e| describe(&e))?,
+        in_recovery: row.try_get(0)?,
         current_lsn: lsn(1)?,
         receive_lsn: lsn(2)?,
         replay_lsn: lsn(3)?,
-        streaming: row.try_get::<_, Option<String>>(4).map_err(|e| describe(&e))?.as_deref()
-            == Some("streaming"),
-        timeline: row.try_get(5).map_err(|e| describe(&e))?,
-        fenced: row.try_get(6).map_err(|e| describe(&e))?,
+        streaming: row.try_get::<_, Option<String>>(4)?.as_deref() == Some("streaming"),
+        timeline: row.try_get(5)?,
+        fenced: row.try_get(6)?,
     })
 }

@@ -162,6 +162,18 @@ pub async fn tend(
     }
 }
 
+/// Why the keeper cannot be configured: its site, a Secret or the TLS material (the text goes to
+/// the `LeaderKey` condition).
+#[derive(Debug, thiserror::Error)]
+enum ConfigError {
+    #[error(transparent)]
+    NoSuchSite(#[from] crate::crd::NoSuchSite),
+    #[error(transparent)]
+    Resolve(#[from] conn::ResolveError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+}
+
 /// The keeper's configuration: the witness, this site's admin connection and the PgBouncers.
 async fn config(
     drp: &DisasterRecoveryPair,
@@ -170,12 +182,11 @@ async fn config(
     etcd: &crate::crd::EtcdWitness,
     timing: Timing,
     ctx: &Context,
-) -> Result<keeper::Config, String> {
+) -> Result<keeper::Config, ConfigError> {
     let secrets = Secrets::new(ctx.client.clone(), ns);
     let (i, s) = drp.spec.site(site)?;
-    let (postgres, _) =
-        conn::resolve(&secrets, i, s, timing.fence_budget).await.map_err(|e| e.to_string())?;
-    let access = crate::coord::witness_access(etcd, &secrets).await.map_err(|e| e.to_string())?;
+    let (postgres, _) = conn::resolve(&secrets, i, s, timing.fence_budget).await?;
+    let access = crate::coord::witness_access(etcd, &secrets).await?;
     let mut bouncers = Vec::new();
     // Its own site's PgBouncers and the shared ones, never the other site's.
     for (i, r) in drp.spec.recycle.iter().enumerate() {
@@ -184,9 +195,7 @@ async fn config(
         else {
             continue;
         };
-        let (user, password) = crate::recycle::pgbouncer::admin_credentials(&secrets, i, pgb)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (user, password) = crate::recycle::pgbouncer::admin_credentials(&secrets, i, pgb).await?;
         bouncers.push((pgb.clone(), user, password));
     }
     Ok(keeper::Config {

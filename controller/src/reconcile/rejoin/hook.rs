@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tracing::warn;
 
 use crate::{
-    crd::{DisasterRecoveryPairSpec, Epoch, RejoinHook},
+    crd::{DisasterRecoveryPairSpec, Epoch, NoSuchSite, RejoinHook},
     pg::conn::{self, ResolveError},
     secrets::Secrets,
 };
@@ -32,7 +32,7 @@ pub struct HookCall {
 pub enum HookError {
     /// The new primary is not in `spec.sites`.
     #[error("new primary {0}")]
-    NoSuchSite(String),
+    NoSuchSite(#[from] NoSuchSite),
     /// The new primary's credentials cannot be read.
     #[error("new primary {0}")]
     Credentials(#[from] ResolveError),
@@ -69,7 +69,7 @@ pub struct CommandHook {
 #[async_trait]
 impl HookRunner for CommandHook {
     async fn run(&self, hook: &RejoinHook, call: &HookCall) -> Result<String, HookError> {
-        let (i, s) = self.spec.site(&call.primary).map_err(HookError::NoSuchSite)?;
+        let (i, s) = self.spec.site(&call.primary)?;
         let (_, creds) = conn::resolve(&self.secrets, i, s, self.timeout).await?;
         let (program, args) = hook.command.split_first().ok_or(HookError::EmptyCommand)?;
         let timeout: Duration = hook.timeout.into();

@@ -30,12 +30,11 @@ use crate::{
 /// The new primary's position when it was promoted.
 const FORK: Lsn = Lsn(0x500_0000);
 
-/// A fake hook: records every call, answers with the scripted outcomes in order (`Err` carries
-/// the hook's last words), then succeeds.
+/// A fake hook: records every call, answers with the scripted outcomes in order, then succeeds.
 #[derive(Clone, Default)]
 struct FakeHook {
     calls: Arc<Mutex<Vec<HookCall>>>,
-    script: Arc<Mutex<VecDeque<Result<String, String>>>>,
+    script: Arc<Mutex<VecDeque<Result<String, HookError>>>>,
 }
 
 impl FakeHook {
@@ -43,26 +42,24 @@ impl FakeHook {
         self.calls.lock().expect("calls").clone()
     }
 
-    /// The next `n` runs fail.
+    /// The next `n` runs fail as a hook that exits with status 1 does.
     fn fail(&self, n: usize) {
         let mut s = self.script.lock().expect("script");
-        s.extend((0..n).map(|_| Err(format!("pg_rewind: {INJECTED}"))));
+        s.extend((0..n).map(|_| {
+            Err(HookError::Exited {
+                program: "rejoin.sh".into(),
+                status: std::process::ExitStatus::from_raw(1 << 8),
+                tail: format!("pg_rewind: {INJECTED}"),
+            })
+        }));
     }
 }
 
 #[async_trait]
 impl HookRunner for FakeHook {
-    async fn run(&self, hook: &RejoinHook, call: &HookCall) -> Result<String, HookError> {
+    async fn run(&self, _: &RejoinHook, call: &HookCall) -> Result<String, HookError> {
         self.calls.lock().expect("calls").push(call.clone());
-        match self.script.lock().expect("script").pop_front() {
-            Some(Err(tail)) => Err(HookError::Exited {
-                program: hook.command[0].clone(),
-                status: std::process::ExitStatus::from_raw(1 << 8),
-                tail,
-            }),
-            Some(Ok(said)) => Ok(said),
-            None => Ok("east follows west".into()),
-        }
+        self.script.lock().expect("script").pop_front().unwrap_or_else(|| Ok("east follows west".into()))
     }
 }
 
