@@ -132,6 +132,10 @@ pub async fn step_with(
             fp.assessment = Assessment::Unreachable;
             fp.message = site_status.message.clone();
         }
+    } else if settled(drp, &fp, &site_status, ports) {
+        // Fenced and assessed, and no hook of ours to run: it stays fenced (its own controller
+        // rejoins it, or a person re-clones it). Fencing it again every round would only terminate
+        // its sessions once a round.
     } else if site_status.in_recovery == Some(false)
         || fp.assessment == Assessment::Pending
         || fp.assessment == Assessment::Unreachable
@@ -172,6 +176,25 @@ pub async fn step_with(
     }
     st.former_primary = Some(fp);
     events
+}
+
+/// A former primary already fenced (the probes read it read-only) and assessed, whose hook is not
+/// this controller's to run (none, another site's controller, or its attempts used up).
+fn settled(
+    drp: &DisasterRecoveryPair,
+    fp: &FormerPrimary,
+    site: &crate::crd::SiteStatus,
+    ports: &RejoinPorts<'_>,
+) -> bool {
+    let assessed = matches!(
+        fp.assessment,
+        Assessment::CleanFollower | Assessment::NeedsRewind | Assessment::NeedsReclone
+    );
+    let own = ports.site.as_deref().is_none_or(|s| s == fp.site);
+    let has_hook = drp.spec.sites.iter().any(|s| s.name == fp.site && s.rejoin.is_some());
+    let hook_left =
+        own && has_hook && fp.assessment != Assessment::NeedsReclone && fp.rejoin_attempts < HOOK_ATTEMPTS;
+    site.fenced == Some(true) && site.in_recovery == Some(false) && assessed && !hook_left
 }
 
 /// Assesses the former primary against the fork point, fencing it first when it is writable;

@@ -319,9 +319,34 @@ async fn a_failing_hook_is_retried_up_to_its_attempts_then_the_standby_needs_a_r
     }
     assert_eq!(rig.events.reasons().iter().filter(|r| *r == "RejoinHookFailed").count(), 3);
     assert!(rig.events.all().iter().filter(|e| e.reason == "RejoinHookFailed").all(|e| e.warning));
-    // No attempt past the last.
-    rig.round(Some("east")).await;
+    // No attempt past the last; and, once the probes read it read-only, no fence every round
+    // either (each one would terminate its sessions again): it waits fenced for a re-clone.
+    rig.probes_see(SiteStatus { fenced: Some(true), ..east(true, false, false) });
+    for _ in 0..3 {
+        rig.round(Some("east")).await;
+    }
     assert_eq!(rig.hook.calls().len(), HOOK_ATTEMPTS as usize);
+    assert_eq!(rig.pg.server("east").fences, HOOK_ATTEMPTS as u32, "fenced again after the last attempt");
+    assert_eq!(rig.stored().assessment, Assessment::NeedsReclone);
+}
+
+#[tokio::test]
+async fn the_other_sites_controller_fences_a_writable_former_primary_once_not_every_round() {
+    // West's controller (with one cluster per site, east's hook is east's controller's to run).
+    let rig = Rig::new(true, east(true, false, false));
+    rig.east_server(|s| *s = Server { reachable: true, lsn: FORK, ..Default::default() });
+    rig.round(Some("west")).await;
+    assert_eq!(rig.pg.server("east").fences, 1);
+    rig.probes_see(SiteStatus { fenced: Some(true), ..east(true, false, false) });
+    for _ in 0..3 {
+        rig.round(Some("west")).await;
+    }
+    assert_eq!(rig.pg.server("east").fences, 1, "fenced every round");
+    assert!(rig.hook.calls().is_empty());
+    // Writable again (somebody lifted the fence): fenced again.
+    rig.probes_see(SiteStatus { fenced: Some(false), ..east(true, false, false) });
+    rig.round(Some("west")).await;
+    assert_eq!(rig.pg.server("east").fences, 2);
 }
 
 #[tokio::test]
