@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 
 all: test
 
-## demo: a local sandbox in which the primary dies and understudy fails over (timeline, RTO, RPO)
+## demo: two sites, two Kubernetes clusters: the whole east site lost (timeline, RTO, lost commits), then back (writes it accepted: 0; cluster A converging on the witness)
 demo: deps k8s-bins
 	$(CARGO) build -q -p understudy --bin understudy
 	$(CARGO) run -q -p understudy-e2e --bin understudy-demo
