@@ -99,22 +99,48 @@ fn comeback(c: &Comeback) {
     let s = |x: f64| Some(x);
     let ev = |t: Option<f64>, what: String| (t, format!("{}  {what}", secs(t)));
     rows(vec![
-        ev(s(0.0), "cluster A's etcd and kube-apiserver restarting (same data: the pair and Secrets as they were)".into()),
+        ev(
+            s(0.0),
+            "cluster A's etcd and kube-apiserver restarting (same data: the pair and Secrets as they were)"
+                .into(),
+        ),
         ev(s(c.cluster_ready), "cluster A's kube-apiserver ready".into()),
         ev(
             s(c.postgres_ready),
             format!(
-                "east's PostgreSQL accepts connections: pg_is_in_recovery() = {} (the boot gate armed while east served)",
-                if c.in_recovery_on_return { "t" } else { "f  <-- WRITABLE" }
+                "east's PostgreSQL accepts connections: pg_is_in_recovery() = {}",
+                if c.in_recovery_on_return {
+                    "t, a standby (the boot gate its keeper armed while east served)"
+                } else {
+                    "f  <-- WRITABLE: no boot gate"
+                }
             ),
         ),
         ev(s(c.controller_started), "east's controller started".into()),
-        ev(c.epoch_adopted, format!("Event EpochAdopted in cluster A: currentPrimary west, epoch {}", c.epoch)),
-        ev(s(c.demoted_seen), format!("LeaderKey False SiteDemoted (seen): {}", short(&c.demoted_message, 80))),
-        ev(c.repointed, format!("east's own objects repointed at west (status.siteObjects; Event: {})", short(after_colon(&c.repointed_note), 90))),
-        ev(c.deactivated, format!("east's app deactivated (status.activated): {}", short(&c.deactivated_note, 80))),
+        ev(
+            c.epoch_adopted,
+            format!("Event EpochAdopted in cluster A: currentPrimary west, epoch {}", c.epoch),
+        ),
+        ev(
+            s(c.demoted_seen),
+            format!("LeaderKey False SiteDemoted (seen): {}", short(&c.demoted_message, 80)),
+        ),
+        ev(
+            c.repointed,
+            format!(
+                "east's own objects repointed at west (status.siteObjects; Event: {})",
+                short(after_colon(&c.repointed_note), 90)
+            ),
+        ),
+        ev(
+            c.deactivated,
+            format!("east's app deactivated (status.activated): {}", short(&c.deactivated_note, 80)),
+        ),
         ev(c.rejoined, "east's rejoin hook succeeded (pg_rewind; east restarted as west's standby)".into()),
-        ev(s(c.following_seen), format!("formerPrimary east Following (seen): {}", short(&c.following_message, 80))),
+        ev(
+            s(c.following_seen),
+            format!("formerPrimary east Following (seen): {}", short(&c.following_message, 80)),
+        ),
     ]);
 }
 
