@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 
 all: test
 
-## demo: a local sandbox in which the primary dies and understudy fails over (timeline, RTO, RPO)
+## demo: two sites, two Kubernetes clusters: the whole east site lost (timeline, RTO, lost commits), then back (writes it accepted: 0; cluster A converging on the witness)
 demo: deps k8s-bins
 	$(CARGO) build -q -p understudy --bin understudy
 	$(CARGO) run -q -p understudy-e2e --bin understudy-demo
@@ -57,7 +57,7 @@ k8s-bins:
 helm-bin:
 	@bash e2e/scripts/build-helm.sh >/dev/null
 
-## bench: failover RTO/RPO (one controller, and one per site with the leader key) and planned switchovers side by side with Patroni, and the controller's footprint (BENCH_ARGS='--runs 2 --pairs 50', '--only switchover', '--only two-site --lease-ttls 10,4'; BENCH_ARGS=--help lists every flag)
+## bench: failover RTO/RPO (one controller, and one per site with the leader key) and planned switchovers side by side with Patroni, and the controller's footprint (BENCH_ARGS='--runs 2 --pairs 50', '--only switchover', '--only two-site --lease-ttls 10,4'; BENCH_ARGS=--help lists every flag). Two Kubernetes clusters, the whole site lost and back, run on their own: BENCH_ARGS='two-cluster --runs 10 --lease-ttls 4,10'
 bench: deps k8s-bins
 	$(CARGO) build -q -p understudy --bin understudy
 	$(CARGO) build -q --release -p understudy --bin understudy

@@ -4,6 +4,7 @@ pub mod app;
 pub mod bed;
 pub mod pair;
 pub mod sandbox;
+pub mod site_loss;
 pub mod support;
 pub mod two_sites;
 pub mod workload;

@@ -18,7 +18,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
 use anyhow::Result;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use understudy_e2e::sandbox::repo_root;
 
 mod footprint;
@@ -26,6 +26,7 @@ mod measure;
 mod patroni;
 mod switchover;
 mod table;
+mod two_cluster;
 mod two_site;
 mod understudy_failover;
 
@@ -40,9 +41,14 @@ use understudy_failover::{self as us, Topology};
     about = "understudy's failovers, planned switchovers and footprint on the real sandbox, side by side \
              with Patroni; tables on stdout and in target/bench/bench.{md,json}",
     after_help = "Examples: make bench BENCH_ARGS='--runs 2 --pairs 50'; '--only switchover'; \
-                  '--only two-site --lease-ttls 10,4'; '--runs 10 --skip-patroni'"
+                  '--only two-site --lease-ttls 10,4'; '--runs 10 --skip-patroni'; \
+                  'two-cluster --runs 10 --lease-ttls 4,10'",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// A scenario of its own instead of the default parts (the flags below are then not used).
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Runs of each configuration (failover topologies, Patroni configurations and switchovers); each
     /// failover run is on a fresh sandbox.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one())]
@@ -81,6 +87,16 @@ struct Cli {
     /// runs.
     #[arg(long, value_name = "PART,…", value_delimiter = ',')]
     only: Option<Vec<Part>>,
+}
+
+/// Scenarios run on their own (not part of the default run).
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Two sites, two Kubernetes clusters: the whole serving site lost and brought back, alternating
+    /// east → west and west → east on one bed per leaseTTL; site loss → DNS confirmed and → first
+    /// write, writes accepted by the returning site, the serving site's disturbance, the returning
+    /// cluster's convergence (target/bench/two-cluster.{md,json}).
+    TwoCluster(two_cluster::Args),
 }
 
 /// A part of the bench, for `--only`.
@@ -149,7 +165,18 @@ type Config = (&'static str, Timing, Scenario);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let a = Args::from(Cli::parse());
+    let cli = Cli::parse();
+    if let Some(Command::TwoCluster(tc)) = &cli.command {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let mut log = say;
+        let report = two_cluster::run(tc, argv, &mut log).await;
+        println!("{}", report.write()?);
+        if !report.failures.is_empty() {
+            anyhow::bail!("{} two-cluster run(s) failed", report.failures.len());
+        }
+        return Ok(());
+    }
+    let a = Args::from(cli);
     let began = Instant::now();
     let load_at_start = loadavg();
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -502,6 +529,36 @@ mod tests {
         }
         Ok(())
     }
+    #[test]
+    fn the_two_cluster_scenario_is_a_subcommand_of_its_own() {
+        use clap::Parser as _;
+        let parse = |argv: &[&str]| super::Cli::try_parse_from(["understudy-bench"].iter().chain(argv));
+        let cli = parse(&[]).expect("no arguments");
+        assert!(cli.command.is_none());
+        let tc = |argv: &[&str]| match parse(argv).map(|c| c.command) {
+            Ok(Some(super::Command::TwoCluster(a))) => Ok(a),
+            Ok(None) => panic!("{argv:?}: no subcommand"),
+            Err(e) => Err(e),
+        };
+        let a = tc(&["two-cluster"]).expect("defaults");
+        assert_eq!(
+            (a.runs, a.lease_ttls.as_slice(), a.gap),
+            (10, &[4, 10][..], std::time::Duration::from_secs(3))
+        );
+        let a = tc(&["two-cluster", "--runs", "3", "--lease-ttl", "4s", "--gap", "500ms"]).expect("flags");
+        assert_eq!(
+            (a.runs, a.lease_ttls.as_slice(), a.gap),
+            (3, &[4][..], std::time::Duration::from_millis(500))
+        );
+        for bad in [
+            &["two-cluster", "--runs", "0"][..],
+            &["two-cluster", "--lease-ttls", "1"],
+            &["--runs", "2", "two-cluster"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} is refused");
+        }
+    }
+
     use understudy::crd::FailoverPolicy;
 
     use understudy_e2e::pair::Failover;

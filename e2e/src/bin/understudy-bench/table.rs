@@ -20,37 +20,62 @@ pub struct Table {
 impl Table {
     /// Appends the table, Markdown to `md` and aligned text to `text`, each with the notes.
     pub fn render(&self, md: &mut String, text: &mut String) {
-        let Table { head, rows, notes } = self;
-        let _ = writeln!(md, "\n| {} |", head.join(" | "));
-        let _ = writeln!(md, "|---|---|---|---|");
-        for r in rows {
-            let _ = writeln!(md, "| {} |", r.join(" | "));
-        }
-        let _ = write!(md, "\n{notes}");
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[String]| -> String {
-            cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        };
-        text.push('\n');
-        text.push_str(line(head).trim_end());
-        text.push('\n');
-        text.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-"));
-        text.push('\n');
-        for r in rows {
-            text.push_str(line(r).trim_end());
-            text.push('\n');
-        }
-        text.push_str(notes);
+        let rows: Vec<Vec<String>> = self.rows.iter().map(|r| r.to_vec()).collect();
+        render_grid(&self.head, &rows, &self.notes, md, text);
     }
+}
+
+/// A table with any number of columns (the first names the measurement).
+pub struct Grid {
+    pub head: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub notes: String,
+}
+
+impl Grid {
+    /// As `Table::render`.
+    pub fn render(&self, md: &mut String, text: &mut String) {
+        render_grid(&self.head, &self.rows, &self.notes, md, text);
+    }
+}
+
+/// Renders a header and rows of as many cells as the header, Markdown to `md` and aligned text to
+/// `text`, each followed by `notes`.
+fn render_grid(head: &[String], rows: &[Vec<String>], notes: &str, md: &mut String, text: &mut String) {
+    let n = head.len();
+    let _ = writeln!(md, "\n| {} |", head.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(n));
+    for r in rows {
+        let _ = writeln!(md, "| {} |", r.join(" | "));
+    }
+    let _ = write!(md, "\n{notes}");
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    text.push('\n');
+    text.push_str(line(head).trim_end());
+    text.push('\n');
+    text.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-"));
+    text.push('\n');
+    for r in rows {
+        text.push_str(line(r).trim_end());
+        text.push('\n');
+    }
+    text.push_str(notes);
 }
 
 /// `median (min–max)` of a set of samples; `None` when there are none.

@@ -9,18 +9,14 @@
 //! controller keeps the leader key on a lease of `leaseTTL` and west may take the epoch only once
 //! that key is gone (expired, or released by east after a fence that succeeded).
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
 use understudy_e2e::{
     bed::Bed,
     pair::{Automatic, Failover},
+    site_loss::KeyWatch,
     support::wait_for,
     workload::lost,
 };
@@ -95,51 +91,6 @@ pub struct Run {
     pub east_gave_up: Option<String>,
     /// Two sites: kill → that log line.
     pub kill_to_east_gave_up: Option<f64>,
-}
-
-/// Watches the pair's leader key with `etcdctl watch` and records when it is first deleted.
-struct KeyWatch {
-    child: std::process::Child,
-    deleted: Arc<Mutex<Option<Instant>>>,
-}
-
-impl KeyWatch {
-    fn start(endpoint: &str, key: &str) -> Result<KeyWatch> {
-        let mut child = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoint}"))
-            .args(["watch", key])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("etcdctl watch")?;
-        let out = child.stdout.take().context("etcdctl watch stdout")?;
-        let deleted = Arc::new(Mutex::new(None));
-        let d = deleted.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if line.trim() == "DELETE" {
-                    let now = Instant::now();
-                    if let Ok(mut g) = d.lock() {
-                        g.get_or_insert(now);
-                    }
-                }
-            }
-        });
-        Ok(KeyWatch { child, deleted })
-    }
-
-    fn deleted(&self) -> Option<Instant> {
-        self.deleted.lock().ok().and_then(|g| *g)
-    }
-}
-
-impl Drop for KeyWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The first "leader key given up" line of a controller log at or after `after` (wall seconds):
