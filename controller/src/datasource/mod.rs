@@ -107,7 +107,12 @@ impl DataSourceWriter for KubeDataSource {
         }
         check(&self.client, &self.ns, &plan).await.map_err(RewriteError::NothingWritten)?;
         let objects = apply(&self.client, &self.ns, plan).await.map_err(RewriteError::Write)?;
-        Ok(Rewrite::Rewrote { objects, targets: spec.data_source.len() })
+        let targets = spec
+            .data_source
+            .iter()
+            .filter(|t| crate::crd::acts_here(t.site.as_deref(), self.here.as_deref()))
+            .count();
+        Ok(Rewrite::Rewrote { objects, targets })
     }
 }
 

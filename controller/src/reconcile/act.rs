@@ -91,7 +91,14 @@ pub async fn round_effects(
     if mirror_witness(drp, pair, &mut round.status, ctx).await? == Next::Again {
         return Ok(Next::Again);
     }
+    let attempts = |st: &DisasterRecoveryPairStatus| st.former_primary.as_ref().map(|f| f.rejoin_attempts);
+    let before = attempts(&round.status);
     round.events.extend(rejoin::step(drp, &mut round.status, ctx).await);
+    if attempts(&round.status) != before {
+        // A claimed rejoin hook run wrote the status itself: this round's copy is stale, and the
+        // effects below would be done again after its write met a 409. Start over on the new one.
+        return Ok(Next::Again);
+    }
     keeper_tend::tend(drp, &pair.ns, &pair.name, &mut round.status, &mut round.events, ctx, now).await;
     round.events.extend(super::local_objects::converge(drp, &pair.key, &mut round.status, ctx).await);
     round.events.extend(super::activation::converge(drp, &pair.key, &mut round.status, ctx).await);

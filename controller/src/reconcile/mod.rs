@@ -218,7 +218,9 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     record::metrics(&ctx, &pair, &obs, &round.status);
     // Act: the former primary's rejoin, the leader key, and (every 30 s) the witness and readiness.
     if act::round_effects(&drp, &pair, &cmds, &mut round, &ctx, now).await? == act::Next::Again {
-        return Ok(Action::requeue(Duration::from_millis(50)));
+        // The status was written under this round: start over once the watch cache has it (sooner
+        // only meets 409s against the stale copy).
+        return Ok(Action::requeue(Duration::from_millis(250)));
     }
     // Decide (pure): is a failover wanted and allowed?
     // A copy paused in the other site's cluster holds this one too (published in the witness).
