@@ -445,6 +445,17 @@ impl Bed {
         self.controller_command(site, extra, &[], Some(uid))
     }
 
+    /// The controller as a process acting for both sites (no `--site`: no leader key, and it runs
+    /// either site's rejoin hook), as one controller for a pair in one cluster runs.
+    pub fn controller_process_both_sites(&self) -> Result<Proc> {
+        let mut cmd = Command::new(controller_binary()?);
+        cmd.args(["run", "--namespace", &self.ns, "--instance", &format!("both-{}", self.ns)])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("KUBECONFIG", &self.cp.kubeconfig)
+            .env("UNDERSTUDY_LOG", "info");
+        Proc::spawn("understudy", cmd, &self.pg.dir.join("understudy-both.log"))
+    }
+
     /// A replica of `site`'s controller named `replica` (its instance name and log file), for leader
     /// election among the replicas of one site's release.
     pub fn controller_replica(&self, site: &str, replica: &str, extra: &[&str]) -> Result<Proc> {

@@ -138,7 +138,9 @@ impl Understudy {
     pub async fn start() -> Result<Understudy> {
         let bed = Bed::start("benchsw").await?;
         bed.pair("chat").failover(understudy_failover).create(&bed.client, &bed.ns).await?;
-        let ctl = bed.controller_process("west", &[])?;
+        // One controller for both sites (it runs the former primary's rejoin hook between runs; a
+        // controller run with `--site` leaves another site's hook to that site's controller).
+        let ctl = bed.controller_process_both_sites()?;
         bed.wait_healthy("chat").await?;
         Ok(Understudy { bed, _ctl: ctl, n: 0 })
     }
