@@ -60,9 +60,11 @@ pub async fn tend(
                     format!("{site} is the standby; {} serves at epoch {}", primary.site, primary.epoch),
                 )
             };
+            // Being the standby is the normal state: recorded without an Event; a demotion is announced.
+            let mut quiet = Vec::new();
             crate::events::upsert(
                 &mut st.conditions,
-                events,
+                if was_ours { events } else { &mut quiet },
                 conditions::LEADER_KEY,
                 ConditionStatus::False,
                 reason,
