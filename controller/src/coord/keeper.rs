@@ -15,7 +15,6 @@
 //! console). Neither reaches the Kubernetes API.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -23,7 +22,7 @@ use std::{
 use async_trait::async_trait;
 use jiff::Timestamp;
 // Tokio's clock (the real one in production): the tests run the keeper on a paused clock.
-use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio::{sync::watch, time::Instant};
 use tracing::{info, warn};
 
 use super::{
@@ -94,68 +93,33 @@ pub struct State {
     pub primary_held: Option<String>,
 }
 
-struct Handle {
-    config: watch::Sender<Config>,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The keepers of this controller, by pair (`ns/name`).
 #[derive(Default, Clone)]
-pub struct Keepers {
-    tasks: Arc<Mutex<HashMap<String, Handle>>>,
-}
+pub struct Keepers(super::tasks::PairTasks<Config, State>);
 
 impl Keepers {
     /// Starts the keeper of `pair`, or hands a running one the new configuration. A change of
-    /// epoch, site, witness or timing restarts the task.
+    /// epoch, site, witness or timing restarts the task. A task that ended because the epoch
+    /// moved is not started again for the same epoch: this site lost it, and a new task would only
+    /// fence the database once more. The reconciler stops it once its status mirrors the witness.
     pub fn ensure(&self, pair: &str, cfg: Config) -> State {
-        let Ok(mut tasks) = self.tasks.lock() else { return State::default() };
-        if let Some(h) = tasks.get(pair) {
-            let state = h.state.lock().map(|s| s.clone()).unwrap_or_default();
-            if h.config.borrow().same_task(&cfg) && !h.task.is_finished() {
-                h.config.send_replace(cfg);
-                return state;
-            }
-            // A task that ended because the epoch moved is not started again for the same epoch:
-            // this site lost it, and a new task would only fence the database once more. The
-            // reconciler stops it once its status mirrors the witness.
-            if h.config.borrow().same_task(&cfg) && state.ended.is_some() {
-                return state;
-            }
-        }
-        let (tx, rx) = watch::channel(cfg);
-        let state = Arc::new(Mutex::new(State::default()));
-        let task = tokio::spawn(keep(rx, state.clone()));
-        tasks.insert(pair.to_string(), Handle { config: tx, state, task });
-        State::default()
+        self.0.ensure(pair, cfg, Config::same_task, |s: &State| s.ended.is_some(), keep)
     }
 
     /// The state of `pair`'s keeper, when one runs.
     pub fn state(&self, pair: &str) -> Option<State> {
-        let tasks = self.tasks.lock().ok()?;
-        tasks.get(pair).and_then(|h| h.state.lock().ok().map(|s| s.clone()))
+        self.0.state(pair)
     }
 
     /// Stops the keepers of every pair for which `keep` says no.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.retain(|pair, _| keep(pair));
-        }
+        self.0.retain(keep)
     }
 
     /// Stops `pair`'s keeper (this site no longer serves, or the pair is gone). The lease is left
     /// to expire: releasing it early would let the standby promote before a fence.
     pub fn stop(&self, pair: &str) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.remove(pair);
-        }
+        self.0.stop(pair)
     }
 }
 

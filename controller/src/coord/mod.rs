@@ -13,6 +13,7 @@
 
 pub mod etcd;
 pub mod keeper;
+pub mod tasks;
 pub mod view;
 
 use std::time::Duration;

@@ -12,12 +12,11 @@
 //! connection whose packets are dropped waits silently, while a bounded read per interval notices.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tokio::{sync::watch, time::Instant};
 
 use super::etcd::{Access, Witness};
 
@@ -69,65 +68,27 @@ pub struct State {
     pub paused: Vec<String>,
 }
 
-impl State {
-    /// The record when it was read within `max_age`.
-    pub fn fresh(&self, max_age: Duration) -> Option<&Record> {
-        self.record.as_ref().filter(|(_, at)| at.elapsed() <= max_age).map(|(r, _)| r)
-    }
-}
-
-struct Handle {
-    config: watch::Sender<Config>,
-    state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The views of this controller, by pair (`ns/name`).
 #[derive(Default, Clone)]
-pub struct Views {
-    tasks: Arc<Mutex<HashMap<String, Handle>>>,
-}
+pub struct Views(super::tasks::PairTasks<Config, State>);
 
 impl Views {
     /// Starts the view of `pair`, or hands the running one its new configuration; returns the
     /// last answer (empty right after the start).
     pub fn ensure(&self, pair: &str, cfg: Config) -> State {
-        let Ok(mut tasks) = self.tasks.lock() else { return State::default() };
-        if let Some(h) = tasks.get(pair) {
-            if h.config.borrow().same_task(&cfg) && !h.task.is_finished() {
-                h.config.send_replace(cfg);
-                return h.state.lock().map(|s| s.clone()).unwrap_or_default();
-            }
-        }
-        let (tx, rx) = watch::channel(cfg);
-        let state = Arc::new(Mutex::new(State::default()));
-        let task = tokio::spawn(run(rx, state.clone()));
-        tasks.insert(pair.to_string(), Handle { config: tx, state, task });
-        State::default()
+        self.0.ensure(pair, cfg, Config::same_task, |_| false, run)
     }
 
     /// The last answer of `pair`'s view, when one runs.
     pub fn state(&self, pair: &str) -> Option<State> {
-        let tasks = self.tasks.lock().ok()?;
-        tasks.get(pair).and_then(|h| h.state.lock().ok().map(|s| s.clone()))
+        self.0.state(pair)
     }
 
     /// Waits until `pair`'s view has a first answer or `limit` passed; returns what it has.
     pub async fn first_answer(&self, pair: &str, limit: Duration) -> State {
         let until = Instant::now() + limit;
         loop {
-            let st = self
-                .tasks
-                .lock()
-                .ok()
-                .and_then(|t| t.get(pair).and_then(|h| h.state.lock().ok().map(|s| s.clone())))
-                .unwrap_or_default();
+            let st = self.0.state(pair).unwrap_or_default();
             if st.record.is_some() || st.error.is_some() || Instant::now() >= until {
                 return st;
             }
@@ -137,16 +98,12 @@ impl Views {
 
     /// Stops the views of every pair for which `keep` says no.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.retain(|pair, _| keep(pair));
-        }
+        self.0.retain(keep)
     }
 
     /// Stops `pair`'s view.
     pub fn stop(&self, pair: &str) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.remove(pair);
-        }
+        self.0.stop(pair)
     }
 }
 
