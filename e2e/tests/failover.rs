@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use k8s_openapi::api::events::v1::Event;
 use kube::{
     api::{ListParams, Patch, PatchParams},
@@ -17,6 +17,7 @@ use understudy::{
 use understudy_e2e::{
     bed::{mattermost_config, wait_exit, Bed},
     pair::{Approve, Automatic, Failover, Manual},
+    sandbox::netcut::Partition,
     support::{condition, wait_for, RunningController},
     workload::lost,
 };
@@ -147,6 +148,38 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
         condition(&bed.api().get("chat").await?, conditions::PRIMARY_HEALTHY).map(|c| c.0),
         Some(ConditionStatus::True)
     );
+    Ok(())
+}
+
+/// A primary whose packets are all dropped (nftables DROP both ways, no RST: a lost host) is
+/// decided within `failureThreshold × probeInterval + probeTimeout` of the cut: the probes keep
+/// their cadence while each waits out its timeout (before, each timed-out round cost
+/// `probeInterval + probeTimeout`: 1 s × 3 with a 1 s timeout decided 5–6 s after the cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_primary_is_decided_on_the_probe_cadence() -> Result<()> {
+    let (bed, _ctl) = Bed::with_pair("blackhole", |f| {
+        f.mode(Automatic).probe_interval("1s").probe_timeout("1s").failure_threshold(3)
+    })
+    .await?;
+    let cut = Partition::new()?;
+    let at = jiff::Timestamp::now();
+    cut.black_hole(bed.server("east").port)?;
+    let drp = bed.wait_epoch_finished("chat", 1, Duration::from_secs(60)).await?;
+    drop(cut);
+    let t = drp.status.and_then(|s| s.last_transition).context("journal")?;
+    let take: jiff::Timestamp = t
+        .steps
+        .iter()
+        .find(|s| s.name == "TakeEpoch")
+        .and_then(|s| s.started_at.as_deref())
+        .context("TakeEpoch started")?
+        .parse()?;
+    let decided = take.duration_since(at).as_secs_f64();
+    // 3 × 1 s + 1 s, and the round's own work (Secrets, the status write) on a loaded machine.
+    let bound = 3.0 * 1.0 + 1.0;
+    eprintln!("black-holed primary: decided {decided:.2} s after the cut (bound {bound} s + 0.5 s)");
+    anyhow::ensure!(decided <= bound + 0.5, "decided {decided:.2} s after the cut; the bound is {bound} s");
+    anyhow::ensure!(t.to == "west", "promoted {}", t.to);
     Ok(())
 }
 

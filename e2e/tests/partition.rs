@@ -350,3 +350,50 @@ async fn switchovers_with_a_controller_per_site_move_the_leader_key_and_writes_k
     ensure!(missing.is_empty(), "acknowledged commits lost: {missing:?}");
     Ok(())
 }
+
+/// The standby watches the witness: once the primary site's leader key is gone (deleted here by
+/// hand, as a confirmed site fence or a lease expiry does), the standby's takeover starts at once,
+/// not at its next probe round (probes every 2 s here, and a 20 s lease, so neither explains a
+/// quick start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_as_soon_as_the_leader_key_is_gone() -> Result<()> {
+    let mut bed = Bed::start("keywatch").await?;
+    bed.pair("chat")
+        .failover(|f| f.mode(Automatic).probe_interval("2s").probe_timeout("500ms").failure_threshold(2))
+        .lease_ttl("20s")
+        .create(&bed.client, &bed.ns)
+        .await?;
+    let east = bed.controller_process("east", &[])?;
+    let _west = bed.controller_process("west", &[])?;
+    wait_for("east to hold the leader key", Duration::from_secs(30), || async {
+        Ok(bed.witness_leader("chat")? == "0 east")
+    })
+    .await?;
+    // East's controller frozen (it neither renews nor releases the key), then its database killed.
+    east.signal("STOP")?;
+    bed.pg.primary.kill9();
+    let api = bed.api();
+    wait_for("west refused for the live leader key", Duration::from_secs(30), || async {
+        Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED)
+            .is_some_and(|(s, r, _)| s == ConditionStatus::True && r == conditions::reasons::LEADER_KEY_HELD))
+    })
+    .await?;
+    let deleted = jiff::Timestamp::now();
+    bed.witness.etcdctl(&["del", &format!("/understudy/{}/chat/leader", bed.ns)])?;
+    let drp = bed.wait_epoch_finished("chat", 1, Duration::from_secs(30)).await?;
+    east.signal("CONT")?;
+    let t = drp.status.and_then(|s| s.last_transition).context("journal")?;
+    let took: jiff::Timestamp = t
+        .steps
+        .iter()
+        .find(|s| s.name == "TakeEpoch")
+        .and_then(|s| s.finished_at.as_deref())
+        .context("TakeEpoch finished")?
+        .parse()?;
+    let after = took.duration_since(deleted).as_secs_f64();
+    eprintln!("leader key deleted → west's epoch swap: {:.0} ms", after * 1000.0);
+    ensure!(t.to == "west", "promoted {}", t.to);
+    // Well under a probe round (2 s); a reconcile round with one dead and one live probe.
+    ensure!(after < 0.7, "west took the epoch {after:.2} s after the key was deleted");
+    Ok(())
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp,
+    LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 // Tokio's clock (the real one in production): the keeper's tests run on a paused clock.
 use tokio::time::Instant;
@@ -149,6 +149,31 @@ pub struct Snapshot {
     pub journal: Option<String>,
     /// The sites whose copy of the pair is paused (`dr.understudy.dev/paused=true`).
     pub paused: Vec<String>,
+    /// The leader key's value (`<epoch> <site>`), when somebody holds it.
+    pub leader: Option<String>,
+}
+
+/// A watch on every key of one pair (`Witness::watch`): it says that something changed, never
+/// what — the reader reads the keys again, so a missed or coalesced event costs nothing.
+pub struct Changes {
+    stream: WatchStream,
+}
+
+impl Changes {
+    /// Waits for the next change; an error when the watch broke (canceled, compacted, the
+    /// connection lost), after which it is of no further use.
+    pub async fn next(&mut self) -> Result<(), Error> {
+        let broke = |reason: String| Error::Txn { key: "watch".into(), reason };
+        loop {
+            match self.stream.message().await {
+                Ok(Some(resp)) if resp.canceled() => return Err(broke("the watch was canceled".into())),
+                Ok(Some(resp)) if resp.events().is_empty() => continue,
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => return Err(broke("the watch stream ended".into())),
+                Err(e) => return Err(broke(e.to_string())),
+            }
+        }
+    }
 }
 
 /// A connection to the witness for one pair.
@@ -301,9 +326,22 @@ impl Witness {
                 snap.journal = Some(v.to_string());
             } else if let Some(site) = k.strip_prefix(paused_prefix.as_str()) {
                 snap.paused.push(site.to_string());
+            } else if k == self.leader_key {
+                snap.leader = Some(v.to_string());
             }
         }
         Ok(snap)
+    }
+
+    /// Watches every key of the pair (epoch, leader key, specs, journal, pauses, claims).
+    pub async fn watch(&mut self) -> Result<Changes, Error> {
+        let base = self.key.trim_end_matches("epoch").to_string();
+        let stream = self
+            .client
+            .watch(base.as_str(), Some(WatchOptions::new().with_prefix()))
+            .await
+            .map_err(self.txn_err(&base))?;
+        Ok(Changes { stream })
     }
 
     /// Publishes the spec `site`'s controller reads (`<base>/spec/<site>`), for the other site's

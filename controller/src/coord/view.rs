@@ -8,8 +8,12 @@
 //! the epoch moved within one probe interval of reaching the witness, and its round mirrors it into
 //! its own cluster's status before it decides anything (`authority::mirror`).
 //!
-//! The task never talks to the Kubernetes API. Polling rather than an etcd watch: a watch on a
-//! connection whose packets are dropped waits silently, while a bounded read per interval notices.
+//! The task never talks to the Kubernetes API. It polls *and* watches: an etcd watch on the pair's
+//! keys wakes it within milliseconds of a change (the primary site's leader key deleted, the epoch
+//! moved by the other site's controller), and it then reads the keys again and asks for a
+//! reconcile of the pair at once (`Views::new`'s trigger) instead of at the next probe round. The
+//! bounded read per interval stays, because a watch on a connection whose packets are dropped
+//! waits silently, while a read with a deadline notices.
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,7 +22,7 @@ use std::{
 
 use tokio::{sync::watch, time::Instant};
 
-use super::etcd::{Access, Witness};
+use super::etcd::{Access, Changes, Witness};
 
 /// What the task needs; rebuilt by every reconcile (credentials may rotate). Not `Debug`: it
 /// holds the witness's credentials.
@@ -66,29 +70,52 @@ pub struct State {
     pub journal: Option<String>,
     /// The sites whose copy is paused.
     pub paused: Vec<String>,
+    /// The leader key's value (`<epoch> <site>`), when somebody holds it.
+    pub leader: Option<String>,
 }
+
+impl State {
+    /// What a reconcile must see at once when it changes: the epoch record, the leader key, the
+    /// pauses and the journal (not the read's time).
+    fn decisive(&self) -> (Option<&Record>, &Option<String>, &[String], &Option<String>) {
+        (self.record.as_ref().map(|(r, _)| r), &self.leader, &self.paused, &self.journal)
+    }
+}
+
+/// Asks for a reconcile of a pair (`ns/name`).
+pub type Trigger = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// The views of this controller, by pair (`ns/name`).
 #[derive(Default, Clone)]
-pub struct Views(super::tasks::PairTasks<Config, State>);
+pub struct Views {
+    tasks: super::tasks::PairTasks<Config, State>,
+    /// Where a view asks for its pair's reconcile when the witness changed.
+    trigger: Option<Trigger>,
+}
 
 impl Views {
+    /// Views that ask for a reconcile through `trigger` when what the witness holds changes.
+    pub fn new(trigger: Trigger) -> Views {
+        Views { tasks: Default::default(), trigger: Some(trigger) }
+    }
+
     /// Starts the view of `pair`, or hands the running one its new configuration; returns the
     /// last answer (empty right after the start).
     pub fn ensure(&self, pair: &str, cfg: Config) -> State {
-        self.0.ensure(pair, cfg, Config::same_task, |_| false, run)
+        let trigger = self.trigger.clone().map(|t| (t, pair.to_string()));
+        self.tasks.ensure(pair, cfg, Config::same_task, |_| false, move |rx, st| run(rx, st, trigger))
     }
 
     /// The last answer of `pair`'s view, when one runs.
     pub fn state(&self, pair: &str) -> Option<State> {
-        self.0.state(pair)
+        self.tasks.state(pair)
     }
 
     /// Waits until `pair`'s view has a first answer or `limit` passed; returns what it has.
     pub async fn first_answer(&self, pair: &str, limit: Duration) -> State {
         let until = Instant::now() + limit;
         loop {
-            let st = self.0.state(pair).unwrap_or_default();
+            let st = self.tasks.state(pair).unwrap_or_default();
             if st.record.is_some() || st.error.is_some() || Instant::now() >= until {
                 return st;
             }
@@ -98,59 +125,98 @@ impl Views {
 
     /// Stops the views of every pair for which `keep` says no.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.0.retain(keep)
+        self.tasks.retain(keep)
     }
 
     /// Stops `pair`'s view.
     pub fn stop(&self, pair: &str) {
-        self.0.stop(pair)
+        self.tasks.stop(pair)
     }
 }
 
-async fn run(mut cfg_rx: watch::Receiver<Config>, state: Arc<Mutex<State>>) {
+async fn run(
+    mut cfg_rx: watch::Receiver<Config>,
+    state: Arc<Mutex<State>>,
+    trigger: Option<(Trigger, String)>,
+) {
     let mut conn: Option<Witness> = None;
+    let mut changes: Option<Changes> = None;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
         let began = Instant::now();
-        let res = tokio::time::timeout(cfg.timeout, read(&cfg, &mut conn)).await;
+        let res = tokio::time::timeout(cfg.timeout, read(&cfg, &mut conn, &mut changes)).await;
         let res = match res {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("etcd witness: no answer within {:?}", cfg.timeout)),
         };
+        let mut changed = false;
         if let Ok(mut s) = state.lock() {
             match res {
                 Ok(snap) => {
+                    let before = s.clone();
                     s.record = Some((snap.epoch, began));
                     s.specs = snap.specs;
                     s.journal = snap.journal;
                     s.paused = snap.paused;
+                    s.leader = snap.leader;
                     s.error = None;
+                    changed = before.record.is_some() && before.decisive() != s.decisive();
                 }
                 Err(e) => {
                     conn = None;
+                    changes = None;
                     s.error = Some(e);
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(began + cfg.every) => {}
-            changed = cfg_rx.changed() => {
-                if changed.is_err() {
-                    return;
+        if let Some((tx, pair)) = trigger.as_ref().filter(|_| changed) {
+            let _ = tx.send(pair.clone());
+        }
+        // Until the next read: the interval's end, a change the watch reports, or a new
+        // configuration after a failed read (every reconcile hands one over; when the last read
+        // went well it changes nothing here).
+        let wake = began + cfg.every;
+        let mut broken = false;
+        loop {
+            let change = async {
+                match changes.as_mut() {
+                    Some(c) => c.next().await,
+                    None => std::future::pending().await,
                 }
-                // A new configuration only wakes the loop early when the old one had failed.
-                let failed = state.lock().map(|s| s.error.is_some()).unwrap_or(false);
-                if !failed {
-                    tokio::time::sleep_until(began + cfg.every).await;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                woke = change => {
+                    // Read again at once; a broken watch is made again by that read.
+                    broken = woke.is_err();
+                    break;
+                }
+                changed = cfg_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if state.lock().map(|s| s.error.is_some()).unwrap_or(false) {
+                        break;
+                    }
                 }
             }
+        }
+        if broken {
+            changes = None;
+            // A watch that breaks as soon as it is made must not turn the loop into a busy one.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
 
 /// One read of the pair's keys; this site's spec is published first when the witness holds
 /// another (or none).
-async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<super::etcd::Snapshot, super::etcd::Error> {
+/// The pair's keys are watched from before the read, so no change after it goes unseen.
+async fn read(
+    cfg: &Config,
+    conn: &mut Option<Witness>,
+    changes: &mut Option<Changes>,
+) -> Result<super::etcd::Snapshot, super::etcd::Error> {
     let w = match conn {
         Some(w) => w,
         None => conn.insert(
@@ -165,6 +231,9 @@ async fn read(cfg: &Config, conn: &mut Option<Witness>) -> Result<super::etcd::S
             .await?,
         ),
     };
+    if changes.is_none() {
+        *changes = Some(w.watch().await?);
+    }
     let mut snap = w.snapshot().await?;
     if let Some((site, spec)) = &cfg.publish {
         if !snap.specs.iter().any(|(s, v)| s == site && v == spec) {

@@ -230,15 +230,25 @@ fn record_readiness(
     );
 }
 
+/// When the next round starts: `probeInterval` after this one *began*, so that probes keep a fixed
+/// cadence — a round whose probe waited out `probeTimeout` (a black-holed primary) does not push
+/// the next one back (a primary that stops answering is decided within
+/// `failureThreshold × probeInterval + probeTimeout`).
+pub fn next_round(interval: std::time::Duration, began: std::time::Instant) -> std::time::Duration {
+    interval.saturating_sub(began.elapsed()).max(std::time::Duration::from_millis(10))
+}
+
 /// Starts what the round decided — a commanded switchover or failover, or the guard's failover —
-/// and runs its journal; otherwise the pair comes back after `probeInterval`.
+/// and runs its journal; otherwise the pair comes back `probeInterval` after the round began.
 pub async fn start(
     drp: DisasterRecoveryPair,
     cmds: &commands::Commands,
     decision: guard::Decision,
     status: &DisasterRecoveryPairStatus,
     ctx: &Context,
+    began: std::time::Instant,
 ) -> Result<Action, Error> {
+    let every = next_round(drp.spec.failover.probe_interval.into(), began);
     let command = cmds.run.clone();
     use failover::{executor, Kind};
     let from = crate::authority::primary(&drp.spec, Some(status)).site.to_string();
@@ -252,17 +262,17 @@ pub async fn start(
         let note = format!("{cmd:?} refused: {}", c.message);
         tracing::warn!(%note, "command refused");
         ctx.publish(&drp, EventNote { warning: true, reason: "CommandRefused".into(), note }).await;
-        return Ok(Action::requeue(drp.spec.failover.probe_interval.into()));
+        return Ok(Action::requeue(every));
     }
     if refusal.is_some() {
-        return Ok(Action::requeue(drp.spec.failover.probe_interval.into()));
+        return Ok(Action::requeue(every));
     }
     if let Some(cmd) = command.as_ref().filter(|c| !matches!(c, commands::Command::DryRun { .. })) {
         if let Err(note) = claim(&drp, cmds, cmd, ctx).await {
             tracing::warn!(%note, "command not run here");
             ctx.publish(&drp, EventNote { warning: true, reason: "CommandHandledElsewhere".into(), note })
                 .await;
-            return Ok(Action::requeue(drp.spec.failover.probe_interval.into()));
+            return Ok(Action::requeue(every));
         }
     }
     let started = match (command, decision) {
@@ -277,12 +287,12 @@ pub async fn start(
         }
         _ => (None, None),
     };
-    let interval: std::time::Duration = drp.spec.failover.probe_interval.into();
     match started {
         (Some(drp), _) => executor::run(drp, ctx).await,
-        // The old primary's key is about to expire: try again then, not a probe round later.
-        (None, Some(retry)) => Ok(Action::requeue(retry.min(interval))),
-        (None, None) => Ok(Action::requeue(interval)),
+        // The old primary's key is about to expire: try again then, not a probe round later (or
+        // as soon as the witness view sees it deleted).
+        (None, Some(retry)) => Ok(Action::requeue(retry.min(every))),
+        (None, None) => Ok(Action::requeue(every)),
     }
 }
 
@@ -325,5 +335,23 @@ async fn claim(
             other.split(' ').next().unwrap_or_default()
         )),
         Err(e) => Err(format!("{cmd:?} ({annotation}={token}) not run: claiming it in the witness failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_next_round_is_counted_from_the_start_of_this_one() {
+        let every = Duration::from_secs(1);
+        let began = Instant::now() - Duration::from_millis(600);
+        let next = super::next_round(every, began);
+        assert!(next <= Duration::from_millis(400) && next >= Duration::from_millis(300), "{next:?}");
+        // A round longer than the interval: the next one at once.
+        assert_eq!(
+            super::next_round(every, Instant::now() - Duration::from_secs(2)),
+            Duration::from_millis(10)
+        );
     }
 }

@@ -75,6 +75,9 @@ pub async fn run(
     };
     let http = reqwest::Client::builder().user_agent("understudy").build().unwrap_or_default();
     let reporter = Reporter { controller: "understudy".into(), instance: Some(opts.instance.clone()) };
+    // A witness view asks for its pair's reconcile when the witness changed (the leader key gone,
+    // the epoch moved): the round runs at once instead of at the next probe interval.
+    let (trigger, triggered) = tokio::sync::mpsc::unbounded_channel::<String>();
     let ctx = Arc::new(Context {
         client: client.clone(),
         sql: SqlProber::default(),
@@ -85,7 +88,7 @@ pub async fn run(
         leadership: opts.leadership.clone(),
         site: opts.identity.clone(),
         keepers: Default::default(),
-        views: Default::default(),
+        views: crate::coord::view::Views::new(trigger),
         memory: Default::default(),
         instance: opts.instance.clone(),
         nonce: new_nonce(),
@@ -131,7 +134,20 @@ pub async fn run(
             }
         }
     });
+    let ar3 = ar.clone();
+    let triggered = futures::stream::unfold(triggered, |mut rx| async move {
+        let pair = rx.recv().await?;
+        Some((pair, rx))
+    })
+    .filter_map(move |pair: String| {
+        let ar = ar3.clone();
+        async move {
+            let (ns, name) = pair.split_once('/')?;
+            Some(reflector::ObjectRef::new_with(name, ar).within(ns))
+        }
+    });
     Controller::for_stream_with(stream, reader, ar)
+        .reconcile_on(triggered)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -193,13 +209,17 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     }
     let began = std::time::Instant::now();
     ctx.metrics.reconcile_runs.inc();
-    let res = reconcile_inner(drp, ctx.clone()).await;
+    let res = reconcile_inner(drp, ctx.clone(), began).await;
     ctx.metrics.reconcile_duration.observe(began.elapsed().as_secs_f64());
     res
 }
 
 #[instrument(skip_all, fields(drp = %drp.name_any(), ns = drp.namespace().unwrap_or_default()))]
-async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_inner(
+    drp: Arc<DisasterRecoveryPair>,
+    ctx: Arc<Context>,
+    began: std::time::Instant,
+) -> Result<Action, Error> {
     let pair = Pair::of(&drp)?;
     // Read: the watch cache, or the latest journal when a transition runs.
     let Some(drp) = act::latest(drp, &pair, &ctx).await? else { return Ok(Action::await_change()) };
@@ -233,7 +253,7 @@ async fn reconcile_inner(drp: Arc<DisasterRecoveryPair>, ctx: Arc<Context>) -> R
     let drp = record::write(&ctx, &pair, drp, &round.status).await?;
     publish_all(&ctx, &drp, std::mem::take(&mut round.events)).await;
     // Act: start what was decided (one transition at most), or come back next round.
-    act::start(drp, &cmds, decision, &round.status, &ctx).await
+    act::start(drp, &cmds, decision, &round.status, &ctx, began).await
 }
 
 /// A pair's identity in this controller's memory and metrics.

@@ -54,6 +54,17 @@ impl Partition {
         Ok(())
     }
 
+    /// Black-holes a server: every TCP packet to or from `port` on loopback is dropped, whoever
+    /// sends it (no RST: connects and established connections hang until their own timeouts, as
+    /// when a host is lost).
+    pub fn black_hole(&self, port: u16) -> Result<()> {
+        for dir in ["dport", "sport"] {
+            let rule = format!("ip daddr 127.0.0.0/8 tcp {dir} {port} drop");
+            nft(&["add", "rule", "inet", &self.table, "out", &rule])?;
+        }
+        Ok(())
+    }
+
     /// Removes every cut.
     pub fn heal(&self) -> Result<()> {
         nft(&["flush", "chain", "inet", &self.table, "out"])?;
