@@ -83,7 +83,7 @@ struct Cli {
     #[arg(long)]
     skip_footprint: bool,
     /// Run only these parts (any subset; a --skip-… flag still skips its part). `two-site` alone runs
-    /// the two-site understudy failovers and Patroni's (a) and (b), not (a′) nor the one-controller
+    /// the two-site understudy failovers and Patroni's (a), (b) and (c), not (a′) nor the one-controller
     /// runs.
     #[arg(long, value_name = "PART,…", value_delimiter = ',')]
     only: Option<Vec<Part>>,
@@ -201,8 +201,8 @@ async fn main() -> Result<()> {
     }
     if !a.skip_two_site {
         for &ttl in &a.lease_ttls {
-            for node_loss in [false, true] {
-                topologies.push(Topology::TwoSite { lease_ttl_s: ttl, node_loss });
+            for kill in us::SiteKill::ALL {
+                topologies.push(Topology::TwoSite { lease_ttl_s: ttl, kill });
             }
         }
     }
@@ -240,6 +240,8 @@ async fn main() -> Result<()> {
             .into_iter()
             .flat_map(|(l, t)| SCENARIOS.iter().map(move |s| (l, t, *s)))
             .filter(|(_, _, s)| !a.skip_failover || s.key != "a-restart")
+            // The black-holed node belongs to the two-site table only.
+            .filter(|(_, _, s)| !a.skip_two_site || s.key != "c-black-hole")
             .collect();
         for (label, timing, scenario) in configs {
             let key = format!("{label}/{}", scenario.key);

@@ -48,6 +48,10 @@ pub enum Kill {
     Postmaster,
     /// SIGKILL of the primary's Patroni and its postmaster (node loss).
     Node,
+    /// A black-holed node: the primary's Patroni frozen (SIGSTOP: it neither renews its leader
+    /// lock nor answers) and every packet to or from its PostgreSQL and REST ports dropped by
+    /// nftables (no RST).
+    BlackHole,
 }
 
 /// One Patroni scenario.
@@ -64,10 +68,11 @@ pub struct Scenario {
 pub const SWITCHOVER: Scenario =
     Scenario { key: "switchover", kill: Kill::Postmaster, primary_start_timeout: 300 };
 
-pub const SCENARIOS: [Scenario; 3] = [
+pub const SCENARIOS: [Scenario; 4] = [
     Scenario { key: "a-failover", kill: Kill::Postmaster, primary_start_timeout: 0 },
     Scenario { key: "a-restart", kill: Kill::Postmaster, primary_start_timeout: 300 },
     Scenario { key: "b-node-loss", kill: Kill::Node, primary_start_timeout: 300 },
+    Scenario { key: "c-black-hole", kill: Kill::BlackHole, primary_start_timeout: 300 },
 ];
 
 /// The PostgreSQL settings of `sandbox/postgres.rs`, as Patroni's `parameters`.
@@ -113,6 +118,11 @@ impl Node {
         let pid = self.postmaster_pid().with_context(|| format!("{}: no running postmaster", self.name))?;
         run(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
         Ok(pid)
+    }
+
+    /// SIGSTOP Patroni (it stays frozen until the bed is dropped).
+    pub fn freeze_patroni(&self) -> Result<()> {
+        self.proc.as_ref().context("Patroni is not running")?.signal("STOP")
     }
 
     /// SIGKILL Patroni.
@@ -501,8 +511,19 @@ pub async fn run_once(timing: Timing, scenario: Scenario) -> Result<Run> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let old_port = c.nodes[0].pg_port;
+    let cut = match scenario.kill {
+        Kill::BlackHole => Some(understudy_e2e::sandbox::netcut::Partition::new()?),
+        _ => None,
+    };
     let kill = Mark::now();
     match scenario.kill {
+        Kill::BlackHole => {
+            c.nodes[0].freeze_patroni()?;
+            if let Some(cut) = &cut {
+                cut.black_hole(c.nodes[0].pg_port)?;
+                cut.black_hole(c.nodes[0].api_port)?;
+            }
+        }
         Kill::Postmaster => {
             c.nodes[0].kill_postmaster()?;
         }

@@ -431,6 +431,11 @@ impl Runs<'_> {
         let scen = [
             ("(a)", "primary postmaster SIGKILL", "a-failover"),
             ("(b)", "node loss (east controller + postmaster SIGKILLed)", "b-node-loss"),
+            (
+                "(c)",
+                "black-holed node (east controller SIGSTOPped, PostgreSQL port DROPped, no RST)",
+                "c-black-hole",
+            ),
         ];
         for &ttl in ttls {
             let keys = two_site::keys(ttl);
@@ -550,7 +555,7 @@ impl Runs<'_> {
             }
         }
         // Steps after the decision do not depend on the lease: pooled over every two-site run.
-        let pooled = ttls.len() * 2 * runs;
+        let pooled = ttls.len() * scen.len() * runs;
         for (name, outcomes, v) in steps(self.two.values().flatten()) {
             row(
                 format!("two-site step {name} ({outcomes}), every two-site run pooled"),
@@ -672,7 +677,7 @@ pub fn switchover(rep: &switchover::Report, runs: usize, patroni: bool) -> Table
 }
 
 /// Footnotes of the two-site table.
-const TWO_SITE_NOTES: &str = "³ one controller per site (`--site east`, `--site west`). (a) only the primary postmaster is SIGKILLed: east's controller stays up, sees its own database fail failureThreshold probes, tries to fence it (a dead postmaster cannot be fenced: connection refused), pauses PgBouncer and leaves the key to expire. (b) east's controller process is SIGKILLed, then the postmaster, as Patroni's node loss kills Patroni and its postmaster. In both, west may take the epoch only after the leader key's lease expired in etcd: that wait is there so that a primary site that is merely cut off has fenced itself before anything is promoted (no split brain), and it is the same wait Patroni's replica does for the leader lock's ttl.\n⁴ key gone = the DELETE of `<prefix>/<ns>/chat/leader` seen by `etcdctl watch`; etcd checks lease expiry every 500 ms, so it can lag the TTL by up to ~0.5 s. East's last renewal is derived (key gone − leaseTTL), as the lease restarts when a keepalive reaches etcd.\n";
+const TWO_SITE_NOTES: &str = "³ one controller per site (`--site east`, `--site west`). (a) only the primary postmaster is SIGKILLed: east's controller stays up, sees its own database fail failureThreshold probes, tries to fence it (a dead postmaster cannot be fenced: connection refused), pauses PgBouncer and leaves the key to expire. (b) east's controller process is SIGKILLed, then the postmaster, as Patroni's node loss kills Patroni and its postmaster. (c) a black-holed node: east's controller is SIGSTOPped and nftables drops every packet to or from the primary's PostgreSQL port (for Patroni: the member SIGSTOPped, its PostgreSQL and REST ports dropped), so probes, clients and the WAL stream hang until their own timeouts instead of getting RST; the clients' timeouts count in the first write (understudy's workload: 5 s per query through PgBouncer; Patroni's poller: 2 s per query, 1 s per connect to the dead first host). In all three, west may take the epoch only after the leader key's lease expired in etcd: that wait is there so that a primary site that is merely cut off has fenced itself before anything is promoted (no split brain), and it is the same wait Patroni's replica does for the leader lock's ttl.\n⁴ key gone = the DELETE of `<prefix>/<ns>/chat/leader` seen by `etcdctl watch`; etcd checks lease expiry every 500 ms, so it can lag the TTL by up to ~0.5 s. East's last renewal is derived (key gone − leaseTTL), as the lease restarts when a keepalive reaches etcd.\n";
 
 /// Footnotes of the switchover table.
 const SWITCHOVER_NOTES: &str = "¹ the same definition for every column: the workload's acknowledged commits, consecutive pairs, longest interval between two acks whose first ack is at most 1 s before the request; it includes the client's own retry delays (10 ms after a failed query, 50 ms after a failed connect), the same code on both sides.\n\

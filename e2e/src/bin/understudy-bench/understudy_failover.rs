@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use understudy_e2e::{
     bed::Bed,
     pair::{Automatic, Failover},
+    sandbox::netcut::Partition,
     site_loss::KeyWatch,
     support::wait_for,
     workload::lost,
@@ -40,9 +41,35 @@ pub const WRITE_EVERY: Duration = Duration::from_millis(20);
 pub enum Topology {
     /// Only west's controller; the kill is the primary postmaster's SIGKILL.
     Single,
-    /// One controller per site, `lease_ttl_s` the leader key's lease; `node_loss` kills east's
-    /// controller process together with the primary postmaster (the analogue of Patroni's node loss).
-    TwoSite { lease_ttl_s: u32, node_loss: bool },
+    /// One controller per site, `lease_ttl_s` the leader key's lease; `kill` says what is lost.
+    TwoSite { lease_ttl_s: u32, kill: SiteKill },
+}
+
+/// What a two-site run takes down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum SiteKill {
+    /// (a) SIGKILL of the primary postmaster; east's controller lives on.
+    Postmaster,
+    /// (b) SIGKILL of east's controller process and of the primary postmaster (the analogue of
+    /// Patroni's node loss; on loopback the dead ports answer with RST at once).
+    Node,
+    /// (c) A black-holed node: east's controller frozen (SIGSTOP: it sends nothing) and every
+    /// packet to or from the primary's PostgreSQL port dropped by nftables (no RST: connects and
+    /// queries hang until their own timeouts, as when a host or its network is lost).
+    BlackHole,
+}
+
+impl SiteKill {
+    pub const ALL: [SiteKill; 3] = [SiteKill::Postmaster, SiteKill::Node, SiteKill::BlackHole];
+
+    /// The scenario's key, as Patroni's runs name it too.
+    pub fn key(self) -> &'static str {
+        match self {
+            SiteKill::Postmaster => "a-postmaster",
+            SiteKill::Node => "b-node-loss",
+            SiteKill::BlackHole => "c-black-hole",
+        }
+    }
 }
 
 impl Topology {
@@ -50,10 +77,7 @@ impl Topology {
     pub fn key(&self) -> String {
         match self {
             Topology::Single => "single".into(),
-            Topology::TwoSite { lease_ttl_s, node_loss } => format!(
-                "two-site/ttl{lease_ttl_s}/{}",
-                if *node_loss { "b-node-loss" } else { "a-postmaster" }
-            ),
+            Topology::TwoSite { lease_ttl_s, kill } => format!("two-site/ttl{lease_ttl_s}/{}", kill.key()),
         }
     }
 }
@@ -157,13 +181,25 @@ pub async fn run_once(label: &str, topo: Topology) -> Result<Run> {
         }
     }
 
+    let cut = match topo {
+        Topology::TwoSite { kill: SiteKill::BlackHole, .. } => Some(Partition::new()?),
+        _ => None,
+    };
     let kill = Mark::now();
-    tokio::task::block_in_place(|| {
-        if let (Topology::TwoSite { node_loss: true, .. }, Some(e)) = (topo, east.as_mut()) {
-            e.kill9();
+    tokio::task::block_in_place(|| -> Result<()> {
+        match (topo, east.as_mut(), &cut) {
+            (Topology::TwoSite { kill: SiteKill::Node, .. }, Some(e), _) => {
+                e.kill9();
+                bed.pg.primary.kill9();
+            }
+            (Topology::TwoSite { kill: SiteKill::BlackHole, .. }, Some(e), Some(cut)) => {
+                e.signal("STOP")?;
+                cut.black_hole(bed.pg.primary.port)?;
+            }
+            _ => bed.pg.primary.kill9(),
         }
-        bed.pg.primary.kill9()
-    });
+        Ok(())
+    })?;
     let drp = bed.wait_transition_finished("chat", Duration::from_secs(90)).await?;
     let t = drp.status.and_then(|s| s.last_transition).context("no transition recorded")?;
     if t.to != "west" {
@@ -217,7 +253,7 @@ pub async fn run_once(label: &str, topo: Topology) -> Result<Run> {
         bail!("west took the epoch but the watch saw no deletion of the leader key");
     }
     let gave_up = match (topo, &east) {
-        (Topology::TwoSite { node_loss: false, .. }, Some(e)) => gave_up_line(&e.log, kill.wall),
+        (Topology::TwoSite { kill: SiteKill::Postmaster, .. }, Some(e)) => gave_up_line(&e.log, kill.wall),
         _ => None,
     };
     Ok(Run {
