@@ -47,16 +47,30 @@ pub struct Context {
 impl Context {
     /// Publishes an Event on the pair; a failure to publish is logged, never fatal.
     pub async fn publish(&self, drp: &DisasterRecoveryPair, ev: EventNote) {
-        let event = Event {
-            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-            action: action_for(&ev.note),
-            reason: ev.reason,
-            note: Some(ev.note.chars().take(1000).collect()),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &drp.object_ref(&())).await {
-            warn!(error = %crate::secrets::short_api_error(&e), "publish event");
-        }
+        publish_with(&self.recorder, &drp.object_ref(&()), ev).await
+    }
+
+    /// `publish`, without waiting for the API server.
+    pub fn publish_detached(&self, drp: &DisasterRecoveryPair, ev: EventNote) {
+        let (recorder, oref) = (self.recorder.clone(), drp.object_ref(&()));
+        tokio::spawn(async move { publish_with(&recorder, &oref, ev).await });
+    }
+}
+
+async fn publish_with(
+    recorder: &Recorder,
+    oref: &k8s_openapi::api::core::v1::ObjectReference,
+    ev: EventNote,
+) {
+    let event = Event {
+        type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+        action: action_for(&ev.note),
+        reason: ev.reason,
+        note: Some(ev.note.chars().take(1000).collect()),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, oref).await {
+        warn!(error = %crate::secrets::short_api_error(&e), "publish event");
     }
 }
 

@@ -155,31 +155,59 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
 /// decided within `failureThreshold × probeInterval + probeTimeout` of the cut: the probes keep
 /// their cadence while each waits out its timeout (before, each timed-out round cost
 /// `probeInterval + probeTimeout`: 1 s × 3 with a 1 s timeout decided 5–6 s after the cut).
+/// `make chaos` repeats it (`CHAOS_ROUNDS`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_primary_is_decided_on_the_probe_cadence() -> Result<()> {
-    let (bed, _ctl) = Bed::with_pair("blackhole", |f| {
-        f.mode(Automatic).probe_interval("1s").probe_timeout("1s").failure_threshold(3)
-    })
-    .await?;
-    let cut = Partition::new()?;
-    let at = jiff::Timestamp::now();
-    cut.black_hole(bed.server("east").port)?;
-    let drp = bed.wait_epoch_finished("chat", 1, Duration::from_secs(60)).await?;
-    drop(cut);
-    let t = drp.status.and_then(|s| s.last_transition).context("journal")?;
-    let take: jiff::Timestamp = t
-        .steps
-        .iter()
-        .find(|s| s.name == "TakeEpoch")
-        .and_then(|s| s.started_at.as_deref())
-        .context("TakeEpoch started")?
-        .parse()?;
-    let decided = take.duration_since(at).as_secs_f64();
+    let rounds: usize = std::env::var("CHAOS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     // 3 × 1 s + 1 s, and the round's own work (Secrets, the status write) on a loaded machine.
     let bound = 3.0 * 1.0 + 1.0;
-    eprintln!("black-holed primary: decided {decided:.2} s after the cut (bound {bound} s + 0.5 s)");
-    anyhow::ensure!(decided <= bound + 0.5, "decided {decided:.2} s after the cut; the bound is {bound} s");
-    anyhow::ensure!(t.to == "west", "promoted {}", t.to);
+    let mut decided_after = Vec::new();
+    let mut bad = Vec::new();
+    for round in 1..=rounds {
+        let (bed, ctl) = Bed::with_pair("blackhole", |f| {
+            f.mode(Automatic).probe_interval("1s").probe_timeout("1s").failure_threshold(3)
+        })
+        .await?;
+        let cut = Partition::new()?;
+        let at = jiff::Timestamp::now();
+        cut.black_hole(bed.server("east").port)?;
+        let drp = bed.wait_epoch_finished("chat", 1, Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let timeline = bed.pg.standby.timeline()?;
+        drop(cut);
+        ctl.shutdown().await;
+        let t = drp.status.and_then(|s| s.last_transition).context("journal")?;
+        let take: jiff::Timestamp = t
+            .steps
+            .iter()
+            .find(|s| s.name == "TakeEpoch")
+            .and_then(|s| s.started_at.as_deref())
+            .context("TakeEpoch started")?
+            .parse()?;
+        let decided = take.duration_since(at).as_secs_f64();
+        eprintln!(
+            "round {round}: black-holed primary decided {decided:.2} s after the cut (bound {bound} s), \
+             promoted {}, timeline {timeline}, epoch {}",
+            t.to,
+            bed.witness_epoch("chat")?
+        );
+        if decided > bound + 0.5
+            || t.to != "west"
+            || timeline != 2
+            || !bed.witness_epoch("chat")?.starts_with("1 ")
+        {
+            bad.push(round);
+        }
+        decided_after.push(decided);
+    }
+    decided_after.sort_by(f64::total_cmp);
+    eprintln!(
+        "{rounds} black-holed primaries: decided after the cut median {:.2} s, max {:.2} s (bound {bound} s); \
+         rounds outside the bound or not promoted once: {bad:?}",
+        decided_after[decided_after.len() / 2],
+        decided_after[decided_after.len() - 1]
+    );
+    anyhow::ensure!(bad.is_empty(), "rounds {bad:?} decided late or promoted more than once");
     Ok(())
 }
 
@@ -329,9 +357,20 @@ async fn dns_server_down_during_the_flip_is_retried_without_promoting_twice() ->
     tokio::task::block_in_place(|| bed.bind.restart())?;
     let drp = bed.wait_transition_finished("chat", Duration::from_secs(30)).await?;
     let t = drp.status.and_then(|s| s.last_transition).expect("transition");
+    // Promoted once: the standby is on timeline 2 (checked below), and the step did not run again
+    // after it finished (an attempt whose connect timed out on a loaded machine is not a promotion).
     let promote = t.steps.iter().find(|s| s.name == "Promote").expect("promote");
-    assert_eq!(promote.attempts, 1, "the promotion was not repeated");
-    assert!(t.steps.iter().find(|s| s.name == "FlipDns").is_some_and(|s| s.attempts >= 2));
+    assert_eq!(
+        promote.outcome.map(|o| o.as_str()),
+        Some("Succeeded"),
+        "{:?}",
+        t.steps.iter().map(|s| (&s.name, s.attempts, &s.message)).collect::<Vec<_>>()
+    );
+    let flip = t.steps.iter().find(|s| s.name == "FlipDns").expect("flip");
+    assert!(flip.attempts >= 2);
+    // The DNS retries never ran the promotion again: it finished before the flip first started.
+    let at = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<jiff::Timestamp>().ok());
+    assert!(at(&promote.finished_at) <= at(&flip.started_at), "{promote:?} / {flip:?}");
     assert_eq!(bed.bind.dig("chat")?, vec!["127.0.0.12"]);
     assert_eq!(bed.pg.standby.timeline()?, 2);
     Ok(())

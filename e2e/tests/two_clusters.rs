@@ -410,6 +410,19 @@ async fn switchovers_annotated_on_either_cluster_act_once_and_lose_nothing() -> 
             t.outcome,
             t.holder
         );
+        let ms = |a: &Option<String>, b: &Option<String>| -> Option<i64> {
+            let (a, b): (jiff::Timestamp, jiff::Timestamp) =
+                (a.as_deref()?.parse().ok()?, b.as_deref()?.parse().ok()?);
+            Some(b.duration_since(a).as_millis() as i64)
+        };
+        eprintln!(
+            "switchover {epoch} ({on} → {to}) steps: {}",
+            t.steps
+                .iter()
+                .map(|s| format!("{} {:?} ms", s.name, ms(&s.started_at, &s.finished_at)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         wait_for("writes through the new primary", Duration::from_secs(20), || async {
             Ok(wl.stats().acked.len() > before + 50)
         })

@@ -357,6 +357,9 @@ fn step_ctx<'a>(
 pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Result<Action, Error> {
     let ns = drp.namespace().ok_or(Error::MissingMetadata(".metadata.namespace"))?;
     let pair = format!("{ns}/{}", drp.name_any());
+    // The step whose start the last write already recorded (with the previous step's end: one
+    // status write between two steps instead of two).
+    let mut pre_started: Vec<usize> = Vec::new();
     loop {
         let st = drp.status.clone().unwrap_or_default();
         let Some(t) = st.last_transition.clone() else { return Ok(Action::await_change()) };
@@ -379,14 +382,63 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
         if epoch_taken && !epoch_still_ours(&drp, ports, &t, step).await? {
             return Ok(Action::await_change());
         }
-        drp = record_started(drp, ports, idx).await?;
+        // The cutover's moves that follow one another and are not done yet run together.
+        let group: Vec<(usize, Step)> = if step.is_cutover() {
+            t.steps[idx..]
+                .iter()
+                .enumerate()
+                .map(|(k, s)| (idx + k, s))
+                .take_while(|(_, s)| s.finished_at.is_none())
+                .map_while(|(i, s)| Step::from_name(&s.name).filter(|x| x.is_cutover()).map(|x| (i, x)))
+                .collect()
+        } else {
+            vec![(idx, step)]
+        };
+        if group.len() > 1 {
+            let unstarted: Vec<usize> =
+                group.iter().map(|(i, _)| *i).filter(|i| !pre_started.contains(i)).collect();
+            drp = record_started_all(drp, ports, &unstarted).await?;
+            group.iter().for_each(|(_, s)| crash_point(*s, "before"));
+            let runs = group.iter().map(|&(i, s)| {
+                let drp = &drp;
+                let pair = &pair;
+                async move {
+                    let began = std::time::Instant::now();
+                    let res = run_step(drp, ports, pair, s, i).await;
+                    (i, s, res, began.elapsed())
+                }
+            });
+            let results = futures::future::join_all(runs).await;
+            group.iter().for_each(|(_, s)| crash_point(*s, "after"));
+            let mut done = Vec::new();
+            let mut failed = None;
+            for (i, s, res, took) in results {
+                match res {
+                    Ok(d) => done.push((s, i, d, took)),
+                    Err(e) if failed.is_none() => failed = Some((s, i, e)),
+                    Err(e) => warn!(step = s.name(), "{e}; tried again with the first failure"),
+                }
+            }
+            if !done.is_empty() {
+                (drp, pre_started) = record_done_all(drp, ports, done, failed.is_none()).await?;
+            }
+            if let Some((s, i, e)) = failed {
+                return record_failed(drp, ports, s, i, &e).await;
+            }
+            continue;
+        }
+        if !pre_started.contains(&idx) {
+            drp = record_started(drp, ports, idx).await?;
+        }
         crash_point(step, "before");
         let began = std::time::Instant::now();
         let result = run_step(&drp, ports, &pair, step, idx).await;
         let took = began.elapsed();
         crash_point(step, "after");
         match result {
-            Ok(done) => drp = record_done(drp, ports, step, idx, done, took).await?,
+            Ok(done) => {
+                (drp, pre_started) = record_done(drp, ports, step, idx, done, took).await?;
+            }
             // Before the epoch is taken a switchover can still be undone: a fatal error stops it.
             Err(e) if e.category() == Category::Fatal && !epoch_taken => {
                 let drp = record_aborted(drp, ports, step, idx, &e).await?;
@@ -454,6 +506,26 @@ async fn epoch_still_ours(
     Ok(false)
 }
 
+/// Records steps `idxs` as started in one write (see `record_started`).
+async fn record_started_all(
+    drp: DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    idxs: &[usize],
+) -> Result<DisasterRecoveryPair, Error> {
+    if idxs.is_empty() {
+        return Ok(drp);
+    }
+    let mut st = drp.status.clone().unwrap_or_default();
+    if let Some(t) = st.last_transition.as_mut() {
+        for &i in idxs {
+            let rec = &mut t.steps[i];
+            rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
+            rec.attempts = rec.attempts.saturating_add(1);
+        }
+    }
+    ports.store.write_status(&drp, &st).await
+}
+
 /// Records step `idx` as started (its first start time kept, one more attempt) before it acts.
 async fn record_started(
     drp: DisasterRecoveryPair,
@@ -501,7 +573,8 @@ fn journal(drp: &DisasterRecoveryPair) -> Result<(DisasterRecoveryPairStatus, Tr
 }
 
 /// Records a step done: its outcome and message, the figures it measured, the epoch when it took
-/// it; then the metric, the log line and the Event.
+/// it; then the metric, the log line and the Event. The next step's start goes into the same
+/// write; returns it.
 async fn record_done(
     drp: DisasterRecoveryPair,
     ports: &Ports<'_>,
@@ -509,46 +582,83 @@ async fn record_done(
     idx: usize,
     done: steps::Done,
     took: Duration,
-) -> Result<DisasterRecoveryPair, Error> {
+) -> Result<(DisasterRecoveryPair, Vec<usize>), Error> {
+    record_done_all(drp, ports, vec![(step, idx, done, took)], true).await
+}
+
+/// `record_done` for several steps in one write (the cutover's concurrent moves); the next step's
+/// start (the whole next group of concurrent moves) is recorded with them when `start_next`.
+async fn record_done_all(
+    drp: DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    done: Vec<(Step, usize, steps::Done, Duration)>,
+    start_next: bool,
+) -> Result<(DisasterRecoveryPair, Vec<usize>), Error> {
     let (mut st, mut tr) = journal(&drp)?;
-    let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
-    if done.lost_wal_bytes.is_some() {
-        tr.lost_wal_bytes = done.lost_wal_bytes;
+    let mut said = Vec::new();
+    for (step, idx, done, took) in done {
+        let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
+        if done.lost_wal_bytes.is_some() {
+            tr.lost_wal_bytes = done.lost_wal_bytes;
+        }
+        if let Some(l) = done.promoted_at_lsn {
+            tr.promoted_at_lsn = Some(l.to_string());
+        }
+        if let Some(l) = done.final_lsn {
+            tr.final_lsn = Some(l.to_string());
+        }
+        let rec = &mut tr.steps[idx];
+        rec.finished_at = Some(Timestamp::now().to_string());
+        rec.outcome = Some(outcome);
+        rec.message = Some(msg.clone());
+        if step == Step::TakeEpoch {
+            st.epoch = tr.epoch;
+        }
+        said.push((step, outcome, msg, took));
     }
-    if let Some(l) = done.promoted_at_lsn {
-        tr.promoted_at_lsn = Some(l.to_string());
+    // The next step starts right after this write: its start goes into the same write.
+    let mut next: Vec<usize> = Vec::new();
+    if let Some(j) = tr.steps.iter().position(|s| s.finished_at.is_none()).filter(|_| start_next) {
+        next.push(j);
+        let cutover = |i: usize| {
+            tr.steps
+                .get(i)
+                .filter(|s| s.finished_at.is_none())
+                .and_then(|s| Step::from_name(&s.name))
+                .is_some_and(Step::is_cutover)
+        };
+        if cutover(j) {
+            next.extend((j + 1..tr.steps.len()).take_while(|&i| cutover(i)));
+        }
     }
-    if let Some(l) = done.final_lsn {
-        tr.final_lsn = Some(l.to_string());
-    }
-    let rec = &mut tr.steps[idx];
-    rec.finished_at = Some(Timestamp::now().to_string());
-    rec.outcome = Some(outcome);
-    rec.message = Some(msg.clone());
-    if step == Step::TakeEpoch {
-        st.epoch = tr.epoch;
+    for &j in &next {
+        let rec = &mut tr.steps[j];
+        rec.started_at.get_or_insert_with(|| Timestamp::now().to_string());
+        rec.attempts = rec.attempts.saturating_add(1);
     }
     let epoch = tr.epoch;
     st.last_transition = Some(tr);
     let drp = ports.store.write_status(&drp, &st).await?;
-    ports
-        .metrics
-        .step_duration
-        .get_or_create(&crate::metrics::StepLabels {
-            step: step.name().into(),
-            outcome: outcome.as_str().into(),
-        })
-        .observe(took.as_secs_f64());
-    info!(
-        step = step.name(),
-        outcome = outcome.as_str(),
-        took_ms = took.as_millis() as u64,
-        epoch = epoch.0,
-        "{msg}"
-    );
-    let note = format!("{outcome} in {} ms: {msg}", took.as_millis());
-    ports.events.publish(&drp, EventNote { warning: false, reason: step.name().into(), note }).await;
-    Ok(drp)
+    for (step, outcome, msg, took) in said {
+        ports
+            .metrics
+            .step_duration
+            .get_or_create(&crate::metrics::StepLabels {
+                step: step.name().into(),
+                outcome: outcome.as_str().into(),
+            })
+            .observe(took.as_secs_f64());
+        info!(
+            step = step.name(),
+            outcome = outcome.as_str(),
+            took_ms = took.as_millis() as u64,
+            epoch = epoch.0,
+            "{msg}"
+        );
+        let note = format!("{outcome} in {} ms: {msg}", took.as_millis());
+        ports.events.publish(&drp, EventNote { warning: false, reason: step.name().into(), note }).await;
+    }
+    Ok((drp, next))
 }
 
 /// Records a step aborted and the transition rolling back (a switchover before `TakeEpoch`).

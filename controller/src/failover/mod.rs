@@ -74,6 +74,13 @@ impl Step {
         Step::FlipDns,
     ];
 
+    /// The cutover's moves after the new primary is proven writable: independent of one another
+    /// (each only points something at the new primary), so consecutive ones run concurrently, each
+    /// still journalled on its own.
+    pub fn is_cutover(self) -> bool {
+        matches!(self, Step::RewriteDataSource | Step::Recycle | Step::FlipDns)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Step::PreCheck => "PreCheck",

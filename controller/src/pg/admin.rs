@@ -241,19 +241,35 @@ pub async fn arm_boot_gate(c: &Client) -> Result<(), Error> {
 
 /// Promotes a standby and waits until it leaves recovery. Already promoted is success.
 /// Returns whether this call did the promotion.
+///
+/// `pg_promote(wait => true)` checks for the end of recovery ten times a second, so it returns
+/// 0–100 ms after the promotion really ended; this asks without waiting and polls
+/// `pg_is_in_recovery()` every 5 ms instead (measured here: pg_promote(true) 0.10–0.17 s).
 pub async fn promote(c: &Client, timeout: Duration) -> Result<bool, Error> {
     if !in_recovery(c).await? {
         return Ok(false);
     }
-    let secs = i32::try_from(timeout.as_secs().max(1)).unwrap_or(60);
-    let done: bool = c
-        .query_one("SELECT pg_promote(true, $1)", &[&secs])
+    let asked: bool = c
+        .query_one("SELECT pg_promote(false)", &[])
         .await
         .map_err(err("pg_promote"))?
         .try_get(0)
         .map_err(err("pg_promote"))?;
-    if !done {
-        return Err(Error { action: "pg_promote", reason: format!("still in recovery after {secs}s") });
+    if !asked {
+        return Err(Error {
+            action: "pg_promote",
+            reason: "the server refused to signal its promotion".into(),
+        });
+    }
+    let until = tokio::time::Instant::now() + timeout.max(Duration::from_secs(1));
+    while in_recovery(c).await? {
+        if tokio::time::Instant::now() >= until {
+            return Err(Error {
+                action: "pg_promote",
+                reason: format!("still in recovery after {:?}", timeout.max(Duration::from_secs(1))),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(true)
 }
