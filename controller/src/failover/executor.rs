@@ -350,6 +350,7 @@ fn step_ctx<'a>(
         attempts: t.steps.get(idx).map(|s| s.attempts.saturating_sub(1)).unwrap_or(0),
         last_primary_lsn,
         step_started: t.steps.get(idx).and_then(|s| s.started_at.as_deref()).and_then(|s| s.parse().ok()),
+        data_source_written: None,
     }
 }
 
@@ -399,12 +400,21 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
                 group.iter().map(|(i, _)| *i).filter(|i| !pre_started.contains(i)).collect();
             drp = record_started_all(drp, ports, &unstarted).await?;
             group.iter().for_each(|(_, s)| crash_point(*s, "before"));
+            // The application's recyclers wait for the DataSource when both run now.
+            let both =
+                [Step::RewriteDataSource, Step::Recycle].iter().all(|x| group.iter().any(|(_, s)| s == x));
+            let (written_tx, written_rx) = tokio::sync::watch::channel(None::<bool>);
             let runs = group.iter().map(|&(i, s)| {
                 let drp = &drp;
                 let pair = &pair;
+                let gate = (both && s == Step::Recycle).then(|| written_rx.clone());
+                let written_tx = &written_tx;
                 async move {
                     let began = std::time::Instant::now();
-                    let res = run_step(drp, ports, pair, s, i).await;
+                    let res = run_step_gated(drp, ports, pair, s, i, gate).await;
+                    if s == Step::RewriteDataSource {
+                        written_tx.send_replace(Some(res.is_ok()));
+                    }
                     (i, s, res, began.elapsed())
                 }
             });
@@ -412,15 +422,20 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
             group.iter().for_each(|(_, s)| crash_point(*s, "after"));
             let mut done = Vec::new();
             let mut failed = None;
+            let mut also_failed = Vec::new();
             for (i, s, res, took) in results {
                 match res {
                     Ok(d) => done.push((s, i, d, took)),
                     Err(e) if failed.is_none() => failed = Some((s, i, e)),
-                    Err(e) => warn!(step = s.name(), "{e}; tried again with the first failure"),
+                    Err(e) => {
+                        warn!(step = s.name(), "{e}; tried again with the first failure");
+                        also_failed.push((i, e.to_string()));
+                    }
                 }
             }
-            if !done.is_empty() {
-                (drp, pre_started) = record_done_all(drp, ports, done, failed.is_none()).await?;
+            if !done.is_empty() || !also_failed.is_empty() {
+                (drp, pre_started) =
+                    record_done_all(drp, ports, done, &also_failed, failed.is_none()).await?;
             }
             if let Some((s, i, e)) = failed {
                 return record_failed(drp, ports, s, i, &e).await;
@@ -548,9 +563,22 @@ async fn run_step(
     step: Step,
     idx: usize,
 ) -> Result<steps::Done, StepError> {
+    run_step_gated(drp, ports, pair, step, idx, None).await
+}
+
+/// `run_step`; `Recycle` given the outcome of a `RewriteDataSource` running beside it.
+async fn run_step_gated(
+    drp: &DisasterRecoveryPair,
+    ports: &Ports<'_>,
+    pair: &str,
+    step: Step,
+    idx: usize,
+    data_source_written: Option<tokio::sync::watch::Receiver<Option<bool>>>,
+) -> Result<steps::Done, StepError> {
     let t = drp.status.as_ref().and_then(|s| s.last_transition.clone()).unwrap_or_default();
     if step != Step::TakeEpoch {
-        return steps::run(step, &step_ctx(ports, drp, pair, &t, idx)).await;
+        let cx = StepCtx { data_source_written, ..step_ctx(ports, drp, pair, &t, idx) };
+        return steps::run(step, &cx).await;
     }
     let from = drp.status.as_ref().map(|s| s.epoch).unwrap_or_default();
     if from == t.epoch {
@@ -583,18 +611,24 @@ async fn record_done(
     done: steps::Done,
     took: Duration,
 ) -> Result<(DisasterRecoveryPair, Vec<usize>), Error> {
-    record_done_all(drp, ports, vec![(step, idx, done, took)], true).await
+    record_done_all(drp, ports, vec![(step, idx, done, took)], &[], true).await
 }
 
-/// `record_done` for several steps in one write (the cutover's concurrent moves); the next step's
-/// start (the whole next group of concurrent moves) is recorded with them when `start_next`.
+/// `record_done` for several steps in one write (the cutover's concurrent moves), with the
+/// messages of moves that `failed` beside them; the next step's start (the whole next group of
+/// concurrent moves) is recorded with them when `start_next`.
 async fn record_done_all(
     drp: DisasterRecoveryPair,
     ports: &Ports<'_>,
     done: Vec<(Step, usize, steps::Done, Duration)>,
+    failed: &[(usize, String)],
     start_next: bool,
 ) -> Result<(DisasterRecoveryPair, Vec<usize>), Error> {
     let (mut st, mut tr) = journal(&drp)?;
+    // Moves that failed beside the one reported by `record_failed` keep their own message.
+    for (idx, msg) in failed {
+        tr.steps[*idx].message = Some(msg.clone());
+    }
     let mut said = Vec::new();
     for (step, idx, done, took) in done {
         let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();

@@ -276,6 +276,10 @@ impl Recycler for FakeRecycler {
     fn describe(&self) -> String {
         "fake recycler".into()
     }
+    // The pooler fake (it can hold) is repointed itself; the HTTP-like one reads the DataSource.
+    fn reads_data_source(&self) -> bool {
+        !self.can_hold
+    }
     async fn hold(&self, _wait: Duration) -> Result<bool, recycle::Error> {
         self.fault("hold")?;
         let mut s = lock(&self.state);

@@ -180,6 +180,10 @@ pub enum StepError {
     /// The switchover's pre-check: any doubt stops it before anything changed.
     #[error(transparent)]
     NotReady(Box<StepError>),
+    /// Recycle ran beside RewriteDataSource, which failed: the application is recycled only once
+    /// its DataSource names the new primary (PgBouncers were repointed already).
+    #[error("the application's recyclers wait for RewriteDataSource, which has not succeeded yet")]
+    DataSourceNotWritten,
 }
 
 impl StepError {
@@ -199,6 +203,7 @@ impl StepError {
                 datasource::Error::Api { .. } => Transient,
             },
             StepError::Epoch(e) => e.category(),
+            StepError::DataSourceNotWritten => Transient,
             StepError::Spec(_) => Configuration,
             StepError::NotInRecovery { .. }
             | StepError::NotStreaming { .. }

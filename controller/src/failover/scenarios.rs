@@ -148,7 +148,15 @@ async fn a_failure_at_any_failover_step_is_retried_and_the_effects_happen_once()
         let t = w.store.journal();
         let at = Step::FAILOVER.iter().position(|s| *s == step).unwrap_or_default();
         assert!(t.steps[..at].iter().all(|s| s.finished_at.is_some()), "{step}: earlier steps are done");
-        if step.is_cutover() {
+        if step == Step::RewriteDataSource {
+            // The cutover's moves run together, but the application is recycled only once its
+            // DataSource names the new primary: the PgBouncer was repointed, the HTTP call waits.
+            let recycle = w.step(Step::Recycle);
+            assert!(recycle.finished_at.is_none(), "Recycle waits for the DataSource: {recycle:?}");
+            assert!(recycle.message.unwrap_or_default().contains("wait for RewriteDataSource"));
+            assert_eq!((w.pgbouncer.seen().recycled.len(), w.http.seen().recycled.len()), (1, 0));
+            assert!(w.step(Step::FlipDns).finished_at.is_some(), "FlipDns ran beside it");
+        } else if step.is_cutover() {
             // The cutover's moves run together: the others are done, the failed one waits.
             let others = t.steps.iter().enumerate().filter(|(i, _)| *i != at);
             assert!(others.clone().all(|(_, s)| s.finished_at.is_some()), "{step}: the other moves are done");

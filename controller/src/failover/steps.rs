@@ -26,6 +26,9 @@ pub struct StepCtx<'a> {
     pub last_primary_lsn: Option<Lsn>,
     /// When this step was first started (survives restarts; deadlines count from it).
     pub step_started: Option<jiff::Timestamp>,
+    /// `Recycle` running beside `RewriteDataSource`: that step's outcome once known (`true`:
+    /// written). The application's recyclers wait for it; `None` when the rewrite is done already.
+    pub data_source_written: Option<tokio::sync::watch::Receiver<Option<bool>>>,
 }
 
 /// A step's result: its outcome and the figures some steps measure.
@@ -256,9 +259,23 @@ async fn recycle_all(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     }
     let (_, to) = site(cx, cx.to)?;
     let new_primary = NewPrimary { site: cx.to, postgres: &to.postgres, epoch: cx.epoch };
+    // Poolers first and together (clients queue there); then what reads the DataSource, together,
+    // once the DataSource names the new primary.
+    let (poolers, apps): (Vec<_>, Vec<_>) = cx.ports.recyclers.iter().partition(|r| !r.reads_data_source());
     let mut done = Vec::new();
-    for r in &cx.ports.recyclers {
-        done.push(r.recycle(&new_primary).await?);
+    for r in futures::future::join_all(poolers.iter().map(|r| r.recycle(&new_primary))).await {
+        done.push(r?);
+    }
+    if !apps.is_empty() {
+        if let Some(mut written) = cx.data_source_written.clone() {
+            let ok = written.wait_for(Option::is_some).await.map(|v| *v == Some(true)).unwrap_or(false);
+            if !ok {
+                return Err(StepError::DataSourceNotWritten);
+            }
+        }
+        for r in futures::future::join_all(apps.iter().map(|r| r.recycle(&new_primary))).await {
+            done.push(r?);
+        }
     }
     Ok(Done::ok(done.join(", ")))
 }
@@ -276,8 +293,9 @@ async fn flip_dns(cx: &StepCtx<'_>) -> Result<Done, StepError> {
         .map_err(|_| StepError::Spec(format!("spec.sites[{i}].dnsTarget {target:?} is not an IP address")))?;
     let target = dns::Target { text: target, addr };
     let mut done = Vec::new();
-    for p in &cx.ports.dns {
-        done.push(p.point_at(&target, cx.epoch).await?);
+    // Every record at once (each update is epoch-stamped and idempotent).
+    for r in futures::future::join_all(cx.ports.dns.iter().map(|p| p.point_at(&target, cx.epoch))).await {
+        done.push(r?);
     }
     Ok(Done::ok(done.join(", ")))
 }
@@ -302,6 +320,7 @@ mod tests {
             attempts,
             last_primary_lsn: Some(PRIMARY_LSN),
             step_started: None,
+            data_source_written: None,
         }
     }
 

@@ -44,6 +44,13 @@ pub trait Recycler: Send + Sync {
         Ok(false)
     }
 
+    /// Whether what it makes the application do reads the DataSource (an HTTP recycle call, a
+    /// rollout restart): such a recycler runs only after the DataSource names the new primary. A
+    /// pooler that is itself repointed (PgBouncer) does not.
+    fn reads_data_source(&self) -> bool {
+        true
+    }
+
     /// Points the application at the new primary and drops its old connections; says what it did.
     async fn recycle(&self, to: &NewPrimary<'_>) -> Result<String, Error>;
 

@@ -59,6 +59,10 @@ impl PgBouncer {
 
 #[async_trait]
 impl super::Recycler for PgBouncer {
+    fn reads_data_source(&self) -> bool {
+        false
+    }
+
     fn describe(&self) -> String {
         format!("PgBouncer {}:{}", self.spec.host, self.spec.port)
     }
