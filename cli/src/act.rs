@@ -161,7 +161,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
                 }
                 if !paused_on.is_empty() {
                     return Err(format!(
-                        "switchover refused: the pair is paused ({}=true on {}'s copy); \
+                        "switchover refused: the pair is paused ({}=true on the copy in {}); \
                          `kubectl understudy resume {name}` first, or --force",
                         annotations::PAUSED,
                         paused_on.join(", ")
@@ -189,7 +189,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
             }
             if !paused_on.is_empty() {
                 notes.push(format!(
-                    "the pair is paused on {}'s copy; a forced failover runs anyway",
+                    "the pair is paused (on the copy in {}); a forced failover runs anyway",
                     paused_on.join(", ")
                 ));
             }
@@ -207,7 +207,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
             }
             if !paused_on.is_empty() {
                 return Err(format!(
-                    "approve refused: the pair is paused on {}'s copy; `kubectl understudy resume {name}` first",
+                    "approve refused: the pair is paused (on the copy in {}); `kubectl understudy resume {name}` first",
                     paused_on.join(", ")
                 ));
             }
@@ -610,8 +610,12 @@ pub fn render_outcome(o: &Outcome) -> String {
         s.push_str(&format!(" (after {:.2} s)", ms as f64 / 1000.0));
     }
     s.push('\n');
-    if let (Some(e), Some(p)) = (o.epoch_after, &o.primary_after) {
-        s.push_str(&format!("primary {p}, epoch {} → {e}\n", o.epoch_before));
+    match (o.epoch_after, &o.primary_after) {
+        (Some(e), Some(p)) if e != o.epoch_before => {
+            s.push_str(&format!("primary {p}, epoch {} → {e}\n", o.epoch_before))
+        }
+        (Some(e), Some(p)) => s.push_str(&format!("primary {p}, epoch {e}\n")),
+        _ => {}
     }
     if let Some(t) = &o.transition {
         s.push_str(&view::timeline(t));
@@ -730,7 +734,7 @@ mod tests {
         let other = pair("east", 0);
         let sw = Verb::Switchover { to: None, force: false };
         let e = plan(&sw, &[("a", &other), ("b", &paused)], "t").expect_err("paused");
-        assert!(e.contains("paused") && e.contains("on b's copy") && e.contains("resume chat"), "{e}");
+        assert!(e.contains("paused") && e.contains("on the copy in b") && e.contains("resume chat"), "{e}");
         assert!(plan(&Verb::Switchover { to: None, force: true }, &[("b", &paused)], "t").is_ok());
         // A forced failover runs while paused, with a note.
         let f = plan(&Verb::Failover { yes: true }, &[("b", &paused)], "t").expect("forced");
