@@ -192,6 +192,8 @@ async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
     ensure!(r.code == 3 && r.stderr.contains("no cluster answered"), "exit {}: {}", r.code, r.stderr);
     let r = cli(&kc, &["failover", "chat"]).await?;
     ensure!(r.code == 2 && r.stderr.contains("--force"), "failover without --force: exit {}", r.code);
+    let r = cli(&kc, &[&["failover", "chat", "--force"][..], &both].concat()).await?;
+    ensure!(r.code == 1 && r.stderr.contains("pass --yes"), "failover unconfirmed: exit {}", r.code);
 
     // pause on both copies; a switchover is refused naming the pause; resume.
     let r = cli(&kc, &[&["pause", "chat", "--wait", "--timeout", "30s"][..], &both].concat()).await?;
