@@ -75,11 +75,15 @@ pub struct Wait {
 enum Cmd {
     /// Every cluster's view of the pair and the witness's truth: primary, epoch, phase, lag,
     /// readiness and its blockers, the last transition's timeline, RTO and lost WAL.
-    Status { pair: String },
+    Status {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
+        pair: String,
+    },
     /// A planned switchover (zero acknowledged commits lost; rolled back if the standby cannot
     /// catch up). Refused here when paused, during a transition or when the pair is not Ready
     /// (--force skips these checks; the controller still judges).
     Switchover {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
         pair: String,
         /// The site to move the primary to (default: the other site).
         #[arg(long)]
@@ -93,6 +97,7 @@ enum Cmd {
     /// Fail over now, past every guard except the epoch (recorded as Forced). Needs --force and
     /// asks for confirmation unless --yes.
     Failover {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
         pair: String,
         /// Required: this promotes the standby whatever the guards say.
         #[arg(long)]
@@ -105,18 +110,21 @@ enum Cmd {
     },
     /// Approve the failover waiting in Approve mode (the nonce from status.pendingApproval).
     Approve {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
         pair: String,
         #[command(flatten)]
         wait: Wait,
     },
     /// Suspend every automatic action (on every reachable copy); probes keep reporting.
     Pause {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
         pair: String,
         #[command(flatten)]
         wait: Wait,
     },
     /// Resume automatic actions (on every reachable copy).
     Resume {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
         pair: String,
         #[command(flatten)]
         wait: Wait,
@@ -124,6 +132,7 @@ enum Cmd {
     /// Ask the controller for its plan and every blocker, acting on nothing; waits for the plan.
     /// Exits 1 when something would block a failover.
     DryRun {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
         pair: String,
         /// How long to wait for the plan.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]

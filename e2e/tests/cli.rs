@@ -4,11 +4,16 @@
 //!
 //! - `status --context east --context west`: both clusters' primary and epoch, the witness's truth;
 //!   how long it takes is printed. An unreachable cluster is shown, not fatal; none answering exits 3.
+//! - `kubectl understudy status` (kubectl finding the plugin in PATH) says the same;
 //! - `-o json` parses; `failover` without `--force` is a usage error (2).
 //! - `pause --wait` annotates both copies and both go `Paused`; a `switchover` is then refused (1)
 //!   naming the pause; `resume --wait` lifts it.
+//! - `dry-run` returns the controller's plan; `failover --force` without `--yes` on a non-terminal
+//!   is refused (1).
 //! - `switchover --wait`: the epoch moves in both clusters, the output names the new primary, the
-//!   timeline and the RTO; `dry-run` returns the controller's plan.
+//!   timeline and the RTO; `failover --force --yes --wait` moves it back (trigger `Forced`).
+//! - A real failover: the serving site lost whole (API server included), west takes over by itself,
+//!   and `status` shows east unreachable beside west's view and the failover's journal.
 
 use std::{
     path::{Path, PathBuf},
@@ -19,7 +24,7 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use understudy_e2e::{
-    sandbox::{proc::free_port, repo_root},
+    sandbox::{control_plane::binaries, proc::free_port, repo_root},
     support::wait_for,
     two_sites::{TwoSites, SITES},
 };
@@ -173,6 +178,27 @@ async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
         );
     }
     took.sort();
+    // The same through kubectl, as a plugin found in PATH.
+    let k8s = tokio::task::spawn_blocking(binaries).await??;
+    let path = format!(
+        "{}:{}:{}",
+        bin.parent().context("bin dir")?.display(),
+        k8s.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tokio::process::Command::new(k8s.join("kubectl"))
+        .args(["understudy", "status", "chat", "--context", "east", "--context", "west"])
+        .env("KUBECONFIG", &kc)
+        .env("PATH", path)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && stdout.contains("witness: epoch 0, primary east"),
+        "kubectl understudy status: {:?}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     // -o json for scripts.
     let r = cli(&kc, &[&["status", "chat", "-o", "json"][..], &both].concat()).await?;
     ensure!(r.code == 0, "status -o json exited {}", r.code);
