@@ -3,7 +3,7 @@
 use serde::Serialize;
 use understudy::crd::{
     annotations, conditions, ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus, DryRun,
-    PendingApproval, Transition,
+    PendingApproval, Transition, TransitionKind,
 };
 use understudy::units::human_bytes;
 
@@ -257,8 +257,10 @@ pub fn timeline(t: &Transition) -> String {
 
 /// `RTO 1.23 s, lost WAL 0 B`.
 pub fn figures(t: &Transition) -> String {
+    // After an unplanned failover, WAL written after the old primary's last probe cannot be seen.
+    let bound = if t.kind == TransitionKind::Failover { ", a lower bound" } else { "" };
     format!(
-        "RTO {}, lost WAL (RPO) {}",
+        "RTO {}, lost WAL (RPO{bound}) {}",
         t.rto_seconds.map_or("-".into(), |r| format!("{r:.2} s")),
         t.lost_wal_bytes.map_or("unknown".into(), |b| human_bytes(b.max(0) as u64))
     )
@@ -388,9 +390,7 @@ pub fn render(r: &Report) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use understudy::crd::{
-        Condition, Epoch, Phase, StepOutcome, StepRecord, TransitionKind, TransitionOutcome,
-    };
+    use understudy::crd::{Condition, Epoch, Phase, StepOutcome, StepRecord, TransitionOutcome};
 
     fn pair(primary: &str, epoch: i64, ready: bool) -> DisasterRecoveryPair {
         let spec: understudy::crd::DisasterRecoveryPairSpec = serde_yaml::from_str(
