@@ -339,12 +339,28 @@ fn reachable_or_fail(reads: &[Read], pair: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `status`.
-pub async fn status(g: &Global, pair: &str) -> Result<(), Failure> {
+/// `status`; with `witness`, etcd is read directly through the newest copy's cluster.
+pub async fn status(g: &Global, pair: &str, witness: bool) -> Result<(), Failure> {
     let cl = clusters::connect(g).await?;
     let t0 = Instant::now();
     let reads = clusters::read_all(&cl, pair).await;
-    let rep = view::report(pair, &reads, t0.elapsed());
+    let found: Vec<(usize, Copy<'_>)> = reads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.found().map(|p| (i, (r.context.as_str(), p))))
+        .collect();
+    let etcd = if !witness {
+        Err("--no-witness".to_string())
+    } else if found.is_empty() {
+        Err("no copy of the pair was read".to_string())
+    } else {
+        let copies: Vec<Copy<'_>> = found.iter().map(|(_, c)| *c).collect();
+        let (i, (ctx, p)) = found[newest(&copies)];
+        crate::witness::read(p, cl[i].client.clone(), cl[i].timeout)
+            .await
+            .map_err(|e| format!("through {ctx}'s Secrets: {e}"))
+    };
+    let rep = view::report(pair, &reads, etcd, t0.elapsed());
     emit(g.output, &rep, view::render)?;
     reachable_or_fail(&reads, pair)
 }

@@ -21,7 +21,8 @@ pub struct Cluster {
     pub context: String,
     pub namespace: String,
     pub api: Api<DisasterRecoveryPair>,
-    timeout: Duration,
+    pub client: Client,
+    pub timeout: Duration,
 }
 
 /// What one cluster answered.
@@ -83,7 +84,8 @@ pub async fn connect(g: &Global) -> Result<Vec<Cluster>, Failure> {
         let client = Client::try_from(cfg)
             .map_err(|e| Failure::new(Exit::Unreachable, format!("context {context}: {e}")))?;
         out.push(Cluster {
-            api: Api::namespaced(client, &namespace),
+            api: Api::namespaced(client.clone(), &namespace),
+            client,
             context,
             namespace,
             timeout: g.request_timeout,

@@ -8,6 +8,7 @@ mod act;
 mod clusters;
 mod exit;
 mod view;
+mod witness;
 
 use std::time::Duration;
 
@@ -73,11 +74,16 @@ pub struct Wait {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Every cluster's view of the pair and the witness's truth: primary, epoch, phase, lag,
-    /// readiness and its blockers, the last transition's timeline, RTO and lost WAL.
+    /// Every cluster's view of the pair and the witness's truth (read in etcd when possible):
+    /// primary, epoch, phase, lag, readiness and its blockers, the last transition's timeline, RTO
+    /// and lost WAL.
     Status {
         /// The DisasterRecoveryPair's name (`kubectl get drp`).
         pair: String,
+        /// Do not read the witness etcd directly (it is read at the spec's endpoints with the
+        /// access its Secrets hold, when you may read them); show it as the clusters mirror it.
+        #[arg(long)]
+        no_witness: bool,
     },
     /// A planned switchover (zero acknowledged commits lost; rolled back if the standby cannot
     /// catch up). Refused here when paused, during a transition or when the pair is not Ready
@@ -186,7 +192,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     rt.block_on(async move {
         let g = cli.global;
         match cli.cmd {
-            Cmd::Status { pair } => act::status(&g, &pair).await,
+            Cmd::Status { pair, no_witness } => act::status(&g, &pair, !no_witness).await,
             Cmd::Switchover { pair, to, force, wait } => {
                 act::command(&g, &pair, act::Verb::Switchover { to, force }, &wait).await
             }

@@ -7,7 +7,7 @@ use understudy::crd::{
 };
 use understudy::units::human_bytes;
 
-use crate::clusters::Read;
+use crate::{clusters::Read, witness::Etcd};
 
 /// The whole `status` answer (`-o json|yaml` prints it as is).
 #[derive(Serialize, Clone, Debug)]
@@ -17,9 +17,16 @@ pub struct Report {
     /// Wall time to read every cluster, in milliseconds.
     pub took_ms: u64,
     pub clusters: Vec<ClusterView>,
-    /// The witness's truth as the most advanced copy mirrors it; absent when no copy was read.
+    /// The witness's truth: read from etcd when it could be, else as the most advanced copy
+    /// mirrors it; absent when no copy was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub witness: Option<WitnessView>,
+    /// The witness read directly in etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<Etcd>,
+    /// Why etcd was not read directly (`--no-witness`, no witness in the spec, no access).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_not_read: Option<String>,
 }
 
 /// One cluster's copy.
@@ -81,7 +88,8 @@ pub struct Cond {
 pub struct WitnessView {
     pub epoch: i64,
     pub primary: String,
-    /// The context whose copy holds the newest epoch (ties: the first given).
+    /// `etcd` when read directly, else the context whose copy holds the newest epoch (ties: the
+    /// first given).
     pub mirrored_by: String,
     /// Contexts whose copy holds an older epoch (or another primary).
     pub behind: Vec<String>,
@@ -128,15 +136,23 @@ pub fn blockers(p: &DisasterRecoveryPair) -> Vec<String> {
     out
 }
 
-pub fn report(pair: &str, reads: &[Read], took: std::time::Duration) -> Report {
+/// What was learnt of etcd directly: `Ok(Some)` read, `Ok(None)` the pair has no witness, `Err` why not.
+pub type EtcdRead = Result<Option<Etcd>, String>;
+
+pub fn report(pair: &str, reads: &[Read], etcd: EtcdRead, took: std::time::Duration) -> Report {
     let mut clusters: Vec<ClusterView> = reads.iter().map(|r| cluster_view(pair, r)).collect();
-    let witness = witness(&clusters);
+    let (etcd, etcd_not_read) = match etcd {
+        Ok(Some(e)) => (Some(e), None),
+        Ok(None) => (None, Some("the pair has no witness (spec.coordination.etcd)".to_string())),
+        Err(e) => (None, Some(e)),
+    };
+    let witness = witness(&clusters, etcd.as_ref());
     if let Some(w) = &witness {
         for c in &mut clusters {
             c.behind = w.behind.contains(&c.context);
         }
     }
-    Report { pair: pair.into(), took_ms: took.as_millis() as u64, clusters, witness }
+    Report { pair: pair.into(), took_ms: took.as_millis() as u64, clusters, witness, etcd, etcd_not_read }
 }
 
 fn cluster_view(name: &str, r: &Read) -> ClusterView {
@@ -176,16 +192,22 @@ fn cluster_view(name: &str, r: &Read) -> ClusterView {
     v
 }
 
-/// The witness's truth: the newest epoch any copy mirrors.
-pub fn witness(clusters: &[ClusterView]) -> Option<WitnessView> {
-    let best = clusters.iter().filter(|c| c.found).fold(None::<&ClusterView>, |best, c| match best {
-        Some(b) if b.epoch >= c.epoch => Some(b),
-        _ => Some(c),
-    })?;
-    let (epoch, primary) = (best.epoch.unwrap_or_default(), best.primary.clone().unwrap_or_default());
+/// The witness's truth: etcd's when read, else the newest epoch any copy mirrors.
+pub fn witness(clusters: &[ClusterView], etcd: Option<&Etcd>) -> Option<WitnessView> {
+    let (epoch, primary, mirrored_by) = match etcd {
+        Some(e) => (e.epoch, e.primary.clone(), "etcd".to_string()),
+        None => {
+            let best =
+                clusters.iter().filter(|c| c.found).fold(None::<&ClusterView>, |best, c| match best {
+                    Some(b) if b.epoch >= c.epoch => Some(b),
+                    _ => Some(c),
+                })?;
+            (best.epoch.unwrap_or_default(), best.primary.clone().unwrap_or_default(), best.context.clone())
+        }
+    };
     Some(WitnessView {
         epoch,
-        mirrored_by: best.context.clone(),
+        mirrored_by,
         behind: clusters
             .iter()
             .filter(|c| c.found && (c.epoch != Some(epoch) || c.primary.as_deref() != Some(primary.as_str())))
@@ -340,10 +362,21 @@ pub fn render(r: &Report) -> String {
     out.push('\n');
     match &r.witness {
         Some(w) => {
-            out.push_str(&format!(
-                "witness: epoch {}, primary {} (as mirrored by {}",
-                w.epoch, w.primary, w.mirrored_by
-            ));
+            match &r.etcd {
+                Some(e) => out.push_str(&format!(
+                    "witness: epoch {}, primary {}{}, leader key {} (etcd {}, read in {} ms",
+                    w.epoch,
+                    w.primary,
+                    if e.taken_by.is_empty() { String::new() } else { format!(" (taken by {})", e.taken_by) },
+                    e.leader_key.as_deref().unwrap_or("none"),
+                    e.endpoints,
+                    e.took_ms
+                )),
+                None => out.push_str(&format!(
+                    "witness: epoch {}, primary {} (as mirrored by {}",
+                    w.epoch, w.primary, w.mirrored_by
+                )),
+            }
             if w.behind.is_empty() && w.unknown.is_empty() {
                 out.push_str("; every cluster agrees)\n");
             } else {
@@ -357,6 +390,9 @@ pub fn render(r: &Report) -> String {
             }
         }
         None => out.push_str("witness: unknown (no copy of the pair could be read)\n"),
+    }
+    if let (Some(why), Some(_)) = (&r.etcd_not_read, &r.witness) {
+        out.push_str(&format!("  etcd not read directly: {}\n", cut(why, 200)));
     }
     for c in &r.clusters {
         if let Some(e) = &c.error {
@@ -451,6 +487,7 @@ mod tests {
         let r = report(
             "chat",
             &[read("east", Ok(Some(pair("east", 2, true)))), read("west", Ok(Some(pair("west", 1, false))))],
+            Err("--no-witness".into()),
             Duration::from_millis(40),
         );
         let w = r.witness.clone().expect("witness");
@@ -476,10 +513,41 @@ mod tests {
     }
 
     #[test]
+    fn etcd_read_directly_is_the_truth_both_copies_are_measured_against() {
+        let etcd = Etcd {
+            epoch: 3,
+            primary: "west".into(),
+            taken_by: "west".into(),
+            leader_key: Some("west (epoch 3)".into()),
+            endpoints: "https://witness:2379".into(),
+            took_ms: 4,
+        };
+        let r = report(
+            "chat",
+            &[read("east", Ok(Some(pair("east", 2, true)))), read("west", Ok(Some(pair("west", 3, true))))],
+            Ok(Some(etcd)),
+            Duration::from_millis(40),
+        );
+        let w = r.witness.clone().expect("witness");
+        assert_eq!((w.mirrored_by.as_str(), w.behind.clone()), ("etcd", vec!["east".to_string()]));
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "witness: epoch 3, primary west (taken by west), leader key west (epoch 3) \
+                 (etcd https://witness:2379, read in 4 ms; behind: east)"
+            ),
+            "{text}"
+        );
+        let no = report("chat", &[read("east", Ok(Some(pair("east", 0, true))))], Ok(None), Duration::ZERO);
+        assert!(render(&no).contains("etcd not read directly: the pair has no witness"), "{}", render(&no));
+    }
+
+    #[test]
     fn an_unreachable_cluster_is_shown_not_fatal() {
         let r = report(
             "chat",
             &[read("east", Err("connection refused".into())), read("west", Ok(Some(pair("west", 1, true))))],
+            Err("--no-witness".into()),
             Duration::from_millis(40),
         );
         let w = r.witness.clone().expect("west answers");
@@ -487,7 +555,7 @@ mod tests {
         let text = render(&r);
         assert!(text.contains("NO (12 ms)") && text.contains("east: connection refused"), "{text}");
         assert!(text.contains("not read: east"), "{text}");
-        let none = report("chat", &[read("east", Ok(None))], Duration::ZERO);
+        let none = report("chat", &[read("east", Ok(None))], Ok(None), Duration::ZERO);
         assert!(none.witness.is_none());
         assert!(render(&none).contains("not found"));
     }

@@ -2,8 +2,8 @@
 //! process with a kubeconfig holding one context per site's real kube-apiserver (plus one whose
 //! API server does not exist).
 //!
-//! - `status --context east --context west`: both clusters' primary and epoch, the witness's truth;
-//!   how long it takes is printed. An unreachable cluster is shown, not fatal; none answering exits 3.
+//! - `status --context east --context west`: both clusters' primary and epoch, the witness's truth
+//!   read in etcd (and, with `--no-witness`, as the copies mirror it); how long it takes is printed. An unreachable cluster is shown, not fatal; none answering exits 3.
 //! - `kubectl understudy status` (kubectl finding the plugin in PATH) says the same;
 //! - `-o json` parses; `failover` without `--force` is a usage error (2).
 //! - `pause --wait` annotates both copies and both go `Paused`; a `switchover` is then refused (1)
@@ -171,13 +171,26 @@ async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
         let words = |l: String| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         ensure!(words(row("primary")) == ["primary", "east", "east"], "primary row: {:?}", row("primary"));
         ensure!(words(row("epoch")) == ["epoch", "0", "0"], "epoch row: {:?}", row("epoch"));
+        // The witness read in etcd directly (through the Secrets the spec names).
         ensure!(
-            r.stdout.contains("witness: epoch 0, primary east (as mirrored by east; every cluster agrees)"),
+            r.stdout.contains("witness: epoch 0, primary east, leader key east (epoch 0) (etcd http")
+                && r.stdout.contains("; every cluster agrees)"),
             "{}",
             r.stdout
         );
     }
     took.sort();
+    // Without reading etcd: the witness as the copies mirror it.
+    let r = cli(&kc, &[&["status", "chat", "--no-witness"][..], &both].concat()).await?;
+    ensure!(
+        r.code == 0
+            && r.stdout
+                .contains("witness: epoch 0, primary east (as mirrored by east; every cluster agrees)")
+            && r.stdout.contains("etcd not read directly: --no-witness"),
+        "{}",
+        r.stdout
+    );
+    let no_witness = r.took;
     // The same through kubectl, as a plugin found in PATH.
     let k8s = tokio::task::spawn_blocking(binaries).await??;
     let path = format!(
@@ -208,6 +221,7 @@ async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
         ensure!(v["clusters"][i]["primary"] == "east" && v["clusters"][i]["epoch"] == 0, "{v}");
     }
     ensure!(v["witness"]["primary"] == "east" && v["witness"]["epoch"] == 0, "{v}");
+    ensure!(v["witness"]["mirroredBy"] == "etcd" && v["etcd"]["leaderKey"] == "east (epoch 0)", "{v}");
 
     // A cluster that does not answer is shown; none answering exits 3.
     let r =
@@ -292,7 +306,8 @@ async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
     let r = cli(&kc, &[&["status", "chat"][..], &both].concat()).await?;
     ensure!(r.code == 0, "status with east lost exited {}: {}", r.code, r.stderr);
     ensure!(
-        r.stdout.contains("witness: epoch 3, primary west (as mirrored by west; not read: east)"),
+        r.stdout.contains("witness: epoch 3, primary west (taken by west)")
+            && r.stdout.contains("; not read: east)"),
         "{}",
         r.stdout
     );
@@ -308,7 +323,11 @@ async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
         took[1].as_millis(),
         took[2].as_millis()
     );
-    eprintln!("status with one of the two clusters lost: {} ms", one_down.as_millis());
+    eprintln!(
+        "status with --no-witness: {} ms; with one of the two clusters lost: {} ms",
+        no_witness.as_millis(),
+        one_down.as_millis()
+    );
     Ok(())
 }
 
