@@ -6,6 +6,7 @@
 
 mod act;
 mod clusters;
+mod complete;
 mod exit;
 mod view;
 mod witness;
@@ -144,7 +145,8 @@ enum Cmd {
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         timeout: Duration,
     },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) for `kubectl-understudy`.
+    /// For `kubectl understudy <TAB>` link `kubectl_complete-understudy` to this binary in PATH.
     Completion { shell: clap_complete::Shell },
 }
 
@@ -168,6 +170,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() {
+    // Called by kubectl as `kubectl_complete-understudy` (a symlink): complete, do not run.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == complete::COMPLETER) {
+        complete::run(&std::env::args().skip(1).collect::<Vec<_>>());
+        return;
+    }
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(()) => Exit::Ok,

@@ -4,7 +4,8 @@
 //!
 //! - `status --context east --context west`: both clusters' primary and epoch, the witness's truth
 //!   read in etcd (and, with `--no-witness`, as the copies mirror it); how long it takes is printed. An unreachable cluster is shown, not fatal; none answering exits 3.
-//! - `kubectl understudy status` (kubectl finding the plugin in PATH) says the same;
+//! - `kubectl understudy status` (kubectl finding the plugin in PATH) says the same, and
+//!   `kubectl __complete understudy …` completes through the `kubectl_complete-understudy` link;
 //! - `-o json` parses; `failover` without `--force` is a usage error (2).
 //! - `pause --wait` annotates both copies and both go `Paused`; a `switchover` is then refused (1)
 //!   naming the pause; `resume --wait` lifts it.
@@ -211,6 +212,31 @@ async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
         "kubectl understudy status: {:?}\n{stdout}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+    // `kubectl understudy <TAB>`: kubectl runs `kubectl_complete-understudy` (a link to the plugin).
+    let links = two.dir.join("plugin-bin");
+    std::fs::create_dir_all(&links)?;
+    std::os::unix::fs::symlink(&bin, links.join("kubectl_complete-understudy"))?;
+    std::os::unix::fs::symlink(&bin, links.join("kubectl-understudy"))?;
+    let complete = |words: &'static [&'static str]| {
+        let (kubectl, kc, links, k8s) = (k8s.join("kubectl"), kc.clone(), links.clone(), k8s.clone());
+        async move {
+            let out = tokio::process::Command::new(kubectl)
+                .args(["__complete", "understudy"])
+                .args(words)
+                .env("KUBECONFIG", &kc)
+                .env("PATH", format!("{}:{}", links.display(), k8s.display()))
+                .output()
+                .await?;
+            anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let got = complete(&["sw"]).await?;
+    ensure!(got == "switchover\n:4\n", "kubectl __complete understudy sw: {got:?}");
+    let got = complete(&["status", "chat", "--context", ""]).await?;
+    ensure!(
+        got == "east\nwest\ngone\n:4\n",
+        "kubectl __complete understudy status chat --context '': {got:?}"
     );
     // -o json for scripts.
     let r = cli(&kc, &[&["status", "chat", "-o", "json"][..], &both].concat()).await?;
