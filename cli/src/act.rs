@@ -498,9 +498,17 @@ fn confirm(question: &str) -> Result<(), Failure> {
     }
 }
 
-/// Tells one transition from another.
-fn transition_key(t: &Transition) -> (String, i64, String) {
-    (t.started_at.clone(), t.epoch.0, t.to.clone())
+/// Orders transitions: by epoch, then by start (a rolled-back switchover keeps the epoch).
+pub type TransitionKey = (i64, Option<jiff::Timestamp>, String);
+
+fn transition_key(t: &Transition) -> TransitionKey {
+    (t.epoch.0, t.started_at.parse().ok(), t.started_at.clone())
+}
+
+/// Whether `t` came after the transition the status held before the command: a copy that lags
+/// behind may still show an older one, finished, which is no answer.
+fn is_new(t: &Transition, before: Option<&TransitionKey>) -> bool {
+    before.is_none_or(|b| transition_key(t) > *b)
 }
 
 /// The `LastCommand` condition of a watched copy, when it is about this token.
@@ -529,7 +537,7 @@ pub fn judge(
     copies: &[Copy<'_>],
     watched: &[String],
     token: &str,
-    before: Option<&(String, i64, String)>,
+    before: Option<&TransitionKey>,
     out: &mut Outcome,
 ) -> Option<Result<(), Failure>> {
     if copies.is_empty() {
@@ -556,7 +564,7 @@ pub fn judge(
             let t = copies
                 .iter()
                 .filter_map(|(_, p)| p.status.as_ref()?.last_transition.clone())
-                .filter(|t| Some(&transition_key(t)) != before)
+                .filter(|t| is_new(t, before))
                 .max_by_key(|t| (t.epoch, t.finished_at.is_some()))?;
             t.finished_at.as_ref()?;
             out.transition = Some(t.clone());
@@ -844,6 +852,26 @@ mod tests {
             judge(&verb, &[("east", &q)], &w, "tok", Some(&before), &mut out).is_none(),
             "finished but the status still says epoch 0"
         );
+        // A copy that lags shows an older transition, finished: no answer either.
+        let mut lagging = pair("east", 1);
+        st(&mut lagging).last_transition = Some(Transition {
+            epoch: Epoch(1),
+            started_at: "2026-12-02T09:00:00Z".into(),
+            finished_at: Some("2026-12-02T09:00:02Z".into()),
+            outcome: Some(TransitionOutcome::Completed),
+            ..Default::default()
+        });
+        let mut newer = pair("west", 2);
+        let now_t = Transition {
+            epoch: Epoch(2),
+            started_at: "2026-12-02T10:00:00Z".into(),
+            finished_at: Some("2026-12-02T10:00:02Z".into()),
+            ..Default::default()
+        };
+        st(&mut newer).last_transition = Some(now_t.clone());
+        let b2 = transition_key(&now_t);
+        let copies = [("east", &lagging), ("west", &newer)];
+        assert!(judge(&verb, &copies, &w, "tok2", Some(&b2), &mut Outcome::default()).is_none());
         st(&mut q).epoch = Epoch(1);
         st(&mut q).current_primary = Some("west".into());
         let r = judge(&verb, &[("east", &q)], &w, "tok", Some(&before), &mut out).expect("done");
