@@ -451,6 +451,7 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
     let watched: Vec<String> = targets.iter().map(|c| c.context.clone()).collect();
     let deadline = written_at + wait.timeout;
     let mut accepted_said = false;
+    let mut retries_said = std::collections::BTreeSet::new();
     loop {
         let reads = clusters::read_all(&cl, pair).await;
         let copies: Vec<Copy<'_>> =
@@ -460,6 +461,14 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
             if let Some(m) = accepted(&copies, &watched, &plan, &token) {
                 say(g.output, &format!("accepted: {m}"));
                 accepted_said = true;
+            }
+        }
+        // A step that is being retried says so while it is (its target down, the standby catching up).
+        if verb.transitions() && done.is_none() {
+            for line in retrying(&copies, before_key.as_ref()) {
+                if retries_said.insert(line.clone()) {
+                    say(g.output, &line);
+                }
             }
         }
         if let Some(res) = done {
@@ -529,6 +538,30 @@ fn accepted(copies: &[Copy<'_>], watched: &[String], plan: &Plan, token: &str) -
     }
     let (ctx, lc) = last_command(copies, watched, token)?;
     (lc.status == "True").then(|| format!("{ctx}: {}", lc.message))
+}
+
+/// The steps of the new, running transition that are being retried, one line per attempt.
+fn retrying(copies: &[Copy<'_>], before: Option<&TransitionKey>) -> Vec<String> {
+    let Some(t) = copies
+        .iter()
+        .filter_map(|(_, p)| p.status.as_ref()?.last_transition.as_ref())
+        .filter(|t| t.finished_at.is_none() && is_new(t, before))
+        .max_by_key(|t| transition_key(t))
+    else {
+        return vec![];
+    };
+    t.steps
+        .iter()
+        .filter(|s| s.outcome.is_none() && s.attempts > 1)
+        .map(|s| {
+            format!(
+                "  {} retrying (attempt {}): {}",
+                s.name,
+                s.attempts,
+                s.message.as_deref().unwrap_or("").chars().take(160).collect::<String>()
+            )
+        })
+        .collect()
 }
 
 /// Whether the command's outcome is known: `Some(Ok)` done, `Some(Err)` refused or failed.
@@ -806,6 +839,35 @@ mod tests {
         assert_eq!(plan(&Verb::Pause, &copies, "t").expect("pause").on, [0, 1]);
         let r = plan(&Verb::Resume, &copies, "t").expect("resume");
         assert_eq!((r.on, r.set), (vec![1], vec![(annotations::PAUSED, Some("false".into()))]));
+    }
+
+    #[test]
+    fn a_step_being_retried_is_told_while_it_runs() {
+        let mut p = pair("east", 0);
+        st(&mut p).last_transition = Some(Transition {
+            epoch: Epoch(1),
+            started_at: "2026-12-02T10:00:00Z".into(),
+            steps: vec![
+                StepRecord {
+                    name: "TakeEpoch".into(),
+                    outcome: Some(StepOutcome::Succeeded),
+                    ..Default::default()
+                },
+                StepRecord {
+                    name: "Recycle".into(),
+                    attempts: 3,
+                    message: Some("pgbouncer 10.0.0.5:6432: connection refused".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(
+            retrying(&[("east", &p)], None),
+            ["  Recycle retrying (attempt 3): pgbouncer 10.0.0.5:6432: connection refused"]
+        );
+        let old = transition_key(p.status.as_ref().and_then(|s| s.last_transition.as_ref()).expect("t"));
+        assert!(retrying(&[("east", &p)], Some(&old)).is_empty(), "not the command's transition");
     }
 
     #[test]
