@@ -55,10 +55,24 @@ pub struct Plan {
     pub on: Vec<usize>,
     /// Annotations to set (`Some`) or remove (`None`).
     pub set: Vec<(&'static str, Option<String>)>,
+    /// When not empty, per copy in `on`, the value of the first annotation there (`approve`: each
+    /// copy's own nonce).
+    pub own_value: Vec<String>,
     /// What it asks for, in words.
     pub what: String,
     /// Worth saying before acting (not a refusal).
     pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// What to write on the `k`-th copy of `on`.
+    pub fn writes(&self, k: usize) -> Vec<(&'static str, Option<String>)> {
+        let mut set = self.set.clone();
+        if let (Some(v), Some(first)) = (self.own_value.get(k), set.first_mut()) {
+            first.1 = Some(v.clone());
+        }
+        set
+    }
 }
 
 /// A copy read: its context and the pair.
@@ -179,6 +193,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
                     (annotations::SWITCHOVER, Some(token.into())),
                     (annotations::SWITCHOVER_TO, to.clone()),
                 ],
+                own_value: vec![],
                 what: format!("switchover {primary} → {target}"),
                 notes,
             })
@@ -197,6 +212,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
             Ok(Plan {
                 on: vec![best],
                 set: vec![(annotations::FAILOVER, Some(token.into()))],
+                own_value: vec![],
                 what: format!("forced failover {primary} → {target}"),
                 notes,
             })
@@ -211,19 +227,34 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
                     paused_on.join(", ")
                 ));
             }
-            let Some((i, pending)) = copies.iter().enumerate().find_map(|(i, (_, p))| {
-                p.status.as_ref().and_then(|s| s.pending_approval.clone()).map(|a| (i, a))
-            }) else {
+            // Each site's controller asks in its own cluster's copy with its own nonce; every copy
+            // that asks is approved (the epoch's compare-and-swap in the witness lets one promote).
+            let pending: Vec<(usize, understudy::crd::PendingApproval)> = copies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, p))| p.status.as_ref()?.pending_approval.clone().map(|a| (i, a)))
+                .collect();
+            let Some((_, first)) = pending.first() else {
                 return Err(format!(
                     "approve refused: nothing awaits approval (status.pendingApproval is empty in {}): \
                      a failover waits for one only in Approve mode with the primary down",
                     copies.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
                 ));
             };
+            let targets: std::collections::BTreeSet<&str> =
+                pending.iter().map(|(_, a)| a.to.as_str()).collect();
+            if targets.len() > 1 {
+                return Err(format!(
+                    "approve refused: the copies ask for failovers to different sites ({}); approve one with \
+                     `--context`",
+                    targets.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
             Ok(Plan {
-                on: vec![i],
-                set: vec![(annotations::APPROVE, Some(pending.nonce.clone()))],
-                what: format!("approved failover to {} (requested {})", pending.to, pending.requested_at),
+                on: pending.iter().map(|(i, _)| *i).collect(),
+                set: vec![(annotations::APPROVE, Some(first.nonce.clone()))],
+                own_value: pending.iter().map(|(_, a)| a.nonce.clone()).collect(),
+                what: format!("approved failover to {} (requested {})", first.to, first.requested_at),
                 notes,
             })
         }
@@ -234,6 +265,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
             Ok(Plan {
                 on: (0..copies.len()).collect(),
                 set: vec![(annotations::PAUSED, Some("true".into()))],
+                own_value: vec![],
                 what: "pause automation".into(),
                 notes,
             })
@@ -246,6 +278,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
             Ok(Plan {
                 on,
                 set: vec![(annotations::PAUSED, Some("false".into()))],
+                own_value: vec![],
                 what: "resume automation".into(),
                 notes,
             })
@@ -253,6 +286,7 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
         Verb::DryRun => Ok(Plan {
             on: vec![best],
             set: vec![(annotations::DRY_RUN, Some(token.into()))],
+            own_value: vec![],
             what: "dry-run".into(),
             notes,
         }),
@@ -415,22 +449,22 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
         ..Default::default()
     };
     let targets: Vec<&Cluster> = plan.on.iter().map(|i| &cl[found[*i].0]).collect();
-    let kv: Vec<(&str, Option<&str>)> = plan.set.iter().map(|(k, v)| (*k, v.as_deref())).collect();
     let written_at = Instant::now();
-    for c in &targets {
+    for (k, c) in targets.iter().enumerate() {
+        let set = plan.writes(k);
+        let kv: Vec<(&str, Option<&str>)> = set.iter().map(|(k, v)| (*k, v.as_deref())).collect();
         c.annotate(pair, &kv).await.map_err(|e| {
             Failure::new(Exit::Refused, format!("could not annotate the pair in {}: {e}", c.context))
         })?;
         outcome
             .wrote
-            .insert(c.context.clone(), plan.set.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
+            .insert(c.context.clone(), set.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
         say(
             g.output,
             &format!(
                 "{}: wrote {} in {} (namespace {})",
                 plan.what,
-                plan.set
-                    .iter()
+                set.iter()
                     .map(|(k, v)| match v {
                         Some(v) => format!("{k}={v}"),
                         None => format!("{k}-"),
@@ -456,7 +490,14 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
         let reads = clusters::read_all(&cl, pair).await;
         let copies: Vec<Copy<'_>> =
             reads.iter().filter_map(|r| r.found().map(|p| (r.context.as_str(), p))).collect();
-        let done = judge(&verb, &copies, &watched, &token, before_key.as_ref(), &mut outcome);
+        let mut done = judge(&verb, &copies, &watched, &token, before_key.as_ref(), &mut outcome);
+        if done.is_none() && verb == Verb::Approve {
+            if let Some(why) = approval_not_taken(&copies, &outcome.wrote) {
+                outcome.result = "refused".into();
+                outcome.message = Some(why.clone());
+                done = Some(Err(Failure::new(Exit::Refused, why)));
+            }
+        }
         if verb.transitions() && !accepted_said {
             if let Some(m) = accepted(&copies, &watched, &plan, &token) {
                 say(g.output, &format!("accepted: {m}"));
@@ -538,6 +579,24 @@ fn accepted(copies: &[Copy<'_>], watched: &[String], plan: &Plan, token: &str) -
     }
     let (ctx, lc) = last_command(copies, watched, token)?;
     (lc.status == "True").then(|| format!("{ctx}: {}", lc.message))
+}
+
+/// An approval the controller did not act on: the copy asks again, with a nonce other than the one
+/// written there (the failover could not start; `FailoverBlocked` says why).
+fn approval_not_taken(
+    copies: &[Copy<'_>],
+    wrote: &BTreeMap<String, BTreeMap<String, Option<String>>>,
+) -> Option<String> {
+    copies.iter().find_map(|(ctx, p)| {
+        let given = wrote.get(*ctx)?.get(annotations::APPROVE)?.as_deref()?;
+        let st = p.status.as_ref()?;
+        let asks = st.pending_approval.as_ref().filter(|a| a.nonce != given)?;
+        let blocked = view::cond(st, conditions::FAILOVER_BLOCKED).map(|c| c.message).unwrap_or_default();
+        Some(format!(
+            "the approval in {ctx} was not acted on: the controller asks again with nonce {} ({blocked})",
+            asks.nonce
+        ))
+    })
 }
 
 /// The steps of the new, running transition that are being retried, one line per attempt.
@@ -824,10 +883,14 @@ mod tests {
         st(&mut pending).pending_approval =
             Some(PendingApproval { nonce: "n-42".into(), to: "west".into(), requested_at: "x".into() });
         let p = plan(&Verb::Approve, &[("a", &other), ("b", &pending)], "t").expect("approve");
-        assert_eq!(
-            (p.on.clone(), p.set.clone()),
-            (vec![1], vec![(annotations::APPROVE, Some("n-42".into()))])
-        );
+        assert_eq!((p.on.clone(), p.writes(0)), (vec![1], vec![(annotations::APPROVE, Some("n-42".into()))]));
+        // Each copy that asks gets its own nonce.
+        let mut pending2 = pair("east", 0);
+        st(&mut pending2).pending_approval =
+            Some(PendingApproval { nonce: "n-7".into(), to: "west".into(), requested_at: "y".into() });
+        let p = plan(&Verb::Approve, &[("a", &pending2), ("b", &pending)], "t").expect("approve both");
+        assert_eq!(p.on, [0, 1]);
+        assert_eq!((p.writes(0)[0].1.as_deref(), p.writes(1)[0].1.as_deref()), (Some("n-7"), Some("n-42")));
     }
 
     #[test]
@@ -839,6 +902,20 @@ mod tests {
         assert_eq!(plan(&Verb::Pause, &copies, "t").expect("pause").on, [0, 1]);
         let r = plan(&Verb::Resume, &copies, "t").expect("resume");
         assert_eq!((r.on, r.set), (vec![1], vec![(annotations::PAUSED, Some("false".into()))]));
+    }
+
+    #[test]
+    fn an_approval_not_acted_on_is_told() {
+        let mut p = pair("east", 0);
+        st(&mut p).pending_approval =
+            Some(PendingApproval { nonce: "n-2".into(), to: "west".into(), requested_at: "x".into() });
+        let wrote = |n: &str| -> BTreeMap<String, BTreeMap<String, Option<String>>> {
+            [("west".to_string(), [(annotations::APPROVE.to_string(), Some(n.to_string()))].into())].into()
+        };
+        assert!(approval_not_taken(&[("west", &p)], &wrote("n-2")).is_none(), "still the nonce written");
+        let why = approval_not_taken(&[("west", &p)], &wrote("n-1")).expect("asks again");
+        assert!(why.contains("in west was not acted on") && why.contains("nonce n-2"), "{why}");
+        assert!(approval_not_taken(&[("east", &p)], &wrote("n-1")).is_none(), "not written in east");
     }
 
     #[test]

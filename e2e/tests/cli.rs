@@ -25,6 +25,7 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use understudy_e2e::{
+    pair::Approve,
     sandbox::{control_plane::binaries, proc::free_port, repo_root},
     support::wait_for,
     two_sites::{TwoSites, SITES},
@@ -150,8 +151,12 @@ fn paused_annotation(p: &understudy::crd::DisasterRecoveryPair) -> Option<String
     p.metadata.annotations.as_ref()?.get("dr.understudy.dev/paused").cloned()
 }
 
+/// The tests of this file run one at a time (each starts two clusters).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plugin_reads_both_clusters_and_runs_a_switchover() -> Result<()> {
+    let _serial = SERIAL.lock().await;
     let bin = tokio::task::spawn_blocking(cli_binary).await??;
     ensure!(bin.is_file(), "{} was not built", bin.display());
     let t0 = Instant::now();
@@ -367,5 +372,80 @@ async fn following(two: &TwoSites, site: &str) -> Result<()> {
     })
     .await
     .with_context(|| format!("{site}'s controller:\n{}", two.controller_tail(site, 40)))?;
+    Ok(())
+}
+
+/// Approve mode across two clusters: `approve` refuses while nothing is pending, then approves the
+/// failover each site's controller asks for (each copy its own nonce) and follows it: one promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_through_the_plugin() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut two = TwoSites::start("cli-approve").await?;
+    let pair = two.pair("chat").failover(|f| f.mode(Approve));
+    two.apply(&pair).await?;
+    for site in SITES {
+        two.start_controller(site)?;
+    }
+    for site in SITES {
+        two.wait_healthy(site, "chat", "east").await?;
+    }
+    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
+        Ok(two.witness_leader("chat")? == "0 east")
+    })
+    .await?;
+    let kc = kubeconfig(&two)?;
+    let both = ["--context", "east", "--context", "west"];
+    let r = cli(&kc, &[&["approve", "chat"][..], &both].concat()).await?;
+    ensure!(
+        r.code == 1 && r.stderr.contains("nothing awaits approval"),
+        "approve with nothing pending: exit {}",
+        r.code
+    );
+    // East's database dies; in Approve mode each site's controller asks in its own cluster's copy,
+    // with its own nonce, and nothing moves until approved.
+    two.server_mut("east").kill9();
+    for site in SITES {
+        two.wait_pair(site, "chat", "a pending approval", Duration::from_secs(30), |p| {
+            p.status.as_ref().is_some_and(|s| s.pending_approval.is_some())
+        })
+        .await
+        .with_context(|| format!("{site}'s controller:\n{}", two.controller_tail(site, 30)))?;
+    }
+    ensure!(two.witness_epoch("chat")?.is_empty(), "an epoch was taken before the approval");
+    let r = cli(&kc, &[&["status", "chat"][..], &both].concat()).await?;
+    ensure!(r.code == 0 && r.stdout.contains("AwaitingApproval"), "{}", r.stdout);
+    let r = cli(&kc, &[&["approve", "chat", "--wait", "--timeout", "30s"][..], &both].concat()).await?;
+    let nonces: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("approved failover"))
+        .filter_map(|l| l.split("dr.understudy.dev/approve=").nth(1)?.split(' ').next())
+        .collect();
+    ensure!(nonces.len() == 2 && nonces[0] != nonces[1], "each copy approved with its own nonce: {nonces:?}");
+    // The plugin reports what the controllers did: the failover approved and run once, or the
+    // approval not acted on (the controller asked again) and nothing promoted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = two.witness_epoch("chat")?;
+    let tails =
+        || format!("east:\n{}\nwest:\n{}", two.controller_tail("east", 30), two.controller_tail("west", 30));
+    match r.code {
+        0 => {
+            ensure!(r.stdout.contains("result: Completed — west serves at epoch 1"), "{}", r.stdout);
+            ensure!(r.stdout.contains("trigger Approved"), "{}", r.stdout);
+            ensure!(w.starts_with("1 ") && w.trim_end().ends_with("/1/west"), "witness: {w}");
+            eprintln!("approve: the failover ran once");
+        }
+        1 => {
+            ensure!(
+                r.stderr.contains("was not acted on: the controller asks again"),
+                "{}\n{}",
+                r.stderr,
+                tails()
+            );
+            ensure!(w.is_empty(), "the plugin said not acted on, but the witness holds epoch {w}");
+            eprintln!("approve: the controllers did not act on the approval (told by the plugin, exit 1)");
+        }
+        c => anyhow::bail!("approve exited {c}: {}\n{}", r.stderr, tails()),
+    }
     Ok(())
 }
