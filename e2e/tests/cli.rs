@@ -15,6 +15,9 @@
 //!   timeline and the RTO; `failover --force --yes --wait` moves it back (trigger `Forced`).
 //! - A real failover: the serving site lost whole (API server included), west takes over by itself,
 //!   and `status` shows east unreachable beside west's view and the failover's journal.
+//! - `Approve` mode (a second bed): `approve` refused while nothing is pending; with east's database
+//!   killed, both copies approved with their own nonces, and the plugin's report of the outcome
+//!   checked against the witness.
 
 use std::{
     path::{Path, PathBuf},
