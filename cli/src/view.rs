@@ -510,6 +510,9 @@ mod tests {
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["clusters"][0]["epoch"], 2);
         assert_eq!(json["witness"]["behind"][0], "west");
+        let yaml: serde_json::Value =
+            serde_yaml::from_str(&serde_yaml::to_string(&r).expect("yaml")).expect("yaml parses");
+        assert_eq!(yaml, json, "-o yaml says the same as -o json");
     }
 
     #[test]
