@@ -9,10 +9,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# The whole workspace manifest set is needed to resolve it (e2e is a member), but only the controller is built.
+# The whole workspace manifest set is needed to resolve it (e2e and cli are members), but only the controller is built.
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY controller ./controller
 COPY e2e ./e2e
+COPY cli ./cli
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p understudy --bin understudy \

@@ -20,6 +20,7 @@ test: deps k8s-bins helm-bin lint check-generated
 
 unit:
 	$(CARGO) test -p understudy --lib
+	$(CARGO) test -p kubectl-understudy
 
 e2e: deps k8s-bins helm-bin
 	$(CARGO) build -q -p understudy --bin understudy
