@@ -146,6 +146,8 @@ pub async fn start_with(
     }
     st.phase = Some(if kind == Kind::Failover { Phase::FailingOver } else { Phase::SwitchingOver });
     st.target_primary = Some(to.into());
+    // An approval is used up by the transition it started.
+    st.pending_approval = None;
     st.last_transition = Some(Transition {
         trigger,
         kind,

@@ -148,10 +148,10 @@ pub fn record(
     let (status, reason, message) = match decision {
         // The transition's start records it (or its refusal: the witness, the epoch swap, the
         // leader key); writing "started" first would flap the condition on every refused round.
-        Decision::Failover { .. } => {
-            st.pending_approval = None;
-            return events;
-        }
+        // An approval stands until its transition has started (the start clears it): a start
+        // refused for a moment (the old primary's leader key not yet expired, a 409) must not ask
+        // for a new nonce and reject the approval already given.
+        Decision::Failover { .. } => return events,
         Decision::Steady => {
             (ConditionStatus::False, reasons::NOT_NEEDED, "the primary is not confirmed down".to_string())
         }
@@ -373,6 +373,17 @@ mod tests {
             Decision::Failover { trigger: Trigger::Approved, from: "east".into(), to: "west".into() }
         );
         record(&mut st, &d, &ann, None, now());
-        assert_eq!(st.pending_approval, None);
+        assert_eq!(
+            st.pending_approval.as_ref().map(|p| p.nonce.as_str()),
+            Some("n0nce"),
+            "kept until the start"
+        );
+        // A start refused for a moment (the old primary's key still alive): the next round still
+        // runs on the approval given, with no new nonce.
+        let d = next(&s, &st, &ann, now(), || unreachable!("the approval stands"));
+        assert_eq!(
+            d,
+            Decision::Failover { trigger: Trigger::Approved, from: "east".into(), to: "west".into() }
+        );
     }
 }
