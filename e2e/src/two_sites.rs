@@ -373,6 +373,26 @@ impl TwoSites {
 
     /// `start_controller` with extra arguments (a later flag wins) and environment.
     pub fn start_controller_with(&mut self, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<u32> {
+        self.spawn_controller(site, extra, env, None)
+    }
+
+    /// `start_controller` under its own user id (`netcut::site_uid`), so that the network can be cut
+    /// for this site's controller alone; its PgBouncer's databases file is made writable for it.
+    pub fn start_controller_as(&mut self, site: &str, uid: u32) -> Result<u32> {
+        let file = self.cluster(site).pgb.databases_file();
+        for (mode, path) in [("0777", file.parent().context("databases file dir")?), ("0666", file.as_path())] {
+            Command::new("chmod").arg(mode).arg(path).status()?;
+        }
+        self.spawn_controller(site, &[], &[], Some(uid))
+    }
+
+    fn spawn_controller(
+        &mut self,
+        site: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Result<u32> {
         let bin = bed::controller_binary()?;
         let ns = self.ns.clone();
         let c = self.cluster_mut(site);
@@ -388,6 +408,10 @@ impl TwoSites {
             .env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
         }
         mark(&c.controller_log, &format!("{site}'s controller starting"));
         let p = Proc::spawn(&format!("understudy-{site}"), cmd, &c.controller_log)?;
