@@ -1,0 +1,226 @@
+//! Synchronous replication (`spec.failover.replication`) against the real sandbox: under `Sync`, a
+//! workload recording every commit acknowledged through PgBouncer loses none over repeated SIGKILLs
+//! of the primary's postmaster (failovers in alternating directions, the former primary rejoining
+//! in between), and every transition says `0` bytes, exactly. Under `SyncPreferred`, a stopped
+//! standby makes the primary fall back to asynchronous commits after `syncDegradeAfter` (condition,
+//! Event, metric) while writes go on; the standby's return makes it synchronous again; and a
+//! primary that dies while degraded is not failed over automatically. `make chaos N=50` repeats the
+//! kills (`CHAOS_ROUNDS`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use k8s_openapi::api::events::v1::Event;
+use kube::{api::ListParams, Api};
+use understudy::crd::{
+    conditions::{self, reasons},
+    ConditionStatus, DisasterRecoveryPair, LossBound,
+    ReplicationMode::{Sync, SyncPreferred},
+};
+use understudy_e2e::{
+    bed::Bed,
+    pair::Automatic,
+    support::{condition, wait_for},
+    workload::lost,
+};
+
+async fn has_event(bed: &Bed, reason: &str) -> Result<bool> {
+    Ok(Api::<Event>::namespaced(bed.client.clone(), &bed.ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(reason)))
+}
+
+/// The `SynchronousReplication` condition's status and reason.
+fn sync_condition(drp: &DisasterRecoveryPair) -> Option<(ConditionStatus, String)> {
+    condition(drp, conditions::SYNCHRONOUS_REPLICATION).map(|(s, r, _)| (s, r))
+}
+
+/// Waits until `primary` shows a synchronous standby in the status (what the failover guard reads).
+async fn wait_synchronous(bed: &Bed, primary: &str, timeout: Duration) -> Result<()> {
+    let api = bed.api();
+    wait_for(&format!("{primary} to commit synchronously"), timeout, || async {
+        let drp = api.get("chat").await?;
+        let seen = drp
+            .status
+            .as_ref()
+            .and_then(|s| s.sites.iter().find(|x| x.name == primary))
+            .and_then(|s| s.synchronous_standby);
+        Ok(seen == Some(true)
+            && sync_condition(&drp) == Some((ConditionStatus::True, reasons::SYNCHRONOUS.to_string())))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_loses_no_acknowledged_commit_over_repeated_primary_kills() -> Result<()> {
+    let rounds: i64 = std::env::var("CHAOS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let (mut bed, _ctl) = Bed::with_pair("sync", |f| {
+        f.mode(Automatic)
+            .probe_interval("500ms")
+            .probe_timeout("500ms")
+            .failure_threshold(3)
+            .cooldown("0s")
+            .replication(Sync)
+    })
+    .await?;
+    wait_synchronous(&bed, "east", Duration::from_secs(20)).await?;
+    assert_eq!(bed.pg.primary.psql("SHOW synchronous_standby_names")?.trim(), "*");
+
+    let wl = bed.workload("workload", Duration::from_millis(10)).await?;
+    wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
+
+    let mut primary = "east".to_string();
+    let began = Instant::now();
+    for i in 1..=rounds {
+        let target = if primary == "east" { "west" } else { "east" };
+        // The next kill only once the guard can see the standby synchronous again, and writes flow.
+        wait_synchronous(&bed, &primary, Duration::from_secs(30)).await?;
+        let before = wl.acked();
+        wait_for("writes before the kill", Duration::from_secs(20), || async {
+            Ok(wl.acked() > before + 20)
+        })
+        .await?;
+        if primary == "east" {
+            bed.pg.primary.kill9();
+        } else {
+            bed.pg.standby.kill9();
+        }
+        let drp = bed.wait_epoch_finished("chat", i, Duration::from_secs(60)).await?;
+        let st = drp.status.unwrap_or_default();
+        let t = st.last_transition.clone().expect("transition");
+        assert_eq!(
+            (t.kind.as_str(), t.trigger.as_str(), t.outcome.map(|o| o.as_str()), t.to.as_str()),
+            ("Failover", "Automatic", Some("Completed"), target),
+            "kill {i}: {t:?}"
+        );
+        // Honest RPO: the standby was synchronous, so nothing acknowledged can be missing.
+        assert_eq!(
+            (t.lost_wal_bytes, t.lost_wal_bound),
+            (Some(0), Some(LossBound::Exact)),
+            "kill {i}: {t:?}"
+        );
+        // The new primary waits for its own standby: the setting moved with the promotion.
+        assert_eq!(bed.server(target).psql("SHOW synchronous_standby_names")?.trim(), "*");
+        primary = target.to_string();
+        bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
+        let s = wl.stats();
+        eprintln!(
+            "kill {i} → {target} at +{:.1}s: acked so far {}, client errors {}, longest write gap so far {:?}",
+            began.elapsed().as_secs_f64(),
+            s.acked.len(),
+            s.errors,
+            s.longest_gap
+        );
+    }
+    wait_synchronous(&bed, &primary, Duration::from_secs(30)).await?;
+    let before = wl.acked();
+    wait_for("writes after the last kill", Duration::from_secs(20), || async {
+        Ok(wl.acked() > before + 20)
+    })
+    .await?;
+    let stats = wl.stop().await;
+    let present = bed.server(&primary).ids("workload")?;
+    let missing = lost(&stats.acked, &present);
+    eprintln!(
+        "Sync, {rounds} primary kills in {:.0}s: {} commits acknowledged, {} client errors, longest write gap {:?}, \
+         lost acknowledged commits {}",
+        began.elapsed().as_secs_f64(),
+        stats.acked.len(),
+        stats.errors,
+        stats.longest_gap,
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged commits lost under Sync: {missing:?}");
+    assert!(stats.acked.len() as i64 > 40 * rounds, "the workload kept committing: {}", stats.acked.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_preferred_degrades_while_the_standby_is_away_and_recovers_when_it_returns() -> Result<()> {
+    let (mut bed, ctl) = Bed::with_pair("syncpref", |f| {
+        f.mode(Automatic)
+            .probe_interval("500ms")
+            .probe_timeout("500ms")
+            .failure_threshold(3)
+            .replication(SyncPreferred)
+            .sync_degrade_after("3s")
+    })
+    .await?;
+    let label = understudy::metrics::PairLabels { pair: format!("{}/chat", bed.ns) };
+    let gauge = |m: &understudy::metrics::Metrics| m.sync_degraded.get_or_create(&label).get();
+    wait_synchronous(&bed, "east", Duration::from_secs(20)).await?;
+    assert_eq!(gauge(&ctl.metrics), 0);
+    let wl = bed.workload("workload", Duration::from_millis(20)).await?;
+    wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 20) }).await?;
+
+    // The standby stops: commits wait, then after syncDegradeAfter the primary stops waiting.
+    let stopped = Instant::now();
+    bed.pg.standby.stop();
+    let api = bed.api();
+    wait_for("SyncPreferred to degrade", Duration::from_secs(20), || async {
+        Ok(sync_condition(&api.get("chat").await?)
+            == Some((ConditionStatus::False, reasons::DEGRADED.into())))
+    })
+    .await?;
+    let took = stopped.elapsed();
+    eprintln!("degraded {:.1}s after the standby stopped (syncDegradeAfter 3s)", took.as_secs_f64());
+    assert!(took >= Duration::from_secs(3), "degraded before syncDegradeAfter: {took:?}");
+    assert!(has_event(&bed, "SyncDegraded").await?, "a SyncDegraded Event");
+    assert_eq!(gauge(&ctl.metrics), 1, "understudy_sync_degraded");
+    assert_eq!(bed.pg.primary.psql("SHOW synchronous_standby_names")?.trim(), "");
+    // Writes go on without the standby.
+    let before = wl.acked();
+    wait_for("writes while degraded", Duration::from_secs(10), || async { Ok(wl.acked() > before + 20) })
+        .await?;
+
+    // The standby returns: synchronous again, with an Event, and the gauge back to 0.
+    bed.pg.standby.start()?;
+    wait_synchronous(&bed, "east", Duration::from_secs(30)).await?;
+    assert!(has_event(&bed, "SyncRestored").await?, "a SyncRestored Event");
+    assert_eq!(bed.pg.primary.psql("SHOW synchronous_standby_names")?.trim(), "*");
+    wait_for("the gauge to clear", Duration::from_secs(5), || async { Ok(gauge(&ctl.metrics) == 0) }).await?;
+    let before = wl.acked();
+    wait_for("writes once synchronous again", Duration::from_secs(10), || async {
+        Ok(wl.acked() > before + 20)
+    })
+    .await?;
+    let stats = wl.stop().await;
+    let missing = lost(&stats.acked, &bed.pg.primary.ids("workload")?);
+    assert!(missing.is_empty(), "{missing:?}");
+    let on_standby = lost(&stats.acked, &bed.pg.standby.ids("workload")?);
+    wait_for("the standby to hold every acknowledged commit", Duration::from_secs(10), || async {
+        Ok(lost(&stats.acked, &bed.pg.standby.ids("workload")?).is_empty())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}: missing on the standby {on_standby:?}"))?;
+
+    // Degraded again, the primary dies: commits acknowledged asynchronously could be lost, so the
+    // guard refuses an automatic failover (degradedFailover: Refuse, the default) and says why.
+    bed.pg.standby.stop();
+    wait_for("SyncPreferred to degrade again", Duration::from_secs(20), || async {
+        Ok(sync_condition(&api.get("chat").await?)
+            == Some((ConditionStatus::False, reasons::DEGRADED.into())))
+    })
+    .await?;
+    // The primary dies first (so nothing can restore synchronous commits), then the standby is
+    // back and would be promotable but for the guard.
+    bed.pg.primary.kill9();
+    bed.pg.standby.start()?;
+    wait_for("the guard to refuse", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED)
+            .is_some_and(|(s, r, _)| s == ConditionStatus::True && r == reasons::NOT_SYNCHRONOUS))
+    })
+    .await?;
+    let drp = api.get("chat").await?;
+    let (_, _, msg) = condition(&drp, conditions::FAILOVER_BLOCKED).expect("FailoverBlocked");
+    eprintln!("FailoverBlocked: {msg}");
+    assert!(msg.contains("SyncPreferred") && msg.contains("degradedFailover: Allow"), "{msg}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = api.get("chat").await?.status.unwrap_or_default();
+    assert_eq!((st.epoch.0, st.last_transition.is_none()), (0, true), "nothing promoted");
+    assert_eq!(bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim(), "t");
+    Ok(())
+}
