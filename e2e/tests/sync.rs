@@ -104,6 +104,12 @@ async fn sync_mode_loses_no_acknowledged_commit_over_repeated_primary_kills() ->
         );
         // The new primary waits for its own standby: the setting moved with the promotion.
         assert_eq!(bed.server(target).psql("SHOW synchronous_standby_names")?.trim(), "*");
+        // The killed server's host comes back; the rejoin fences it, rewinds it and makes it follow.
+        if primary == "east" {
+            bed.pg.primary.start()?;
+        } else {
+            bed.pg.standby.start()?;
+        }
         primary = target.to_string();
         bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
         let s = wl.stats();
