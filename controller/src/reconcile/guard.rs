@@ -128,7 +128,12 @@ pub fn next(
         mode == ReplicationMode::SyncPreferred && spec.failover.degraded_failover == DegradedFailover::Allow;
     if !mode.is_async() && !allowed && p.and_then(|p| p.synchronous_standby) != Some(true) {
         let names = p.and_then(|p| p.synchronous_standby_names.clone()).unwrap_or_default();
+        let degraded = st.sync.as_ref().and_then(|s| s.degraded_since.clone());
         let why = match p.and_then(|p| p.synchronous_standby) {
+            _ if degraded.is_some() => format!(
+                "SyncPreferred had degraded to asynchronous commits at {}",
+                degraded.as_deref().unwrap_or_default()
+            ),
             None => format!("{from} was never seen with a synchronous standby"),
             Some(_) if names.is_empty() => format!(
                 "at the last observation {from} committed asynchronously (synchronous_standby_names empty{})",
