@@ -48,6 +48,11 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
         );
         assert_eq!(st.epoch.0, i, "one epoch per switchover: {t:?}");
         assert_eq!(t.lost_wal_bytes, Some(0), "switchover {i} lost WAL");
+        assert_eq!(
+            t.lost_wal_bound,
+            Some(understudy::crd::LossBound::Exact),
+            "switchover {i}: the quiesced final LSN"
+        );
         primary = target.to_string();
         // The former primary follows the new one again (rejoin hook), so the next switchover can run.
         bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
