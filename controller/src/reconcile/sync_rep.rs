@@ -194,7 +194,10 @@ pub async fn converge(
     ctx: &Context,
     now: Timestamp,
 ) -> Vec<EventNote> {
-    if drp.spec.failover.replication.is_async() && st.sync.is_none() {
+    if drp.spec.failover.replication.is_async()
+        && st.sync.is_none()
+        && !st.conditions.iter().any(|c| c.type_ == conditions::SYNCHRONOUS_REPLICATION)
+    {
         return vec![];
     }
     let primary = crate::authority::primary(&drp.spec, Some(st)).site.to_string();
