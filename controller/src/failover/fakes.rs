@@ -494,6 +494,13 @@ impl FakeStore {
         self.get().status.unwrap_or_default()
     }
 
+    /// Changes the stored status as an earlier round would have written it.
+    pub fn edit_status(&self, f: impl FnOnce(&mut DisasterRecoveryPairStatus)) {
+        if let Some(obj) = lock(&self.0).obj.as_mut() {
+            f(obj.status.get_or_insert_with(Default::default));
+        }
+    }
+
     pub fn journal(&self) -> Transition {
         self.status().last_transition.unwrap_or_default()
     }
