@@ -1,7 +1,8 @@
 //! Synchronous replication (`spec.failover.replication`) against the real sandbox: under `Sync`, a
 //! workload recording every commit acknowledged through PgBouncer loses none over repeated SIGKILLs
 //! of the primary's postmaster (failovers in alternating directions, the former primary rejoining
-//! in between), and every transition says `0` bytes, exactly. Under `SyncPreferred`, a stopped
+//! in between), and every transition says `0` bytes, exactly; a switchover after them leaves the
+//! new primary synchronous too. Under `SyncPreferred`, a stopped
 //! standby makes the primary fall back to asynchronous commits after `syncDegradeAfter` (condition,
 //! Event, metric) while writes go on; the standby's return makes it synchronous again; and a
 //! primary that dies while degraded is not failed over automatically. `make chaos N=50` repeats the
@@ -121,6 +122,20 @@ async fn sync_mode_loses_no_acknowledged_commit_over_repeated_primary_kills() ->
             s.longest_gap
         );
     }
+    // A planned switchover keeps the setting too: the new primary waits for the old one.
+    wait_synchronous(&bed, &primary, Duration::from_secs(30)).await?;
+    let target = if primary == "east" { "west" } else { "east" };
+    bed.annotate("chat", understudy::crd::annotations::SWITCHOVER, "sync-drill").await?;
+    let drp = bed.wait_epoch_finished("chat", rounds + 1, Duration::from_secs(60)).await?;
+    let t = drp.status.and_then(|s| s.last_transition).expect("transition");
+    assert_eq!(
+        (t.kind.as_str(), t.outcome.map(|o| o.as_str()), t.to.as_str()),
+        ("Switchover", Some("Completed"), target)
+    );
+    assert_eq!((t.lost_wal_bytes, t.lost_wal_bound), (Some(0), Some(LossBound::Exact)), "{t:?}");
+    assert_eq!(bed.server(target).psql("SHOW synchronous_standby_names")?.trim(), "*");
+    primary = target.to_string();
+    bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
     wait_synchronous(&bed, &primary, Duration::from_secs(30)).await?;
     let before = wl.acked();
     wait_for("writes after the last kill", Duration::from_secs(20), || async {
@@ -131,7 +146,7 @@ async fn sync_mode_loses_no_acknowledged_commit_over_repeated_primary_kills() ->
     let present = bed.server(&primary).ids("workload")?;
     let missing = lost(&stats.acked, &present);
     eprintln!(
-        "Sync, {rounds} primary kills in {:.0}s: {} commits acknowledged, {} client errors, longest write gap {:?}, \
+        "Sync, {rounds} primary kills and a switchover in {:.0}s: {} commits acknowledged, {} client errors, longest write gap {:?}, \
          lost acknowledged commits {}",
         began.elapsed().as_secs_f64(),
         stats.acked.len(),
