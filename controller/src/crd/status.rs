@@ -321,7 +321,10 @@ impl Trigger {
     }
 }
 
-/// Whether a lost-WAL figure is exact or a lower bound.
+/// Whether `lostWalBytes` is `Exact` (a switchover's quiesced final position, a fenced old primary's
+/// position read after the fence, or `0` under `replication: Sync` with the standby synchronous at
+/// the last observation: no acknowledged commit can be missing) or `AtLeast` (the old primary died
+/// unreachable: commits acknowledged after its last observed position may be lost too, uncounted).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LossBound {
     /// The figure is what was lost.
