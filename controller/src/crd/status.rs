@@ -499,7 +499,8 @@ pub struct Transition {
     /// undone; absent while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<TransitionOutcome>,
-    /// Switchover: the old primary's last WAL position after writers were quiesced.
+    /// The old primary's final WAL position: a switchover's after writers were quiesced, a
+    /// failover's when its `Fence` step fenced a reachable old primary (then `lostWalBound` is `Exact`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_lsn: Option<String>,
     /// The new primary's WAL position when it was promoted (the fork point of the timelines).
