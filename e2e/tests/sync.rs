@@ -235,6 +235,49 @@ async fn async_control_the_same_kills_without_synchronous_commits() -> Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_with_a_controller_per_site_fails_over_losing_nothing_and_the_new_primary_waits_for_its_standby(
+) -> Result<()> {
+    let mut bed = Bed::start("syncsites").await?;
+    bed.pair("chat")
+        .failover(|f| {
+            f.mode(Automatic)
+                .probe_interval("500ms")
+                .probe_timeout("500ms")
+                .failure_threshold(3)
+                .replication(Sync)
+        })
+        .lease_ttl("4s")
+        .create(&bed.client, &bed.ns)
+        .await?;
+    // One controller per site: east's sets the setting on east while it serves; west's only reports.
+    let _east = bed.controller_process("east", &[])?;
+    let _west = bed.controller_process("west", &[])?;
+    wait_synchronous(&bed, "east", Duration::from_secs(30)).await?;
+    assert_eq!(bed.pg.primary.psql("SHOW synchronous_standby_names")?.trim(), "*");
+    let wl = bed.workload("workload", Duration::from_millis(5)).await?;
+    wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 50) }).await?;
+
+    // West's controller fails over once east's leader key expired, setting '*' on west first.
+    bed.pg.primary.kill9();
+    let drp = bed.wait_epoch_finished("chat", 1, Duration::from_secs(60)).await?;
+    let t = drp.status.and_then(|s| s.last_transition).expect("transition");
+    assert_eq!((t.to.as_str(), t.holder.as_str()), ("west", "west"), "{t:?}");
+    assert_eq!((t.lost_wal_bytes, t.lost_wal_bound), (Some(0), Some(LossBound::Exact)), "{t:?}");
+    assert_eq!(bed.pg.standby.psql("SHOW synchronous_standby_names")?.trim(), "*");
+    // With east gone, west's commits wait for a standby: that is what Sync means.
+    wait_for("a commit on west waiting for its standby", Duration::from_secs(20), || async {
+        Ok(bed.pg.standby.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")?.trim()
+            != "0")
+    })
+    .await?;
+    let stats = wl.stop().await;
+    let missing = lost(&stats.acked, &bed.pg.standby.ids("workload")?);
+    eprintln!("per-site controllers, Sync: {} acknowledged, {} lost", stats.acked.len(), missing.len());
+    assert!(missing.is_empty(), "{missing:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_preferred_degrades_while_the_standby_is_away_and_recovers_when_it_returns() -> Result<()> {
     let (mut bed, ctl) = Bed::with_pair("syncpref", |f| {
         f.mode(Automatic)

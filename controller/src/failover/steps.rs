@@ -226,26 +226,11 @@ pub fn wanted_names(mode: ReplicationMode) -> Option<&'static str> {
 
 async fn promote(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     let c = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
-    let mut lost = None;
-    let mut bound = None;
-    let mut fork = None;
-    let mut unacknowledged = 0;
+    let mut kept = None;
     if c.in_recovery().await.map_err(|e| StepError::sql("", e))? {
         // What the standby holds now is what survives the promotion (it replays all it received).
         let (recv, replay) = c.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
-        let kept = recv.max(replay);
-        fork = kept;
-        if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept) {
-            let bytes = i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX);
-            if cx.spec.failover.replication == ReplicationMode::Sync && cx.from_was_synchronous {
-                // Every commit was acknowledged only once the standby had flushed it: WAL past
-                // what it holds belongs to transactions nobody was told committed.
-                (lost, bound, unacknowledged) = (Some(0), Some(LossBound::Exact), bytes);
-            } else {
-                lost = Some(bytes);
-                bound = Some(if cx.final_position { LossBound::Exact } else { LossBound::AtLeast });
-            }
-        }
+        kept = recv.max(replay);
     }
     // The new primary commits as `spec.failover.replication` says from its first write: set before
     // the promotion, so no commit is acknowledged asynchronously in between (a standby ignores it).
@@ -259,6 +244,26 @@ async fn promote(cx: &StepCtx<'_>) -> Result<Done, StepError> {
         .promote(cx.timeout.max(Duration::from_secs(30)))
         .await
         .map_err(|e| StepError::sql(format!("{}: ", cx.to), e))?;
+    // The exact fork point, from the new timeline's history file; what the standby held is the
+    // fallback (it can read as the start of a segment, past the real switch point).
+    let switch = c.timeline_switch_point().await.ok().flatten();
+    let fork = switch.or(kept);
+    // Lost WAL from what the standby held; when this attempt found it already promoted (an earlier
+    // attempt, or the other site's controller, promoted it and its record was lost), from the fork.
+    let mut lost = None;
+    let mut bound = None;
+    let mut unacknowledged = 0;
+    if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept.or(switch)) {
+        let bytes = i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX);
+        if cx.spec.failover.replication == ReplicationMode::Sync && cx.from_was_synchronous {
+            // Every commit was acknowledged only once the standby had flushed it: WAL past what it
+            // holds belongs to transactions nobody was told committed.
+            (lost, bound, unacknowledged) = (Some(0), Some(LossBound::Exact), bytes);
+        } else {
+            lost = Some(bytes);
+            bound = Some(if cx.final_position { LossBound::Exact } else { LossBound::AtLeast });
+        }
+    }
     let mut msg =
         if promoted { format!("{} promoted", cx.to) } else { format!("{} was already promoted", cx.to) };
     if let Some(names) = names {
@@ -273,11 +278,6 @@ async fn promote(cx: &StepCtx<'_>) -> Result<Done, StepError> {
              were never acknowledged)",
             cx.from
         ));
-    }
-    // The exact fork point, from the new timeline's history file; what the standby held is the
-    // fallback (it can read as the start of a segment, past the real switch point).
-    if let Ok(Some(switch)) = c.timeline_switch_point().await {
-        fork = Some(switch);
     }
     Ok(Done {
         outcome: Some(Outcome::Succeeded(msg)),
@@ -436,6 +436,9 @@ mod tests {
         let again = run(Step::Promote, &cx(&ports, &spec, 1)).await;
         assert_eq!(message(&again), "west was already promoted");
         assert_eq!(w.pg.promotions(), 1);
+        // Found already promoted (its first record lost): measured from the fork point instead.
+        let again = again.expect("promote");
+        assert_eq!((again.lost_wal_bytes, again.promoted_at_lsn), (Some(256), Some(STANDBY_LSN)));
     }
 
     #[tokio::test]

@@ -93,7 +93,14 @@ pub fn plan(
         } else {
             (ConditionStatus::False, reasons::WAITING_FOR_STANDBY, format!("{from}'s commits wait: it shows no synchronous standby (synchronous_standby_names = '{seen_names}')"))
         };
-        condition(st, status, reason, msg);
+        // With both sites' controllers in one cluster the serving site's controller writes the same
+        // condition in its own words: a matching status and reason is left as it is (no flapping).
+        let same = st.conditions.iter().any(|c| {
+            c.type_ == conditions::SYNCHRONOUS_REPLICATION && c.status == status && c.reason == reason
+        });
+        if !same {
+            condition(st, status, reason, msg);
+        }
         return out;
     }
     let prev = st.sync.clone().unwrap_or_default();
