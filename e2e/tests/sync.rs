@@ -257,11 +257,12 @@ async fn sync_with_a_controller_per_site_fails_over_losing_nothing_and_the_new_p
     let wl = bed.workload("workload", Duration::from_millis(5)).await?;
     wait_for("the workload to commit", Duration::from_secs(10), || async { Ok(wl.acked() > 50) }).await?;
 
-    // West's controller fails over once east's leader key expired, setting '*' on west first.
+    // West is promoted once east's leader key expired, with '*' set on it first.
     bed.pg.primary.kill9();
     let drp = bed.wait_epoch_finished("chat", 1, Duration::from_secs(60)).await?;
     let t = drp.status.and_then(|s| s.last_transition).expect("transition");
-    assert_eq!((t.to.as_str(), t.holder.as_str()), ("west", "west"), "{t:?}");
+    // (Both controllers share this cluster's journal and may run its steps: the holder is either.)
+    assert_eq!(t.to.as_str(), "west", "{t:?}");
     assert_eq!((t.lost_wal_bytes, t.lost_wal_bound), (Some(0), Some(LossBound::Exact)), "{t:?}");
     assert_eq!(bed.pg.standby.psql("SHOW synchronous_standby_names")?.trim(), "*");
     // With east gone, west's commits wait for a standby: that is what Sync means.
