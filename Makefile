@@ -64,13 +64,14 @@ bench: deps k8s-bins
 	$(CARGO) build -q --release -p understudy --bin understudy
 	$(CARGO) run --release -p understudy-e2e --bin understudy-bench -- $(BENCH_ARGS)
 
-## chaos: repeat N races of two controllers, N partitions of the primary site and N black-holed primaries (make chaos N=50)
+## chaos: repeat N races of two controllers, N partitions of the primary site and N black-holed primaries (make chaos N=50), and max(N, 50) primary kills under replication: Sync (0 acknowledged commits lost)
 N ?= 20
 chaos: deps k8s-bins
 	$(CARGO) build -q -p understudy --bin understudy
 	CHAOS_ROUNDS=$(N) $(CARGO) test -p understudy-e2e --test fencing two_controllers_racing -- --nocapture
 	CHAOS_ROUNDS=$(N) $(CARGO) test -p understudy-e2e --test partition a_primary_site_cut_off -- --nocapture
 	CHAOS_ROUNDS=$(N) $(CARGO) test -p understudy-e2e --test failover a_black_holed_primary -- --nocapture
+	CHAOS_ROUNDS=$$(( $(N) < 50 ? 50 : $(N) )) $(CARGO) test -p understudy-e2e --test sync sync_mode_loses_no_acknowledged_commit -- --nocapture
 
 ## sandbox-down: kill anything a crashed run left under /tmp/understudy-sbx
 sandbox-down:

@@ -69,6 +69,13 @@ pub struct Metrics {
     pub step_duration: Family<StepLabels, Histogram>,
     pub rto_seconds: Family<PairLabels, Gauge<f64, AtomicU64>>,
     pub lost_wal_bytes: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    /// 1 when `lost_wal_bytes` is exact, 0 when it is a lower bound.
+    pub lost_wal_exact: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    /// 1 while the pair's serving primary shows a synchronous standby (replication Sync or
+    /// SyncPreferred; what this controller's probes last saw).
+    pub synchronous_standby: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    /// 1 while a `SyncPreferred` pair's primary has fallen back to asynchronous commits.
+    pub sync_degraded: Family<PairLabels, Gauge<i64, AtomicI64>>,
     pub is_leader: Gauge<i64, AtomicI64>,
     pub leader_key: Family<PairLabels, Gauge<i64, AtomicI64>>,
     /// 1 for each pair whose stored object the controller cannot read (it is skipped, the rest are not).
@@ -95,6 +102,9 @@ impl Default for Metrics {
             }),
             rto_seconds: Family::default(),
             lost_wal_bytes: Family::default(),
+            lost_wal_exact: Family::default(),
+            synchronous_standby: Family::default(),
+            sync_degraded: Family::default(),
             is_leader: Gauge::default(),
             leader_key: Family::default(),
             undecodable: Family::default(),
@@ -132,8 +142,25 @@ impl Default for Metrics {
         );
         r.register(
             "lost_wal_bytes",
-            "WAL bytes lost by the pair's last transition",
+            "WAL bytes lost by the pair's last transition: exact when understudy_lost_wal_exact is 1; \
+             otherwise a lower bound (the old primary died unreachable: commits acknowledged after the \
+             last observed position may be lost too)",
             m.lost_wal_bytes.clone(),
+        );
+        r.register(
+            "lost_wal_exact",
+            "1 when understudy_lost_wal_bytes is exact, 0 when it is a lower bound",
+            m.lost_wal_exact.clone(),
+        );
+        r.register(
+            "synchronous_standby",
+            "1 while the serving primary shows a synchronous standby (spec.failover.replication Sync or SyncPreferred)",
+            m.synchronous_standby.clone(),
+        );
+        r.register(
+            "sync_degraded",
+            "1 while a SyncPreferred pair's primary commits asynchronously because its standby stayed away",
+            m.sync_degraded.clone(),
         );
         r.register(
             "is_leader",

@@ -243,6 +243,18 @@ impl Failover {
         self.0.cooldown = duration(d);
         self
     }
+
+    /// `replication` (`Async`, `SyncPreferred`, `Sync`).
+    pub fn replication(mut self, mode: understudy::crd::ReplicationMode) -> Failover {
+        self.0.replication = mode;
+        self
+    }
+
+    /// `syncDegradeAfter` (`"3s"`).
+    pub fn sync_degrade_after(mut self, d: &str) -> Failover {
+        self.0.sync_degrade_after = Some(duration(d));
+        self
+    }
 }
 
 /// A Go duration as the CRD takes it (`"500ms"`, `"2m"`); panics on a malformed one.

@@ -109,6 +109,8 @@ where
 pub struct RunningController {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The controller's metrics, as its `/metrics` would serve them.
+    pub metrics: understudy::metrics::Metrics,
 }
 
 impl RunningController {
@@ -121,10 +123,11 @@ impl RunningController {
             leadership: understudy::replica_lease::Leadership::always(),
             ..Default::default()
         };
+        let metrics = opts.metrics.clone();
         let task = tokio::spawn(understudy::reconcile::run(client, opts, async move {
             let _ = rx.await;
         }));
-        RunningController { stop: Some(tx), task: Some(task) }
+        RunningController { stop: Some(tx), task: Some(task), metrics }
     }
 
     /// Stops the controller and waits for it to finish.

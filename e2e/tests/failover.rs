@@ -82,6 +82,8 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
     let rto = t.rto_seconds.expect("rto");
     assert!(rto > 0.0 && rto < 30.0, "rto {rto}");
     let lost_wal = t.lost_wal_bytes.expect("lost WAL bytes are measured");
+    // The old primary died unreachable: the figure counts from its last observed position only.
+    assert_eq!(t.lost_wal_bound, Some(understudy::crd::LossBound::AtLeast), "{t:?}");
 
     // DataSource: the ConfigMap changed only at the two pointers; the Secret holds west's DSN.
     let west = bed.dsn("west");
@@ -131,7 +133,10 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
         stats.longest_gap,
         missing.len()
     );
-    if lost_wal == 0 {
+    // Only an exact 0 promises that no acknowledged commit is missing; this one is a lower bound
+    // (asserted above), and commits acknowledged after the last probe may be gone (issue 14: 1–2
+    // in 2 of 5 such kills under pgbench).
+    if lost_wal == 0 && t.lost_wal_bound == Some(understudy::crd::LossBound::Exact) {
         assert!(missing.is_empty(), "no WAL lost, so no acknowledged commit may be missing: {missing:?}");
     }
 

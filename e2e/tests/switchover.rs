@@ -48,6 +48,11 @@ async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> 
         );
         assert_eq!(st.epoch.0, i, "one epoch per switchover: {t:?}");
         assert_eq!(t.lost_wal_bytes, Some(0), "switchover {i} lost WAL");
+        assert_eq!(
+            t.lost_wal_bound,
+            Some(understudy::crd::LossBound::Exact),
+            "switchover {i}: the quiesced final LSN"
+        );
         primary = target.to_string();
         // The former primary follows the new one again (rejoin hook), so the next switchover can run.
         bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
@@ -273,6 +278,9 @@ async fn the_old_primary_rejoins_after_a_failover_with_pg_rewind_and_a_switchove
     let t = drp.status.clone().and_then(|s| s.last_transition).expect("transition");
     assert_eq!((t.trigger.as_str(), t.to.as_str()), ("Forced", "west"));
     assert!(t.lost_wal_bytes.unwrap_or(0) > 0, "the forced failover reports the WAL it gave up: {t:?}");
+    // east answered, so Fence read its final position after fencing it: the figure is exact.
+    assert_eq!(t.lost_wal_bound, Some(understudy::crd::LossBound::Exact), "{t:?}");
+    assert!(t.final_lsn.is_some(), "{t:?}");
 
     // east (fenced by the failover) needs pg_rewind; the hook rewinds it and it follows west.
     bed.wait_rejoined("chat", Duration::from_secs(60)).await?;

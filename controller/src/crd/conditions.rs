@@ -21,6 +21,11 @@ pub const LAST_COMMAND: &str = "LastCommand";
 /// Whether the spec can be acted on as written; `False` names the field and the fix for a rule
 /// that the API server did not check when the object was stored (an object older than the rule).
 pub const SPEC_VALID: &str = "SpecValid";
+/// `spec.failover.replication` Sync or SyncPreferred: whether the serving primary commits
+/// synchronously with a synchronous standby (`True`, reason `Synchronous`), waits for a standby that
+/// is away (`False`, `WaitingForStandby`: commits block) or fell back to asynchronous commits
+/// (`False`, `Degraded`). Absent under `Async`.
+pub const SYNCHRONOUS_REPLICATION: &str = "SynchronousReplication";
 /// Summary: the pair is protected (all of the above hold).
 pub const READY: &str = "Ready";
 
@@ -73,6 +78,14 @@ pub mod reasons {
     pub const SPEC_DRIFT: &str = "SpecDrift";
     /// This controller's site is the standby: it keeps no leader key.
     pub const STANDBY: &str = "Standby";
+    /// A standby is synchronous on the primary.
+    pub const SYNCHRONOUS: &str = "Synchronous";
+    /// Synchronous commits wait for a standby that is not there.
+    pub const WAITING_FOR_STANDBY: &str = "WaitingForStandby";
+    /// `SyncPreferred` fell back to asynchronous commits (also the Event `SyncDegraded`).
+    pub const DEGRADED: &str = "Degraded";
+    /// The failover guard: the standby was not the synchronous one (Sync, SyncPreferred).
+    pub const NOT_SYNCHRONOUS: &str = "NotSynchronous";
 }
 
 /// Sets a condition; `lastTransitionTime` moves only when the status flips.

@@ -320,6 +320,12 @@ pub struct HttpCheck {
     validation = Rule::new("!has(self.probeTimeout) || !has(self.probeInterval) || duration(self.probeTimeout) <= duration(self.probeInterval)")
         .message("spec.failover.probeTimeout must not exceed spec.failover.probeInterval: a dead primary is confirmed after failureThreshold × probeInterval only when each probe ends within its interval; lower probeTimeout or raise probeInterval")
         .field_path(".probeTimeout"),
+    validation = Rule::new("!has(self.syncDegradeAfter) || (has(self.replication) && self.replication == 'SyncPreferred')")
+        .message("spec.failover.syncDegradeAfter applies only to spec.failover.replication SyncPreferred (Sync never falls back to asynchronous commits, Async never waits): remove it or set replication: SyncPreferred")
+        .field_path(".syncDegradeAfter"),
+    validation = Rule::new("!has(self.degradedFailover) || self.degradedFailover == 'Refuse' || (has(self.replication) && self.replication == 'SyncPreferred')")
+        .message("spec.failover.degradedFailover applies only to spec.failover.replication SyncPreferred: remove it or set replication: SyncPreferred")
+        .field_path(".degradedFailover"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverPolicy {
@@ -358,9 +364,80 @@ pub struct FailoverPolicy {
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s')")
         .message("spec.failover.cooldown must not be negative, e.g. 10m"))]
     pub cooldown: Duration,
+    /// How commits reach the standby. `Async` (default): PostgreSQL's asynchronous streaming, a
+    /// failover may lose the commits acknowledged after the standby's last received position.
+    /// `Sync`: understudy sets `synchronous_standby_names = '*'` and `synchronous_commit = on` on the
+    /// serving primary, so no commit is acknowledged before the standby has flushed it; while the
+    /// standby is away, commits wait (that is what Sync means), and an automatic failover runs only
+    /// when the standby was the synchronous one at the last observation. `SyncPreferred`: as Sync,
+    /// but after the standby has not been synchronous for `syncDegradeAfter` the primary falls back to
+    /// asynchronous commits (condition `SynchronousReplication` reason `Degraded`, Event
+    /// `SyncDegraded`, metric `understudy_sync_degraded`) until the standby streams again.
+    #[serde(default, skip_serializing_if = "ReplicationMode::is_async")]
+    pub replication: ReplicationMode,
+    /// `SyncPreferred`: how long the standby may be missing as a synchronous standby before the
+    /// primary stops waiting for it (writes wait at most this long). Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "duration::optional")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')")
+        .message("spec.failover.syncDegradeAfter must be between 1s and 1h, e.g. 10s"))]
+    pub sync_degrade_after: Option<Duration>,
+    /// `SyncPreferred`: whether an automatic failover may run when the standby was not the
+    /// synchronous one at the last observation of the primary (it fell back to asynchronous
+    /// commits, so commits acknowledged since may be lost). `Refuse` (default): the guard blocks it
+    /// (`FailoverBlocked` reason `NotSynchronous`); a `dr.understudy.dev/failover` annotation still
+    /// forces it. `Allow`: fail over and record the loss as a lower bound.
+    #[serde(default, skip_serializing_if = "DegradedFailover::is_refuse")]
+    pub degraded_failover: DegradedFailover,
+}
+
+/// How commits reach the standby (`spec.failover.replication`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReplicationMode {
+    /// Asynchronous streaming: nothing waits for the standby (PostgreSQL's default).
+    #[default]
+    Async,
+    /// Synchronous, falling back to asynchronous after `syncDegradeAfter` without a synchronous
+    /// standby.
+    SyncPreferred,
+    /// Synchronous, always: commits wait for the standby, however long it is away.
+    Sync,
+}
+
+impl ReplicationMode {
+    pub fn is_async(&self) -> bool {
+        *self == ReplicationMode::Async
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::Async => "Async",
+            ReplicationMode::SyncPreferred => "SyncPreferred",
+            ReplicationMode::Sync => "Sync",
+        }
+    }
+}
+
+/// `SyncPreferred`: may an automatic failover run when the standby was not synchronous?
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DegradedFailover {
+    /// Block it; an SRE can still force it with the failover annotation.
+    #[default]
+    Refuse,
+    /// Run it; the transition records its loss as a lower bound.
+    Allow,
+}
+
+impl DegradedFailover {
+    pub fn is_refuse(&self) -> bool {
+        *self == DegradedFailover::Refuse
+    }
 }
 
 impl FailoverPolicy {
+    /// `syncDegradeAfter`, or its default (10s).
+    pub fn sync_degrade_after(&self) -> std::time::Duration {
+        self.sync_degrade_after.map(Into::into).unwrap_or(std::time::Duration::from_secs(10))
+    }
+
     /// The timeout a probe round uses: `probeTimeout`, but never more than `probeInterval`, so
     /// that a dead primary is confirmed after `failureThreshold × probeInterval` as the settings
     /// say, also for an object stored before the rule `probeTimeout ≤ probeInterval` existed.
@@ -429,6 +506,9 @@ impl Default for FailoverPolicy {
             max_lag_bytes: default_max_lag(),
             catch_up_timeout: default_catch_up_timeout(),
             cooldown: default_cooldown(),
+            replication: ReplicationMode::default(),
+            sync_degrade_after: None,
+            degraded_failover: DegradedFailover::default(),
         }
     }
 }

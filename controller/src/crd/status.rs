@@ -64,6 +64,26 @@ pub struct DisasterRecoveryPairStatus {
     /// refused, so that each acts at most once, forever, in bounded space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_tokens: Option<TokenFilter>,
+    /// `spec.failover.replication` other than `Async`: what the serving site's controller last
+    /// decided about synchronous commits (absent under `Async`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+}
+
+/// Synchronous replication as the serving site's controller keeps it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// The `synchronous_standby_names` understudy wants on the primary: `*` (commits wait for the
+    /// standby) or empty (asynchronous: `SyncPreferred` degraded).
+    pub wanted_names: String,
+    /// Since when the primary has shown no synchronous standby (RFC 3339); absent while one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynchronized_since: Option<String>,
+    /// `SyncPreferred`: since when the primary commits asynchronously because the standby stayed
+    /// away for `syncDegradeAfter` (RFC 3339); absent while synchronous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_since: Option<String>,
 }
 
 /// The fencing token: moved N → N+1 by exactly one compare-and-swap per promotion, never reused.
@@ -190,6 +210,14 @@ pub struct SiteStatus {
     /// The server's timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,
+    /// On a primary: `synchronous_standby_names` (empty: asynchronous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_standby_names: Option<String>,
+    /// On a primary: whether a standby was synchronous (`sync_state` `sync` or `quorum` in
+    /// `pg_stat_replication`). Kept as last seen while the site does not answer: the failover guard
+    /// and the lost-WAL figure of `Sync` read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_standby: Option<bool>,
     /// Whether every HTTP health check passed (absent when none are configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_healthy: Option<bool>,
@@ -289,6 +317,39 @@ impl Trigger {
             Trigger::Approved => "Approved",
             Trigger::Forced => "Forced",
             Trigger::Switchover => "Switchover",
+        }
+    }
+}
+
+/// Whether `lostWalBytes` is `Exact` (a switchover's quiesced final position, a fenced old primary's
+/// position read after the fence, or `0` under `replication: Sync` with the standby synchronous at
+/// the last observation: no acknowledged commit can be missing) or `AtLeast` (the old primary died
+/// unreachable: commits acknowledged after its last observed position may be lost too, uncounted).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossBound {
+    /// The figure is what was lost.
+    Exact,
+    /// At least this much was lost: commits acknowledged after the last observed position of the
+    /// old primary may be lost too.
+    AtLeast,
+}
+
+impl LossBound {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossBound::Exact => "Exact",
+            LossBound::AtLeast => "AtLeast",
+        }
+    }
+
+    /// The figure in words, for the Event and the log line.
+    pub fn describe(bound: Option<LossBound>, bytes: Option<i64>) -> String {
+        match (bytes, bound) {
+            (None, _) => "lost WAL unknown (the old primary's position was never read)".into(),
+            (Some(b), Some(LossBound::Exact)) => format!("lost WAL {b} bytes (exact)"),
+            (Some(b), _) => format!(
+                "lost WAL at least {b} bytes; commits acknowledged after the last observed position may be lost"
+            ),
         }
     }
 }
@@ -423,6 +484,13 @@ pub struct Transition {
     /// Absent when the old primary's position was never read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost_wal_bytes: Option<i64>,
+    /// Whether `lostWalBytes` is `Exact` (a switchover's quiesced final position, a fenced old
+    /// primary's position read after the fence, or `0` under `replication: Sync` with the standby
+    /// synchronous at the last observation: no acknowledged commit can be missing) or `AtLeast` (the
+    /// old primary died unreachable: commits acknowledged after the last observed position may be
+    /// lost too, and are not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_wal_bound: Option<LossBound>,
     /// `Failover` (unplanned: the epoch is taken first) or `Switchover` (planned: writers
     /// quiesced and the standby caught up first).
     #[serde(default)]
@@ -431,7 +499,8 @@ pub struct Transition {
     /// undone; absent while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<TransitionOutcome>,
-    /// Switchover: the old primary's last WAL position after writers were quiesced.
+    /// The old primary's final WAL position: a switchover's after writers were quiesced, a
+    /// failover's when its `Fence` step fenced a reachable old primary (then `lostWalBound` is `Exact`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_lsn: Option<String>,
     /// The new primary's WAL position when it was promoted (the fork point of the timelines).

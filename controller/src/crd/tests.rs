@@ -285,3 +285,34 @@ fn a_site_entry_is_acted_on_by_its_own_site_only_and_a_shared_one_by_both() {
     spec.recycle[0].site = Some("west".into());
     assert!(spec.problems().is_empty(), "{:?}", spec.problems());
 }
+
+#[test]
+fn replication_defaults_to_async_and_its_knobs_belong_to_sync_preferred() {
+    let errors = |v: serde_json::Value| match FailoverPolicy::validate_cel(&v, None) {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:?}"),
+    };
+    assert_eq!(errors(json!({ "replication": "SyncPreferred", "syncDegradeAfter": "10s" })), "");
+    assert_eq!(errors(json!({ "replication": "SyncPreferred", "degradedFailover": "Allow" })), "");
+    assert_eq!(errors(json!({ "replication": "Sync" })), "");
+    assert_eq!(errors(json!({ "degradedFailover": "Refuse" })), "", "the default is fine anywhere");
+    for bad in
+        [json!({ "replication": "Sync", "syncDegradeAfter": "10s" }), json!({ "syncDegradeAfter": "10s" })]
+    {
+        assert!(
+            errors(bad.clone()).contains(
+                "spec.failover.syncDegradeAfter applies only to spec.failover.replication SyncPreferred"
+            ),
+            "{bad}: {}",
+            errors(bad.clone())
+        );
+    }
+    assert!(errors(json!({ "replication": "Sync", "degradedFailover": "Allow" }))
+        .contains("spec.failover.degradedFailover applies only to spec.failover.replication SyncPreferred"));
+    // Existing pairs are unchanged: Async by default, and the fields are not even serialized.
+    let s: DisasterRecoveryPairSpec = serde_json::from_value(spec(json!({}))).expect("spec");
+    assert_eq!(s.failover.replication, ReplicationMode::Async);
+    assert_eq!(s.failover.sync_degrade_after(), std::time::Duration::from_secs(10));
+    let out = serde_json::to_value(&s.failover).expect("json");
+    assert!(out.get("replication").is_none() && out.get("degradedFailover").is_none(), "{out}");
+}

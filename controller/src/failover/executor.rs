@@ -25,7 +25,7 @@ use crate::{
     crd::{
         conditions::{self, reasons, set_condition},
         Assessment, ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus, Epoch, FormerPrimary,
-        Phase, StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger,
+        LossBound, Phase, StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger,
     },
     events::EventNote,
 };
@@ -353,6 +353,10 @@ fn step_ctx<'a>(
         last_primary_lsn,
         step_started: t.steps.get(idx).and_then(|s| s.started_at.as_deref()).and_then(|s| s.parse().ok()),
         data_source_written: None,
+        final_position: t.final_lsn.is_some(),
+        from_was_synchronous: st
+            .and_then(|st| st.sites.iter().find(|s| s.name == t.from))
+            .is_some_and(|s| s.synchronous_standby == Some(true)),
     }
 }
 
@@ -636,6 +640,7 @@ async fn record_done_all(
         let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
         if done.lost_wal_bytes.is_some() {
             tr.lost_wal_bytes = done.lost_wal_bytes;
+            tr.lost_wal_bound = done.lost_wal_bound;
         }
         if let Some(l) = done.promoted_at_lsn {
             tr.promoted_at_lsn = Some(l.to_string());
@@ -887,8 +892,8 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
     if let (Ok(a), Ok(b)) = (t.started_at.parse::<Timestamp>(), end.parse::<Timestamp>()) {
         t.rto_seconds = Some((b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);
     }
-    let (from, to, epoch, rto, lost, kind) =
-        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.kind);
+    let (from, to, epoch, rto, lost, bound, kind) =
+        (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.lost_wal_bound, t.kind);
     st.current_primary = Some(to.clone());
     st.target_primary = None;
     // Probes decide Healthy or Degraded on the next round; the old primary may still be down.
@@ -900,6 +905,8 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
             s.failing_since = None;
         }
     }
+    // Synchronous replication starts afresh on the new primary (its controller's next round).
+    st.sync = None;
     st.former_primary =
         Some(FormerPrimary { site: from.clone(), assessment: Assessment::Pending, ..Default::default() });
     *drp = ports.store.write_status(drp, &st).await?;
@@ -923,6 +930,7 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
     }
     if let Some(l) = lost {
         ports.metrics.lost_wal_bytes.get_or_create(&pair).set(l);
+        ports.metrics.lost_wal_exact.get_or_create(&pair).set(i64::from(bound == Some(LossBound::Exact)));
     }
     ports.metrics.epoch.get_or_create(&pair).set(epoch.0);
     let trigger = st.last_transition.as_ref().map(|t| t.trigger).unwrap_or_default();
@@ -937,9 +945,9 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
         })
         .inc();
     let note = format!(
-        "{to} serves (epoch {epoch}); RTO {}s, lost WAL {} bytes",
+        "{to} serves (epoch {epoch}); RTO {}s, {}",
         rto.map(|r| format!("{r:.3}")).unwrap_or_else(|| "?".into()),
-        lost.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into())
+        LossBound::describe(bound, lost)
     );
     info!(%note, "{kind} complete");
     ports.events.publish(drp, EventNote { warning: false, reason: format!("{kind}Complete"), note }).await;

@@ -81,6 +81,8 @@ pub struct Server {
     pub marker: Option<i64>,
     pub switch_point: Option<Lsn>,
     pub checkpoints: u32,
+    /// `synchronous_standby_names`.
+    pub sync_names: String,
 }
 
 /// Fake servers by site. Faults are keyed `<site>:<op>` (`west:promote`, `east:connect`).
@@ -227,6 +229,13 @@ impl PgSession for FakeSession {
         self.op("checkpoint", |s| {
             s.checkpoints += 1;
             Ok(())
+        })
+    }
+    async fn set_synchronous_standby_names(&self, names: &str) -> Result<bool, admin::Error> {
+        self.op("set_synchronous_standby_names", |s| {
+            let changed = s.sync_names != names;
+            s.sync_names = names.to_string();
+            Ok(changed)
         })
     }
 }
@@ -487,6 +496,13 @@ impl FakeStore {
 
     pub fn status(&self) -> DisasterRecoveryPairStatus {
         self.get().status.unwrap_or_default()
+    }
+
+    /// Changes the stored status as an earlier round would have written it.
+    pub fn edit_status(&self, f: impl FnOnce(&mut DisasterRecoveryPairStatus)) {
+        if let Some(obj) = lock(&self.0).obj.as_mut() {
+            f(obj.status.get_or_insert_with(Default::default));
+        }
     }
 
     pub fn journal(&self) -> Transition {

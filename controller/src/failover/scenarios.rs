@@ -98,6 +98,17 @@ async fn a_failover_runs_every_step_once_and_journals_it() -> Result<(), Error> 
     assert_eq!(w.step(Step::Promote).message.as_deref(), Some("west promoted"));
     // Lost WAL: the primary's last probed position minus what the standby held when promoted.
     assert_eq!(t.lost_wal_bytes, Some(i64::try_from(PRIMARY_LSN.bytes_after(STANDBY_LSN)).unwrap_or(-1)));
+    // ... and only a lower bound: the old primary died unreachable.
+    assert_eq!(t.lost_wal_bound, Some(crate::crd::LossBound::AtLeast));
+    let complete =
+        w.events.all().into_iter().find(|e| e.reason == "FailoverComplete").expect("FailoverComplete");
+    assert!(
+        complete.note.contains(
+            "lost WAL at least 256 bytes; commits acknowledged after the last observed position may be lost"
+        ),
+        "{}",
+        complete.note
+    );
     assert_eq!(t.promoted_at_lsn, Some(STANDBY_LSN.to_string()));
     assert_once(&w);
     assert_eq!(w.pgbouncer.seen().recycled, vec![("west".to_string(), 1)]);
@@ -588,5 +599,31 @@ async fn after_the_epoch_even_a_fatal_or_configuration_error_is_retried_never_ro
     assert_eq!(f.message.as_deref(), Some("spec.sites[1].dnsTarget is required when spec.dns lists records"));
     assert_eq!(w.store.journal().outcome, None);
     assert_eq!(w.pg.promotions(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn under_sync_a_failover_from_a_synchronous_primary_loses_exactly_nothing_and_the_new_primary_waits(
+) -> Result<(), Error> {
+    let mut spec = super::fakes::spec();
+    spec.failover.replication = crate::crd::ReplicationMode::Sync;
+    let w = World::with_spec(spec);
+    w.store.edit_status(|st| {
+        st.sites[0].synchronous_standby = Some(true);
+        st.sites[0].synchronous_standby_names = Some("*".into());
+    });
+    w.pg.set("east", |s| s.reachable = false);
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
+    assert_eq!(w.run().await?, Action::requeue(DONE));
+    let t = w.store.journal();
+    assert_closed(&t, TransitionOutcome::Completed);
+    assert_eq!((t.lost_wal_bytes, t.lost_wal_bound), (Some(0), Some(crate::crd::LossBound::Exact)));
+    assert_eq!(w.pg.server("west").sync_names, "*", "set before the promotion");
+    let promote = w.step(Step::Promote).message.unwrap_or_default();
+    assert!(promote.contains("0 acknowledged bytes lost: the standby was synchronous"), "{promote}");
+    let complete =
+        w.events.all().into_iter().find(|e| e.reason == "FailoverComplete").expect("FailoverComplete");
+    assert!(complete.note.contains("lost WAL 0 bytes (exact)"), "{}", complete.note);
+    assert_eq!(w.store.status().sync, None, "synchronous replication starts afresh on the new primary");
     Ok(())
 }

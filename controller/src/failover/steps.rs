@@ -5,7 +5,13 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::{ports::Ports, Outcome, Step, StepError};
-use crate::{crd::DisasterRecoveryPairSpec, datasource::Rewrite, dns, pg::Lsn, recycle::NewPrimary};
+use crate::{
+    crd::{DisasterRecoveryPairSpec, LossBound, ReplicationMode},
+    datasource::Rewrite,
+    dns,
+    pg::Lsn,
+    recycle::NewPrimary,
+};
 
 /// Everything a step needs.
 pub struct StepCtx<'a> {
@@ -29,6 +35,11 @@ pub struct StepCtx<'a> {
     /// `Recycle` running beside `RewriteDataSource`: that step's outcome once known (`true`:
     /// written). The application's recyclers wait for it; `None` when the rewrite is done already.
     pub data_source_written: Option<tokio::sync::watch::Receiver<Option<bool>>>,
+    /// `last_primary_lsn` is the old primary's final position (quiesced by a switchover, or read
+    /// after the failover's fence), not merely the last one a probe saw.
+    pub final_position: bool,
+    /// The old primary showed a synchronous standby at its last observation (`status.sites`).
+    pub from_was_synchronous: bool,
 }
 
 /// A step's result: its outcome and the figures some steps measure.
@@ -37,6 +48,8 @@ pub struct Done {
     pub outcome: Option<Outcome>,
     /// `Promote`: WAL bytes the promoted standby did not have.
     pub lost_wal_bytes: Option<i64>,
+    /// `Promote`: whether `lost_wal_bytes` is exact or a lower bound.
+    pub lost_wal_bound: Option<LossBound>,
     /// `Promote`: the standby's position when promoted (the fork point).
     pub promoted_at_lsn: Option<Lsn>,
     /// `Quiesce`: the primary's last position once writers were stopped.
@@ -185,10 +198,16 @@ async fn fence(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     match old.fence().await {
         Ok(n) => {
             let mut msg = format!("{} read-only, {n} client sessions terminated", cx.from);
+            // Nothing commits on it any more: its position now is final, and the lost-WAL figure
+            // counted from it is exact.
+            let final_lsn = old.current_lsn().await.ok();
+            if let Some(l) = final_lsn {
+                msg.push_str(&format!(", final LSN {l}"));
+            }
             if !notes.is_empty() {
                 msg.push_str(&format!(" ({})", notes.join("; ")));
             }
-            Ok(Done::ok(msg))
+            Ok(Done { final_lsn, ..Done::ok(msg) })
         }
         Err(e) if cx.attempts + 1 >= FENCE_ATTEMPTS => Ok(Done::skipped(format!(
             "fencing {} failed {FENCE_ATTEMPTS} times, going on without it: {e}",
@@ -198,33 +217,75 @@ async fn fence(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     }
 }
 
+/// The `synchronous_standby_names` a new primary gets under `mode`: `*` (any standby that
+/// streams and reports its flush position: a pair has one, and `pg_basebackup`'s WAL stream never
+/// qualifies), or `None` under `Async`, which leaves the server's own setting alone.
+pub fn wanted_names(mode: ReplicationMode) -> Option<&'static str> {
+    match mode {
+        ReplicationMode::Async => None,
+        ReplicationMode::Sync | ReplicationMode::SyncPreferred => Some("*"),
+    }
+}
+
 async fn promote(cx: &StepCtx<'_>) -> Result<Done, StepError> {
     let c = cx.ports.pg.connect(cx.to).await.map_err(|e| StepError::connect("", e))?;
-    let mut lost = None;
-    let mut fork = None;
+    let mut kept = None;
     if c.in_recovery().await.map_err(|e| StepError::sql("", e))? {
         // What the standby holds now is what survives the promotion (it replays all it received).
         let (recv, replay) = c.standby_lsns().await.map_err(|e| StepError::sql("", e))?;
-        let kept = recv.max(replay);
-        fork = kept;
-        if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept) {
-            lost = Some(i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX));
-        }
+        kept = recv.max(replay);
+    }
+    // The new primary commits as `spec.failover.replication` says from its first write: set before
+    // the promotion, so no commit is acknowledged asynchronously in between (a standby ignores it).
+    let names = wanted_names(cx.spec.failover.replication);
+    if let Some(names) = names {
+        c.set_synchronous_standby_names(names)
+            .await
+            .map_err(|e| StepError::sql(format!("{}: ", cx.to), e))?;
     }
     let promoted = c
         .promote(cx.timeout.max(Duration::from_secs(30)))
         .await
         .map_err(|e| StepError::sql(format!("{}: ", cx.to), e))?;
-    let msg =
-        if promoted { format!("{} promoted", cx.to) } else { format!("{} was already promoted", cx.to) };
     // The exact fork point, from the new timeline's history file; what the standby held is the
     // fallback (it can read as the start of a segment, past the real switch point).
-    if let Ok(Some(switch)) = c.timeline_switch_point().await {
-        fork = Some(switch);
+    let switch = c.timeline_switch_point().await.ok().flatten();
+    let fork = switch.or(kept);
+    // Lost WAL from what the standby held; when this attempt found it already promoted (an earlier
+    // attempt, or the other site's controller, promoted it and its record was lost), from the fork.
+    let mut lost = None;
+    let mut bound = None;
+    let mut unacknowledged = 0;
+    if let (Some(last), Some(kept)) = (cx.last_primary_lsn, kept.or(switch)) {
+        let bytes = i64::try_from(last.bytes_after(kept)).unwrap_or(i64::MAX);
+        if cx.spec.failover.replication == ReplicationMode::Sync && cx.from_was_synchronous {
+            // Every commit was acknowledged only once the standby had flushed it: WAL past what it
+            // holds belongs to transactions nobody was told committed.
+            (lost, bound, unacknowledged) = (Some(0), Some(LossBound::Exact), bytes);
+        } else {
+            lost = Some(bytes);
+            bound = Some(if cx.final_position { LossBound::Exact } else { LossBound::AtLeast });
+        }
+    }
+    let mut msg =
+        if promoted { format!("{} promoted", cx.to) } else { format!("{} was already promoted", cx.to) };
+    if let Some(names) = names {
+        msg.push_str(&format!(
+            " with synchronous_standby_names = '{names}' (commits wait until {} follows it)",
+            cx.from
+        ));
+    }
+    if bound == Some(LossBound::Exact) && cx.spec.failover.replication == ReplicationMode::Sync {
+        msg.push_str(&format!(
+            "; 0 acknowledged bytes lost: the standby was synchronous ({unacknowledged} bytes of {}'s WAL \
+             were never acknowledged)",
+            cx.from
+        ));
     }
     Ok(Done {
         outcome: Some(Outcome::Succeeded(msg)),
         lost_wal_bytes: lost,
+        lost_wal_bound: bound,
         promoted_at_lsn: fork,
         ..Default::default()
     })
@@ -321,6 +382,8 @@ mod tests {
             last_primary_lsn: Some(PRIMARY_LSN),
             step_started: None,
             data_source_written: None,
+            final_position: false,
+            from_was_synchronous: false,
         }
     }
 
@@ -392,6 +455,52 @@ mod tests {
         let again = run(Step::Promote, &cx(&ports, &spec, 1)).await;
         assert_eq!(message(&again), "west was already promoted");
         assert_eq!(w.pg.promotions(), 1);
+        // Found already promoted (its first record lost): measured from the fork point instead.
+        let again = again.expect("promote");
+        assert_eq!((again.lost_wal_bytes, again.promoted_at_lsn), (Some(256), Some(STANDBY_LSN)));
+    }
+
+    #[tokio::test]
+    async fn the_lost_wal_figure_says_whether_it_is_exact_or_a_lower_bound() {
+        use crate::crd::{LossBound, ReplicationMode};
+        // Async, the old primary last seen by a probe: at least 256 bytes, nothing set on west.
+        let (w, pair) = (World::new(), spec());
+        let ports = w.ports();
+        let done = run(Step::Promote, &cx(&ports, &pair, 0)).await.expect("promote");
+        assert_eq!((done.lost_wal_bytes, done.lost_wal_bound), (Some(256), Some(LossBound::AtLeast)));
+        assert_eq!(w.pg.server("west").sync_names, "", "Async leaves the setting alone");
+
+        // Async after a fence that read the final position: exact.
+        let (w, pair) = (World::new(), spec());
+        let ports = w.ports();
+        let fenced = run(Step::Fence, &cx(&ports, &pair, 0)).await.expect("fence");
+        assert_eq!(fenced.final_lsn, Some(PRIMARY_LSN));
+        assert!(message(&Ok(fenced)).contains(&format!("final LSN {PRIMARY_LSN}")));
+        let c = StepCtx { final_position: true, ..cx(&ports, &pair, 0) };
+        let done = run(Step::Promote, &c).await.expect("promote");
+        assert_eq!((done.lost_wal_bytes, done.lost_wal_bound), (Some(256), Some(LossBound::Exact)));
+
+        // Sync with the standby synchronous at the last observation: 0, exactly; the new primary
+        // waits for its own standby from the start.
+        let w = World::new();
+        let ports = w.ports();
+        let mut sync = pair.clone();
+        sync.failover.replication = ReplicationMode::Sync;
+        let c = StepCtx { from_was_synchronous: true, ..cx(&ports, &sync, 0) };
+        let done = run(Step::Promote, &c).await.expect("promote");
+        assert_eq!((done.lost_wal_bytes, done.lost_wal_bound), (Some(0), Some(LossBound::Exact)));
+        assert_eq!(w.pg.server("west").sync_names, "*");
+        let m = message(&Ok(done));
+        assert!(
+            m.contains("synchronous_standby_names = '*'")
+                && m.contains("256 bytes of east's WAL were never acknowledged"),
+            "{m}"
+        );
+        // Sync, but the standby was not synchronous (a forced failover): a lower bound again.
+        let w = World::new();
+        let ports = w.ports();
+        let done = run(Step::Promote, &cx(&ports, &sync, 0)).await.expect("promote");
+        assert_eq!((done.lost_wal_bytes, done.lost_wal_bound), (Some(256), Some(LossBound::AtLeast)));
     }
 
     #[tokio::test]

@@ -44,6 +44,9 @@ pub trait PgSession: Send + Sync {
     async fn timeline_switch_point(&self) -> Result<Option<Lsn>, Error>;
     /// `CHECKPOINT`.
     async fn checkpoint(&self) -> Result<(), Error>;
+    /// `synchronous_standby_names` set to `names` (and, when not empty, `synchronous_commit` to
+    /// `on`); whether anything changed.
+    async fn set_synchronous_standby_names(&self, names: &str) -> Result<bool, Error>;
 }
 
 /// Why an admin session could not be opened.
@@ -132,6 +135,9 @@ impl PgSession for Client {
     }
     async fn checkpoint(&self) -> Result<(), Error> {
         checkpoint(self).await
+    }
+    async fn set_synchronous_standby_names(&self, names: &str) -> Result<bool, Error> {
+        set_synchronous_standby_names(self, names).await
     }
 }
 
@@ -279,10 +285,14 @@ pub async fn promote(c: &Client, timeout: Duration) -> Result<bool, Error> {
 /// late write changes nothing); returns the epoch the table holds afterwards.
 pub async fn write_epoch_marker(c: &Client, pair: &str, site: &str, epoch: i64) -> Result<i64, Error> {
     // One statement per call: a multi-statement string runs as one transaction, where ALTER SYSTEM is refused.
+    // The marker is understudy's own proof of writability, not application data: it must not wait
+    // for a synchronous standby that is away (a new primary under `replication: Sync` whose old
+    // primary is dead would block the failover here).
     for sql in [
         "ALTER SYSTEM RESET default_transaction_read_only",
         "SELECT pg_reload_conf()",
         "SET default_transaction_read_only = off",
+        "SET synchronous_commit = local",
     ] {
         c.batch_execute(sql).await.map_err(err("lift read-only"))?;
     }
@@ -339,6 +349,37 @@ pub async fn timeline_switch_point(c: &Client) -> Result<Option<Lsn>, Error> {
 /// rewind, so the rejoin checkpoints the new primary before it runs the hook.
 pub async fn checkpoint(c: &Client) -> Result<(), Error> {
     c.batch_execute("CHECKPOINT").await.map_err(err("CHECKPOINT"))
+}
+
+/// Sets `synchronous_standby_names` (with ALTER SYSTEM, then reloads): `*` makes every commit wait
+/// until a standby has flushed it, the empty string makes commits asynchronous. A non-empty value
+/// also sets `synchronous_commit = on` when it is `off` or `local` (which would acknowledge before
+/// the standby has the commit). Works on a standby too (the setting only acts once it is
+/// promoted). Returns whether anything changed; a value already in place is left alone.
+pub async fn set_synchronous_standby_names(c: &Client, names: &str) -> Result<bool, Error> {
+    let row = c
+        .query_one(
+            "SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .await
+        .map_err(err("read synchronous_standby_names"))?;
+    let now: String = row.try_get(0).map_err(err("read synchronous_standby_names"))?;
+    let commit: String = row.try_get(1).map_err(err("read synchronous_commit"))?;
+    let weak_commit = !names.is_empty() && matches!(commit.as_str(), "off" | "local");
+    if now == names && !weak_commit {
+        return Ok(false);
+    }
+    // SET to '' rather than RESET: a value in postgresql.conf would come back with RESET.
+    let set = format!("ALTER SYSTEM SET synchronous_standby_names = '{}'", names.replace('\'', "''"));
+    c.batch_execute(&set).await.map_err(err("set synchronous_standby_names"))?;
+    if weak_commit {
+        c.batch_execute("ALTER SYSTEM SET synchronous_commit = on")
+            .await
+            .map_err(err("set synchronous_commit"))?;
+    }
+    c.batch_execute("SELECT pg_reload_conf()").await.map_err(err("reload configuration"))?;
+    Ok(true)
 }
 
 /// The switch point of the last entry of a timeline history file (`<parent tli>\t<lsn>\t<reason>`).

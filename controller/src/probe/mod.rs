@@ -24,6 +24,11 @@ pub struct PgState {
     pub timeline: Option<i64>,
     /// `default_transaction_read_only` is on: the server was fenced (by understudy or by hand).
     pub fenced: bool,
+    /// `synchronous_standby_names` (primary only).
+    pub synchronous_standby_names: Option<String>,
+    /// A standby is synchronous: `sync_state` `sync` or `quorum` in `pg_stat_replication`
+    /// (primary only; needs `pg_monitor` or superuser, else it reads false).
+    pub synchronous_standby: Option<bool>,
 }
 
 /// The outcome of one probe.

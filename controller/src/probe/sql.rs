@@ -27,7 +27,10 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
       THEN coalesce((SELECT received_tli::bigint FROM pg_stat_wal_receiver LIMIT 1), \
                     (SELECT timeline_id::bigint FROM pg_control_checkpoint())) \
       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END, \
-    current_setting('default_transaction_read_only') = 'on'";
+    current_setting('default_transaction_read_only') = 'on', \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE current_setting('synchronous_standby_names') END, \
+    CASE WHEN pg_is_in_recovery() THEN NULL \
+      ELSE EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) END";
 
 /// Shared connections by target fingerprint, with when each was last used.
 type Pool = HashMap<u64, (Arc<Client>, Instant)>;
@@ -117,5 +120,7 @@ async fn read_state(client: &Client) -> Result<PgState, StateError> {
         streaming: row.try_get::<_, Option<String>>(4)?.as_deref() == Some("streaming"),
         timeline: row.try_get(5)?,
         fenced: row.try_get(6)?,
+        synchronous_standby_names: row.try_get(7)?,
+        synchronous_standby: row.try_get(8)?,
     })
 }

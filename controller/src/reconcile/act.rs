@@ -102,6 +102,7 @@ pub async fn round_effects(
     keeper_tend::tend(drp, &pair.ns, &pair.name, &mut round.status, &mut round.events, ctx, now).await;
     round.events.extend(super::local_objects::converge(drp, &pair.key, &mut round.status, ctx).await);
     round.events.extend(super::activation::converge(drp, &pair.key, &mut round.status, ctx).await);
+    round.events.extend(super::sync_rep::converge(drp, &pair.key, &mut round.status, ctx, now).await);
 
     let dry_run = match &cmds.run {
         Some(commands::Command::DryRun { token }) => Some(token.clone()),

@@ -284,6 +284,8 @@ fn apply_observation(rec: &mut SiteStatus, o: &SiteObservation, now: Timestamp) 
             rec.replay_lsn = state.replay_lsn.map(|l| l.to_string());
             rec.timeline = state.timeline;
             rec.fenced = Some(state.fenced);
+            rec.synchronous_standby_names = state.synchronous_standby_names.clone();
+            rec.synchronous_standby = state.synchronous_standby;
             if state.fenced && !state.in_recovery {
                 failure = Some(
                     "sql: answers but is fenced (default_transaction_read_only = on) and takes no writes"

@@ -9,7 +9,8 @@ use jiff::Timestamp;
 use crate::crd::{
     annotations,
     conditions::{self, reasons},
-    ConditionStatus, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, FailoverMode, PendingApproval,
+    ConditionStatus, DegradedFailover, DisasterRecoveryPairSpec, DisasterRecoveryPairStatus, FailoverMode,
+    PendingApproval, ReplicationMode,
 };
 use crate::{
     crd::conditions::set_condition,
@@ -119,6 +120,44 @@ pub fn next(
             )
         }
         _ => {}
+    }
+    // Synchronous replication: the standby holds every acknowledged commit only if it was the
+    // synchronous one. What the probes last saw on the primary decides (kept while it is down).
+    let mode = spec.failover.replication;
+    let allowed =
+        mode == ReplicationMode::SyncPreferred && spec.failover.degraded_failover == DegradedFailover::Allow;
+    if !mode.is_async() && !allowed && p.and_then(|p| p.synchronous_standby) != Some(true) {
+        let names = p.and_then(|p| p.synchronous_standby_names.clone()).unwrap_or_default();
+        let degraded = st.sync.as_ref().and_then(|s| s.degraded_since.clone());
+        let why = match p.and_then(|p| p.synchronous_standby) {
+            _ if degraded.is_some() => format!(
+                "SyncPreferred had degraded to asynchronous commits at {}",
+                degraded.as_deref().unwrap_or_default()
+            ),
+            None => format!("{from} was never seen with a synchronous standby"),
+            Some(_) if names.is_empty() => format!(
+                "at the last observation {from} committed asynchronously (synchronous_standby_names empty{})",
+                if mode == ReplicationMode::SyncPreferred { ": SyncPreferred had degraded" } else { "" }
+            ),
+            Some(_) => format!(
+                "at the last observation {from} showed no synchronous standby (synchronous_standby_names = '{names}')"
+            ),
+        };
+        let knob = if mode == ReplicationMode::SyncPreferred {
+            " or set spec.failover.degradedFailover: Allow"
+        } else {
+            ""
+        };
+        return blocked(
+            reasons::NOT_SYNCHRONOUS,
+            format!(
+                "primary {from} is down; spec.failover.replication is {} but standby {to} was not the synchronous \
+                 standby: {why}, so promoting {to} could lose acknowledged commits. To accept that, force it with \
+                 kubectl annotate drp <name> {}=<token>{knob}",
+                mode.as_str(),
+                annotations::FAILOVER
+            ),
+        );
     }
     match spec.failover.mode {
         FailoverMode::Approve => {
@@ -324,6 +363,51 @@ mod tests {
         assert_eq!(reason(&decide(&auto, &old, &[])), "Failover");
         // paused=false is not paused.
         assert_eq!(reason(&decide(&auto, &status(3, 0), &[(annotations::PAUSED, "false")])), "Failover");
+    }
+
+    #[test]
+    fn sync_fails_over_only_from_a_primary_last_seen_with_a_synchronous_standby() {
+        let sync = {
+            let mut s = spec(FailoverMode::Automatic);
+            s.failover.replication = ReplicationMode::Sync;
+            s
+        };
+        // Never seen synchronous, seen without one, seen degraded: refused, naming why.
+        let mut st = status(3, 0);
+        let d = decide(&sync, &st, &[]);
+        assert_eq!(reason(&d), reasons::NOT_SYNCHRONOUS);
+        assert!(
+            matches!(&d, Decision::Blocked { message, .. } if message.contains("east was never seen with a synchronous standby")
+                && message.contains("spec.failover.replication is Sync")),
+            "{d:?}"
+        );
+        st.sites[0].synchronous_standby = Some(false);
+        st.sites[0].synchronous_standby_names = Some("*".into());
+        let d = decide(&sync, &st, &[]);
+        assert!(
+            matches!(&d, Decision::Blocked { reason, message } if *reason == reasons::NOT_SYNCHRONOUS
+                && message.contains("showed no synchronous standby (synchronous_standby_names = '*')")),
+            "{d:?}"
+        );
+        // The standby was the synchronous one: the failover runs.
+        st.sites[0].synchronous_standby = Some(true);
+        assert_eq!(reason(&decide(&sync, &st, &[])), "Failover");
+
+        // SyncPreferred, degraded: refused unless the policy allows it.
+        let mut pref = sync.clone();
+        pref.failover.replication = ReplicationMode::SyncPreferred;
+        st.sites[0].synchronous_standby = Some(false);
+        st.sites[0].synchronous_standby_names = Some(String::new());
+        let d = decide(&pref, &st, &[]);
+        assert!(
+            matches!(&d, Decision::Blocked { reason, message } if *reason == reasons::NOT_SYNCHRONOUS
+                && message.contains("SyncPreferred had degraded") && message.contains("degradedFailover: Allow")),
+            "{d:?}"
+        );
+        pref.failover.degraded_failover = DegradedFailover::Allow;
+        assert_eq!(reason(&decide(&pref, &st, &[])), "Failover");
+        // Async never looks.
+        assert_eq!(reason(&decide(&spec(FailoverMode::Automatic), &st, &[])), "Failover");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod readiness;
 pub mod record;
 pub mod rejoin;
 pub mod site_lock;
+pub mod sync_rep;
 
 use std::{sync::Arc, time::Duration};
 
