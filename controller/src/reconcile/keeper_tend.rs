@@ -34,7 +34,22 @@ pub async fn tend(
     };
     let primary = crate::authority::primary(&drp.spec, Some(st));
     if primary.site != site {
+        // The other site took over, maybe before a reconcile recorded how this site's keeper let
+        // the key go: a site fence hook's outcome is announced now, before its state goes.
+        let hook_run = ctx.keepers.state(&pair).and_then(|k| k.site_fence.zip(k.self_fenced));
         ctx.keepers.stop(&pair);
+        if let Some((run, (_, msg))) = hook_run {
+            let reason =
+                if run.confirmed { reasons::SITE_FENCE_CONFIRMED } else { reasons::SITE_FENCE_FAILED };
+            let told = st.conditions.iter().any(|c| c.type_ == conditions::LEADER_KEY && c.reason == reason);
+            if !told {
+                events.push(crate::events::EventNote {
+                    warning: true,
+                    reason: reason.into(),
+                    note: format!("{site} fenced itself: {msg}"),
+                });
+            }
+        }
         // Say so where this site's key was held (or fenced) before: it does not serve any more. (With
         // both sites' controllers in one cluster the condition is shared: only this site's own
         // words are replaced.)
