@@ -398,7 +398,7 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
     // The database was made to serve as the primary (promoted if it restarted behind its boot
     // gate, the gate armed) since the key was first ours.
     let mut primary_held = false;
-    // Runs of the fence hook in the current give-up, and whether one confirmed the fence.
+    // Runs of the fence hook in the current give-up (reset once the site answers its probes again).
     let mut hook_runs = 0u32;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
