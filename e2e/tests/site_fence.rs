@@ -6,8 +6,9 @@
 //!   directory left, `standby.signal` armed) confirms the fence, the key is released at once and
 //!   west takes the epoch well before the lease (20 s) could have expired; east restarted comes back
 //!   a read-only standby;
-//! - the same with a hook that fails: the key is left to its lease, west takes the epoch only once
-//!   it expired;
+//! - the same with a hook that fails, or hangs past its timeout (killed with its process group,
+//!   nothing it started left running): the key is left to its lease, west takes the epoch only
+//!   once it expired;
 //! - a server fenced by SQL stays fenced across a crash and restart (`ALTER SYSTEM` persists in
 //!   `postgresql.auto.conf`), though a session may turn the default off; behind the boot gate
 //!   (`standby.signal`) it comes back in recovery and refuses every write, whatever the session sets.
@@ -55,6 +56,29 @@ async fn wait_orphans_gone(data: &std::path::Path) -> Result<()> {
         Ok(!left)
     })
     .await
+}
+
+/// A hook that never finishes: a shell waiting on a child (a distinctive `sleep`, to find leftovers).
+fn hanging_hook() -> FenceHook {
+    FenceHook {
+        command: vec!["/bin/sh".into(), "-c".into(), format!("sleep {HANG_MARK} & wait")],
+        timeout: Duration::from_secs(2).into(),
+    }
+}
+const HANG_MARK: &str = "311.5";
+
+/// Processes running `sleep HANG_MARK`.
+fn hung_sleeps() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .is_ok_and(|c| c == format!("sleep\0{HANG_MARK}\0").as_bytes())
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 struct Outcome {
@@ -246,5 +270,27 @@ async fn a_fenced_server_restarted_stays_fenced() -> Result<()> {
     bed.pg.primary.start()?;
     ensure!(bed.pg.primary.psql("SELECT pg_is_in_recovery()")?.trim() == "t", "the boot gate did not hold");
     ensure!(bed.pg.primary.psql("SHOW default_transaction_read_only")?.trim() == "on");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_site_hook_is_killed_at_its_timeout_and_leaves_the_key_to_its_lease() -> Result<()> {
+    let o = kill_east_postmaster("fencehang", |_| hanging_hook()).await?;
+    let earliest = LEASE_TTL - LEASE_TTL / 5 - Duration::from_millis(500);
+    ensure!(
+        o.took_epoch >= earliest,
+        "west took the epoch {:.2}s after the kill, before the lease ({:?}) could expire (≥ {:.1}s)",
+        o.took_epoch.as_secs_f64(),
+        LEASE_TTL,
+        earliest.as_secs_f64()
+    );
+    let log = std::fs::read_to_string(&o.east.log).unwrap_or_default();
+    ensure!(
+        log.contains("site fence hook did not confirm") && log.contains("did not finish within 2s"),
+        "east's log:\n{}",
+        o.east.tail(30)
+    );
+    // Killed with its process group: the shell's child did not outlive the timeout.
+    ensure!(hung_sleeps() == 0, "{} `sleep {HANG_MARK}` left running by the killed hook", hung_sleeps());
     Ok(())
 }
