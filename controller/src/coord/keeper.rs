@@ -407,12 +407,14 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
             // Given up once; again while the database is not surely fenced (the key is only
             // released once it is).
             if !gave_up || !fence_sure {
+                let retry = gave_up;
                 gave_up = true;
                 fence_sure = give_up(
                     &wit,
                     &site,
                     &cfg,
                     ever_confirmed,
+                    retry,
                     &mut hook_runs,
                     &mut witness,
                     &mut lease,
@@ -666,6 +668,7 @@ async fn give_up<W: KeeperWitness, F: SiteFence>(
     site: &F,
     cfg: &Config,
     ever_confirmed: bool,
+    retry: bool,
     hook_runs: &mut u32,
     witness: &mut Option<Conn<W>>,
     lease: &mut Option<i64>,
@@ -674,11 +677,17 @@ async fn give_up<W: KeeperWitness, F: SiteFence>(
 ) -> bool {
     // PgBouncers only once this task knew it serves: a controller starting on a site that may have
     // lost the epoch while it was away must not pause what the serving site now uses.
-    let (mut fenced, mut note) = if ever_confirmed {
-        fence_checked(site, cfg).await
-    } else {
+    // And only at the first attempt of a give-up: a retry may come after the standby took over and
+    // its transition resumed the PgBouncers (this task does not see the epoch move while it gives
+    // up), and pausing them again would stall the new primary's clients.
+    let (mut fenced, mut note) = if !ever_confirmed {
         let (fenced, note) = fence_database(site, cfg).await;
         (fenced, format!("{note}; PgBouncers left alone (the key was never confirmed in this life)"))
+    } else if retry {
+        let (fenced, note) = fence_database(site, cfg).await;
+        (fenced, format!("{note}; PgBouncers not paused again (paused at the first attempt)"))
+    } else {
+        fence_checked(site, cfg).await
     };
     let mut hooked = false;
     if !fenced {

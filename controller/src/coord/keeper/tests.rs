@@ -574,6 +574,11 @@ async fn a_failed_site_whose_fence_fails_leaves_the_key_to_expire() {
     assert!(run.etcd(|e| e.released.is_empty()));
     // The fence is retried; once it holds, the site is fenced (the key is gone by then anyway).
     assert!(run.site.with(|s| s.fences.len()) >= 3);
+    // The PgBouncers were paused at the first attempt only: by now the standby may have taken over
+    // and resumed them.
+    assert_eq!(run.site.with(|s| s.bouncer_fences), 1);
+    let (_, msg) = run.state().self_fenced.expect("reported");
+    assert!(msg.contains("PgBouncers not paused again"), "{msg}");
     run.site.with(|s| s.fence_fails = false);
     run.until(25.0).await;
     assert!(run.site.with(|s| s.read_only && s.fences.last().is_some_and(|f| f.1)));
