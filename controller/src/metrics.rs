@@ -22,6 +22,14 @@ pub struct PairLabels {
     pub pair: String,
 }
 
+/// One run of a site fence hook: `outcome` is `confirmed`, `failed` or `timed_out`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FenceHookLabels {
+    pub pair: String,
+    pub site: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub pair: String,
@@ -78,6 +86,8 @@ pub struct Metrics {
     pub sync_degraded: Family<PairLabels, Gauge<i64, AtomicI64>>,
     pub is_leader: Gauge<i64, AtomicI64>,
     pub leader_key: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    /// Runs of the site fence hook (`spec.sites[*].fenceHook`), by outcome.
+    pub fence_hook_runs: Family<FenceHookLabels, Counter>,
     /// 1 for each pair whose stored object the controller cannot read (it is skipped, the rest are not).
     pub undecodable: Family<PairLabels, Gauge<i64, AtomicI64>>,
     /// 1 while another controller is registered in the witness for this controller's `--site`.
@@ -107,6 +117,7 @@ impl Default for Metrics {
             sync_degraded: Family::default(),
             is_leader: Gauge::default(),
             leader_key: Family::default(),
+            fence_hook_runs: Family::default(),
             undecodable: Family::default(),
             duplicate_site: Family::default(),
         };
@@ -171,6 +182,11 @@ impl Default for Metrics {
             "leader_key",
             "Primary site's leader key in etcd: 1 held, 0 not held, -1 this site fenced itself",
             m.leader_key.clone(),
+        );
+        r.register(
+            "site_fence_hook_runs",
+            "Runs of the site fence hook by this site's keeper, by outcome (confirmed, failed, timed_out)",
+            m.fence_hook_runs.clone(),
         );
         r.register(
             "undecodable_pair",

@@ -48,6 +48,7 @@ impl Pair {
             data_source_secret: None,
             health: None,
             rejoin: None,
+            fence_hook: None,
             dns_target: None,
         };
         Pair(DisasterRecoveryPair::new(

@@ -380,7 +380,8 @@ impl TwoSites {
     /// for this site's controller alone; its PgBouncer's databases file is made writable for it.
     pub fn start_controller_as(&mut self, site: &str, uid: u32) -> Result<u32> {
         let file = self.cluster(site).pgb.databases_file();
-        for (mode, path) in [("0777", file.parent().context("databases file dir")?), ("0666", file.as_path())] {
+        for (mode, path) in [("0777", file.parent().context("databases file dir")?), ("0666", file.as_path())]
+        {
             Command::new("chmod").arg(mode).arg(path).status()?;
         }
         self.spawn_controller(site, &[], &[], Some(uid))

@@ -491,13 +491,34 @@ impl Witness {
     }
 
     /// Deletes the leader key if it is ours (a primary site handing over cleanly).
-    pub async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), Error> {
+    pub async fn release(&mut self, epoch: i64, holder: &str, note: Option<&str>) -> Result<(), Error> {
         let mine = format!("{epoch} {holder}");
-        let txn = Txn::new()
-            .when([Compare::value(self.leader_key.as_str(), CompareOp::Equal, mine)])
-            .and_then([TxnOp::delete(self.leader_key.as_str(), None)]);
+        let mut ops = vec![TxnOp::delete(self.leader_key.as_str(), None)];
+        if let Some(note) = note {
+            // Why the key went early, for the standby's transition (`released_note`).
+            ops.push(TxnOp::put(self.released_key().as_str(), format!("{mine} {note}"), None));
+        }
+        let txn =
+            Txn::new().when([Compare::value(self.leader_key.as_str(), CompareOp::Equal, mine)]).and_then(ops);
         self.client.txn(txn).await.map_err(self.txn_err(&self.leader_key.clone()))?;
         Ok(())
+    }
+
+    /// `<prefix>/<ns>/<name>/released`: `<epoch> <site> <why>`, written with an early release of the
+    /// leader key (a site fence confirmed by the site's hook).
+    fn released_key(&self) -> String {
+        format!("{}released", self.key.trim_end_matches("epoch"))
+    }
+
+    /// The last early release of the leader key for `epoch` (`<site> <why>`), if any.
+    pub async fn released_note(&mut self, epoch: i64) -> Result<Option<String>, Error> {
+        let key = self.released_key();
+        let resp = self.client.get(key.as_str(), None).await.map_err(self.txn_err(&key))?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| kv.value_str().ok())
+            .and_then(|v| v.strip_prefix(&format!("{epoch} ")).map(str::to_string)))
     }
 
     /// Registers `me` as the controller of `site` for this pair, on a fresh lease of `ttl`

@@ -9,6 +9,14 @@
 //! The task never talks to the Kubernetes API: a site cut off from everything still fences itself.
 //! The reconciler starts, updates and stops tasks, and copies their `State` into the status.
 //!
+//! A site fence hook (`spec.sites[*].fenceHook`, `hook`) covers the case SQL cannot: when the site
+//! failed and its database cannot be fenced by SQL (a dead or unreachable postmaster), the keeper
+//! runs the hook, within its timeout; exit 0 makes the fence sure and the key is released at once.
+//! A hook that fails, hangs or times out changes nothing: the key is left to expire. It runs only
+//! in a give-up, only once the key was confirmed in this task's life (the site knows it serves), at
+//! most `HOOK_ATTEMPTS` times per give-up (a failed run is tried again at the next give-up round,
+//! a confirmed one never), and again only after the site answered its probes in between.
+//!
 //! The loop acts through two ports, so that its failure paths run as unit tests on a paused clock
 //! (`tests`): `KeeperWitness` (the lease and the key, `EtcdKeeper` on `etcd::Witness`) and
 //! `SiteFence` (this site's database and PgBouncers, `PgSiteFence` on `pg::admin` and the PgBouncer
@@ -29,6 +37,9 @@ use super::{
     etcd::{self, Access, Acquire, KeepAlive, Renewal, Witness},
     Timing,
 };
+mod hook;
+pub use hook::SiteHook;
+
 use crate::{
     crd::PgBouncerRecycler,
     pg::{admin, conn},
@@ -64,7 +75,17 @@ pub struct Config {
     /// This site's probes read its database in recovery: it restarted behind its boot gate while
     /// the key is ours, and is promoted again at the next confirmed round.
     pub in_recovery: bool,
+    /// This site's fence hook (`spec.sites[*].fenceHook`), run when SQL cannot fence a failed site.
+    pub fence_hook: Option<SiteHook>,
+    /// Where hook runs are counted (`understudy_site_fence_hook_runs`).
+    pub hook_runs: prometheus_client::metrics::family::Family<
+        crate::metrics::FenceHookLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
+
+/// How many times a fence hook runs in one give-up before the key is only left to expire.
+pub const HOOK_ATTEMPTS: u32 = 3;
 
 impl Config {
     fn same_task(&self, other: &Config) -> bool {
@@ -91,6 +112,20 @@ pub struct State {
     pub witness_error: Option<String>,
     /// What holding the primary did once the key was first ours (`SiteFence::hold_primary`).
     pub primary_held: Option<String>,
+    /// The last run of the site fence hook in this give-up.
+    pub site_fence: Option<HookRun>,
+}
+
+/// One run of the site fence hook, as the status and the Event tell it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookRun {
+    pub at: Timestamp,
+    /// 1 for the first run of a give-up.
+    pub attempt: u32,
+    /// The hook succeeded: the fence is sure.
+    pub confirmed: bool,
+    /// What the hook said (its last line), or why it failed.
+    pub note: String,
 }
 
 /// The keepers of this controller, by pair (`ns/name`).
@@ -149,6 +184,8 @@ pub enum SiteError {
     Admin(#[from] admin::Error),
     #[error(transparent)]
     PgBouncer(#[from] pgbouncer::Error),
+    #[error("site fence hook: {0}")]
+    Hook(#[from] hook::HookError),
 }
 
 /// The lease and leader-key operations the keeper needs from the witness.
@@ -178,8 +215,9 @@ pub trait WitnessConn: Send + 'static {
         holder: &str,
         timeout: Duration,
     ) -> Result<Renewal, KeyError>;
-    /// Deletes the leader key if it is ours.
-    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), KeyError>;
+    /// Deletes the leader key if it is ours; `note` (why, when a site fence hook made it sure) is
+    /// published beside it for the standby's transition.
+    async fn release(&mut self, epoch: i64, holder: &str, note: Option<&str>) -> Result<(), KeyError>;
 }
 
 /// What the keeper does to its own site. Timeouts are the keeper's, except where a `budget` is
@@ -197,6 +235,9 @@ pub trait SiteFence: Send + Sync + 'static {
     /// The key is ours: the database serves as the primary. One that restarted behind its boot
     /// gate (a standby, `pg_admin::arm_boot_gate`) is promoted; the gate is armed. What was done.
     async fn hold_primary(&self, cfg: &Config, budget: Duration) -> Result<String, SiteError>;
+    /// Runs this site's fence hook once (the keeper bounds it by the hook's timeout too): what it
+    /// said on success.
+    async fn run_fence_hook(&self, cfg: &Config, hook: &SiteHook) -> Result<String, SiteError>;
 }
 
 /// The real witness: etcd.
@@ -245,8 +286,8 @@ impl WitnessConn for Witness {
         Ok(Witness::renew(self, ka, epoch, holder, timeout).await?)
     }
 
-    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), KeyError> {
-        Ok(Witness::release(self, epoch, holder).await?)
+    async fn release(&mut self, epoch: i64, holder: &str, note: Option<&str>) -> Result<(), KeyError> {
+        Ok(Witness::release(self, epoch, holder, note).await?)
     }
 }
 
@@ -287,6 +328,10 @@ impl SiteFence for PgSiteFence {
             Err(e) => notes.push(format!("boot gate NOT armed ({e}): a restart would come up writable")),
         }
         Ok(notes.join("; "))
+    }
+
+    async fn run_fence_hook(&self, cfg: &Config, h: &SiteHook) -> Result<String, SiteError> {
+        Ok(hook::run(h, &cfg.site, &cfg.namespace, &cfg.name, cfg.epoch).await?)
     }
 
     async fn resume_bouncers(&self, cfg: &Config, budget: Duration) -> Vec<String> {
@@ -353,6 +398,8 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
     // The database was made to serve as the primary (promoted if it restarted behind its boot
     // gate, the gate armed) since the key was first ours.
     let mut primary_held = false;
+    // Runs of the fence hook in the current give-up (reset once the site answers its probes again).
+    let mut hook_runs = 0u32;
     loop {
         let cfg = cfg_rx.borrow_and_update().clone();
         let t = cfg.timing;
@@ -360,12 +407,15 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
             // Given up once; again while the database is not surely fenced (the key is only
             // released once it is).
             if !gave_up || !fence_sure {
+                let retry = gave_up;
                 gave_up = true;
                 fence_sure = give_up(
                     &wit,
                     &site,
                     &cfg,
                     ever_confirmed,
+                    retry,
+                    &mut hook_runs,
                     &mut witness,
                     &mut lease,
                     &mut keepalive,
@@ -382,6 +432,7 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
         if gave_up {
             // The site answers again before anybody promoted: take the key back (and lift the fence).
             gave_up = false;
+            hook_runs = 0;
             confirmed = Instant::now();
         }
         let round = Instant::now();
@@ -428,6 +479,7 @@ async fn keep_with<W: KeeperWitness, F: SiteFence>(
                             let now = Timestamp::now();
                             set(&|s| {
                                 s.self_fenced = None;
+                                s.site_fence = None;
                                 s.lifted_at = Some(now);
                             });
                         }
@@ -608,14 +660,16 @@ async fn round_connected<C: WitnessConn>(
 
 /// The site failed its probes: fence what can be reached, then, only if the database is surely
 /// fenced, delete the key so that the standby need not wait for the lease to expire. Otherwise the
-/// key is left to expire (the database may still be serving clients we cannot see). Whether the
-/// database is surely fenced.
+/// key is left to expire (the database may still be serving clients we cannot see). When SQL
+/// cannot fence it, the site fence hook may (`run_hook`). Whether the database is surely fenced.
 #[allow(clippy::too_many_arguments)]
 async fn give_up<W: KeeperWitness, F: SiteFence>(
     wit: &W,
     site: &F,
     cfg: &Config,
     ever_confirmed: bool,
+    retry: bool,
+    hook_runs: &mut u32,
     witness: &mut Option<Conn<W>>,
     lease: &mut Option<i64>,
     keepalive: &mut Option<Ka<W>>,
@@ -623,12 +677,39 @@ async fn give_up<W: KeeperWitness, F: SiteFence>(
 ) -> bool {
     // PgBouncers only once this task knew it serves: a controller starting on a site that may have
     // lost the epoch while it was away must not pause what the serving site now uses.
-    let (fenced, note) = if ever_confirmed {
-        fence_checked(site, cfg).await
-    } else {
+    // And only at the first attempt of a give-up: a retry may come after the standby took over and
+    // its transition resumed the PgBouncers (this task does not see the epoch move while it gives
+    // up), and pausing them again would stall the new primary's clients.
+    let (mut fenced, mut note) = if !ever_confirmed {
         let (fenced, note) = fence_database(site, cfg).await;
         (fenced, format!("{note}; PgBouncers left alone (the key was never confirmed in this life)"))
+    } else if retry {
+        let (fenced, note) = fence_database(site, cfg).await;
+        (fenced, format!("{note}; PgBouncers not paused again (paused at the first attempt)"))
+    } else {
+        fence_checked(site, cfg).await
     };
+    let mut hooked = false;
+    if !fenced {
+        if let Some(h) = &cfg.fence_hook {
+            if !ever_confirmed {
+                note.push_str("; fence hook not run (the key was never confirmed in this life: this site may not serve)");
+            } else if *hook_runs >= HOOK_ATTEMPTS {
+                note.push_str(&format!(
+                    "; fence hook failed {HOOK_ATTEMPTS} times in this give-up, not run again"
+                ));
+            } else {
+                *hook_runs += 1;
+                let run = run_hook(site, cfg, h, *hook_runs).await;
+                fenced = run.confirmed;
+                hooked = run.confirmed;
+                note.push_str(&format!("; {}", run.note));
+                if let Ok(mut s) = state.lock() {
+                    s.site_fence = Some(run);
+                }
+            }
+        }
+    }
     let mut msg = format!("{} failed its probes and gives up the leader key: {note}", cfg.site);
     *keepalive = None;
     *lease = None;
@@ -639,7 +720,10 @@ async fn give_up<W: KeeperWitness, F: SiteFence>(
                 Some(w) => w,
                 None => wit.connect(cfg, limit).await?,
             };
-            w.release(cfg.epoch, &cfg.site).await?;
+            let why = hooked.then(|| {
+                format!("released at {} after its site fence hook confirmed the fence", Timestamp::now())
+            });
+            w.release(cfg.epoch, &cfg.site, why.as_deref()).await?;
             *witness = Some(w);
             Ok::<_, KeyError>(())
         };
@@ -658,6 +742,47 @@ async fn give_up<W: KeeperWitness, F: SiteFence>(
         s.self_fenced = Some((now, msg));
     }
     fenced
+}
+
+/// Runs the fence hook once, bounded by its timeout; counted, logged and reported.
+async fn run_hook(site: &impl SiteFence, cfg: &Config, h: &SiteHook, attempt: u32) -> HookRun {
+    let timeout: Duration = h.hook.timeout.into();
+    let started = Instant::now();
+    let res = match tokio::time::timeout(timeout, site.run_fence_hook(cfg, h)).await {
+        Ok(r) => {
+            r.map_err(|e| (matches!(e, SiteError::Hook(hook::HookError::Timeout { .. })), e.to_string()))
+        }
+        Err(_) => Err((true, format!("site fence hook: did not finish within {timeout:?} (killed)"))),
+    };
+    let took = started.elapsed().as_secs_f64();
+    let (outcome, confirmed, note) = match res {
+        Ok(said) => (
+            "confirmed",
+            true,
+            format!(
+                "site fence hook confirmed the fence (run {attempt}, {took:.1}s){}",
+                if said.is_empty() { String::new() } else { format!(": {said}") }
+            ),
+        ),
+        Err((timed_out, e)) => (
+            if timed_out { "timed_out" } else { "failed" },
+            false,
+            format!("{e} (run {attempt} of at most {HOOK_ATTEMPTS}, {took:.1}s): the fence is not sure"),
+        ),
+    };
+    cfg.hook_runs
+        .get_or_create(&crate::metrics::FenceHookLabels {
+            pair: format!("{}/{}", cfg.namespace, cfg.name),
+            site: cfg.site.clone(),
+            outcome: outcome.into(),
+        })
+        .inc();
+    if confirmed {
+        info!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %note, "site fence hook confirmed");
+    } else {
+        warn!(pair = %cfg.name, site = %cfg.site, epoch = cfg.epoch, %note, "site fence hook did not confirm");
+    }
+    HookRun { at: Timestamp::now(), attempt, confirmed, note }
 }
 
 /// Fences this site's database only, within the fence budget: whether it is surely fenced, and

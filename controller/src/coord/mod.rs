@@ -44,6 +44,11 @@ pub trait EpochWitness: Send + Sync {
     async fn publish_journal(&self, _journal: &str) -> Result<(), WitnessError> {
         Ok(())
     }
+    /// Why the leader key of `epoch` went before its lease (`<site> released at … after its site
+    /// fence hook confirmed the fence`), when its keeper said so. Best effort: the default knows none.
+    async fn released_note(&self, _epoch: i64) -> Result<Option<String>, WitnessError> {
+        Ok(None)
+    }
 }
 
 /// Why the witness could not answer.
@@ -130,6 +135,11 @@ impl EpochWitness for EtcdEpochWitness {
 
     async fn publish_journal(&self, journal: &str) -> Result<(), WitnessError> {
         let res = self.conn().await?.put_journal(journal).await;
+        self.settle(res).await
+    }
+
+    async fn released_note(&self, epoch: i64) -> Result<Option<String>, WitnessError> {
+        let res = self.conn().await?.released_note(epoch).await;
         self.settle(res).await
     }
 }

@@ -73,6 +73,11 @@ pub mod reasons {
     pub const LEADER_KEY_HELD: &str = "LeaderKeyHeld";
     pub const ACQUIRING: &str = "Acquiring";
     pub const SELF_FENCED: &str = "SelfFenced";
+    /// The primary site gave up its key; SQL could not fence its database, its site fence hook
+    /// did, and the key was released at once.
+    pub const SITE_FENCE_CONFIRMED: &str = "SiteFenceConfirmed";
+    /// As `SiteFenceConfirmed`, but the hook failed, hung or timed out: the key is left to expire.
+    pub const SITE_FENCE_FAILED: &str = "SiteFenceFailed";
     pub const SITE_DEMOTED: &str = "SiteDemoted";
     /// The copies of the pair in the two sites' clusters differ.
     pub const SPEC_DRIFT: &str = "SpecDrift";

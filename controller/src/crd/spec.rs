@@ -164,6 +164,17 @@ pub struct Site {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejoin: Option<RejoinHook>,
 
+    /// How this site's own controller makes its database surely unable to write when SQL cannot
+    /// reach it (a site fence, "STONITH"): when the primary site's probes fail and fencing its
+    /// database by SQL fails (the postmaster is dead or unreachable), the site's controller runs
+    /// this hook; once it succeeds the leader key is released at once and the standby takes over
+    /// without waiting for the lease to expire. A hook that fails, hangs or runs over its timeout
+    /// never releases the key: the lease rule stands. Only the controller run with `--site` for
+    /// this site runs it, only while this site serves, never for the other site. See
+    /// `examples/fence-hooks/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_hook: Option<FenceHook>,
+
     /// The address DNS records point at while this site serves (an IPv4 or IPv6 address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
@@ -187,6 +198,35 @@ pub struct RejoinHook {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')")
         .message("spec.sites[*].rejoin.timeout must be between 1s and 24h, e.g. 2m"))]
     pub timeout: Duration,
+}
+
+/// A command run by a site's own controller to fence that site's database when SQL cannot: it must
+/// return (exit status 0) only once the old primary surely accepts no write any more — its
+/// postmaster gone and unable to come back writable (scaled to 0, fenced by the operator that runs
+/// it, powered off, or restarted behind `standby.signal`). Exit 0 is a promise the standby acts on
+/// at once. It receives `UNDERSTUDY_SITE`, `UNDERSTUDY_NAMESPACE`, `UNDERSTUDY_PAIR` (the pair's
+/// name), `UNDERSTUDY_EPOCH`, `UNDERSTUDY_PGHOST` and `UNDERSTUDY_PGPORT` (this site's server); no
+/// credential is passed (put none in `command`: it shows in process lists), the hook brings its own.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("size(self.command[0]) > 0")
+        .message("spec.sites[*].fenceHook.command[0] (the program) must not be empty"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FenceHook {
+    /// The program and its arguments.
+    #[schemars(length(min = 1, max = 32))]
+    pub command: Vec<String>,
+    /// How long the command may run (`30s`); one still running then is killed and counts as failed.
+    #[serde(default = "default_fence_hook_timeout", deserialize_with = "duration::required")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('10m')")
+        .message("spec.sites[*].fenceHook.timeout must be between 1s and 10m, e.g. 30s"))]
+    pub timeout: Duration,
+}
+
+fn default_fence_hook_timeout() -> Duration {
+    std::time::Duration::from_secs(30).into()
 }
 
 fn default_rejoin_timeout() -> Duration {

@@ -36,6 +36,7 @@ fn site(name: &str) -> Site {
         data_source_secret: None,
         health: None,
         rejoin: None,
+        fence_hook: None,
         dns_target: None,
     }
 }

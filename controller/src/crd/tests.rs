@@ -316,3 +316,27 @@ fn replication_defaults_to_async_and_its_knobs_belong_to_sync_preferred() {
     let out = serde_json::to_value(&s.failover).expect("json");
     assert!(out.get("replication").is_none() && out.get("degradedFailover").is_none(), "{out}");
 }
+
+#[test]
+fn a_fence_hook_names_its_field_when_invalid_and_defaults_its_timeout() {
+    let with_hook = |hook: serde_json::Value| {
+        spec(json!({ "sites": [
+            { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } }, "fenceHook": hook },
+            { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } } } ] }))
+    };
+    let ok = with_hook(json!({ "command": ["/hooks/fence.sh", "--site", "east"], "timeout": "20s" }));
+    assert_eq!(cel_errors(&ok), "");
+    let e = cel_errors(&with_hook(json!({ "command": [""] })));
+    assert!(e.contains("spec.sites[*].fenceHook.command[0] (the program) must not be empty"), "{e}");
+    for t in ["500ms", "11m"] {
+        let e = cel_errors(&with_hook(json!({ "command": ["/f"], "timeout": t })));
+        assert!(e.contains("spec.sites[*].fenceHook.timeout must be between 1s and 10m"), "{t}: {e}");
+    }
+    let spec: DisasterRecoveryPairSpec =
+        serde_json::from_value(with_hook(json!({ "command": ["/f"] }))).expect("a spec with a fence hook");
+    let hook = spec.sites[0].fence_hook.clone().expect("fenceHook");
+    assert_eq!(std::time::Duration::from(hook.timeout), std::time::Duration::from_secs(30));
+    // The schema bounds the argv (1..=32 entries).
+    let crd = serde_json::to_string(&DisasterRecoveryPair::crd()).expect("crd");
+    assert!(crd.contains("fenceHook"), "fenceHook missing from the CRD");
+}

@@ -124,8 +124,15 @@ pub async fn start_with(
             Err(refusal) => {
                 if let EpochRefusal::LeaderKeyHeld { ttl_left_s, .. } = &refusal {
                     // etcd counts whole seconds: try again just as the lease can have expired.
-                    let wait = Duration::from_secs(u64::try_from(*ttl_left_s).unwrap_or(0).saturating_sub(1))
-                        .max(Duration::from_millis(100));
+                    let mut wait =
+                        Duration::from_secs(u64::try_from(*ttl_left_s).unwrap_or(0).saturating_sub(1))
+                            .max(Duration::from_millis(100));
+                    // A site with a fence hook may let its key go any moment (its hook confirmed
+                    // the fence): try again every probe interval rather than at the lease's end.
+                    if drp.spec.site(from).is_ok_and(|(_, s)| s.fence_hook.is_some()) {
+                        let every: Duration = drp.spec.failover.probe_interval.into();
+                        wait = wait.min(every.max(Duration::from_millis(100)));
+                    }
                     if let Ok(mut r) = ports.retry_in.lock() {
                         *r = Some(wait);
                     }
@@ -195,7 +202,17 @@ async fn take_epoch(
         return Ok("epoch taken by a status write with a resourceVersion precondition".into());
     };
     match w.swap(from, &ports.identity, id, leader).await.map_err(EpochRefusal::WitnessUnavailable)? {
-        Swap::Won => Ok(format!("etcd epoch {from} → {}", from.saturating_add(1))),
+        Swap::Won => {
+            let mut note = format!("etcd epoch {from} → {}", from.saturating_add(1));
+            // The primary site's key went early because its site fence hook confirmed the fence:
+            // say so, as the reason this failover did not wait for the lease.
+            if leader == LeaderKey::MustBeAbsent {
+                if let Ok(Some(why)) = w.released_note(from).await {
+                    note.push_str(&format!("; the leader key did not wait for its lease: {why}"));
+                }
+            }
+            Ok(note)
+        }
         Swap::LeaderAlive { holder, ttl_left_s } => Err(EpochRefusal::LeaderKeyHeld { holder, ttl_left_s }),
         Swap::Lost { epoch, .. } if epoch > from => Err(EpochRefusal::Ahead { held: epoch, ours: from }),
         Swap::Lost { epoch, holder, .. } => Err(EpochRefusal::Lost { held: epoch, holder, ours: from }),

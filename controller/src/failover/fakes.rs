@@ -381,6 +381,8 @@ pub struct Held {
     pub leader: Option<String>,
     /// Times the epoch moved.
     pub moves: u32,
+    /// Why the leader key of an epoch went before its lease (`<epoch>`, `<site> released at …`).
+    pub released: Option<(i64, String)>,
 }
 
 /// A fake etcd witness with `etcd::Witness::swap`'s rules. Faults: `epoch`, `swap`.
@@ -446,6 +448,10 @@ impl EpochWitness for FakeWitness {
         h.leader = None;
         h.moves += 1;
         Ok(Swap::Won)
+    }
+
+    async fn released_note(&self, epoch: i64) -> Result<Option<String>, WitnessError> {
+        Ok(lock(&self.state).released.clone().filter(|(e, _)| *e == epoch).map(|(_, n)| n))
     }
 }
 

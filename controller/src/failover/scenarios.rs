@@ -489,6 +489,35 @@ async fn a_lost_epoch_swap_starts_nothing_and_a_stolen_epoch_stops_the_transitio
     assert!(w.start(Kind::Failover, Trigger::Forced).await?);
     assert_eq!((w.w().held().moves, w.w().held().leader), (1, None));
 
+    // With a site fence hook on the primary's site its keeper may release the key any moment: tried
+    // again every probe interval. Once released, TakeEpoch says why it did not wait for the lease.
+    let mut hooked = super::fakes::spec();
+    hooked.sites[0].fence_hook = Some(crate::crd::FenceHook {
+        command: vec!["/hooks/fence".into()],
+        timeout: std::time::Duration::from_secs(30).into(),
+    });
+    let every: std::time::Duration = hooked.failover.probe_interval.into();
+    let w = World::with_spec(hooked);
+    w.w().set(|h| h.leader = Some("east".into()));
+    assert_eq!(
+        w.start_retry(Kind::Failover, Trigger::Automatic).await?,
+        (false, Some(every.min(std::time::Duration::from_secs(6))))
+    );
+    w.w().set(|h| {
+        h.leader = None;
+        h.released = Some((
+            0,
+            "east released at 2026-12-02T10:00:00Z after its site fence hook confirmed the fence".into(),
+        ));
+    });
+    assert!(w.start(Kind::Failover, Trigger::Automatic).await?);
+    let take = w.step(Step::TakeEpoch).message.unwrap_or_default();
+    assert!(
+        take.contains("the leader key did not wait for its lease: east released at")
+            && take.contains("site fence hook confirmed"),
+        "{take}"
+    );
+
     // The witness does not answer.
     let w = World::new();
     w.w().faults.fail("swap", 1);

@@ -34,7 +34,22 @@ pub async fn tend(
     };
     let primary = crate::authority::primary(&drp.spec, Some(st));
     if primary.site != site {
+        // The other site took over, maybe before a reconcile recorded how this site's keeper let
+        // the key go: a site fence hook's outcome is announced now, before its state goes.
+        let hook_run = ctx.keepers.state(&pair).and_then(|k| k.site_fence.zip(k.self_fenced));
         ctx.keepers.stop(&pair);
+        if let Some((run, (_, msg))) = hook_run {
+            let reason =
+                if run.confirmed { reasons::SITE_FENCE_CONFIRMED } else { reasons::SITE_FENCE_FAILED };
+            let told = st.conditions.iter().any(|c| c.type_ == conditions::LEADER_KEY && c.reason == reason);
+            if !told {
+                events.push(crate::events::EventNote {
+                    warning: true,
+                    reason: reason.into(),
+                    note: format!("{site} fenced itself: {msg}"),
+                });
+            }
+        }
         // Say so where this site's key was held (or fenced) before: it does not serve any more. (With
         // both sites' controllers in one cluster the condition is shared: only this site's own
         // words are replaced.)
@@ -79,7 +94,8 @@ pub async fn tend(
     // Only a fence this site made itself (in an earlier life) is lifted when it takes the key again.
     let lift_on_acquire = st.conditions.iter().any(|c| {
         c.type_ == conditions::LEADER_KEY
-            && c.reason == reasons::SELF_FENCED
+            && [reasons::SELF_FENCED, reasons::SITE_FENCE_CONFIRMED, reasons::SITE_FENCE_FAILED]
+                .contains(&c.reason.as_str())
             && c.message.starts_with(&format!("{site} fenced itself"))
     });
     let epoch = st.epoch.0;
@@ -130,11 +146,14 @@ pub async fn tend(
         }
         (Some((at, msg)), None, _) => {
             gauge.set(-1);
-            set(
-                ConditionStatus::False,
-                reasons::SELF_FENCED,
-                &format!("{site} fenced itself at {at}: {msg}"),
-            );
+            // A give-up that ran the site fence hook says how it went in its reason, so that each
+            // outcome is announced by its own Event.
+            let reason = match &state.site_fence {
+                Some(run) if run.confirmed => reasons::SITE_FENCE_CONFIRMED,
+                Some(_) => reasons::SITE_FENCE_FAILED,
+                None => reasons::SELF_FENCED,
+            };
+            set(ConditionStatus::False, reason, &format!("{site} fenced itself at {at}: {msg}"));
         }
         (None, None, true) => {
             gauge.set(1);
@@ -187,6 +206,11 @@ async fn config(
 ) -> Result<keeper::Config, ConfigError> {
     let secrets = Secrets::new(ctx.client.clone(), ns);
     let (i, s) = drp.spec.site(site)?;
+    let fence_hook = s.fence_hook.clone().map(|hook| keeper::SiteHook {
+        hook,
+        pg_host: s.postgres.host.clone(),
+        pg_port: s.postgres.port,
+    });
     let (postgres, _) = conn::resolve(&secrets, i, s, timing.fence_budget).await?;
     let access = crate::coord::witness_access(etcd, &secrets).await?;
     let mut bouncers = Vec::new();
@@ -214,5 +238,7 @@ async fn config(
         lift_on_acquire: false,
         site_failed: false,
         in_recovery: false,
+        fence_hook,
+        hook_runs: ctx.metrics.fence_hook_runs.clone(),
     })
 }

@@ -38,6 +38,23 @@ fn config() -> Config {
         lift_on_acquire: false,
         site_failed: false,
         in_recovery: false,
+        fence_hook: None,
+        hook_runs: Default::default(),
+    }
+}
+
+/// A fence hook with a 4s timeout (what it does is the fake site's `hook`).
+fn with_hook() -> Config {
+    Config {
+        fence_hook: Some(SiteHook {
+            hook: crate::crd::FenceHook {
+                command: vec!["/fence".into()],
+                timeout: Duration::from_secs(4).into(),
+            },
+            pg_host: "pg-west".into(),
+            pg_port: 5432,
+        }),
+        ..config()
     }
 }
 
@@ -55,6 +72,8 @@ struct Etcd {
     /// When each confirmed keepalive was sent.
     renewed: Vec<Instant>,
     released: Vec<Instant>,
+    /// What each release published beside it.
+    release_notes: Vec<Option<String>>,
 }
 
 impl Etcd {
@@ -166,8 +185,9 @@ impl WitnessConn for FakeWitness {
             .await)
     }
 
-    async fn release(&mut self, epoch: i64, holder: &str) -> Result<(), KeyError> {
+    async fn release(&mut self, epoch: i64, holder: &str, note: Option<&str>) -> Result<(), KeyError> {
         self.answer(|e| {
+            e.release_notes.push(note.map(str::to_string));
             if matches!(&e.leader, Some((ep, h, _)) if *ep == epoch && h == holder) {
                 e.leader = None;
             }
@@ -193,6 +213,19 @@ struct Site {
     in_recovery: bool,
     promotions: usize,
     gate_armed: bool,
+    /// What the fence hook does, and when each run started.
+    hook: Hook,
+    hook_runs: Vec<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hook {
+    /// Takes 1s, then confirms.
+    Confirms,
+    /// Takes 1s, then fails.
+    Fails,
+    /// Never answers.
+    Hangs,
 }
 
 #[derive(Clone)]
@@ -251,6 +284,24 @@ impl SiteFence for FakeSite {
             Ok(if promoted { "promoted; boot gate armed" } else { "boot gate armed" }.into())
         })
     }
+
+    async fn run_fence_hook(&self, _: &Config, _: &SiteHook) -> Result<String, SiteError> {
+        let hook = self.with(|s| {
+            s.hook_runs.push(Instant::now());
+            s.hook
+        });
+        match hook {
+            Hook::Confirms => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok("postmaster gone, standby.signal armed".into())
+            }
+            Hook::Fails => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Err(SiteError::Hook(hook::HookError::EmptyCommand))
+            }
+            Hook::Hangs => std::future::pending().await,
+        }
+    }
 }
 
 /// A running keeper on the fakes.
@@ -275,6 +326,7 @@ impl Run {
             acquired: 0,
             renewed: Vec::new(),
             released: Vec::new(),
+            release_notes: Vec::new(),
         }));
         let up = Arc::new(watch::channel(true).0);
         let site = FakeSite(Arc::new(Mutex::new(Site {
@@ -288,6 +340,8 @@ impl Run {
             in_recovery: false,
             promotions: 0,
             gate_armed: false,
+            hook: Hook::Confirms,
+            hook_runs: Vec::new(),
         })));
         let (tx, rx) = watch::channel(cfg);
         let state = Arc::new(Mutex::new(State::default()));
@@ -327,6 +381,19 @@ impl Run {
 
     fn hang(&self, hang: bool) {
         self.up.send_replace(!hang);
+    }
+
+    /// `understudy_site_fence_hook_runs` for `outcome`.
+    fn config_hook_runs(&self, outcome: &str) -> u64 {
+        let runs = self.cfg.borrow().hook_runs.clone();
+        let n = runs
+            .get_or_create(&crate::metrics::FenceHookLabels {
+                pair: "db/orders".into(),
+                site: SITE.into(),
+                outcome: outcome.into(),
+            })
+            .get();
+        n
     }
 
     fn site_failed(&self, failed: bool) {
@@ -507,6 +574,11 @@ async fn a_failed_site_whose_fence_fails_leaves_the_key_to_expire() {
     assert!(run.etcd(|e| e.released.is_empty()));
     // The fence is retried; once it holds, the site is fenced (the key is gone by then anyway).
     assert!(run.site.with(|s| s.fences.len()) >= 3);
+    // The PgBouncers were paused at the first attempt only: by now the standby may have taken over
+    // and resumed them.
+    assert_eq!(run.site.with(|s| s.bouncer_fences), 1);
+    let (_, msg) = run.state().self_fenced.expect("reported");
+    assert!(msg.contains("PgBouncers not paused again"), "{msg}");
     run.site.with(|s| s.fence_fails = false);
     run.until(25.0).await;
     assert!(run.site.with(|s| s.read_only && s.fences.last().is_some_and(|f| f.1)));
@@ -605,4 +677,110 @@ async fn a_primary_restarted_while_the_key_is_held_is_promoted_again_at_the_next
     run.until(5.0 + secs(timing().renew_every) + 0.01).await;
     assert!(run.site.with(|s| !s.in_recovery && s.promotions == 1));
     assert!(run.holds_key() && run.site.with(|s| s.fences.is_empty()));
+}
+
+/// The postmaster died at 10.5s (SQL cannot fence it) and the site's probes say so; the hook acts.
+async fn dead_postmaster(hook: Hook) -> Run {
+    let run = Run::start(with_hook());
+    run.site.with(|s| s.hook = hook);
+    run.until(10.5).await;
+    run.site.with(|s| s.fence_fails = true);
+    run.site_failed(true);
+    run
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fence_hook_that_confirms_releases_the_key_at_once() {
+    let run = dead_postmaster(Hook::Confirms).await;
+    // SQL fence fails (0.6s), the hook runs 1s: released at about 12.1s, not at the lease (20s).
+    run.until(12.5).await;
+    assert!(!run.holds_key(), "the key is gone before its lease");
+    let released = run.etcd(|e| e.released.clone());
+    assert_eq!(released.len(), 1);
+    let hook_runs = run.site.with(|s| s.hook_runs.clone());
+    assert_eq!(hook_runs.len(), 1);
+    assert!(released[0] >= hook_runs[0] + Duration::from_secs(1), "released before the hook answered");
+    assert!(run.at(released[0]) < 10.5 + 2.0, "released at {}s", run.at(released[0]));
+    let note = run.etcd(|e| e.release_notes[0].clone()).expect("a note beside the release");
+    assert!(note.contains("site fence hook confirmed the fence"), "{note}");
+    let s = run.state();
+    let (_, msg) = s.self_fenced.clone().expect("reported");
+    assert!(
+        msg.contains("fencing the database failed") && msg.contains("site fence hook confirmed"),
+        "{msg}"
+    );
+    assert!(msg.contains("postmaster gone") && msg.contains("key released"), "{msg}");
+    let hook = s.site_fence.clone().expect("the hook run is reported");
+    assert!(hook.confirmed && hook.attempt == 1, "{hook:?}");
+    // Once per give-up: confirmed, never run again.
+    run.until(40.0).await;
+    assert_eq!(run.site.with(|s| s.hook_runs.len()), 1);
+    assert_eq!(
+        run.config_hook_runs("confirmed"),
+        1,
+        "counted in understudy_site_fence_hook_runs{{outcome=\"confirmed\"}}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fence_hook_that_fails_leaves_the_key_to_its_lease_and_is_tried_three_times() {
+    let t = timing();
+    let run = dead_postmaster(Hook::Fails).await;
+    run.until(10.0 + secs(t.lease_ttl) - 0.1).await;
+    assert!(run.holds_key(), "the key stays until its lease expires");
+    run.until(10.0 + secs(t.lease_ttl) + 0.1).await;
+    assert!(!run.holds_key());
+    assert!(run.etcd(|e| e.released.is_empty()), "a failed hook never releases the key");
+    let s = run.state();
+    let (_, msg) = s.self_fenced.clone().expect("reported");
+    assert!(msg.contains("the fence is not sure") && msg.contains("key left to expire"), "{msg}");
+    assert!(s.site_fence.as_ref().is_some_and(|h| !h.confirmed), "{s:?}");
+    run.until(60.0).await;
+    assert_eq!(run.site.with(|s| s.hook_runs.len()), HOOK_ATTEMPTS as usize);
+    let (_, msg) = run.state().self_fenced.expect("reported");
+    assert!(msg.contains("not run again"), "{msg}");
+    assert_eq!(run.config_hook_runs("failed"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fence_hook_that_hangs_is_cut_at_its_timeout_and_the_key_left_to_its_lease() {
+    let t = timing();
+    let run = dead_postmaster(Hook::Hangs).await;
+    // Given up at 10.5s, SQL fence fails at 11.1s, the hook is cut at its 4s timeout.
+    run.until(15.2).await;
+    let s = run.state();
+    let hook = s.site_fence.clone().expect("the cut hook is reported");
+    assert!(!hook.confirmed && hook.note.contains("did not finish within 4s"), "{hook:?}");
+    assert!(run.holds_key());
+    run.until(10.0 + secs(t.lease_ttl) + 0.1).await;
+    assert!(!run.holds_key() && run.etcd(|e| e.released.is_empty()));
+    // Every run that ended was cut at the timeout (the last one may still be running).
+    let (cut, started) = (run.config_hook_runs("timed_out") as usize, run.site.with(|s| s.hook_runs.len()));
+    assert!(cut >= 1 && (cut == started || cut + 1 == started), "{cut} cut of {started}");
+    assert_eq!(run.config_hook_runs("confirmed"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fence_hook_is_not_run_when_sql_fences_the_database_nor_while_the_key_is_held() {
+    let run = Run::start(with_hook());
+    run.until(10.5).await;
+    assert!(run.site.with(|s| s.hook_runs.is_empty()), "run while the key is held and the database fine");
+    run.site_failed(true);
+    run.until(12.0).await;
+    assert!(!run.holds_key() && run.etcd(|e| e.released.len()) == 1);
+    assert!(run.site.with(|s| s.hook_runs.is_empty() && s.read_only), "the SQL fence was enough");
+    assert_eq!(run.etcd(|e| e.release_notes[0].clone()), None);
+    assert!(run.state().site_fence.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fence_hook_is_not_run_before_the_key_was_confirmed_in_this_life() {
+    let t = timing();
+    // The controller starts on a site whose database is dead: it may not serve any more.
+    let run = Run::start(Config { site_failed: true, ..with_hook() });
+    run.site.with(|s| s.fence_fails = true);
+    run.until(secs(t.lease_ttl)).await;
+    assert!(run.site.with(|s| s.hook_runs.is_empty()));
+    let (_, msg) = run.state().self_fenced.expect("reported");
+    assert!(msg.contains("fence hook not run"), "{msg}");
 }

@@ -76,6 +76,14 @@ struct Cli {
     /// Skip the failovers with one controller per site.
     #[arg(long)]
     skip_two_site: bool,
+    /// Two-site failovers: give east the sandbox's site fence hook (examples/fence-hooks/sandbox-local.sh),
+    /// so that a dead postmaster's key is released once the hook confirms instead of expiring.
+    #[arg(long)]
+    fence_hook: bool,
+    /// Two-site failovers: only (a), the postmaster SIGKILL (the other kills take east's controller
+    /// down or away, so no fence hook could run).
+    #[arg(long)]
+    postmaster_only: bool,
     /// Skip the planned switchovers.
     #[arg(long)]
     skip_switchover: bool,
@@ -138,6 +146,8 @@ struct Args {
     skip_failover: bool,
     skip_two_site: bool,
     lease_ttls: Vec<u32>,
+    fence_hook: bool,
+    postmaster_only: bool,
 }
 
 impl From<Cli> for Args {
@@ -152,6 +162,8 @@ impl From<Cli> for Args {
             skip_switchover: skip(Part::Switchover, c.skip_switchover),
             skip_footprint: skip(Part::Footprint, c.skip_footprint),
             lease_ttls: c.lease_ttls,
+            fence_hook: c.fence_hook,
+            postmaster_only: c.postmaster_only,
         }
     }
 }
@@ -202,6 +214,9 @@ async fn main() -> Result<()> {
     if !a.skip_two_site {
         for &ttl in &a.lease_ttls {
             for kill in us::SiteKill::ALL {
+                if a.postmaster_only && kill != us::SiteKill::Postmaster {
+                    continue;
+                }
                 topologies.push(Topology::TwoSite { lease_ttl_s: ttl, kill });
             }
         }
@@ -210,7 +225,7 @@ async fn main() -> Result<()> {
         for (j, topo) in topologies.iter().enumerate() {
             let key = topo.key();
             say(format!("round {}/{}: understudy {key}", i + 1, a.runs));
-            match us::run_once(&format!("bench{i}x{j}"), *topo).await {
+            match us::run_once(&format!("bench{i}x{j}"), *topo, a.fence_hook).await {
                 Ok(r) => {
                     say(format!(
                         "  understudy {key}: kill→write {:.2}s, kill→decided {:.2}s, kill→key gone {:.2}s, RTO {:.2}s, lost acked {}",
@@ -398,6 +413,9 @@ impl Report<'_> {
         let _ = writeln!(o, "understudy full pair: DataSource ConfigMap+Secret, PgBouncer/HTTP/rollout recycle, RFC 2136 DNS + DNSEndpoint, etcd witness epoch (e2e/src/bed.rs Bed::pair)");
         if !self.a.skip_two_site {
             o.push_str(&two_site::settings(&self.a.lease_ttls));
+            if self.a.fence_hook {
+                o.push_str("two-site fence hook: east's spec.sites[*].fenceHook = examples/fence-hooks/sandbox-local.sh --data <east's data dir> (timeout 10s): no process of the data directory left, standby.signal armed; on exit 0 east's keeper releases the key at once\n");
+            }
         }
         if !self.patroni_version.is_empty() {
             let _ = writeln!(
@@ -456,7 +474,7 @@ impl Report<'_> {
             "settings": self.settings(),
             "table": table,
             "understudy": { "failover": us::FAILOVER, "runs": self.us },
-            "understudy_two_site": { "lease_ttls": self.a.lease_ttls, "runs": self.two },
+            "understudy_two_site": { "lease_ttls": self.a.lease_ttls, "fence_hook": self.a.fence_hook, "runs": self.two },
             "switchover": self.sw,
             "patroni": {
                 "version": self.patroni_version,

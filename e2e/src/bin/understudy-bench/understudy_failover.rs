@@ -147,11 +147,24 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Runs one failover on a fresh bed.
-pub async fn run_once(label: &str, topo: Topology) -> Result<Run> {
+pub async fn run_once(label: &str, topo: Topology, fence_hook: bool) -> Result<Run> {
     let mut bed = Bed::start(label).await?;
     let mut pair = bed.pair("chat").failover(failover);
     if let Topology::TwoSite { lease_ttl_s, .. } = topo {
         pair = pair.lease_ttl(&format!("{lease_ttl_s}s"));
+        if fence_hook {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/fence-hooks/sandbox-local.sh");
+            let hook = understudy::crd::FenceHook {
+                command: vec![
+                    script.display().to_string(),
+                    "--data".into(),
+                    bed.pg.primary.data.display().to_string(),
+                ],
+                timeout: Duration::from_secs(10).into(),
+            };
+            pair = pair.site("east", |s| s.fence_hook = Some(hook));
+        }
     }
     pair.create(&bed.client, &bed.ns).await?;
     let mut east = match topo {
