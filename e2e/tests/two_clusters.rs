@@ -622,3 +622,94 @@ async fn a_pause_on_one_clusters_copy_holds_automation_in_both() -> Result<()> {
     eprintln!("paused on east's copy: west said {msg:?}; unpaused: west failed over");
     Ok(())
 }
+
+/// A partition between the sites (each site's controller under its own user id, packets dropped by
+/// nftables): east's controller loses the witness and west's PostgreSQL, west's controller and
+/// west's WAL receiver lose east's PostgreSQL; each cluster keeps its own API server. East fences
+/// itself before its key can expire, west takes the epoch once and promotes, and a writer hammering
+/// east's server directly sees no write acknowledged at or after west's epoch swap. Healed, cluster
+/// A mirrors the witness (epoch 1, west) and east stays read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_between_the_sites_fences_east_and_promotes_west_once() -> Result<()> {
+    use understudy_e2e::sandbox::netcut;
+    let mut two = TwoSites::start("twoc-partition").await?;
+    two.apply(&two.pair("chat")).await?;
+    let (east_uid, west_uid) = (netcut::site_uid(2), netcut::site_uid(3));
+    two.start_controller_as("east", east_uid)?;
+    two.start_controller_as("west", west_uid)?;
+    for site in SITES {
+        two.wait_healthy(site, "chat", "east").await?;
+    }
+    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
+        Ok(two.witness_leader("chat")? == "0 east")
+    })
+    .await?;
+    let direct = two.direct_writer("east", "direct_east");
+    wait_for("direct writes on east", Duration::from_secs(10), || async { Ok(direct.acked() > 20) }).await?;
+    let postgres_uid: u32 =
+        String::from_utf8(std::process::Command::new("id").args(["-u", "postgres"]).output()?.stdout)?
+            .trim()
+            .parse()?;
+    let (east_pg, west_pg) = (two.server("east").port, two.server("west").port);
+    let cut = netcut::Partition::new()?;
+    let cut_wall = jiff::Timestamp::now();
+    let cut_at = Instant::now();
+    cut.cut(east_uid, two.witness.port)?;
+    cut.cut(east_uid, west_pg)?;
+    cut.cut(west_uid, east_pg)?;
+    cut.cut(postgres_uid, east_pg)?;
+    let drp = two
+        .wait_pair("west", "chat", "west to serve at epoch 1", Duration::from_secs(60), |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.epoch.0 == 1 && s.last_transition.as_ref().is_some_and(|t| t.finished_at.is_some())
+            })
+        })
+        .await
+        .with_context(|| format!("rules:\n{}\nwest:\n{}", cut.describe(), two.controller_tail("west", 40)))?;
+    let t = drp.status.and_then(|s| s.last_transition).context("journal")?;
+    ensure!(
+        t.from == "east" && t.to == "west" && t.holder == "west",
+        "{} → {} by {}",
+        t.from,
+        t.to,
+        t.holder
+    );
+    let took: jiff::Timestamp = t
+        .steps
+        .iter()
+        .find(|s| s.name == "TakeEpoch")
+        .and_then(|s| s.started_at.clone())
+        .context("swap")?
+        .parse()?;
+    let swap_after = Duration::try_from(took.duration_since(cut_wall)).unwrap_or_default();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(two.witness_epoch("chat")?.starts_with("1 west "), "witness {}", two.witness_epoch("chat")?);
+    ensure!(two.server("west").timeline()? == 2, "west promoted more than once or not at all");
+    ensure!(
+        two.server("east").psql("SHOW default_transaction_read_only")?.trim() == "on",
+        "east is not fenced:\n{}",
+        two.controller_tail("east", 30)
+    );
+    let stats = direct.stop().await;
+    let after_cut: Vec<Duration> =
+        stats.acked_at.iter().filter(|a| **a >= cut_at).map(|a| a.duration_since(cut_at)).collect();
+    let last = after_cut.last().copied().unwrap_or_default();
+    let dual = after_cut.iter().filter(|a| **a >= swap_after).count();
+    eprintln!(
+        "two-cluster partition: east's last direct write {:.2} s after the cut, west's epoch swap at {:.2} s \
+         (margin {:.2} s); writes east acknowledged at or after the swap: {dual}",
+        last.as_secs_f64(),
+        swap_after.as_secs_f64(),
+        swap_after.as_secs_f64() - last.as_secs_f64()
+    );
+    ensure!(dual == 0, "east acknowledged {dual} writes after west took the epoch");
+    // Healed: cluster A mirrors the witness; east never serves again on its own.
+    cut.heal()?;
+    two.wait_pair("east", "chat", "cluster A to mirror epoch 1", Duration::from_secs(60), |p| {
+        p.status.as_ref().is_some_and(|s| s.epoch.0 == 1 && s.current_primary.as_deref() == Some("west"))
+    })
+    .await
+    .with_context(|| format!("east:\n{}", two.controller_tail("east", 40)))?;
+    ensure!(two.witness_leader("chat")?.ends_with(" west"), "leader key {}", two.witness_leader("chat")?);
+    Ok(())
+}
