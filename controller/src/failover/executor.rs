@@ -438,7 +438,7 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
                     if s == Step::RewriteDataSource {
                         written_tx.send_replace(Some(res.is_ok()));
                     }
-                    (i, s, res, began.elapsed())
+                    (i, s, res, began.elapsed(), Timestamp::now())
                 }
             });
             let results = futures::future::join_all(runs).await;
@@ -446,9 +446,9 @@ pub async fn run_with(mut drp: DisasterRecoveryPair, ports: &Ports<'_>) -> Resul
             let mut done = Vec::new();
             let mut failed = None;
             let mut also_failed = Vec::new();
-            for (i, s, res, took) in results {
+            for (i, s, res, took, ended) in results {
                 match res {
-                    Ok(d) => done.push((s, i, d, took)),
+                    Ok(d) => done.push((s, i, d, took, ended)),
                     Err(e) if failed.is_none() => failed = Some((s, i, e)),
                     Err(e) => {
                         warn!(step = s.name(), "{e}; tried again with the first failure");
@@ -634,16 +634,17 @@ async fn record_done(
     done: steps::Done,
     took: Duration,
 ) -> Result<(DisasterRecoveryPair, Vec<usize>), Error> {
-    record_done_all(drp, ports, vec![(step, idx, done, took)], &[], true).await
+    record_done_all(drp, ports, vec![(step, idx, done, took, Timestamp::now())], &[], true).await
 }
 
-/// `record_done` for several steps in one write (the cutover's concurrent moves), with the
+/// `record_done` for several steps in one write (the cutover's concurrent moves: each keeps the
+/// time it really finished), with the
 /// messages of moves that `failed` beside them; the next step's start (the whole next group of
 /// concurrent moves) is recorded with them when `start_next`.
 async fn record_done_all(
     drp: DisasterRecoveryPair,
     ports: &Ports<'_>,
-    done: Vec<(Step, usize, steps::Done, Duration)>,
+    done: Vec<(Step, usize, steps::Done, Duration, Timestamp)>,
     failed: &[(usize, String)],
     start_next: bool,
 ) -> Result<(DisasterRecoveryPair, Vec<usize>), Error> {
@@ -653,7 +654,7 @@ async fn record_done_all(
         tr.steps[*idx].message = Some(msg.clone());
     }
     let mut said = Vec::new();
-    for (step, idx, done, took) in done {
+    for (step, idx, done, took, ended) in done {
         let (outcome, msg) = done.outcome.unwrap_or(Outcome::Succeeded(String::new())).parts();
         if done.lost_wal_bytes.is_some() {
             tr.lost_wal_bytes = done.lost_wal_bytes;
@@ -666,7 +667,7 @@ async fn record_done_all(
             tr.final_lsn = Some(l.to_string());
         }
         let rec = &mut tr.steps[idx];
-        rec.finished_at = Some(Timestamp::now().to_string());
+        rec.finished_at = Some(ended.to_string());
         rec.outcome = Some(outcome);
         rec.message = Some(msg.clone());
         if step == Step::TakeEpoch {
