@@ -510,41 +510,41 @@ impl Bed {
 /// The `understudy` binary, built once per test process.
 pub fn controller_binary() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = repo_root();
-            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cargo.args(["build", "-q", "-p", "understudy", "--bin", "understudy"]).current_dir(&root);
-            // What cargo sets for the test being run, not for a build: a build script that watches
-            // one of them (ring's watches CARGO_MANIFEST_DIR) would rebuild half the dependency
-            // graph here (~25 s), and again at the next build outside a test.
-            for (k, _) in std::env::vars_os() {
-                let k = k.to_string_lossy();
-                if k.starts_with("CARGO_PKG_")
-                    || [
-                        "CARGO_MANIFEST_DIR",
-                        "CARGO_MANIFEST_PATH",
-                        "CARGO_CRATE_NAME",
-                        "CARGO_BIN_NAME",
-                        "CARGO_PRIMARY_PACKAGE",
-                        "CARGO_TARGET_TMPDIR",
-                        "CARGO_RUSTC_CURRENT_DIR",
-                    ]
-                    .contains(&k.as_ref())
-                {
-                    cargo.env_remove(k.as_ref());
-                }
-            }
-            let st = cargo.status().map_err(|e| e.to_string())?;
-            if !st.success() {
-                return Err("cargo build -p understudy failed".into());
-            }
-            let target =
-                std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-            Ok(target.join("debug/understudy"))
-        })
-        .clone()
-        .map_err(|e| anyhow::anyhow!(e))
+    BUILT.get_or_init(|| workspace_binary("understudy", "understudy")).clone().map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Builds the workspace's `package`/`bin` (debug) and returns its path. Callers keep the result in
+/// a `OnceLock` so a test process builds each binary once.
+pub fn workspace_binary(package: &str, bin: &str) -> std::result::Result<PathBuf, String> {
+    let root = repo_root();
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args(["build", "-q", "-p", package, "--bin", bin]).current_dir(&root);
+    // What cargo sets for the test being run, not for a build: a build script that watches one of
+    // them (ring's watches CARGO_MANIFEST_DIR) would rebuild half the dependency graph here
+    // (~25 s), and again at the next build outside a test.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&k.as_ref())
+        {
+            cargo.env_remove(k.as_ref());
+        }
+    }
+    let st = cargo.status().map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err(format!("cargo build -p {package} failed"));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    Ok(target.join("debug").join(bin))
 }
 
 /// Waits for a process to exit by itself.

@@ -17,20 +17,19 @@
 //!   and `status` shows east unreachable beside west's view and the failover's journal.
 //! - `Approve` mode (a second bed): `approve` refused while nothing is pending; with east's database
 //!   killed, both copies approved with their own nonces, the failover run once, and the plugin's
-//!   report of the outcome
-//!   checked against the witness.
+//!   report of the outcome checked against the witness.
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context as _, Result};
 use understudy_e2e::{
+    bed,
     pair::Approve,
-    sandbox::{control_plane::binaries, proc::free_port, repo_root},
+    sandbox::{control_plane::binaries, proc::free_port},
     support::wait_for,
     two_sites::{TwoSites, SITES},
 };
@@ -39,38 +38,7 @@ use understudy_e2e::{
 fn cli_binary() -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let root = repo_root();
-            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cargo
-                .args(["build", "-q", "-p", "kubectl-understudy", "--bin", "kubectl-understudy"])
-                .current_dir(&root);
-            // What cargo sets for the test being run, not for a build (see bed::controller_binary).
-            for (k, _) in std::env::vars_os() {
-                let k = k.to_string_lossy();
-                if k.starts_with("CARGO_PKG_")
-                    || [
-                        "CARGO_MANIFEST_DIR",
-                        "CARGO_MANIFEST_PATH",
-                        "CARGO_CRATE_NAME",
-                        "CARGO_BIN_NAME",
-                        "CARGO_PRIMARY_PACKAGE",
-                        "CARGO_TARGET_TMPDIR",
-                        "CARGO_RUSTC_CURRENT_DIR",
-                    ]
-                    .contains(&k.as_ref())
-                {
-                    cargo.env_remove(k.as_ref());
-                }
-            }
-            let st = cargo.status().map_err(|e| e.to_string())?;
-            if !st.success() {
-                return Err("cargo build -p kubectl-understudy failed".into());
-            }
-            let target =
-                std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-            Ok(target.join("debug/kubectl-understudy"))
-        })
+        .get_or_init(|| bed::workspace_binary("kubectl-understudy", "kubectl-understudy"))
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
 }
