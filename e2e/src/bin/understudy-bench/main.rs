@@ -25,6 +25,7 @@ mod footprint;
 mod measure;
 mod patroni;
 mod switchover;
+mod sync_cost;
 mod table;
 mod two_cluster;
 mod two_site;
@@ -105,6 +106,9 @@ enum Command {
     /// write, writes accepted by the returning site, the serving site's disturbance, the returning
     /// cluster's convergence (target/bench/two-cluster.{md,json}).
     TwoCluster(two_cluster::Args),
+    /// What `replication: Sync` costs against `Async`: pgbench through PgBouncer, 1 and 8 clients,
+    /// interleaved rounds, medians of transactions per second and average latency.
+    SyncCost(sync_cost::Args),
 }
 
 /// A part of the bench, for `--only`.
@@ -178,6 +182,10 @@ type Config = (&'static str, Timing, Scenario);
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::SyncCost(sc)) = &cli.command {
+        let sc = sc.clone();
+        return tokio::task::spawn_blocking(move || sync_cost::run(&sc)).await?;
+    }
     if let Some(Command::TwoCluster(tc)) = &cli.command {
         let argv: Vec<String> = std::env::args().skip(1).collect();
         let mut log = say;
@@ -557,9 +565,14 @@ mod tests {
         assert!(cli.command.is_none());
         let tc = |argv: &[&str]| match parse(argv).map(|c| c.command) {
             Ok(Some(super::Command::TwoCluster(a))) => Ok(a),
+            Ok(Some(other)) => panic!("{argv:?}: {other:?}"),
             Ok(None) => panic!("{argv:?}: no subcommand"),
             Err(e) => Err(e),
         };
+        match parse(&["sync-cost", "--secs", "5"]).map(|c| c.command) {
+            Ok(Some(super::Command::SyncCost(a))) => assert_eq!((a.secs, a.runs), (5, 3)),
+            other => panic!("sync-cost: {other:?}"),
+        }
         let a = tc(&["two-cluster"]).expect("defaults");
         assert_eq!(
             (a.runs, a.lease_ttls.as_slice(), a.gap),
