@@ -353,6 +353,12 @@ impl Bed {
         Ok(drp)
     }
 
+    /// Whether an Event with `reason` was recorded in the bed's namespace.
+    pub async fn has_event(&self, reason: &str) -> Result<bool> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        Ok(events.list(&Default::default()).await?.items.iter().any(|e| e.reason.as_deref() == Some(reason)))
+    }
+
     /// The value of a Secret key.
     pub async fn secret_value(&self, name: &str, key: &str) -> Result<String> {
         let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns).get(name).await?;

@@ -589,6 +589,18 @@ impl TwoSites {
         .await
     }
 
+    /// The opening of most two-cluster tests: `name` Healthy in both clusters with east serving,
+    /// and east's controller holding the leader key at epoch 0.
+    pub async fn wait_east_serving(&self, name: &str) -> Result<()> {
+        for site in SITES {
+            self.wait_healthy(site, name, "east").await?;
+        }
+        crate::support::wait_for("east to hold the leader key", Duration::from_secs(20), || async {
+            Ok(self.witness_leader(name)? == "0 east")
+        })
+        .await
+    }
+
     /// The value of key `key` of Secret `name` in `site`'s cluster.
     pub async fn secret_value(&self, site: &str, name: &str, key: &str) -> Result<String> {
         let s = Api::<Secret>::namespaced(self.cluster(site).client.clone(), &self.ns).get(name).await?;

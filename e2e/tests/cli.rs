@@ -30,7 +30,6 @@ use understudy_e2e::{
     bed,
     pair::Approve,
     sandbox::{control_plane::binaries, proc::free_port},
-    support::wait_for,
     two_sites::{TwoSites, SITES},
 };
 
@@ -109,13 +108,7 @@ async fn healthy(label: &str) -> Result<TwoSites> {
     for site in SITES {
         two.start_controller(site)?;
     }
-    for site in SITES {
-        two.wait_healthy(site, "chat", "east").await?;
-    }
-    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
-        Ok(two.witness_leader("chat")? == "0 east")
-    })
-    .await?;
+    two.wait_east_serving("chat").await?;
     Ok(two)
 }
 
@@ -358,13 +351,7 @@ async fn approve_through_the_plugin() -> Result<()> {
     for site in SITES {
         two.start_controller(site)?;
     }
-    for site in SITES {
-        two.wait_healthy(site, "chat", "east").await?;
-    }
-    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
-        Ok(two.witness_leader("chat")? == "0 east")
-    })
-    .await?;
+    two.wait_east_serving("chat").await?;
     let kc = kubeconfig(&two)?;
     let both = ["--context", "east", "--context", "west"];
     let r = cli(&kc, &[&["approve", "chat"][..], &both].concat()).await?;

@@ -17,15 +17,6 @@ use understudy_e2e::{
 
 const SW: &str = "dr.understudy.dev/switchover";
 
-async fn has_event(bed: &Bed, reason: &str) -> Result<bool> {
-    Ok(Api::<Event>::namespaced(bed.client.clone(), &bed.ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .any(|e| e.reason.as_deref() == Some(reason)))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchovers_back_and_forth_lose_no_acknowledged_commit() -> Result<()> {
     let (bed, _ctl) =
@@ -117,7 +108,7 @@ async fn a_catch_up_timeout_rolls_back_and_writes_resume_on_the_old_primary() ->
         "off",
         "primary writable again"
     );
-    assert!(has_event(&bed, "SwitchoverRolledBack").await?);
+    assert!(bed.has_event("SwitchoverRolledBack").await?);
     let before = wl.acked();
     wait_for("writes to resume on east through PgBouncer", Duration::from_secs(15), || async {
         Ok(wl.acked() > before + 20)
@@ -137,11 +128,11 @@ async fn tokens_act_once_and_bad_values_change_nothing() -> Result<()> {
     // Bad values: a Warning each, nothing changes.
     bed.annotate("chat", "dr.understudy.dev/switchover-to", "north").await?;
     bed.annotate("chat", SW, "bad-target").await?;
-    wait_for("SwitchoverRejected", Duration::from_secs(10), || has_event(&bed, "SwitchoverRejected")).await?;
+    wait_for("SwitchoverRejected", Duration::from_secs(10), || bed.has_event("SwitchoverRejected")).await?;
     bed.annotate("chat", "dr.understudy.dev/failback", "please").await?;
-    wait_for("UnknownAnnotation", Duration::from_secs(10), || has_event(&bed, "UnknownAnnotation")).await?;
+    wait_for("UnknownAnnotation", Duration::from_secs(10), || bed.has_event("UnknownAnnotation")).await?;
     bed.annotate("chat", "dr.understudy.dev/paused", "maybe").await?;
-    wait_for("InvalidAnnotation", Duration::from_secs(10), || has_event(&bed, "InvalidAnnotation")).await?;
+    wait_for("InvalidAnnotation", Duration::from_secs(10), || bed.has_event("InvalidAnnotation")).await?;
     let st = api.get("chat").await?.status.unwrap_or_default();
     assert_eq!((st.epoch.0, st.current_primary.as_deref()), (0, Some("east")));
     assert!(st.last_transition.is_none());
@@ -284,11 +275,8 @@ async fn the_old_primary_rejoins_after_a_failover_with_pg_rewind_and_a_switchove
 
     // east (fenced by the failover) needs pg_rewind; the hook rewinds it and it follows west.
     bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
-    assert!(has_event(&bed, "FormerPrimaryNeedsRewind").await?);
-    assert!(
-        has_event(&bed, "FormerPrimaryFenced").await?,
-        "east was still writable after the forced failover"
-    );
+    assert!(bed.has_event("FormerPrimaryNeedsRewind").await?);
+    assert!(bed.has_event("FormerPrimaryFenced").await?, "east was still writable after the forced failover");
     let hook_said = Api::<Event>::namespaced(bed.client.clone(), &bed.ns)
         .list(&ListParams::default())
         .await?

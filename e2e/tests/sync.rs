@@ -11,8 +11,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use k8s_openapi::api::events::v1::Event;
-use kube::{api::ListParams, Api};
 use understudy::crd::{
     conditions::{self, reasons},
     ConditionStatus, DisasterRecoveryPair, LossBound,
@@ -24,15 +22,6 @@ use understudy_e2e::{
     support::{condition, wait_for},
     workload::lost,
 };
-
-async fn has_event(bed: &Bed, reason: &str) -> Result<bool> {
-    Ok(Api::<Event>::namespaced(bed.client.clone(), &bed.ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .any(|e| e.reason.as_deref() == Some(reason)))
-}
 
 /// The `SynchronousReplication` condition's status and reason.
 fn sync_condition(drp: &DisasterRecoveryPair) -> Option<(ConditionStatus, String)> {
@@ -308,7 +297,7 @@ async fn sync_preferred_degrades_while_the_standby_is_away_and_recovers_when_it_
     let took = stopped.elapsed();
     eprintln!("degraded {:.1}s after the standby stopped (syncDegradeAfter 3s)", took.as_secs_f64());
     assert!(took >= Duration::from_secs(3), "degraded before syncDegradeAfter: {took:?}");
-    assert!(has_event(&bed, "SyncDegraded").await?, "a SyncDegraded Event");
+    assert!(bed.has_event("SyncDegraded").await?, "a SyncDegraded Event");
     assert_eq!(gauge(&ctl.metrics), 1, "understudy_sync_degraded");
     assert_eq!(bed.pg.primary.psql("SHOW synchronous_standby_names")?.trim(), "");
     // Writes go on without the standby.
@@ -319,7 +308,7 @@ async fn sync_preferred_degrades_while_the_standby_is_away_and_recovers_when_it_
     // The standby returns: synchronous again, with an Event, and the gauge back to 0.
     bed.pg.standby.start()?;
     wait_synchronous(&bed, "east", Duration::from_secs(30)).await?;
-    assert!(has_event(&bed, "SyncRestored").await?, "a SyncRestored Event");
+    assert!(bed.has_event("SyncRestored").await?, "a SyncRestored Event");
     assert_eq!(bed.pg.primary.psql("SHOW synchronous_standby_names")?.trim(), "*");
     wait_for("the gauge to clear", Duration::from_secs(5), || async { Ok(gauge(&ctl.metrics) == 0) }).await?;
     let before = wl.acked();

@@ -35,13 +35,7 @@ async fn lose_east(label: &str) -> Result<(TwoSites, Workload, DisasterRecoveryP
     for site in SITES {
         two.start_controller(site)?;
     }
-    for site in SITES {
-        two.wait_healthy(site, "chat", "east").await?;
-    }
-    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
-        Ok(two.witness_leader("chat")? == "0 east")
-    })
-    .await?;
+    two.wait_east_serving("chat").await?;
     // The keeper armed east's boot gate once the key was confirmed.
     let gate = two.server("east").data.join("standby.signal");
     wait_for("east's boot gate to be armed", Duration::from_secs(10), || async { Ok(gate.exists()) })
@@ -276,13 +270,7 @@ async fn healthy(label: &str, east_args: &[&str]) -> Result<TwoSites> {
     two.apply(&two.pair("chat")).await?;
     two.start_controller_with("east", east_args, &[])?;
     two.start_controller("west")?;
-    for site in SITES {
-        two.wait_healthy(site, "chat", "east").await?;
-    }
-    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
-        Ok(two.witness_leader("chat")? == "0 east")
-    })
-    .await?;
+    two.wait_east_serving("chat").await?;
     Ok(two)
 }
 
@@ -637,13 +625,7 @@ async fn a_partition_between_the_sites_fences_east_and_promotes_west_once() -> R
     let (east_uid, west_uid) = (netcut::site_uid(2), netcut::site_uid(3));
     two.start_controller_as("east", east_uid)?;
     two.start_controller_as("west", west_uid)?;
-    for site in SITES {
-        two.wait_healthy(site, "chat", "east").await?;
-    }
-    wait_for("east to hold the leader key", Duration::from_secs(20), || async {
-        Ok(two.witness_leader("chat")? == "0 east")
-    })
-    .await?;
+    two.wait_east_serving("chat").await?;
     let direct = two.direct_writer("east", "direct_east");
     wait_for("direct writes on east", Duration::from_secs(10), || async { Ok(direct.acked() > 20) }).await?;
     let postgres_uid: u32 =
