@@ -369,13 +369,26 @@ async fn the_standby_takes_over_as_soon_as_the_leader_key_is_gone() -> Result<()
         Ok(bed.witness_leader("chat")? == "0 east")
     })
     .await?;
+    // The standby's lag measured first: east can hold the key before any round wrote a status, and
+    // a primary killed before its lag was ever seen is rightly refused (LagOverBudget), not kept
+    // waiting for the key.
+    let api = bed.api();
+    wait_for("the pair Healthy with its lag measured", Duration::from_secs(30), || async {
+        let st = api.get("chat").await?.status.unwrap_or_default();
+        Ok(st.phase == Some(understudy::crd::Phase::Healthy) && st.replication_lag_bytes.is_some())
+    })
+    .await?;
     // East's controller frozen (it neither renews nor releases the key), then its database killed.
     east.signal("STOP")?;
     bed.pg.primary.kill9();
-    let api = bed.api();
     wait_for("west refused for the live leader key", Duration::from_secs(30), || async {
-        Ok(condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED)
-            .is_some_and(|(s, r, _)| s == ConditionStatus::True && r == conditions::reasons::LEADER_KEY_HELD))
+        match condition(&api.get("chat").await?, conditions::FAILOVER_BLOCKED) {
+            Some((s, r, _)) if s == ConditionStatus::True && r == conditions::reasons::LEADER_KEY_HELD => {
+                Ok(true)
+            }
+            // Kept as the last error, so that a timeout says where the pair stood.
+            other => bail!("FailoverBlocked is {other:?}"),
+        }
     })
     .await?;
     let deleted = jiff::Timestamp::now();
