@@ -58,6 +58,11 @@ pub struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CategoryLabels {
     pub category: String,
 }
@@ -69,6 +74,9 @@ pub struct Metrics {
     pub reconcile_runs: Counter,
     pub reconcile_failures: Family<CategoryLabels, Counter>,
     pub reconcile_duration: Histogram,
+    /// Time spent in each phase of a steady round (`read`, `observe`, `effects`, `write`, `start`):
+    /// where a slow reconcile spent its time.
+    pub reconcile_phase: Family<PhaseLabels, Histogram>,
     pub probes: Family<ProbeLabels, Counter>,
     pub probe_latency: Family<SiteLabels, Gauge<f64, AtomicU64>>,
     pub lag_bytes: Family<PairLabels, Gauge<i64, AtomicI64>>,
@@ -102,6 +110,9 @@ impl Default for Metrics {
             reconcile_runs: Counter::default(),
             reconcile_failures: Family::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            reconcile_phase: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            }),
             probes: Family::default(),
             probe_latency: Family::default(),
             lag_bytes: Family::default(),
@@ -128,6 +139,11 @@ impl Default for Metrics {
             m.reconcile_failures.clone(),
         );
         r.register("reconcile_duration_seconds", "Time one reconcile took", m.reconcile_duration.clone());
+        r.register(
+            "reconcile_phase_seconds",
+            "Time one phase of a steady reconcile took (read, observe, effects, write, start)",
+            m.reconcile_phase.clone(),
+        );
         r.register("probes", "Probes of a site, by outcome (up, down, not_run)", m.probes.clone());
         r.register(
             "probe_latency_seconds",

@@ -222,8 +222,10 @@ async fn reconcile_inner(
     began: std::time::Instant,
 ) -> Result<Action, Error> {
     let pair = Pair::of(&drp)?;
+    let mut phases = Phases::new(&ctx.metrics, began);
     // Read: the watch cache, or the latest journal when a transition runs.
     let Some(drp) = act::latest(drp, &pair, &ctx).await? else { return Ok(Action::await_change()) };
+    phases.done("read");
     // Decide (pure): what the annotations ask for; refused values become Warnings.
     let cmds =
         commands::read(&drp.spec, drp.status.as_ref().unwrap_or(&Default::default()), drp.annotations());
@@ -232,6 +234,7 @@ async fn reconcile_inner(
     }
     // Observe (reads only): both sites probed once, every Secret resolved.
     let obs = observe::collect(&drp, &pair.ns, &ctx).await;
+    phases.done("observe");
     let now = jiff::Timestamp::now();
     // Decide (pure): the next status from the last one and this round.
     let base = record::base(&drp, &pair, &ctx);
@@ -243,6 +246,7 @@ async fn reconcile_inner(
         // only meets 409s against the stale copy).
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
+    phases.done("effects");
     // Decide (pure): is a failover wanted and allowed?
     // A copy paused in the other site's cluster holds this one too (published in the witness).
     let paused_at = ctx
@@ -253,8 +257,33 @@ async fn reconcile_inner(
     // Record: the status when it changed, then the Events.
     let drp = record::write(&ctx, &pair, drp, &round.status).await?;
     publish_all(&ctx, &drp, std::mem::take(&mut round.events)).await;
+    phases.done("write");
     // Act: start what was decided (one transition at most), or come back next round.
-    act::start(drp, &cmds, decision, &round.status, &ctx, began).await
+    let action = act::start(drp, &cmds, decision, &round.status, &ctx, began).await;
+    phases.done("start");
+    action
+}
+
+/// Times the phases of one round into `understudy_reconcile_phase_seconds`.
+struct Phases<'a> {
+    metrics: &'a crate::metrics::Metrics,
+    mark: std::time::Instant,
+}
+
+impl<'a> Phases<'a> {
+    fn new(metrics: &'a crate::metrics::Metrics, began: std::time::Instant) -> Self {
+        Phases { metrics, mark: began }
+    }
+
+    /// The phase that just ended; the next one starts now.
+    fn done(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.metrics
+            .reconcile_phase
+            .get_or_create(&crate::metrics::PhaseLabels { phase })
+            .observe(now.duration_since(self.mark).as_secs_f64());
+        self.mark = now;
+    }
 }
 
 /// A pair's identity in this controller's memory and metrics.

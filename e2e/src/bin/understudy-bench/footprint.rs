@@ -55,6 +55,8 @@ pub struct Window {
     /// (`understudy_reconcile_duration_seconds`, interpolated within its buckets).
     pub reconcile_p50: Option<f64>,
     pub reconcile_p99: Option<f64>,
+    /// p99 of each phase of a steady round over the window (`understudy_reconcile_phase_seconds`).
+    pub phase_p99: BTreeMap<String, f64>,
     /// Reconciles in the window, and the mean time between two probe rounds of one pair.
     pub reconciles: f64,
     pub mean_round_interval: Option<f64>,
@@ -151,25 +153,49 @@ fn scrape(kubeconfig: &std::path::Path) -> Result<HashMap<String, f64>> {
     Ok(request_totals(&body))
 }
 
-/// The controller's reconcile histogram: cumulative counts by upper bound, and the total.
-fn reconcile_histogram(metrics_port: u16) -> Result<(Vec<(f64, f64)>, f64)> {
+/// The phases of a steady round the controller times (`understudy_reconcile_phase_seconds`).
+pub const PHASES: [&str; 5] = ["read", "observe", "effects", "write", "start"];
+
+/// Cumulative bucket counts by upper bound, and the total, of a histogram series.
+type Buckets = (Vec<(f64, f64)>, f64);
+
+/// The controller's reconcile histogram and its per-phase histograms (by phase), from one scrape.
+fn reconcile_histograms(metrics_port: u16) -> Result<(Buckets, BTreeMap<&'static str, Buckets>)> {
     let out = Command::new("curl")
         .args(["-s", "-m", "5", &format!("http://127.0.0.1:{metrics_port}/metrics")])
         .output()
         .context("curl the controller's /metrics")?;
     let text = String::from_utf8_lossy(&out.stdout);
+    let whole = histogram_series(&text, "understudy_reconcile_duration_seconds", "");
+    let phases = PHASES
+        .iter()
+        .map(|p| {
+            (*p, histogram_series(&text, "understudy_reconcile_phase_seconds", &format!("phase=\"{p}\",")))
+        })
+        .collect();
+    Ok((whole, phases))
+}
+
+/// One histogram series of `name` whose labels start with `labels` (`le` last, as the controller's
+/// exporter writes them).
+fn histogram_series(text: &str, name: &str, labels: &str) -> Buckets {
+    let (bucket, count) = (format!("{name}_bucket{{{labels}le=\""), format!("{name}_count"));
+    let count_labels = labels.trim_end_matches(',');
     let mut buckets = Vec::new();
     let mut total = 0.0;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("understudy_reconcile_duration_seconds_bucket{le=\"") {
-            let Some((le, count)) = rest.split_once("\"} ") else { continue };
+        if let Some(rest) = line.strip_prefix(&bucket) {
+            let Some((le, c)) = rest.split_once("\"} ") else { continue };
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-            buckets.push((le, count.trim().parse().unwrap_or(0.0)));
-        } else if let Some(c) = line.strip_prefix("understudy_reconcile_duration_seconds_count ") {
-            total = c.trim().parse().unwrap_or(0.0);
+            buckets.push((le, c.trim().parse().unwrap_or(0.0)));
+        } else if let Some(rest) = line.strip_prefix(&count) {
+            let want = if count_labels.is_empty() { " ".to_string() } else { format!("{{{count_labels}}} ") };
+            if let Some(c) = rest.strip_prefix(&want) {
+                total = c.trim().parse().unwrap_or(0.0);
+            }
         }
     }
-    Ok((buckets, total))
+    (buckets, total)
 }
 
 /// The `q` quantile of the reconciles between two histogram scrapes, linear within a bucket.
@@ -223,11 +249,18 @@ async fn measure(
 ) -> Result<Window> {
     let pid = ctl.pid();
     let m0 = tokio::task::block_in_place(|| scrape(kubeconfig))?;
-    let h0 = tokio::task::block_in_place(|| reconcile_histogram(metrics_port))?;
+    let (h0, p0) = tokio::task::block_in_place(|| reconcile_histograms(metrics_port))?;
     let (c0, a0, t0) = (cpu_seconds(pid)?, cpu_seconds(apiserver_pid)?, Instant::now());
     tokio::time::sleep(WINDOW).await;
     let (c1, a1, secs) = (cpu_seconds(pid)?, cpu_seconds(apiserver_pid)?, t0.elapsed().as_secs_f64());
-    let h1 = tokio::task::block_in_place(|| reconcile_histogram(metrics_port))?;
+    let (h1, p1) = tokio::task::block_in_place(|| reconcile_histograms(metrics_port))?;
+    let phase_p99 = p1
+        .iter()
+        .filter_map(|(p, after)| {
+            let before = p0.get(p).map(|b| b.0.as_slice()).unwrap_or(&[]);
+            Some((p.to_string(), histogram_quantile(before, &after.0, 0.99)?))
+        })
+        .collect();
     let m1 = tokio::task::block_in_place(|| scrape(kubeconfig))?;
     let conns = probe_connections(pg_cfg).await?;
     let reconciles = h1.1 - h0.1;
@@ -258,6 +291,7 @@ async fn measure(
         api_rps,
         reconcile_p50: histogram_quantile(&h0.0, &h1.0, 0.5),
         reconcile_p99: histogram_quantile(&h0.0, &h1.0, 0.99),
+        phase_p99,
         reconciles,
         mean_round_interval: (reconciles > 0.0).then(|| pairs as f64 * secs / reconciles),
         probe_connections: conns,

@@ -372,6 +372,16 @@ impl Runs<'_> {
                 dash(),
                 dash(),
             );
+            let phases: Vec<String> = crate::footprint::PHASES
+                .iter()
+                .filter_map(|p| l.phase_p99.get(*p).map(|v| format!("{p} {v:.3} s")))
+                .collect();
+            row(
+                &format!("  p99 of each phase of a round at {} pairs ³", l.pairs),
+                phases.join(", "),
+                dash(),
+                dash(),
+            );
             row(
                 "reconcile duration p50 / p99 at 1 pair ²",
                 format!("{} / {}", pct(i.reconcile_p50), pct(i.reconcile_p99)),
@@ -402,6 +412,7 @@ impl Runs<'_> {
         }
         if fp.is_some() {
             notes.push_str("² the controller's own /metrics: understudy_reconcile_duration_seconds (histogram, quantiles interpolated within its buckets) and its count over the window; the controller requeues probeInterval after a reconcile ends, so the round interval per pair = 1 s + reconcile duration + queueing.\n");
+            notes.push_str("³ understudy_reconcile_phase_seconds: read (the pair from the watch cache), observe (Secrets and both probes), effects (keeper, witness, readiness every 30 s), write (status and Events), start (a transition, or the requeue).\n");
         }
         Some(Table {
             head: [
