@@ -103,15 +103,41 @@ fn cache() -> &'static Cache {
     CACHE.get_or_init(Default::default)
 }
 
+/// One lock per Secret being read: when a cached Secret expires, the hundreds of pairs that read it
+/// in the same second wait for one API read instead of each sending its own.
+type Inflight =
+    std::sync::Mutex<std::collections::HashMap<(String, String), std::sync::Arc<tokio::sync::Mutex<()>>>>;
+
+fn inflight() -> &'static Inflight {
+    static INFLIGHT: std::sync::OnceLock<Inflight> = std::sync::OnceLock::new();
+    INFLIGHT.get_or_init(Default::default)
+}
+
+/// The cached Secret `key`, when it is fresh.
+fn cached(key: &(String, String)) -> Option<Option<Secret>> {
+    let c = cache().lock().ok()?;
+    c.get(key).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, s)| s.clone())
+}
+
 impl Secrets {
     async fn fetch(&self, name: &str) -> Result<Option<Secret>, kube::Error> {
         let key = (self.namespace.clone(), name.to_string());
-        if let Ok(c) = cache().lock() {
-            if let Some((at, s)) = c.get(&key) {
-                if at.elapsed() < CACHE_TTL {
-                    return Ok(s.clone());
+        if let Some(s) = cached(&key) {
+            return Ok(s);
+        }
+        let lock = match inflight().lock() {
+            Ok(mut m) => {
+                if m.len() > 50_000 {
+                    m.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
                 }
+                m.entry(key.clone()).or_default().clone()
             }
+            Err(_) => Default::default(),
+        };
+        let _reading = lock.lock().await;
+        // Another round read it while this one waited.
+        if let Some(s) = cached(&key) {
+            return Ok(s);
         }
         let s = self.api.get_opt(name).await?;
         if let Ok(mut c) = cache().lock() {
