@@ -17,7 +17,7 @@ pub struct PairMemory {
     pub readiness_at: Option<Instant>,
     /// When the status was last written.
     pub written_at: Option<Instant>,
-    /// The last status computed, maybe unwritten (WAL positions are written at most every 10 s).
+    /// The last status computed, maybe unwritten (WAL positions are written at most every `record::positions_every`).
     pub unwritten: Option<DisasterRecoveryPairStatus>,
     /// Per site: the highest WAL insert position a probe read on its current timeline, the
     /// freshest "last known primary LSN" for a failover's lost-WAL figure.
@@ -44,6 +44,16 @@ impl Memory {
     pub fn with<T>(&self, pair: &str, f: impl FnOnce(&mut PairMemory) -> T) -> T {
         let mut pairs = self.pairs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(pairs.entry(pair.to_string()).or_default())
+    }
+
+    /// How many pairs this controller remembers (the pairs it tends).
+    pub fn len(&self) -> usize {
+        self.pairs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    /// Whether it remembers no pair.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// A copy of `pair`'s memory, if it has one.

@@ -25,6 +25,8 @@ pub struct DisasterRecoveryPairStatus {
     #[serde(default)]
     pub epoch: Epoch,
     /// Bytes of WAL the standby has yet to replay (primary's current LSN minus the standby's replay LSN).
+    /// A change of this and the sites' LSNs alone is written every 10 s at most (less often when the
+    /// controller tends more than 50 pairs: 5 such writes a second in all); `understudy_replication_lag_bytes` is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_lag_bytes: Option<i64>,
     /// Per-site probe results.

@@ -1,5 +1,5 @@
 //! Record: one round's result — the next status and its Events (`Round`), the metrics, and the
-//! status write, which skips changes of WAL positions alone for up to `POSITIONS_EVERY`.
+//! status write, which skips changes of WAL positions alone for up to `positions_every`.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,21 @@ use crate::{
     probe::{Outcome, PgState, SiteObservation},
 };
 
-/// How often a status whose only change is WAL positions and lag is written.
+/// How often a status whose only change is WAL positions and lag is written, at most.
 pub const POSITIONS_EVERY: Duration = Duration::from_secs(10);
+
+/// Position-only status writes per second the controller allows itself across all its pairs: with
+/// more than 50 pairs each pair's positions are written less often than `POSITIONS_EVERY`, so that a
+/// thousand steady pairs cost a handful of API writes a second, not a hundred. Decisions never read
+/// the written positions (a round starts from the last computed status, kept in memory), and the
+/// metrics are live.
+pub const POSITION_WRITES_PER_SEC: u32 = 5;
+
+/// How often one pair's position-only change is written when the controller tends `pairs` pairs.
+pub fn positions_every(pairs: usize) -> Duration {
+    let pairs = u32::try_from(pairs).unwrap_or(u32::MAX);
+    POSITIONS_EVERY.max(Duration::from_secs(1).saturating_mul(pairs) / POSITION_WRITES_PER_SEC)
+}
 
 /// The status a round computes and the Events it will publish.
 pub struct Round {
@@ -141,9 +154,9 @@ pub fn metrics(
     }
 }
 
-/// Writes `status` when it changed, except a change of WAL positions alone within
-/// `POSITIONS_EVERY` of the last write (at a thousand steady pairs, position-only writes were most
-/// of the API traffic; metrics stay live). Returns the pair as stored.
+/// Writes `status` when it changed, except a change of WAL positions alone within `positions_every`
+/// of the last write (at a thousand steady pairs, position-only writes were most of the API traffic;
+/// metrics stay live). Returns the pair as stored.
 pub async fn write(
     ctx: &Context,
     pair: &Pair,
@@ -151,8 +164,8 @@ pub async fn write(
     status: &DisasterRecoveryPairStatus,
 ) -> Result<DisasterRecoveryPair, Error> {
     let positions_only = drp.status.as_ref().is_some_and(|s| same_but_positions(s, status));
-    let recently =
-        ctx.memory.with(&pair.key, |m| m.written_at.is_some_and(|t| t.elapsed() < POSITIONS_EVERY));
+    let every = positions_every(ctx.memory.len());
+    let recently = ctx.memory.with(&pair.key, |m| m.written_at.is_some_and(|t| t.elapsed() < every));
     let drp = if drp.status.as_ref() != Some(status) && !(positions_only && recently) {
         let drp = crate::store::write_status(ctx, &drp, status).await?;
         ctx.memory.with(&pair.key, |m| m.written_at = Some(Instant::now()));
@@ -183,6 +196,18 @@ pub fn same_but_positions(a: &DisasterRecoveryPairStatus, b: &DisasterRecoveryPa
 mod tests {
     use super::*;
     use crate::crd::SiteStatus;
+
+    #[test]
+    fn position_only_writes_stay_within_the_budget_at_any_scale() {
+        assert_eq!(positions_every(1), POSITIONS_EVERY);
+        assert_eq!(positions_every(50), POSITIONS_EVERY);
+        assert_eq!(positions_every(1000), Duration::from_secs(200));
+        assert_eq!(positions_every(5000), Duration::from_secs(1000));
+        for pairs in [1, 10, 100, 1000, 5000, 100_000] {
+            let per_sec = pairs as f64 / positions_every(pairs).as_secs_f64();
+            assert!(per_sec <= f64::from(POSITION_WRITES_PER_SEC) + 1e-9, "{pairs} pairs: {per_sec}/s");
+        }
+    }
 
     #[test]
     fn only_wal_positions_and_lag_count_as_positions() {
