@@ -55,6 +55,9 @@ pub struct Bed {
     pub app: App,
     /// Set by `start_tls`: PostgreSQL and the witness speak TLS, and the pair uses it.
     pub tls: Option<BedTls>,
+    /// The controller binary the `controller_process…` methods run; `None`: the workspace's debug
+    /// build (`controller_binary`). The bench sets its release build here.
+    pub controller_bin: Option<PathBuf>,
 }
 
 /// The certificates of a TLS bed: one CA issued PostgreSQL's and the witness's server certificate
@@ -145,7 +148,7 @@ impl Bed {
             )
             .await?;
         }
-        let bed = Bed { cp, client, ns, pg, pgb, bind, witness, app, tls };
+        let bed = Bed { cp, client, ns, pg, pgb, bind, witness, app, tls, controller_bin: None };
         apply_mattermost_data_source(&bed.client, &bed.ns, &bed.dsn("east")).await?;
         Ok(bed)
     }
@@ -486,7 +489,10 @@ impl Bed {
         env: &[(&str, &str)],
         uid: Option<u32>,
     ) -> Result<Proc> {
-        let bin = controller_binary()?;
+        let bin = match &self.controller_bin {
+            Some(b) => b.clone(),
+            None => controller_binary()?,
+        };
         let mut cmd = Command::new(bin);
         cmd.args([
             "run",

@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use understudy_e2e::sandbox::repo_root;
 
 mod footprint;
+mod loaded_failover;
 mod measure;
 mod patroni;
 mod switchover;
@@ -106,6 +107,9 @@ enum Command {
     /// write, writes accepted by the returning site, the serving site's disturbance, the returning
     /// cluster's convergence (target/bench/two-cluster.{md,json}).
     TwoCluster(two_cluster::Args),
+    /// One pair's failover while the controller probes `--pairs − 1` others every second, interleaved
+    /// with the pair alone (target/bench/loaded-failover.{md,json}).
+    LoadedFailover(loaded_failover::Args),
     /// What `replication: Sync` costs against `Async`: pgbench through PgBouncer, 1 and 8 clients,
     /// interleaved rounds, medians of transactions per second and average latency.
     SyncCost(sync_cost::Args),
@@ -125,7 +129,7 @@ enum Part {
 }
 
 /// A count of at least 1.
-fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+pub(crate) fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
@@ -185,6 +189,16 @@ async fn main() -> Result<()> {
     if let Some(Command::SyncCost(sc)) = &cli.command {
         let sc = sc.clone();
         return tokio::task::spawn_blocking(move || sync_cost::run(&sc)).await?;
+    }
+    if let Some(Command::LoadedFailover(lf)) = &cli.command {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let mut log = say;
+        let report = loaded_failover::run(lf, argv, &mut log).await?;
+        println!("{}", report.write()?);
+        if !report.failures.is_empty() {
+            anyhow::bail!("{} loaded-failover run(s) failed", report.failures.len());
+        }
+        return Ok(());
     }
     if let Some(Command::TwoCluster(tc)) = &cli.command {
         let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -498,7 +512,7 @@ impl Report<'_> {
 }
 
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` has them.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -572,6 +586,17 @@ mod tests {
         match parse(&["sync-cost", "--secs", "5"]).map(|c| c.command) {
             Ok(Some(super::Command::SyncCost(a))) => assert_eq!((a.secs, a.runs), (5, 3)),
             other => panic!("sync-cost: {other:?}"),
+        }
+        match parse(&["loaded-failover"]).map(|c| c.command) {
+            Ok(Some(super::Command::LoadedFailover(a))) => assert_eq!((a.runs, a.pairs), (3, 1000)),
+            other => panic!("loaded-failover: {other:?}"),
+        }
+        match parse(&["loaded-failover", "--runs", "5", "--pairs", "100"]).map(|c| c.command) {
+            Ok(Some(super::Command::LoadedFailover(a))) => assert_eq!((a.runs, a.pairs), (5, 100)),
+            other => panic!("loaded-failover flags: {other:?}"),
+        }
+        for bad in [&["loaded-failover", "--pairs", "1"][..], &["loaded-failover", "--runs", "0"]] {
+            assert!(parse(bad).is_err(), "{bad:?} is refused");
         }
         let a = tc(&["two-cluster"]).expect("defaults");
         assert_eq!(

@@ -148,7 +148,86 @@ fn strip_ansi(s: &str) -> String {
 
 /// Runs one failover on a fresh bed.
 pub async fn run_once(label: &str, topo: Topology, fence_hook: bool) -> Result<Run> {
+    run_once_with(label, topo, fence_hook, &Load::default()).await
+}
+
+/// What else the controller of a run has to do, and which controller binary runs.
+#[derive(Clone, Debug, Default)]
+pub struct Load {
+    /// Pairs created beside the measured one, probed every second on a PostgreSQL pair of their
+    /// own (`footprint::FAILOVER`, Manual), so that the kill meets a busy controller.
+    pub pairs: usize,
+    /// The controller binary; `None`: the debug build.
+    pub binary: Option<std::path::PathBuf>,
+}
+
+/// The load's pairs, probed and Healthy, with the PostgreSQL pair they probe (stopped on drop).
+async fn start_load(bed: &Bed, n: usize) -> Result<Option<understudy_e2e::sandbox::PgPair>> {
+    use futures::StreamExt;
+    use understudy_e2e::{
+        pair::{secret_key, Pair},
+        support::put_secret,
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let label = format!("{}-load", bed.ns);
+    let pg = tokio::task::spawn_blocking(move || understudy_e2e::sandbox::PgPair::start(&label)).await??;
+    put_secret(&bed.client, &bed.ns, "load-admin", &[("username", &pg.user), ("password", &pg.password)])
+        .await?;
+    for (site, port) in [("east", pg.primary.port), ("west", pg.standby.port)] {
+        let dsn = format!("postgres://{}:{}@127.0.0.1:{port}/postgres?sslmode=disable", pg.user, pg.password);
+        put_secret(&bed.client, &bed.ns, &format!("load-dsn-{site}"), &[("dsn", &dsn)]).await?;
+    }
+    let made: Vec<Result<_>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let pair = Pair::on(&format!("load-{i:04}"), &pg, "load-admin")
+                .each_site(|s| {
+                    s.data_source_secret = Some(secret_key(&format!("load-dsn-{}", s.name), "dsn"))
+                })
+                .failover(crate::footprint::failover);
+            let (client, ns) = (bed.client.clone(), bed.ns.clone());
+            async move { pair.create(&client, &ns).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    if let Some(e) = made.into_iter().find_map(Result::err) {
+        return Err(e.context("create the load's pairs"));
+    }
+    Ok(Some(pg))
+}
+
+/// Waits until every one of the load's `n` pairs is Healthy.
+async fn wait_load(bed: &Bed, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let api = bed.api();
+    wait_for("the load's pairs Healthy", Duration::from_secs(240), || async {
+        let list = api.list(&kube::api::ListParams::default()).await?;
+        let healthy = list
+            .items
+            .iter()
+            .filter(|d| d.metadata.name.as_deref().is_some_and(|n| n.starts_with("load-")))
+            .filter(|d| d.status.as_ref().and_then(|s| s.phase) == Some(understudy::crd::Phase::Healthy))
+            .count();
+        if healthy < n {
+            bail!("{healthy}/{n} Healthy");
+        }
+        Ok(true)
+    })
+    .await?;
+    // Let the first rounds' readiness checks and status writes settle into the steady cadence.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Runs one failover on a fresh bed, with `load` beside it.
+pub async fn run_once_with(label: &str, topo: Topology, fence_hook: bool, load: &Load) -> Result<Run> {
     let mut bed = Bed::start(label).await?;
+    bed.controller_bin = load.binary.clone();
+    let _load_pg = start_load(&bed, load.pairs).await?;
     let mut pair = bed.pair("chat").failover(failover);
     if let Topology::TwoSite { lease_ttl_s, .. } = topo {
         pair = pair.lease_ttl(&format!("{lease_ttl_s}s"));
@@ -174,6 +253,7 @@ pub async fn run_once(label: &str, topo: Topology, fence_hook: bool) -> Result<R
         }
     };
     let _west = bed.controller_process("west", &[]).context("start the understudy controller")?;
+    wait_load(&bed, load.pairs).await?;
     bed.wait_healthy("chat").await?;
     let watch = match topo {
         Topology::Single => None,
