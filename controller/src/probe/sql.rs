@@ -1,7 +1,8 @@
 //! The SQL probe. Keeps one admin connection per server and login (the connection target's
 //! fingerprint: host, port, database, credentials, TLS material) and shares it between every pair
 //! and site that probe that server, so a thousand pairs on one server cost one backend, not a
-//! thousand, and no connection is opened per probe. Concurrent probes pipeline on it. A connection
+//! thousand, and no connection is opened per probe. Probes of the same server, login and timeout
+//! that start within `SHARE` of each other share one state query and its answer. A connection
 //! that errors or times out is dropped and the next probe reconnects; idle ones are pruned.
 
 use std::{
@@ -35,15 +36,45 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
 /// Shared connections by target fingerprint, with when each was last used.
 type Pool = HashMap<u64, (Arc<Client>, Instant)>;
 
+/// How long one probe's answer serves every other probe of the same server, login and timeout:
+/// pairs that share a server (many tenants' databases on one PostgreSQL) send it one state query
+/// per `SHARE` between them instead of one each per round. Far below any probe interval, so no
+/// pair decides from an answer older than this.
+pub const SHARE: Duration = Duration::from_millis(100);
+
+/// A probe in flight (or just answered) that later callers join instead of sending their own.
+type Flight = futures::future::Shared<futures::future::BoxFuture<'static, Outcome<PgState>>>;
+
 /// Probes sites over cached, shared connections.
 #[derive(Default, Clone)]
 pub struct SqlProber {
     conns: Arc<Mutex<Pool>>,
+    flights: Arc<std::sync::Mutex<HashMap<(u64, Duration), (Instant, Flight)>>>,
 }
 
 impl SqlProber {
-    /// Reads the server's state within `timeout` (connecting included).
-    pub async fn probe(&self, target: &Target, timeout: Duration) -> Outcome<PgState> {
+    /// Reads the server's state within `timeout` (connecting included), or joins a probe of the
+    /// same server, login and timeout that started less than `SHARE` ago.
+    pub async fn probe(&self, target: Target, timeout: Duration) -> Outcome<PgState> {
+        use futures::FutureExt;
+        let key = (target.fingerprint(), timeout);
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match flights.get(&key) {
+                Some((at, f)) if at.elapsed() < SHARE => f.clone(),
+                _ => {
+                    let me = self.clone();
+                    let f = async move { me.probe_alone(&target, timeout).await }.boxed().shared();
+                    flights.insert(key, (Instant::now(), f.clone()));
+                    f
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// One probe of its own.
+    async fn probe_alone(&self, target: &Target, timeout: Duration) -> Outcome<PgState> {
         let key = target.fingerprint();
         let mut used = None;
         let res = tokio::time::timeout(timeout, self.probe_inner(key, target, &mut used)).await;
@@ -65,6 +96,10 @@ impl SqlProber {
     /// Drops connections no probe used for `idle` (servers of deleted pairs, rotated logins).
     pub async fn prune(&self, idle: Duration) {
         self.conns.lock().await.retain(|_, (_, at)| at.elapsed() < idle);
+        self.flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|_, (at, _)| at.elapsed() < SHARE);
     }
 
     async fn probe_inner(

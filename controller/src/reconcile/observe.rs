@@ -78,7 +78,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
                 Ok((target, _)) => {
                     // Connections are shared by server and login (the target's fingerprint, which
                     // changes with the credentials and TLS material, so a rotation reconnects).
-                    (ctx.sql.probe(&target, timeout).await, None)
+                    (ctx.sql.probe(target, timeout).await, None)
                 }
             };
             let http = match site.health.as_ref().filter(|h| !h.http.is_empty()) {
