@@ -166,33 +166,54 @@ fn reconcile_histograms(metrics_port: u16) -> Result<(Buckets, BTreeMap<&'static
         .output()
         .context("curl the controller's /metrics")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let whole = histogram_series(&text, "understudy_reconcile_duration_seconds", "");
+    let whole = histogram_series(&text, "understudy_reconcile_duration_seconds", &[]);
     let phases = PHASES
         .iter()
-        .map(|p| {
-            (*p, histogram_series(&text, "understudy_reconcile_phase_seconds", &format!("phase=\"{p}\",")))
-        })
+        .map(|p| (*p, histogram_series(&text, "understudy_reconcile_phase_seconds", &[("phase", p)])))
         .collect();
     Ok((whole, phases))
 }
 
-/// One histogram series of `name` whose labels start with `labels` (`le` last, as the controller's
-/// exporter writes them).
-fn histogram_series(text: &str, name: &str, labels: &str) -> Buckets {
-    let (bucket, count) = (format!("{name}_bucket{{{labels}le=\""), format!("{name}_count"));
-    let count_labels = labels.trim_end_matches(',');
+/// One histogram series of `name`: the one whose labels other than `le` are exactly `labels`
+/// (`[("phase", "observe")]`; none for an unlabelled histogram), whatever their order.
+fn histogram_series(text: &str, name: &str, labels: &[(&str, &str)]) -> Buckets {
+    let (bucket, count) = (format!("{name}_bucket"), format!("{name}_count"));
     let mut buckets = Vec::new();
     let mut total = 0.0;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(&bucket) {
-            let Some((le, c)) = rest.split_once("\"} ") else { continue };
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-            buckets.push((le, c.trim().parse().unwrap_or(0.0)));
-        } else if let Some(rest) = line.strip_prefix(&count) {
-            let want = if count_labels.is_empty() { " ".to_string() } else { format!("{{{count_labels}}} ") };
-            if let Some(c) = rest.strip_prefix(&want) {
-                total = c.trim().parse().unwrap_or(0.0);
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (metric, set) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != bucket && metric != count {
+            continue;
+        }
+        let mut le = None;
+        let mut others: Vec<(&str, &str)> = Vec::new();
+        for kv in set.split(',').filter(|kv| !kv.is_empty()) {
+            let Some((k, v)) = kv.split_once('=') else { continue };
+            let v = v.trim_matches('"');
+            if k == "le" {
+                le = Some(v);
+            } else {
+                others.push((k, v));
             }
+        }
+        others.sort();
+        let mut want = labels.to_vec();
+        want.sort();
+        if others != want {
+            continue;
+        }
+        let value: f64 = value.trim().parse().unwrap_or(0.0);
+        match le {
+            Some(le) if metric == bucket => buckets.push((
+                if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) },
+                value,
+            )),
+            None if metric == count => total = value,
+            _ => {}
         }
     }
     (buckets, total)
@@ -407,6 +428,17 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
 #[cfg(test)]
 mod tests {
     use super::histogram_quantile;
+
+    #[test]
+    fn a_labelled_series_is_read_whatever_the_label_order() {
+        let text = "x_bucket{le=\"0.001\",phase=\"read\"} 2\nx_bucket{le=\"+Inf\",phase=\"read\"} 3\n\
+                    x_bucket{le=\"0.001\",phase=\"write\"} 9\nx_count{phase=\"read\"} 3\nx_count{phase=\"write\"} 9\n\
+                    y_bucket{le=\"0.5\"} 4\ny_count 4\n";
+        let (b, n) = super::histogram_series(text, "x", &[("phase", "read")]);
+        assert_eq!((b, n), (vec![(0.001, 2.0), (f64::INFINITY, 3.0)], 3.0));
+        assert_eq!(super::histogram_series(text, "y", &[]), (vec![(0.5, 4.0)], 4.0));
+        assert_eq!(super::histogram_series(text, "x", &[]), (vec![], 0.0));
+    }
 
     #[test]
     fn quantiles_of_the_reconciles_between_two_scrapes() {
