@@ -45,11 +45,14 @@ pub const SHARE: Duration = Duration::from_millis(100);
 /// A probe in flight (or just answered) that later callers join instead of sending their own.
 type Flight = futures::future::Shared<futures::future::BoxFuture<'static, Outcome<PgState>>>;
 
+/// Flights by (target fingerprint, timeout), with when each started.
+type Flights = HashMap<(u64, Duration), (Instant, Flight)>;
+
 /// Probes sites over cached, shared connections.
 #[derive(Default, Clone)]
 pub struct SqlProber {
     conns: Arc<Mutex<Pool>>,
-    flights: Arc<std::sync::Mutex<HashMap<(u64, Duration), (Instant, Flight)>>>,
+    flights: Arc<std::sync::Mutex<Flights>>,
 }
 
 impl SqlProber {
