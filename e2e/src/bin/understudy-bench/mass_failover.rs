@@ -344,10 +344,10 @@ async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result
     let h0 = tokio::task::block_in_place(|| reconcile_histogram(metrics_port))?;
     let cpu0 = cpu_seconds(ctl.pid())?;
     let pids: Vec<String> = pgs.iter().map(|p| p.primary.pid().to_string()).collect();
-    // A shell started beforehand sends every SIGKILL (one kill(1)) as soon as it reads a line, so
+    // A shell started beforehand sends every SIGKILL (its kill builtin) as soon as it reads a line, so
     // the kill is not delayed by a fork and exec on the loaded machine.
     let mut killer = Command::new("sh")
-        .args(["-c", &format!("read go && exec kill -9 {}", pids.join(" "))])
+        .args(["-c", &format!("read go && kill -9 {}", pids.join(" "))])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .context("start the killer shell")?;
@@ -719,7 +719,7 @@ impl Report {
             "",
         );
         row(
-            "the kill: one kill(1) of every postmaster (from a waiting shell), took",
+            "the kill: the waiting shell told to kill -9 → it exited",
             &|rs| cell(summary(rs.iter().map(|r| r.kill_spread_ms)), 1, " ms", rs.len()),
             "",
         );
