@@ -220,7 +220,7 @@ fn histogram_series(text: &str, name: &str, labels: &[(&str, &str)]) -> Buckets 
 }
 
 /// The `q` quantile of the reconciles between two histogram scrapes, linear within a bucket.
-fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
     let delta: Vec<(f64, f64)> = after
         .iter()
         .map(|(le, c)| (*le, c - before.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0)))

@@ -14,6 +14,12 @@
 //! `--skip-patroni`, `--skip-failover`, `--skip-two-site`, `--skip-switchover`, `--skip-footprint`,
 //! `--only failover,two-site,switchover,footprint` (any subset; `two-site` alone runs the two-site
 //! understudy failovers and Patroni's (a) and (b), not (a′) nor the one-controller runs).
+//!
+//! Scenarios run on their own, as subcommands: `two-cluster` (two Kubernetes clusters, the whole
+//! site lost and back), `sync-cost` (what `replication: Sync` costs) and `mass-failover --pairs N
+//! --runs N` (N PostgreSQL pairs, one DisasterRecoveryPair each, one controller; every primary
+//! postmaster SIGKILLed at once: RTO per pair, the kill → the last pair done, double promotions and
+//! lost acknowledged commits; `target/bench/mass-failover.{md,json}`).
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Instant};
 
@@ -23,6 +29,7 @@ use understudy_e2e::sandbox::repo_root;
 
 mod footprint;
 mod loaded_failover;
+mod mass_failover;
 mod measure;
 mod patroni;
 mod switchover;
@@ -44,7 +51,7 @@ use understudy_failover::{self as us, Topology};
              with Patroni; tables on stdout and in target/bench/bench.{md,json}",
     after_help = "Examples: make bench BENCH_ARGS='--runs 2 --pairs 50'; '--only switchover'; \
                   '--only two-site --lease-ttls 10,4'; '--runs 10 --skip-patroni'; \
-                  'two-cluster --runs 10 --lease-ttls 4,10'",
+                  'two-cluster --runs 10 --lease-ttls 4,10'; 'mass-failover --pairs 20 --runs 3'",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -113,6 +120,10 @@ enum Command {
     /// What `replication: Sync` costs against `Async`: pgbench through PgBouncer, 1 and 8 clients,
     /// interleaved rounds, medians of transactions per second and average latency.
     SyncCost(sync_cost::Args),
+    /// Many pairs, one controller: every primary postmaster SIGKILLed at once; RTO per pair, the
+    /// kill → the last pair done, double promotions and lost acknowledged commits
+    /// (target/bench/mass-failover.{md,json}).
+    MassFailover(mass_failover::Args),
 }
 
 /// A part of the bench, for `--only`.
@@ -207,6 +218,16 @@ async fn main() -> Result<()> {
         println!("{}", report.write()?);
         if !report.failures.is_empty() {
             anyhow::bail!("{} two-cluster run(s) failed", report.failures.len());
+        }
+        return Ok(());
+    }
+    if let Some(Command::MassFailover(mf)) = &cli.command {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let mut log = say;
+        let report = mass_failover::run(mf, argv, &mut log).await;
+        println!("{}", report.write()?);
+        if !report.failures.is_empty() {
+            anyhow::bail!("{} mass-failover run(s) failed", report.failures.len());
         }
         return Ok(());
     }
@@ -612,6 +633,29 @@ mod tests {
             &["two-cluster", "--runs", "0"][..],
             &["two-cluster", "--lease-ttls", "1"],
             &["--runs", "2", "two-cluster"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} is refused");
+        }
+    }
+
+    #[test]
+    fn the_mass_failover_scenario_is_a_subcommand_of_its_own() {
+        use clap::Parser as _;
+        let parse = |argv: &[&str]| super::Cli::try_parse_from(["understudy-bench"].iter().chain(argv));
+        let mf = |argv: &[&str]| match parse(argv).map(|c| c.command) {
+            Ok(Some(super::Command::MassFailover(a))) => Ok((a.pairs, a.runs)),
+            Ok(other) => panic!("{argv:?}: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(mf(&["mass-failover"]).expect("defaults"), (20, 1));
+        assert_eq!(mf(&["mass-failover", "--pairs", "3", "--runs", "2"]).expect("flags"), (3, 2));
+        assert_eq!(mf(&["mass-failover", "--pairs", "1"]).expect("one pair"), (1, 1));
+        for bad in [
+            &["mass-failover", "--pairs", "0"][..],
+            &["mass-failover", "--runs", "0"],
+            &["mass-failover", "--pairs", "x"],
+            &["mass-failover", "--lease-ttls", "4"],
+            &["--pairs", "3", "mass-failover"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} is refused");
         }
