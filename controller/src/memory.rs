@@ -31,6 +31,9 @@ pub struct PairMemory {
     pub local_tried_at: Option<Instant>,
     /// When `spec.activate` was last tried (`reconcile::activation`).
     pub activation_tried_at: Option<Instant>,
+    /// A status write met a 409: the watch cache's copy is behind, so the next round reads the
+    /// pair from the API server instead of writing against the stale copy again.
+    pub stale: bool,
 }
 
 /// Every pair's memory, by `namespace/name`.

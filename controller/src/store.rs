@@ -51,5 +51,10 @@ pub async fn write_status(
     drp: &DisasterRecoveryPair,
     status: &DisasterRecoveryPairStatus,
 ) -> Result<DisasterRecoveryPair, Error> {
-    KubeStore(ctx.client.clone()).write_status(drp, status).await
+    let res = KubeStore(ctx.client.clone()).write_status(drp, status).await;
+    if matches!(res, Err(Error::Conflict)) {
+        let key = format!("{}/{}", drp.namespace().unwrap_or_default(), drp.name_any());
+        ctx.memory.with(&key, |m| m.stale = true);
+    }
+    res
 }

@@ -31,15 +31,19 @@ pub fn in_transition(drp: &DisasterRecoveryPair) -> bool {
 }
 
 /// The pair to act on. Steady pairs act on the watch cache (a read per probe round would cost a
-/// thousand API reads a second at a thousand pairs; a stale copy makes the status write fail with
-/// 409 and the round runs again). A pair mid-transition reads the latest journal first:
-/// transitions are rare, and every step decision should start from the last write. `None`: gone.
+/// thousand API reads a second at a thousand pairs). A stale copy makes the status write fail with
+/// 409; the next round then reads the pair from the API server, once — a watch that lags (an API
+/// server catching up after a thousand pairs were created) must not turn every round of every
+/// pair into a 409 against the same stale copy, 50 ms apart. A pair mid-transition reads the latest
+/// journal first: transitions are rare, and every step decision should start from the last write.
+/// `None`: gone.
 pub async fn latest(
     drp: std::sync::Arc<DisasterRecoveryPair>,
     pair: &Pair,
     ctx: &Context,
 ) -> Result<Option<DisasterRecoveryPair>, Error> {
-    if !in_transition(&drp) {
+    let stale = ctx.memory.with(&pair.key, |m| std::mem::take(&mut m.stale));
+    if !in_transition(&drp) && !stale {
         return Ok(Some((*drp).clone()));
     }
     let api: Api<DisasterRecoveryPair> = Api::namespaced(ctx.client.clone(), &pair.ns);
