@@ -58,7 +58,7 @@ k8s-bins:
 helm-bin:
 	@bash e2e/scripts/build-helm.sh >/dev/null
 
-## bench: failover RTO/RPO (one controller, and one per site with the leader key) and planned switchovers side by side with Patroni, and the controller's footprint (BENCH_ARGS='--runs 2 --pairs 50', '--only switchover', '--only two-site --lease-ttls 10,4'; BENCH_ARGS=--help lists every flag). Two Kubernetes clusters, the whole site lost and back, run on their own: BENCH_ARGS='two-cluster --runs 10 --lease-ttls 4,10'; what replication: Sync costs: BENCH_ARGS='sync-cost --runs 5 --secs 15'; many pairs failing over at once under one controller: BENCH_ARGS='mass-failover --pairs 20 --runs 3'
+## bench: failover RTO/RPO (one controller, and one per site with the leader key) and planned switchovers side by side with Patroni, and the controller's footprint (BENCH_ARGS='--runs 2 --pairs 50', '--only switchover', '--only two-site --lease-ttls 10,4'; BENCH_ARGS=--help lists every flag). Two Kubernetes clusters, the whole site lost and back, run on their own: BENCH_ARGS='two-cluster --runs 10 --lease-ttls 4,10'; what replication: Sync costs: BENCH_ARGS='sync-cost --runs 5 --secs 15'; many pairs failing over at once under one controller: BENCH_ARGS='mass-failover --pairs 20 --runs 3'; one failover beside 999 probed pairs: BENCH_ARGS='loaded-failover --runs 3'
 bench: deps k8s-bins
 	$(CARGO) build -q -p understudy --bin understudy
 	$(CARGO) build -q --release -p understudy --bin understudy

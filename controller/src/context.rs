@@ -126,6 +126,9 @@ pub enum Error {
     Conflict,
     #[error("transition journal: {0}")]
     Journal(String),
+    /// The round's own task ended without an answer (a bug: it panicked); the pair is retried.
+    #[error("reconcile task failed: {0}")]
+    Task(String),
 }
 
 impl Error {
@@ -136,6 +139,7 @@ impl Error {
             Error::UpdateStatus(_) => "update_status",
             Error::Conflict => "conflict",
             Error::Journal(_) => "journal",
+            Error::Task(_) => "task",
         }
     }
 
@@ -143,7 +147,7 @@ impl Error {
     pub fn retry_after(&self) -> Duration {
         match self {
             Error::Conflict => Duration::from_millis(50),
-            Error::MissingMetadata(_) | Error::Journal(_) => Duration::from_secs(30),
+            Error::MissingMetadata(_) | Error::Journal(_) | Error::Task(_) => Duration::from_secs(30),
             Error::UpdateStatus(_) => Duration::from_secs(1),
         }
     }

@@ -210,7 +210,17 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
     }
     let began = std::time::Instant::now();
     ctx.metrics.reconcile_runs.inc();
-    let res = reconcile_inner(drp, ctx.clone(), began).await;
+    // Each round runs on a task of its own: the controller's one task then only dispatches rounds
+    // and reads the watch, so a thousand busy rounds spread over every worker thread and never
+    // starve the watch stream (whose lag turns every status write into a 409); and a round that
+    // panics costs that round, not the controller.
+    let res = match tokio::spawn(reconcile_inner(drp, ctx.clone(), began)).await {
+        Ok(res) => res,
+        Err(e) => {
+            tracing::error!(drp = %obj.name_any(), error = %e, "reconcile task failed");
+            Err(Error::Task(e.to_string()))
+        }
+    };
     ctx.metrics.reconcile_duration.observe(began.elapsed().as_secs_f64());
     res
 }

@@ -476,7 +476,7 @@ impl Report<'_> {
 
     fn footprint_settings(&self, mut o: String) -> String {
         if let Some(f) = self.fp {
-            let _ = writeln!(o, "footprint: controller {} (release) --namespace <ns>; {} pairs created through kube-apiserver (all on one sandbox PostgreSQL pair, max_connections {}; the controller shares one probe connection per server and login), spec.failover {{ {} }}; 30 s windows; RSS = VmRSS, CPU = utime+stime from /proc; API requests from kube-apiserver /metrics apiserver_request_total for disasterrecoverypairs, secrets, events (the bench sends none during the window); created in {:.0} s, {} pairs with a status after {}", f.binary, f.loaded.pairs, f.max_connections, footprint::FAILOVER, f.create_seconds, f.observed, f.all_observed_seconds.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "180 s (not all)".into()));
+            let _ = writeln!(o, "footprint: controller {} (release) --namespace <ns>; {} pairs created through kube-apiserver (all on one sandbox PostgreSQL pair, max_connections {}; the controller shares one probe connection per server and login, and one state query per server, login and timeout among the probes that start within 100 ms: pairs on distinct servers would each send their own), spec.failover {{ {} }}; 30 s windows; RSS = VmRSS, CPU = utime+stime from /proc; API requests from kube-apiserver /metrics apiserver_request_total for disasterrecoverypairs, secrets, events (the bench sends none during the window); created in {:.0} s, {} pairs with a status after {}", f.binary, f.loaded.pairs, f.max_connections, footprint::FAILOVER, f.create_seconds, f.observed, f.all_observed_seconds.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "180 s (not all)".into()));
         }
         o
     }

@@ -411,7 +411,7 @@ impl Runs<'_> {
             notes.push_str("¹ understudy's node loss is the same experiment as (a): the \"node\" of the primary runs only the postmaster (the only controller runs at the standby's site), so there is nothing else to kill; the same runs are shown. With one controller per site, see the two-site table.\n");
         }
         if fp.is_some() {
-            notes.push_str("² the controller's own /metrics: understudy_reconcile_duration_seconds (histogram, quantiles interpolated within its buckets) and its count over the window; the controller requeues probeInterval after a reconcile ends, so the round interval per pair = 1 s + reconcile duration + queueing.\n");
+            notes.push_str("² the controller's own /metrics: understudy_reconcile_duration_seconds (histogram, quantiles interpolated within its buckets) and its count over the window; the controller starts a pair's next round probeInterval after its last one began, so the round interval per pair is 1 s unless a round outlasts it or waits in the queue.\n");
             notes.push_str("³ understudy_reconcile_phase_seconds: read (the pair from the watch cache), observe (Secrets and both probes), effects (keeper, witness, readiness every 30 s), write (status and Events), start (a transition, or the requeue).\n");
         }
         Some(Table {

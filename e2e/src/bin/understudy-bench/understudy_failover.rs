@@ -107,6 +107,8 @@ pub struct Run {
     pub lost_acked: usize,
     pub acked: usize,
     pub workload_errors: u64,
+    /// Status writes of west's controller refused with 409 over the whole run (every pair; its log).
+    pub status_conflicts: usize,
     /// Two sites: kill → the leader key deleted in etcd (lease expired, or released by east).
     pub kill_to_key_gone: Option<f64>,
     /// Two sites: the leader key gone → TakeEpoch start (west's next reconcile winning the swap).
@@ -252,7 +254,7 @@ pub async fn run_once_with(label: &str, topo: Topology, fence_hook: bool, load: 
             Some(bed.controller_process("east", &[]).context("start the east controller")?)
         }
     };
-    let _west = bed.controller_process("west", &[]).context("start the understudy controller")?;
+    let west = bed.controller_process("west", &[]).context("start the understudy controller")?;
     wait_load(&bed, load.pairs).await?;
     bed.wait_healthy("chat").await?;
     let watch = match topo {
@@ -367,5 +369,8 @@ pub async fn run_once_with(label: &str, topo: Topology, fence_hook: bool, load: 
         lost_acked: missing.len(),
         acked: stats.acked.len(),
         workload_errors: stats.errors,
+        status_conflicts: std::fs::read_to_string(&west.log)
+            .map(|t| t.lines().filter(|l| l.contains("status changed under us (409)")).count())
+            .unwrap_or(0),
     })
 }
