@@ -63,6 +63,14 @@ async fn a_killed_primary_is_replaced_by_its_standby_everywhere() -> Result<()> 
     assert_eq!(bed.pg.standby.psql("SELECT pg_is_in_recovery()")?.trim(), "f");
     assert_eq!(bed.pg.standby.timeline()?, 2, "exactly one promotion");
     assert_eq!(bed.pg.standby.psql("SELECT epoch FROM understudy_epoch")?.trim(), "1");
+    // The login retry delay the dead primary armed in PgBouncer was skipped, and its configured
+    // value is back.
+    let recycled = t.steps.iter().find(|s| s.name == "Recycle").and_then(|s| s.message.clone());
+    assert!(
+        recycled.as_deref().is_some_and(|m| m.contains("pgbouncer") && !m.contains("could not be skipped")),
+        "Recycle: {recycled:?}"
+    );
+    assert_eq!(bed.pgb.setting("server_login_retry")?, "1");
 
     // The journal: every step finished, in order, with timestamps; RTO and lost WAL measured.
     let names: Vec<&str> = t.steps.iter().map(|s| s.name.as_str()).collect();

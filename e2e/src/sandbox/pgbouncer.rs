@@ -76,6 +76,20 @@ impl PgBouncer {
         self.dir.join("databases.ini")
     }
 
+    /// One setting as the admin console's `SHOW CONFIG` reports it now.
+    pub fn setting(&self, key: &str) -> Result<String> {
+        let out = run(Command::new(format!("{}/psql", super::postgres::PG_BIN))
+            .args(["-X", "-A", "-t", "-F", "|", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", &self.admin_user, "-d", "pgbouncer", "-c", "SHOW CONFIG"])
+            .env("PGPASSWORD", &self.admin_password))?;
+        out.lines()
+            .find_map(|l| {
+                let mut cols = l.split('|');
+                (cols.next() == Some(key)).then(|| cols.next().unwrap_or_default().to_string())
+            })
+            .with_context(|| format!("no {key} in SHOW CONFIG:\n{out}"))
+    }
+
     /// SIGKILL, as a lost host leaves it (its `[databases]` file stays as it was).
     pub fn kill9(&mut self) {
         self.proc.kill9();

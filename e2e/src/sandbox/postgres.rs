@@ -154,9 +154,27 @@ impl PgPair {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie (a zombie has exited; only its entry is left).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) state …": the state follows the last ')' (comm may hold spaces and parens).
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
 impl PgServer {
     /// Starts the postmaster (as `postgres`) and waits until it accepts connections.
     pub fn start(&mut self) -> Result<()> {
+        // A SIGKILLed postmaster that a rejoin hook had started (with pg_ctl, so not our child) can
+        // linger as a zombie until its new parent reaps it; PostgreSQL takes a zombie's pid in
+        // `postmaster.pid` for a live postmaster and refuses to start ("lock file already exists").
+        let pidfile = self.data.join("postmaster.pid");
+        if pidfile.exists() && self.pid() == 0 {
+            let _ = std::fs::remove_file(&pidfile);
+            // The socket's lock file names the same pid.
+            let _ = std::fs::remove_file(self.socket_dir.join(format!(".s.PGSQL.{}.lock", self.port)));
+        }
         let mut cmd = as_user("postgres", &format!("{PG_BIN}/postgres"));
         cmd.arg("-D").arg(&self.data);
         let proc = Proc::spawn(&format!("postgres-{}", self.name), cmd, &self.log)?;
@@ -178,7 +196,7 @@ impl PgServer {
         std::fs::read_to_string(self.data.join("postmaster.pid"))
             .ok()
             .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
-            .filter(|pid: &u32| Path::new(&format!("/proc/{pid}")).exists())
+            .filter(|pid: &u32| alive(*pid))
             .unwrap_or(0)
     }
 
@@ -194,6 +212,8 @@ impl PgServer {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
+        // Gone means reaped too, as far as it is ours to wait for (a zombie is its new parent's).
+        let _ = wait_until("the postmaster to exit", Duration::from_secs(5), || !alive(pid));
         // Backends notice the postmaster's death on their own; wait until the port is free.
         let port = self.port;
         let _ = wait_until("orphaned backends to exit", Duration::from_secs(10), || {

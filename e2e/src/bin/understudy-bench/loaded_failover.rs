@@ -118,6 +118,12 @@ impl Report {
             row("first failed probe → decided (TakeEpoch starts)", &|r| r.detection, 2, " s"),
             row("controller's share (TakeEpoch → DNS confirmed)", &|r| r.controller_share, 2, " s"),
             row("kill → first write acknowledged through PgBouncer", &|r| r.kill_to_write, 2, " s"),
+            row(
+                "decided → first write acknowledged through PgBouncer",
+                &|r| r.kill_to_write.zip(r.kill_to_decision).map(|(w, d)| w - d),
+                2,
+                " s",
+            ),
             row("lost acknowledged commits", &|r| Some(r.lost_acked as f64), 0, ""),
             row(
                 "status writes refused with 409 over the run (all pairs, the controller's log)",
