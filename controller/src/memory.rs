@@ -34,6 +34,8 @@ pub struct PairMemory {
     /// A status write met a 409: the watch cache's copy is behind, so the next round reads the
     /// pair from the API server instead of writing against the stale copy again.
     pub stale: bool,
+    /// The site fence hook run (`at #attempt`) whose outcome was last announced by an Event.
+    pub fence_announced: Option<String>,
 }
 
 /// Every pair's memory, by `namespace/name`.

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use k8s_openapi::api::events::v1::Event;
 use kube::{api::ListParams, Api};
 use understudy::crd::{conditions, FenceHook};
@@ -167,12 +167,22 @@ async fn a_killed_postmaster_fenced_by_the_site_hook_is_replaced_before_the_leas
     );
     let events: Api<Event> = Api::namespaced(o.bed.client.clone(), &o.bed.ns);
     wait_for("an Event SiteFenceConfirmed", Duration::from_secs(15), || async {
-        Ok(events.list(&ListParams::default()).await?.items.iter().any(|e| {
+        let items = events.list(&ListParams::default()).await?.items;
+        if items.iter().any(|e| {
             e.reason.as_deref() == Some("SiteFenceConfirmed")
                 && e.note.as_deref().is_some_and(|n| n.contains("site fence hook confirmed the fence"))
-        }))
+        }) {
+            return Ok(true);
+        }
+        // Kept as the last error: what was published instead.
+        let seen: Vec<String> = items
+            .iter()
+            .map(|e| format!("{}: {}", e.reason.as_deref().unwrap_or("?"), e.note.as_deref().unwrap_or("")))
+            .collect();
+        bail!("Events so far:\n{}", seen.join("\n"))
     })
-    .await?;
+    .await
+    .with_context(|| format!("east's log:\n{}", o.east.tail(40)))?;
     // West's transition says why it did not wait for the lease.
     let st = o.bed.api().get("chat").await?.status.unwrap_or_default();
     let t = st.last_transition.context("no transition")?;

@@ -138,6 +138,29 @@ pub async fn tend(
         }
     };
     let state = ctx.keepers.ensure(&pair, cfg);
+    // A site fence hook's outcome is announced once per run, by an Event of its own: by the time a
+    // round sees it the site may already be demoted (the standby took the epoch the moment the key
+    // went), and a round whose status write meets a 409 publishes none of its Events.
+    if let Some(run) = &state.site_fence {
+        let id = format!("{} #{}", run.at, run.attempt);
+        let new = ctx.memory.with(&pair, |m| {
+            let new = m.fence_announced.as_deref() != Some(id.as_str());
+            m.fence_announced = Some(id);
+            new
+        });
+        if new {
+            let reason =
+                if run.confirmed { reasons::SITE_FENCE_CONFIRMED } else { reasons::SITE_FENCE_FAILED };
+            ctx.publish_detached(
+                drp,
+                crate::events::EventNote {
+                    warning: true,
+                    reason: reason.into(),
+                    note: format!("{site}: {}", run.note),
+                },
+            );
+        }
+    }
     let gauge = ctx.metrics.leader_key.get_or_create(&crate::metrics::PairLabels { pair });
     match (&state.self_fenced, &state.ended, state.holding) {
         (_, Some(why), _) => {
@@ -154,6 +177,10 @@ pub async fn tend(
                 None => reasons::SELF_FENCED,
             };
             set(ConditionStatus::False, reason, &format!("{site} fenced itself at {at}: {msg}"));
+            if reason != reasons::SELF_FENCED {
+                // Announced above, once per hook run.
+                events.retain(|e| e.reason != reason);
+            }
         }
         (None, None, true) => {
             gauge.set(1);

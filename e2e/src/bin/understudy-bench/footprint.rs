@@ -157,7 +157,7 @@ fn scrape(kubeconfig: &std::path::Path) -> Result<HashMap<String, f64>> {
 pub const PHASES: [&str; 5] = ["read", "observe", "effects", "write", "start"];
 
 /// Cumulative bucket counts by upper bound, and the total, of a histogram series.
-type Buckets = (Vec<(f64, f64)>, f64);
+pub type Buckets = (Vec<(f64, f64)>, f64);
 
 /// The controller's reconcile histogram and its per-phase histograms (by phase), from one scrape.
 fn reconcile_histograms(metrics_port: u16) -> Result<(Buckets, BTreeMap<&'static str, Buckets>)> {
@@ -172,6 +172,11 @@ fn reconcile_histograms(metrics_port: u16) -> Result<(Buckets, BTreeMap<&'static
         .map(|p| (*p, histogram_series(&text, "understudy_reconcile_phase_seconds", &[("phase", p)])))
         .collect();
     Ok((whole, phases))
+}
+
+/// The controller's reconcile histogram (cumulative counts by upper bound) and its count.
+pub fn reconcile_histogram(metrics_port: u16) -> Result<Buckets> {
+    Ok(reconcile_histograms(metrics_port)?.0)
 }
 
 /// One histogram series of `name`: the one whose labels other than `le` are exactly `labels`

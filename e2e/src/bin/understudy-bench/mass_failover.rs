@@ -193,27 +193,6 @@ pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Re
     }
 }
 
-/// The controller's reconcile histogram (cumulative counts by upper bound) and its count.
-fn reconcile_histogram(metrics_port: u16) -> Result<(Vec<(f64, f64)>, f64)> {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "5", &format!("http://127.0.0.1:{metrics_port}/metrics")])
-        .output()
-        .context("curl the controller's /metrics")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut buckets = Vec::new();
-    let mut total = 0.0;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("understudy_reconcile_duration_seconds_bucket{le=\"") {
-            let Some((le, count)) = rest.split_once("\"} ") else { continue };
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-            buckets.push((le, count.trim().parse().unwrap_or(0.0)));
-        } else if let Some(c) = line.strip_prefix("understudy_reconcile_duration_seconds_count ") {
-            total = c.trim().parse().unwrap_or(0.0);
-        }
-    }
-    Ok((buckets, total))
-}
-
 /// Pair `i`'s own Secrets: its admin login and a DSN per site (every PostgreSQL pair has its own
 /// password, so `support::pair_secrets`' shared names would collide).
 async fn secrets(client: &Client, ns: &str, i: usize, pg: &PgPair) -> Result<()> {
@@ -341,7 +320,7 @@ async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result
     let errors_before: u64 = writers.iter().map(|w| w.stats().errors).sum();
     log(format!("  {n} writers committed {acked_before} rows; killing every primary postmaster at once"));
 
-    let h0 = tokio::task::block_in_place(|| reconcile_histogram(metrics_port))?;
+    let h0 = tokio::task::block_in_place(|| crate::footprint::reconcile_histogram(metrics_port))?;
     let cpu0 = cpu_seconds(ctl.pid())?;
     let pids: Vec<String> = pgs.iter().map(|p| p.primary.pid().to_string()).collect();
     // A shell started beforehand sends every SIGKILL (its kill builtin) as soon as it reads a line, so
@@ -385,7 +364,7 @@ async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result
     let seen_done = kill.mono.elapsed().as_secs_f64();
     let cpu1 = cpu_seconds(ctl.pid()).ok();
     let rss = rss_mib(ctl.pid()).ok();
-    let h1 = tokio::task::block_in_place(|| reconcile_histogram(metrics_port)).ok();
+    let h1 = tokio::task::block_in_place(|| crate::footprint::reconcile_histogram(metrics_port)).ok();
     match &done {
         Ok(()) => log(format!("  every transition finished (seen {seen_done:.1} s after the kill)")),
         Err(e) => log(format!("  {e:#}")),
