@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use understudy_e2e::sandbox::repo_root;
 
 use crate::{
     table::{cell, Grid, Summary},
@@ -149,15 +148,13 @@ impl Report {
 
     /// The table as text, and `target/bench/loaded-failover.{md,json}` written.
     pub fn write(&self) -> Result<String> {
-        let settings = self.settings();
-        let mut text = format!("== understudy bench: one failover under load\n{settings}");
-        let mut md = format!("# understudy bench: one failover under load\n\n```\n{settings}```\n");
-        self.grid().render(&mut md, &mut text);
-        let dir = repo_root().join("target/bench");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("loaded-failover.md"), &md)?;
-        let json = serde_json::json!({ "settings": settings, "table": text, "report": self });
-        std::fs::write(dir.join("loaded-failover.json"), serde_json::to_string_pretty(&json)?)?;
-        Ok(text)
+        crate::measure::write_report(
+            "loaded-failover",
+            "one failover under load",
+            &self.settings(),
+            |md, text| self.grid().render(md, text),
+            &[],
+            self,
+        )
     }
 }

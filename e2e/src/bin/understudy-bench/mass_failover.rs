@@ -708,10 +708,6 @@ impl Report {
 
     /// Prints the table and writes `target/bench/mass-failover.{md,json}`.
     pub fn write(&self) -> Result<String> {
-        let settings = self.settings();
-        let mut text = format!("== understudy bench: mass failover\n{settings}");
-        let mut md = format!("# understudy bench: mass failover\n\n```\n{settings}```\n");
-        self.table().render(&mut md, &mut text);
         let anomalies: Vec<String> = self
             .results
             .iter()
@@ -721,29 +717,16 @@ impl Report {
                     .filter(|p| !p.anomalies.is_empty())
                     .map(move |p| format!("run {} {}: {}", r.index + 1, p.name, p.anomalies.join("; ")))
             })
-            .chain(self.failures.iter().map(|f| f.lines().next().unwrap_or_default().to_string()))
+            .chain(self.failures.iter().cloned())
             .collect();
-        if !anomalies.is_empty() {
-            let _ = writeln!(text, "anomalies and failures:");
-            let _ = writeln!(md, "\nanomalies and failures:\n");
-            for a in &anomalies {
-                let _ = writeln!(text, "  - {a}");
-                let _ = writeln!(md, "- {a}");
-            }
-        }
-        let dir = repo_root().join("target/bench");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("mass-failover.md"), &md)?;
-        let json = serde_json::json!({ "settings": settings, "table": text, "report": self });
-        std::fs::write(dir.join("mass-failover.json"), serde_json::to_string_pretty(&json)?)
-            .context("write mass-failover.json")?;
-        let _ = writeln!(
-            text,
-            "written: {} and {}",
-            dir.join("mass-failover.md").display(),
-            dir.join("mass-failover.json").display()
-        );
-        Ok(text)
+        crate::measure::write_report(
+            "mass-failover",
+            "mass failover",
+            &self.settings(),
+            |md, text| self.table().render(md, text),
+            &[("anomalies and failures", anomalies)],
+            self,
+        )
     }
 }
 

@@ -77,3 +77,39 @@ pub fn http_get(url: &str, extra: &[&str]) -> Result<(u16, String)> {
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))
 }
+
+/// A scenario's report: `title`, its `settings` in a code block, then the tables `body` renders
+/// into both, then `lists` (a heading and its items, first lines only), as aligned text and as
+/// Markdown; both written with `report`'s JSON as `target/bench/<stem>.{md,json}`. Returns the
+/// text, ending with the paths written.
+pub fn write_report(
+    stem: &str,
+    title: &str,
+    settings: &str,
+    body: impl FnOnce(&mut String, &mut String),
+    lists: &[(&str, Vec<String>)],
+    report: &impl serde::Serialize,
+) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut text = format!("== understudy bench: {title}\n{settings}");
+    let mut md = format!("# understudy bench: {title}\n\n```\n{settings}```\n");
+    body(&mut md, &mut text);
+    for (heading, items) in lists.iter().filter(|(_, items)| !items.is_empty()) {
+        let _ = writeln!(text, "{heading}:");
+        let _ = writeln!(md, "\n{heading}:\n");
+        for item in items {
+            let first = item.lines().next().unwrap_or_default();
+            let _ = writeln!(text, "  - {first}");
+            let _ = writeln!(md, "- {first}");
+        }
+    }
+    let dir = understudy_e2e::sandbox::repo_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let (md_path, json_path) = (dir.join(format!("{stem}.md")), dir.join(format!("{stem}.json")));
+    std::fs::write(&md_path, &md).with_context(|| format!("write {}", md_path.display()))?;
+    let json = serde_json::json!({ "settings": settings, "table": text, "report": report });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("write {}", json_path.display()))?;
+    let _ = writeln!(text, "written: {} and {}", md_path.display(), json_path.display());
+    Ok(text)
+}

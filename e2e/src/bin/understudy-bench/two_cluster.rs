@@ -10,9 +10,8 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use understudy_e2e::{
-    sandbox::repo_root,
     site_loss::{lose_site, return_site, wait_serving, Comeback, Loss},
     support::wait_for,
     two_sites::{Return, TwoSites, SITES},
@@ -545,32 +544,14 @@ impl Report {
 
     /// Prints the table and writes `target/bench/two-cluster.{md,json}`.
     pub fn write(&self) -> Result<String> {
-        let settings = self.settings();
-        let mut text = format!("== understudy bench: two clusters\n{settings}");
-        let mut md = format!("# understudy bench: two clusters\n\n```\n{settings}```\n");
-        self.table().render(&mut md, &mut text);
-        if !self.failures.is_empty() {
-            let _ = writeln!(text, "failed runs:");
-            let _ = writeln!(md, "\nfailed runs:\n");
-            for f in &self.failures {
-                let first = f.lines().next().unwrap_or_default();
-                let _ = writeln!(text, "  - {first}");
-                let _ = writeln!(md, "- {first}");
-            }
-        }
-        let dir = repo_root().join("target/bench");
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("two-cluster.md"), &md)?;
-        let json = serde_json::json!({ "settings": settings, "table": text, "report": self });
-        std::fs::write(dir.join("two-cluster.json"), serde_json::to_string_pretty(&json)?)
-            .context("write two-cluster.json")?;
-        let _ = writeln!(
-            text,
-            "written: {} and {}",
-            dir.join("two-cluster.md").display(),
-            dir.join("two-cluster.json").display()
-        );
-        Ok(text)
+        crate::measure::write_report(
+            "two-cluster",
+            "two clusters",
+            &self.settings(),
+            |md, text| self.table().render(md, text),
+            &[("failed runs", self.failures.clone())],
+            self,
+        )
     }
 }
 
