@@ -96,6 +96,23 @@ pub fn release_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The controller `binary` as a process for namespace `ns` (`--site west`, the standby site's, so
+/// no leader key is kept), logging to `log`; with the port of its `/metrics`.
+pub fn spawn_controller(
+    binary: &std::path::Path,
+    ns: &str,
+    kubeconfig: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<(Proc, u16)> {
+    let metrics_port = understudy_e2e::sandbox::proc::free_port()?;
+    let mut cmd = Command::new(binary);
+    cmd.args(["run", "--namespace", ns, "--site", "west", "--instance", &format!("bench-{ns}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .env("KUBECONFIG", kubeconfig)
+        .env("UNDERSTUDY_LOG", "info");
+    Ok((Proc::spawn("understudy", cmd, log)?, metrics_port))
+}
+
 /// Footprint pair `name`: the bare PostgreSQL pair `pg`, nothing to rewrite or flip.
 fn pair(name: &str, pg: &PgPair) -> Pair {
     Pair::on(name, pg, "pg-admin").failover(failover)
@@ -351,22 +368,8 @@ pub async fn run(pairs: usize, log: &mut impl FnMut(String)) -> Result<Footprint
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
     pair("fp-0000", &pg).create(&client, &ns).await?;
 
-    let metrics_port = understudy_e2e::sandbox::proc::free_port()?;
-    let mut cmd = Command::new(&binary);
-    cmd.args([
-        "run",
-        "--namespace",
-        &ns,
-        "--site",
-        "west",
-        "--instance",
-        &format!("bench-{ns}"),
-        "--metrics-addr",
-        &format!("127.0.0.1:{metrics_port}"),
-    ])
-    .env("KUBECONFIG", &cp.kubeconfig)
-    .env("UNDERSTUDY_LOG", "info");
-    let ctl = Proc::spawn("understudy", cmd, &pg.dir.join("understudy-footprint.log"))?;
+    let (ctl, metrics_port) =
+        spawn_controller(&binary, &ns, &cp.kubeconfig, &pg.dir.join("understudy-footprint.log"))?;
     support::wait_for("pair fp-0000 Healthy", Duration::from_secs(60), || async {
         Ok(api.get("fp-0000").await?.status.and_then(|s| s.phase) == Some(understudy::crd::Phase::Healthy))
     })

@@ -22,7 +22,7 @@ use kube::{
 use understudy::crd::{conditions, DisasterRecoveryPair, EtcdWitness, Phase, TransitionOutcome};
 use understudy_e2e::{
     pair::{duration, secret_key, Pair},
-    sandbox::{proc::Proc, repo_root, PgPair, Witness},
+    sandbox::{repo_root, PgPair, Witness},
     support::{self, put_secret},
     workload::{lost, Workload},
 };
@@ -263,22 +263,7 @@ async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result
     std::fs::create_dir_all(&dir)?;
     let ctl_log = dir.join(format!("mass-failover-run{}-controller.log", index + 1));
     let _ = std::fs::remove_file(&ctl_log);
-    let metrics_port = understudy_e2e::sandbox::proc::free_port()?;
-    let mut cmd = Command::new(&binary);
-    cmd.args([
-        "run",
-        "--namespace",
-        &ns,
-        "--site",
-        "west",
-        "--instance",
-        &format!("bench-{ns}"),
-        "--metrics-addr",
-        &format!("127.0.0.1:{metrics_port}"),
-    ])
-    .env("KUBECONFIG", &cp.kubeconfig)
-    .env("UNDERSTUDY_LOG", "info");
-    let mut ctl = Proc::spawn("understudy", cmd, &ctl_log)?;
+    let (mut ctl, metrics_port) = crate::footprint::spawn_controller(&binary, &ns, &cp.kubeconfig, &ctl_log)?;
     let t_ctl = std::time::Instant::now();
     let ready = |d: &DisasterRecoveryPair| {
         d.status
