@@ -77,6 +77,12 @@ impl Pair {
         })
     }
 
+    /// `Pair::on` with the Secrets `support::pair_secrets_prefixed(…, prefix)` writes.
+    pub fn on_prefixed(name: &str, pg: &PgPair, prefix: &str) -> Pair {
+        Pair::on(name, pg, &format!("{prefix}pg-admin"))
+            .each_site(|s| s.data_source_secret = Some(secret_key(&format!("{prefix}dsn-{}", s.name), "dsn")))
+    }
+
     /// The same pair under another name.
     pub fn name(mut self, name: &str) -> Pair {
         self.0.metadata.name = Some(name.into());

@@ -154,10 +154,22 @@ impl Drop for RunningController {
 
 /// Secrets for a pair backed by `pg`: admin credentials for both sites (`pg-admin`) and a DSN per site.
 pub async fn pair_secrets(client: &Client, ns: &str, pg: &PgPair) -> Result<()> {
-    put_secret(client, ns, "pg-admin", &[("username", &pg.user), ("password", &pg.password)]).await?;
+    pair_secrets_prefixed(client, ns, pg, "").await
+}
+
+/// `pair_secrets` under names starting with `prefix` (`<prefix>pg-admin`, `<prefix>dsn-<site>`), so
+/// that several PostgreSQL pairs can live in one namespace (`Pair::on_prefixed` refers to them).
+pub async fn pair_secrets_prefixed(client: &Client, ns: &str, pg: &PgPair, prefix: &str) -> Result<()> {
+    put_secret(
+        client,
+        ns,
+        &format!("{prefix}pg-admin"),
+        &[("username", &pg.user), ("password", &pg.password)],
+    )
+    .await?;
     for (site, port) in [("east", pg.primary.port), ("west", pg.standby.port)] {
         let dsn = format!("postgres://{}:{}@127.0.0.1:{port}/postgres?sslmode=disable", pg.user, pg.password);
-        put_secret(client, ns, &format!("dsn-{site}"), &[("dsn", &dsn)]).await?;
+        put_secret(client, ns, &format!("{prefix}dsn-{site}"), &[("dsn", &dsn)]).await?;
     }
     Ok(())
 }

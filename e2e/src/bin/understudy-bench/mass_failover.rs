@@ -17,13 +17,13 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     api::{DeleteParams, ListParams},
-    Api, Client,
+    Api,
 };
 use understudy::crd::{conditions, DisasterRecoveryPair, EtcdWitness, Phase, TransitionOutcome};
 use understudy_e2e::{
-    pair::{duration, secret_key, Pair},
+    pair::{duration, Pair},
     sandbox::{repo_root, PgPair, Witness},
-    support::{self, put_secret},
+    support,
     workload::{lost, Workload},
 };
 
@@ -193,36 +193,26 @@ pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Re
     }
 }
 
-/// Pair `i`'s own Secrets: its admin login and a DSN per site (every PostgreSQL pair has its own
-/// password, so `support::pair_secrets`' shared names would collide).
-async fn secrets(client: &Client, ns: &str, i: usize, pg: &PgPair) -> Result<()> {
-    put_secret(client, ns, &format!("pg-admin-{i}"), &[("username", &pg.user), ("password", &pg.password)])
-        .await?;
-    for (site, port) in [("east", pg.primary.port), ("west", pg.standby.port)] {
-        let dsn = format!("postgres://{}:{}@127.0.0.1:{port}/postgres?sslmode=disable", pg.user, pg.password);
-        put_secret(client, ns, &format!("dsn-{i}-{site}"), &[("dsn", &dsn)]).await?;
-    }
-    Ok(())
-}
-
 /// Pair `i` on `pg`: bare (nothing to rewrite, recycle or flip), its own Secrets, `us::FAILOVER`,
 /// its epoch in the shared `witness` (Automatic requires one; as on the single-pair bench's bed).
 fn pair(i: usize, pg: &PgPair, witness: &Witness) -> Pair {
-    Pair::on(&name(i), pg, &format!("pg-admin-{i}"))
-        .each_site(|s| s.data_source_secret = Some(secret_key(&format!("dsn-{i}-{}", s.name), "dsn")))
-        .failover(us::failover)
-        .set_witness(Some(EtcdWitness {
-            endpoints: vec![witness.endpoint.clone()],
-            prefix: WITNESS_PREFIX.into(),
-            tls_secret: None,
-            auth_secret: None,
-            lease_ttl: duration("10s"),
-        }))
+    Pair::on_prefixed(&name(i), pg, &prefix(i)).failover(us::failover).set_witness(Some(EtcdWitness {
+        endpoints: vec![witness.endpoint.clone()],
+        prefix: WITNESS_PREFIX.into(),
+        tls_secret: None,
+        auth_secret: None,
+        lease_ttl: duration("10s"),
+    }))
 }
 
 /// The witness's key prefix: pair `<name>` of namespace `<ns>` keeps its epoch at
 /// `<prefix>/<ns>/<name>/epoch`.
 const WITNESS_PREFIX: &str = "/understudy";
+
+/// Pair `i`'s Secrets' prefix (every PostgreSQL pair has its own password).
+fn prefix(i: usize) -> String {
+    format!("m{i}-")
+}
 
 fn name(i: usize) -> String {
     format!("mass-{i:03}")
@@ -254,7 +244,7 @@ async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result
     let cp = support::control_plane();
     let ns = support::namespace(&client, "bench-mass").await?;
     for (i, pg) in pgs.iter().enumerate() {
-        secrets(&client, &ns, i, pg).await?;
+        support::pair_secrets_prefixed(&client, &ns, pg, &prefix(i)).await?;
         pair(i, pg, &witness).create(&client, &ns).await?;
     }
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);

@@ -166,28 +166,17 @@ pub struct Load {
 /// The load's pairs, probed and Healthy, with the PostgreSQL pair they probe (stopped on drop).
 async fn start_load(bed: &Bed, n: usize) -> Result<Option<understudy_e2e::sandbox::PgPair>> {
     use futures::StreamExt;
-    use understudy_e2e::{
-        pair::{secret_key, Pair},
-        support::put_secret,
-    };
+    use understudy_e2e::pair::Pair;
     if n == 0 {
         return Ok(None);
     }
     let label = format!("{}-load", bed.ns);
     let pg = tokio::task::spawn_blocking(move || understudy_e2e::sandbox::PgPair::start(&label)).await??;
-    put_secret(&bed.client, &bed.ns, "load-admin", &[("username", &pg.user), ("password", &pg.password)])
-        .await?;
-    for (site, port) in [("east", pg.primary.port), ("west", pg.standby.port)] {
-        let dsn = format!("postgres://{}:{}@127.0.0.1:{port}/postgres?sslmode=disable", pg.user, pg.password);
-        put_secret(&bed.client, &bed.ns, &format!("load-dsn-{site}"), &[("dsn", &dsn)]).await?;
-    }
+    understudy_e2e::support::pair_secrets_prefixed(&bed.client, &bed.ns, &pg, "load-").await?;
     let made: Vec<Result<_>> = futures::stream::iter(0..n)
         .map(|i| {
-            let pair = Pair::on(&format!("load-{i:04}"), &pg, "load-admin")
-                .each_site(|s| {
-                    s.data_source_secret = Some(secret_key(&format!("load-dsn-{}", s.name), "dsn"))
-                })
-                .failover(crate::footprint::failover);
+            let pair =
+                Pair::on_prefixed(&format!("load-{i:04}"), &pg, "load-").failover(crate::footprint::failover);
             let (client, ns) = (bed.client.clone(), bed.ns.clone());
             async move { pair.create(&client, &ns).await }
         })
