@@ -18,6 +18,7 @@ pub mod events;
 pub mod failover;
 pub mod memory;
 pub mod metrics;
+pub mod objectives;
 pub mod pg;
 pub mod probe;
 pub mod reconcile;

@@ -57,6 +57,15 @@ pub struct TransitionLabels {
     pub outcome: String,
 }
 
+/// A transition's or drill's verdict: `objective` is `rto`, `rpo` or `drill`; `verdict` is
+/// `Met`, `Missed`, `Unknown` (objectives) or `Passed`, `Failed`, `Refused` (drills).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub pair: String,
+    pub objective: String,
+    pub verdict: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
@@ -100,6 +109,10 @@ pub struct Metrics {
     pub undecodable: Family<PairLabels, Gauge<i64, AtomicI64>>,
     /// 1 while another controller is registered in the witness for this controller's `--site`.
     pub duplicate_site: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    pub objective_verdicts: Family<VerdictLabels, Counter>,
+    pub objectives_at_risk: Family<PairLabels, Gauge<i64, AtomicI64>>,
+    pub drills: Family<VerdictLabels, Counter>,
+    pub drill_writes_held: Family<PairLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -131,6 +144,10 @@ impl Default for Metrics {
             fence_hook_runs: Family::default(),
             undecodable: Family::default(),
             duplicate_site: Family::default(),
+            objective_verdicts: Family::default(),
+            objectives_at_risk: Family::default(),
+            drills: Family::default(),
+            drill_writes_held: Family::default(),
         };
         r.register("reconcile_runs", "Reconciles run", m.reconcile_runs.clone());
         r.register(
@@ -213,6 +230,26 @@ impl Default for Metrics {
             "duplicate_site_controller",
             "1 while another controller is registered in the witness with this controller's --site for the pair",
             m.duplicate_site.clone(),
+        );
+        r.register(
+            "objective_verdicts",
+            "Completed transitions judged against spec.objectives, by objective (rto, rpo) and verdict (Met, Missed, Unknown)",
+            m.objective_verdicts.clone(),
+        );
+        r.register(
+            "objectives_at_risk",
+            "1 while the readiness checks find that a failover now could not meet spec.objectives (ReadyForFailover reason ObjectivesAtRisk)",
+            m.objectives_at_risk.clone(),
+        );
+        r.register(
+            "drills",
+            "DR drills, by outcome (objective=\"drill\", verdict Passed, Failed or Refused)",
+            m.drills.clone(),
+        );
+        r.register(
+            "drill_writes_held_seconds",
+            "The longest time understudy held the application's writes in the pair's last drill (Quiesce start to Recycle end, either leg)",
+            m.drill_writes_held.clone(),
         );
         Metrics { registry: Arc::new(r), ..m }
     }

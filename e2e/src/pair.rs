@@ -62,6 +62,8 @@ impl Pair {
                 dns: Vec::new(),
                 activate: Vec::new(),
                 coordination: None,
+                objectives: None,
+                drills: None,
             },
         ))
     }

@@ -12,5 +12,7 @@ pub const APPROVE: &str = "dr.understudy.dev/approve";
 pub const PAUSED: &str = "dr.understudy.dev/paused";
 /// Write the plan to status without acting.
 pub const DRY_RUN: &str = "dr.understudy.dev/dry-run";
+/// A DR drill: `<token>` runs a switchover to the standby site and back (`status.drills`).
+pub const DRILL: &str = "dr.understudy.dev/drill";
 /// Stamped by understudy on every object it rewrites: the epoch of the transition that wrote it.
 pub const EPOCH: &str = "dr.understudy.dev/epoch";

@@ -78,6 +78,9 @@ pub mod reasons {
     pub const SITE_FENCE_CONFIRMED: &str = "SiteFenceConfirmed";
     /// As `SiteFenceConfirmed`, but the hook failed, hung or timed out: the key is left to expire.
     pub const SITE_FENCE_FAILED: &str = "SiteFenceFailed";
+    /// `ReadyForFailover`: a failover could run now, but could not meet `spec.objectives` (the
+    /// message names the figure: the lag over the RPO, or detection + lease + cutover over the RTO).
+    pub const OBJECTIVES_AT_RISK: &str = "ObjectivesAtRisk";
     pub const SITE_DEMOTED: &str = "SiteDemoted";
     /// The copies of the pair in the two sites' clusters differ.
     pub const SPEC_DRIFT: &str = "SpecDrift";

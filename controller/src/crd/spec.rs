@@ -116,6 +116,98 @@ pub struct DisasterRecoveryPairSpec {
     /// Cross-site coordination through a witness. Required for `failover.mode: Automatic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordination: Option<Coordination>,
+
+    /// What a transition of this pair must achieve: every failover and switchover is judged against
+    /// these (`status.lastTransition.objectives`, an `ObjectivesMet`/`ObjectivesMissed` Event, the
+    /// `understudy_objective_verdicts` metric), and `ReadyForFailover` says when they cannot be met
+    /// right now (reason `ObjectivesAtRisk`, naming the figure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+
+    /// DR drills: a planned switchover to the standby site and back, judged against
+    /// `spec.objectives` and kept in `status.drills`. On demand with the
+    /// `dr.understudy.dev/drill=<token>` annotation (`kubectl understudy drill`); on a schedule only
+    /// when `every` is set (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drills: Option<DrillPolicy>,
+}
+
+/// Recovery objectives (`spec.objectives`). Each is optional; an unset one is not judged.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Objectives {
+    /// Recovery time objective: the longest acceptable `rtoSeconds` of a transition — from the
+    /// primary first seen failing (a switchover: the request accepted) to the last step done (`30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "duration::optional")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')")
+        .message("spec.objectives.rto must be between 1s and 24h, e.g. 30s"))]
+    pub rto: Option<Duration>,
+    /// Recovery point objective, in WAL bytes: the most a transition may lose. A Kubernetes
+    /// quantity: `0` (lose nothing: only provable under `spec.failover.replication: Sync`, or for a
+    /// switchover), `1Mi`. understudy measures loss in WAL bytes, not in seconds: a failover whose
+    /// old primary died unreachable knows only a lower bound, and is judged `Unknown` when that bound
+    /// is within the objective.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_quantity")]
+    #[schemars(schema_with = "int_or_string")]
+    pub rpo: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+}
+
+/// DR drills (`spec.drills`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillPolicy {
+    /// Run a drill on a schedule: when the last drill started at least this long ago (`168h`), the
+    /// pair is `Ready` and the time is inside `window`. Unset (the default): drills run on demand only.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "duration::optional")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1h')")
+        .message("spec.drills.every must be at least 1h, e.g. 168h"))]
+    pub every: Option<Duration>,
+    /// When a scheduled drill may start (UTC). Unset: at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<DrillWindow>,
+    /// How long a drill waits, after its first switchover, for the former primary to follow again
+    /// and the pair to be `Ready` before switching back (`10m`). Past it the drill fails and the pair
+    /// stays on the standby site (switch back by hand once it is ready).
+    #[serde(default = "default_drill_return_timeout", deserialize_with = "duration::required")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')")
+        .message("spec.drills.returnTimeout must be between 10s and 24h, e.g. 10m"))]
+    pub return_timeout: Duration,
+}
+
+impl Default for DrillPolicy {
+    fn default() -> Self {
+        DrillPolicy { every: None, window: None, return_timeout: default_drill_return_timeout() }
+    }
+}
+
+fn default_drill_return_timeout() -> Duration {
+    std::time::Duration::from_secs(600).into()
+}
+
+/// A daily window, in UTC.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillWindow {
+    /// Its start, `HH:MM` in UTC (`02:00`).
+    #[schemars(pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// Its length (`2h`), up to 24h.
+    #[serde(deserialize_with = "duration::required")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('24h')")
+        .message("spec.drills.window.duration must be between 1m and 24h, e.g. 2h"))]
+    pub duration: Duration,
+}
+
+impl DrillWindow {
+    /// Whether `now` is inside the window (a window may run past midnight).
+    pub fn contains(&self, now: jiff::Timestamp) -> bool {
+        let Some((h, m)) = self.start.split_once(':') else { return false };
+        let (Ok(h), Ok(m)) = (h.parse::<i64>(), m.parse::<i64>()) else { return false };
+        let start = h * 3600 + m * 60;
+        let len = std::time::Duration::from(self.duration).as_secs() as i64;
+        let day = now.as_second().rem_euclid(86_400);
+        (day - start).rem_euclid(86_400) < len
+    }
 }
 
 /// Whether a controller serving site `here` (`None`: a controller run without `--site`, which acts
@@ -580,6 +672,25 @@ fn lenient_quantity<'de, D: serde::Deserializer<'de>>(
         Some(Raw::Signed(n)) => k8s_openapi::apimachinery::pkg::api::resource::Quantity(n.to_string()),
         Some(Raw::Unsigned(n)) => k8s_openapi::apimachinery::pkg::api::resource::Quantity(n.to_string()),
     })
+}
+
+/// An optional quantity: as `lenient_quantity`, but absent or `null` is `None`.
+fn optional_quantity<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+    }
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    Ok(Option::<Raw>::deserialize(d)?.map(|r| match r {
+        Raw::Text(s) => Quantity(s),
+        Raw::Signed(n) => Quantity(n.to_string()),
+        Raw::Unsigned(n) => Quantity(n.to_string()),
+    }))
 }
 
 /// The schema of a quantity: int-or-string, not nullable (so the API server prunes a `null` and

@@ -70,6 +70,13 @@ pub struct DisasterRecoveryPairStatus {
     /// decided about synchronous commits (absent under `Async`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncStatus>,
+    /// The drill in progress (`dr.understudy.dev/drill`, or `spec.drills.every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillRun>,
+    /// The last drills, newest first (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub drills: Vec<DrillReport>,
 }
 
 /// Synchronous replication as the serving site's controller keeps it.
@@ -511,6 +518,156 @@ pub struct Transition {
     /// The step journal, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,
+    /// How the transition did against `spec.objectives`, judged when it completed (absent without
+    /// objectives, and for a rolled-back switchover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<ObjectivesVerdict>,
+}
+
+/// A transition judged against `spec.objectives`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectivesVerdict {
+    /// `Missed` when any objective was missed, else `Unknown` when one could not be judged, else `Met`.
+    pub verdict: Verdict,
+    /// `spec.objectives.rto` against `rtoSeconds` (absent when no RTO is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<Verdict>,
+    /// `spec.objectives.rpo` against `lostWalBytes` and its bound (absent when no RPO is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<Verdict>,
+    /// The figures, in words.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub message: String,
+}
+
+/// One objective's verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Within the objective.
+    #[default]
+    Met,
+    /// The figure could not show it either way (a loss known only as a lower bound within the
+    /// objective, or never measured).
+    Unknown,
+    /// Over the objective.
+    Missed,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Met => "Met",
+            Verdict::Unknown => "Unknown",
+            Verdict::Missed => "Missed",
+        }
+    }
+}
+
+/// A drill in progress: a switchover from `home` to `away` and back.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRun {
+    /// The `dr.understudy.dev/drill` token, or `scheduled-<time>`.
+    #[schemars(length(max = 80))]
+    pub token: String,
+    /// When the drill was accepted (RFC 3339).
+    pub started_at: String,
+    /// The site that served when the drill began, and serves again at its end.
+    pub home: String,
+    /// The standby site the drill switches to and back from.
+    pub away: String,
+    /// The leg running: 1 (home → away) or 2 (away → home); 0 before leg 1's switchover started.
+    #[schemars(range(min = 0, max = 2))]
+    pub leg: i32,
+    /// The epoch before the running leg: its switchover is the first transition past it.
+    pub after_epoch: Epoch,
+    /// Since when leg 1 has waited for the former primary to follow and the pair to be `Ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
+    /// The legs done so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub legs: Vec<DrillLeg>,
+}
+
+/// One switchover of a drill, with its figures.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillLeg {
+    /// The site that served before this switchover.
+    pub from: String,
+    /// The site this switchover promoted.
+    pub to: String,
+    /// The epoch the switchover took (absent when it rolled back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
+    /// `Completed` or `RolledBack`.
+    pub outcome: TransitionOutcome,
+    /// The switchover's `rtoSeconds` (request accepted → last step done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<f64>,
+    /// How long understudy held the application's writes, at most: from the `Quiesce` step's start
+    /// (PgBouncer paused, old primary fenced) to the `Recycle` step's end (PgBouncer repointed and
+    /// resumed — and every other recycler done, so PgBouncer's clients may resume a little earlier).
+    /// A client that is not behind PgBouncer adds its own reconnect; `kubectl understudy drill
+    /// --writer-dsn` measures the gap a client sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_held_seconds: Option<f64>,
+    /// `lostWalBytes` of the switchover (exact: a switchover waits for the standby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_wal_bytes: Option<i64>,
+    /// The switchover judged against `spec.objectives`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<ObjectivesVerdict>,
+}
+
+/// A finished drill.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillReport {
+    /// The `dr.understudy.dev/drill` token, or `scheduled-<time>`.
+    #[schemars(length(max = 80))]
+    pub token: String,
+    /// When the drill was accepted (or refused), RFC 3339.
+    pub started_at: String,
+    /// When it ended, RFC 3339.
+    pub finished_at: String,
+    /// `Passed` (both switchovers completed and no objective was missed), `Failed` (one rolled
+    /// back, the return timed out, an objective was missed, or a failover cut in) or `Refused`
+    /// (the pair was not ready: nothing was done).
+    pub outcome: DrillOutcome,
+    /// The worst verdict of the legs against `spec.objectives` (absent without objectives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Verdict>,
+    /// Its switchovers (none when refused), with their figures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub legs: Vec<DrillLeg>,
+    /// What happened, in words (the refusal's or failure's reason).
+    #[serde(default)]
+    #[schemars(length(max = 2048))]
+    pub message: String,
+}
+
+/// How a drill ended.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DrillOutcome {
+    #[default]
+    Passed,
+    Failed,
+    Refused,
+}
+
+impl DrillOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillOutcome::Passed => "Passed",
+            DrillOutcome::Failed => "Failed",
+            DrillOutcome::Refused => "Refused",
+        }
+    }
 }
 
 /// One step of a transition.

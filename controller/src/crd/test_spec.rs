@@ -20,6 +20,8 @@ pub fn test_spec() -> DisasterRecoveryPairSpec {
         dns: vec![],
         activate: vec![],
         coordination: None,
+        objectives: None,
+        drills: None,
     }
 }
 

@@ -25,7 +25,7 @@ use crate::{
     crd::{
         conditions::{self, reasons, set_condition},
         Assessment, ConditionStatus, DisasterRecoveryPair, DisasterRecoveryPairStatus, Epoch, FormerPrimary,
-        LossBound, Phase, StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger,
+        LossBound, Phase, StepOutcome, StepRecord, Transition, TransitionOutcome, Trigger, Verdict,
     },
     events::EventNote,
 };
@@ -910,6 +910,8 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
     if let (Ok(a), Ok(b)) = (t.started_at.parse::<Timestamp>(), end.parse::<Timestamp>()) {
         t.rto_seconds = Some((b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);
     }
+    t.objectives = drp.spec.objectives.as_ref().and_then(|o| crate::objectives::judge(o, t));
+    let verdict = t.objectives.clone();
     let (from, to, epoch, rto, lost, bound, kind) =
         (t.from.clone(), t.to.clone(), t.epoch, t.rto_seconds, t.lost_wal_bytes, t.lost_wal_bound, t.kind);
     st.current_primary = Some(to.clone());
@@ -969,6 +971,25 @@ async fn finish(drp: &mut DisasterRecoveryPair, ports: &Ports<'_>) -> Result<(),
     );
     info!(%note, "{kind} complete");
     ports.events.publish(drp, EventNote { warning: false, reason: format!("{kind}Complete"), note }).await;
+    if let Some(v) = verdict {
+        for (objective, got) in [("rto", v.rto), ("rpo", v.rpo)] {
+            if let Some(got) = got {
+                let labels = crate::metrics::VerdictLabels {
+                    pair: pair.pair.clone(),
+                    objective: objective.into(),
+                    verdict: got.as_str().into(),
+                };
+                ports.metrics.objective_verdicts.get_or_create(&labels).inc();
+            }
+        }
+        let (warning, reason) = match v.verdict {
+            Verdict::Met => (false, "ObjectivesMet"),
+            Verdict::Unknown => (false, "ObjectivesUnknown"),
+            Verdict::Missed => (true, "ObjectivesMissed"),
+        };
+        let note = format!("{kind} to {to} (epoch {epoch}): {}", v.message);
+        ports.events.publish(drp, EventNote { warning, reason: reason.into(), note }).await;
+    }
     Ok(())
 }
 

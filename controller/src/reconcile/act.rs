@@ -107,6 +107,7 @@ pub async fn round_effects(
     round.events.extend(super::local_objects::converge(drp, &pair.key, &mut round.status, ctx).await);
     round.events.extend(super::activation::converge(drp, &pair.key, &mut round.status, ctx).await);
     round.events.extend(super::sync_rep::converge(drp, &pair.key, &mut round.status, ctx, now).await);
+    tend_drill(drp, pair, cmds, round, ctx, now).await;
 
     let dry_run = match &cmds.run {
         Some(commands::Command::DryRun { token }) => Some(token.clone()),
@@ -138,8 +139,21 @@ pub async fn round_effects(
     if let Some(w) = witness.as_mut() {
         round.events.extend(site_lock::check(drp, ctx, w).await);
     }
-    let (to, plan, blockers) = readiness::assess(drp, &round.status, epoch.as_ref(), ctx).await;
-    record_readiness(drp, &mut round.status, &mut round.events, &to, &blockers, now);
+    let (to, mut plan, blockers) = readiness::assess(drp, &round.status, epoch.as_ref(), ctx).await;
+    let keyed = ctx.site.is_some() && epoch.is_some();
+    let risks = crate::objectives::at_risk(&drp.spec, &round.status, keyed);
+    if drp.spec.objectives.is_some() {
+        plan.push(if risks.is_empty() {
+            "Objectives: a failover now could meet spec.objectives".to_string()
+        } else {
+            format!("Objectives at risk: {}", risks.join("; "))
+        });
+    }
+    ctx.metrics
+        .objectives_at_risk
+        .get_or_create(&crate::metrics::PairLabels { pair: pair.key.clone() })
+        .set(i64::from(!risks.is_empty()));
+    record_readiness(drp, &mut round.status, &mut round.events, &to, &blockers, &risks, now);
     if let Some(token) = dry_run {
         round.events.push(EventNote {
             warning: !blockers.is_empty(),
@@ -160,6 +174,54 @@ pub async fn round_effects(
         });
     }
     Ok(Next::Continue)
+}
+
+/// Advances the pair's drill (`drill::tend`): a drill asked for this round is claimed in the witness
+/// first (with a controller per site, the same token on both copies runs once), and a finished
+/// drill is counted in the metrics.
+async fn tend_drill(
+    drp: &DisasterRecoveryPair,
+    pair: &Pair,
+    cmds: &commands::Commands,
+    round: &mut Round,
+    ctx: &Context,
+    now: Timestamp,
+) {
+    let mut token = match &cmds.run {
+        Some(commands::Command::Drill { token }) => Some(token.as_str()),
+        _ => None,
+    };
+    if let (Some(cmd), Some(_)) = (&cmds.run, token) {
+        if let Err(note) = claim(drp, cmds, cmd, ctx).await {
+            tracing::warn!(%note, "drill not run here");
+            round.events.push(EventNote { warning: true, reason: "CommandHandledElsewhere".into(), note });
+            token = None;
+        }
+    }
+    let paused = kube::ResourceExt::annotations(drp).get(crate::crd::annotations::PAUSED).map(String::as_str)
+        == Some("true")
+        || ctx.site.as_deref().is_some_and(|here| {
+            ctx.views.state(&pair.key).is_some_and(|v| v.paused.iter().any(|s| s != here))
+        });
+    let ask = super::drill::Ask { token, paused, site: ctx.site.as_deref() };
+    let before = round.status.drills.first().map(|r| (r.token.clone(), r.finished_at.clone()));
+    round.drill = super::drill::tend(&drp.spec, &mut round.status, &ask, now, &mut round.events);
+    if let Some(r) =
+        round.status.drills.first().filter(|r| Some((r.token.clone(), r.finished_at.clone())) != before)
+    {
+        let labels = crate::metrics::VerdictLabels {
+            pair: pair.key.clone(),
+            objective: "drill".into(),
+            verdict: r.outcome.as_str().into(),
+        };
+        ctx.metrics.drills.get_or_create(&labels).inc();
+        if let Some(held) = r.legs.iter().filter_map(|l| l.writes_held_seconds).reduce(f64::max) {
+            ctx.metrics
+                .drill_writes_held
+                .get_or_create(&crate::metrics::PairLabels { pair: pair.key.clone() })
+                .set(held);
+        }
+    }
 }
 
 /// Mirrors the witness into this cluster's status: the pair's view (`coord::view`) holds the epoch
@@ -215,13 +277,23 @@ fn record_readiness(
     events: &mut Vec<EventNote>,
     to: &str,
     blockers: &[String],
+    risks: &[String],
     now: Timestamp,
 ) {
-    let (st, reason, msg) = if blockers.is_empty() {
-        (ConditionStatus::True, "Ready", format!("a failover to {to} could run now"))
-    } else {
-        (ConditionStatus::False, "Blocked", blockers.join("; "))
+    // Whether a failover can run decides the status; objectives it could not meet are named in
+    // the message (reason `ObjectivesAtRisk` when nothing else blocks it).
+    let (st, reason, mut msg) = match (blockers.is_empty(), risks.is_empty()) {
+        (true, true) => (ConditionStatus::True, "Ready", format!("a failover to {to} could run now")),
+        (true, false) => (
+            ConditionStatus::True,
+            conditions::reasons::OBJECTIVES_AT_RISK,
+            format!("a failover to {to} could run now, but not within spec.objectives"),
+        ),
+        (false, _) => (ConditionStatus::False, "Blocked", blockers.join("; ")),
     };
+    if !risks.is_empty() {
+        msg = format!("{msg}; objectives at risk: {}", risks.join("; "));
+    }
     upsert(
         &mut status.conditions,
         events,
@@ -249,6 +321,7 @@ pub async fn start(
     drp: DisasterRecoveryPair,
     cmds: &commands::Commands,
     decision: guard::Decision,
+    drill: Option<String>,
     status: &DisasterRecoveryPairStatus,
     ctx: &Context,
     began: std::time::Instant,
@@ -272,7 +345,11 @@ pub async fn start(
     if refusal.is_some() {
         return Ok(Action::requeue(every));
     }
-    if let Some(cmd) = command.as_ref().filter(|c| !matches!(c, commands::Command::DryRun { .. })) {
+    // A drill's own token was claimed when the drill was accepted (`tend_drill`).
+    if let Some(cmd) = command
+        .as_ref()
+        .filter(|c| !matches!(c, commands::Command::DryRun { .. } | commands::Command::Drill { .. }))
+    {
         if let Err(note) = claim(&drp, cmds, cmd, ctx).await {
             tracing::warn!(%note, "command not run here");
             ctx.publish(&drp, EventNote { warning: true, reason: "CommandHandledElsewhere".into(), note })
@@ -289,6 +366,10 @@ pub async fn start(
         }
         (_, guard::Decision::Failover { trigger, from, to }) => {
             executor::start(&drp, Kind::Failover, trigger, &from, &to, ctx).await?
+        }
+        (_, guard::Decision::Steady) if drill.is_some() => {
+            let to = drill.unwrap_or_default();
+            executor::start(&drp, Kind::Switchover, Trigger::Switchover, &from, &to, ctx).await?
         }
         _ => (None, None),
     };
@@ -316,9 +397,9 @@ async fn claim(
 ) -> Result<(), String> {
     let Some(site) = ctx.site.as_deref() else { return Ok(()) };
     use crate::crd::annotations;
-    let Some((annotation, token)) =
-        cmds.handled.iter().find(|(a, _)| a == annotations::SWITCHOVER || a == annotations::FAILOVER)
-    else {
+    let Some((annotation, token)) = cmds.handled.iter().find(|(a, _)| {
+        [annotations::SWITCHOVER, annotations::FAILOVER, annotations::DRILL].contains(&a.as_str())
+    }) else {
         return Ok(());
     };
     let w = match crate::coord::witness(drp, &ctx.client).await {

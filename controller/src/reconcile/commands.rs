@@ -21,6 +21,8 @@ pub enum Command {
     ForcedFailover { to: String },
     /// Write the plan and its blockers to status without acting.
     DryRun { token: String },
+    /// A DR drill: a switchover to the standby and back (`reconcile::drill`).
+    Drill { token: String },
 }
 
 /// What the annotations ask for.
@@ -36,7 +38,8 @@ pub struct Commands {
     pub last: Option<(bool, String, String)>,
 }
 
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
+    annotations::DRILL,
     annotations::SWITCHOVER,
     annotations::SWITCHOVER_TO,
     annotations::FAILOVER,
@@ -47,7 +50,8 @@ const KNOWN: [&str; 7] = [
 ];
 
 /// The annotations whose values are one-shot tokens.
-const TOKENS: [&str; 3] = [annotations::FAILOVER, annotations::SWITCHOVER, annotations::DRY_RUN];
+const TOKENS: [&str; 4] =
+    [annotations::FAILOVER, annotations::SWITCHOVER, annotations::DRY_RUN, annotations::DRILL];
 
 /// A token: 1–63 characters of `[A-Za-z0-9._-]`.
 pub fn valid_token(t: &str) -> bool {
@@ -149,7 +153,7 @@ pub fn read(
         if !KNOWN.contains(&key.as_str()) {
             if !handled(key, value) {
                 refuse(&mut out, key, value, "UnknownAnnotation", format!(
-                    "annotation {key} is not one understudy knows ({}); known: switchover, switchover-to, failover, approve, paused, dry-run; nothing was done",
+                    "annotation {key} is not one understudy knows ({}); known: switchover, switchover-to, failover, approve, paused, dry-run, drill; nothing was done",
                     echo(verb)
                 ));
             }
@@ -191,6 +195,7 @@ pub fn read(
         (annotations::FAILOVER, "FailoverRejected"),
         (annotations::SWITCHOVER, "SwitchoverRejected"),
         (annotations::DRY_RUN, "DryRunRejected"),
+        (annotations::DRILL, "DrillRejected"),
     ] {
         let Some(token) = ann.get(key) else { continue };
         if seen(st, key, token) {
@@ -215,11 +220,19 @@ pub fn read(
                 continue;
             }
         }
+        // A forced failover is never held back by a drill (it ends the drill instead).
+        if key == annotations::SWITCHOVER || key == annotations::DRILL {
+            if let Some(d) = &st.drill {
+                refuse(&mut out, key, token, reason, format!("{key}={token}: drill {} is in progress (leg {} of 2); nothing was done. Annotate again with a new token once it has finished", d.token, d.leg));
+                continue;
+            }
+        }
         if out.run.is_some() {
             continue; // one command per reconcile; this token waits for the next
         }
         let cmd = match key {
             k if k == annotations::DRY_RUN => Ok(Command::DryRun { token: token.clone() }),
+            k if k == annotations::DRILL => Ok(Command::Drill { token: token.clone() }),
             k if k == annotations::SWITCHOVER => {
                 target(ann.get(annotations::SWITCHOVER_TO)).map(|to| Command::Switchover { to })
             }
@@ -231,6 +244,7 @@ pub fn read(
                     Command::Switchover { to } => format!("switchover to {to}"),
                     Command::ForcedFailover { to } => format!("forced failover to {to}"),
                     Command::DryRun { .. } => "dry-run".to_string(),
+                    Command::Drill { .. } => "drill (a switchover to the standby and back)".to_string(),
                 };
                 out.last = Some((true, "Accepted".into(), format!("{key}={token}: {what} accepted")));
                 out.run = Some(c);
@@ -251,6 +265,31 @@ mod tests {
 
     fn ann(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
         kv.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn a_drill_token_acts_once_and_holds_switchovers_but_never_a_forced_failover() {
+        let mut st = DisasterRecoveryPairStatus::default();
+        let c = read(&test_spec(), &st, &ann(&[(annotations::DRILL, "d1")]));
+        assert_eq!(c.run, Some(Command::Drill { token: "d1".into() }));
+        assert_eq!(c.last.as_ref().map(|l| l.0), Some(true));
+        record(&mut st, &c.handled);
+        assert!(seen(&st, annotations::DRILL, "d1"));
+        st.drill = Some(crate::crd::DrillRun { token: "d1".into(), leg: 1, ..Default::default() });
+        for (key, reason) in
+            [(annotations::SWITCHOVER, "SwitchoverRejected"), (annotations::DRILL, "DrillRejected")]
+        {
+            let c = read(&test_spec(), &st, &ann(&[(key, "t2")]));
+            assert_eq!(c.run, None);
+            assert_eq!(c.events[0].reason, reason);
+            assert!(
+                c.events[0].note.contains("drill d1 is in progress (leg 1 of 2)"),
+                "{}",
+                c.events[0].note
+            );
+        }
+        let c = read(&test_spec(), &st, &ann(&[(annotations::FAILOVER, "f1")]));
+        assert_eq!(c.run, Some(Command::ForcedFailover { to: "west".into() }));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod act;
 pub mod activation;
 pub mod commands;
 pub mod decide;
+pub mod drill;
 pub mod guard;
 pub mod keeper_tend;
 pub mod local_objects;
@@ -269,7 +270,7 @@ async fn reconcile_inner(
     publish_all(&ctx, &drp, std::mem::take(&mut round.events)).await;
     phases.done("write");
     // Act: start what was decided (one transition at most), or come back next round.
-    let action = act::start(drp, &cmds, decision, &round.status, &ctx, began).await;
+    let action = act::start(drp, &cmds, decision, round.drill.take(), &round.status, &ctx, began).await;
     phases.done("start");
     action
 }

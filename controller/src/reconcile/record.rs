@@ -36,6 +36,8 @@ pub fn positions_every(pairs: usize) -> Duration {
 pub struct Round {
     pub status: DisasterRecoveryPairStatus,
     pub events: Vec<EventNote>,
+    /// A drill's switchover to start this round, to this site (`drill::tend`).
+    pub drill: Option<String>,
 }
 
 impl Round {
@@ -49,7 +51,7 @@ impl Round {
         events.extend(observed);
         commands::record(&mut status, &cmds.handled);
         last_command(&mut status, cmds, drp.metadata.generation);
-        Round { status, events }
+        Round { status, events, drill: None }
     }
 
     /// Whether a failover is wanted and allowed now (`guard`), recorded in `FailoverBlocked`. A
