@@ -9,8 +9,8 @@ use std::{
 
 use serde::Serialize;
 use understudy::crd::{
-    annotations, conditions, ConditionStatus, DisasterRecoveryPair, DryRun, Phase, Transition,
-    TransitionOutcome,
+    annotations, conditions, ConditionStatus, DisasterRecoveryPair, DrillOutcome, DrillReport, DryRun,
+    Objectives, Phase, Transition, TransitionOutcome,
 };
 
 use crate::{
@@ -22,12 +22,22 @@ use crate::{
 /// A command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verb {
-    Switchover { to: Option<String>, force: bool },
-    Failover { yes: bool },
+    Switchover {
+        to: Option<String>,
+        force: bool,
+    },
+    Failover {
+        yes: bool,
+    },
     Approve,
     Pause,
     Resume,
     DryRun,
+    /// A drill: a switchover to the standby and back; `writer_dsn` measures the application's traffic.
+    Drill {
+        force: bool,
+        writer_dsn: Option<String>,
+    },
 }
 
 impl Verb {
@@ -39,6 +49,7 @@ impl Verb {
             Verb::Pause => "pause",
             Verb::Resume => "resume",
             Verb::DryRun => "dry-run",
+            Verb::Drill { .. } => "drill",
         }
     }
 
@@ -290,6 +301,44 @@ pub fn plan(verb: &Verb, copies: &[Copy<'_>], token: &str) -> Result<Plan, Strin
             what: "dry-run".into(),
             notes,
         }),
+        Verb::Drill { force, .. } => {
+            let away = sites
+                .iter()
+                .find(|s| **s != primary)
+                .map(|s| s.to_string())
+                .ok_or("the pair has no site other than its primary")?;
+            if let Some((ctx, d)) =
+                copies.iter().find_map(|(c, p)| p.status.as_ref()?.drill.as_ref().map(|d| (*c, d)))
+            {
+                return Err(format!(
+                    "drill refused: drill {} is in progress (leg {} of 2, in {ctx}); wait for its report",
+                    d.token, d.leg
+                ));
+            }
+            if !force {
+                if let Some(r) = running(copies) {
+                    return Err(format!("drill refused: {r}"));
+                }
+                if !paused_on.is_empty() {
+                    return Err(format!(
+                        "drill refused: the pair is paused (on the copy in {}); `kubectl understudy resume {name}` first",
+                        paused_on.join(", ")
+                    ));
+                }
+                if let Some(why) = not_ready(best_ctx, best_pair) {
+                    return Err(format!(
+                        "drill refused: the pair is not ready ({why}); --force asks the controller anyway"
+                    ));
+                }
+            }
+            Ok(Plan {
+                on: vec![best],
+                set: vec![(annotations::DRILL, Some(token.into()))],
+                own_value: vec![],
+                what: format!("drill {primary} → {away} → {primary}"),
+                notes,
+            })
+        }
     }
 }
 
@@ -318,6 +367,15 @@ pub struct Outcome {
     pub transition: Option<Transition>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<DryRun>,
+    /// A drill's report, as the controller kept it in `status.drills`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillReport>,
+    /// The pair's `spec.objectives` the drill was judged against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+    /// `drill --writer-dsn`: the application's traffic during the drill, as a client saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::writer::Traffic>,
     /// From the write to the outcome, in milliseconds (with --wait).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waited_ms: Option<u64>,
@@ -423,6 +481,7 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
     let key = match verb {
         Verb::Switchover { .. } => annotations::SWITCHOVER,
         Verb::Failover { .. } => annotations::FAILOVER,
+        Verb::Drill { .. } => annotations::DRILL,
         _ => annotations::DRY_RUN,
     };
     let token = fresh_token(verb.name(), key, &copies);
@@ -449,6 +508,16 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
         ..Default::default()
     };
     let targets: Vec<&Cluster> = plan.on.iter().map(|i| &cl[found[*i].0]).collect();
+    // A drill under the application's traffic: the writer runs from before the annotation to the report.
+    let writer = match &verb {
+        Verb::Drill { writer_dsn: Some(dsn), .. } => {
+            let w = crate::writer::Writer::start(dsn).await.map_err(|m| Failure::new(Exit::Refused, m))?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(w)
+        }
+        _ => None,
+    };
+    outcome.objectives = copies[newest(&copies)].1.spec.objectives.clone();
     let written_at = Instant::now();
     for (k, c) in targets.iter().enumerate() {
         let set = plan.writes(k);
@@ -486,6 +555,7 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
     let deadline = written_at + wait.timeout;
     let mut accepted_said = false;
     let mut retries_said = std::collections::BTreeSet::new();
+    let mut writer = writer;
     loop {
         let reads = clusters::read_all(&cl, pair).await;
         let copies: Vec<Copy<'_>> =
@@ -512,12 +582,36 @@ pub async fn command(g: &Global, pair: &str, verb: Verb, wait: &Wait) -> Result<
                 }
             }
         }
+        if let Verb::Drill { .. } = verb {
+            for line in drill_progress(&copies, &token) {
+                if retries_said.insert(line.clone()) {
+                    say(g.output, &line);
+                }
+            }
+        }
         if let Some(res) = done {
             outcome.waited_ms = Some(written_at.elapsed().as_millis() as u64);
+            if let Some(w) = writer.take() {
+                // A moment of writes after the way back, then the check.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let t = w.finish().await;
+                let lost = t.lost.unwrap_or(0);
+                outcome.traffic = Some(t);
+                if lost > 0 {
+                    emit(g.output, &outcome, render_outcome)?;
+                    return Err(Failure::new(
+                        Exit::Refused,
+                        format!("the drill lost {lost} acknowledged write(s) of --writer-dsn's traffic"),
+                    ));
+                }
+            }
             emit(g.output, &outcome, render_outcome)?;
             return res;
         }
         if Instant::now() >= deadline {
+            if let Some(w) = writer.take() {
+                outcome.traffic = Some(w.finish().await);
+            }
             outcome.result = "timeout".into();
             outcome.waited_ms = Some(written_at.elapsed().as_millis() as u64);
             emit(g.output, &outcome, render_outcome)?;
@@ -623,6 +717,34 @@ fn retrying(copies: &[Copy<'_>], before: Option<&TransitionKey>) -> Vec<String> 
         .collect()
 }
 
+/// The running drill's progress, one line per state (said once each).
+fn drill_progress(copies: &[Copy<'_>], token: &str) -> Vec<String> {
+    copies
+        .iter()
+        .filter_map(|(ctx, p)| {
+            let st = p.status.as_ref()?;
+            let d = st.drill.as_ref().filter(|d| d.token == token)?;
+            let (from, to) = if d.leg == 1 { (&d.home, &d.away) } else { (&d.away, &d.home) };
+            let t = st.last_transition.as_ref();
+            let state = if t.is_some_and(|t| t.finished_at.is_none()) {
+                "switching over".to_string()
+            } else if t.is_some_and(|t| {
+                let ts = |s: &str| s.parse::<jiff::Timestamp>().ok();
+                t.to == *to && ts(&t.started_at) >= d.waiting_since.as_deref().and_then(ts)
+            }) {
+                "switched over".to_string()
+            } else if let Some(f) = st.former_primary.as_ref().filter(|f| {
+                d.leg == 2 && f.site == d.home && f.assessment != understudy::crd::Assessment::Following
+            }) {
+                format!("waiting for {} to follow ({})", f.site, f.assessment)
+            } else {
+                "starting".to_string()
+            };
+            Some(format!("  {ctx}: drill leg {} of 2 ({from} → {to}): {state}", d.leg))
+        })
+        .collect()
+}
+
 /// Whether the command's outcome is known: `Some(Ok)` done, `Some(Err)` refused or failed.
 pub fn judge(
     verb: &Verb,
@@ -696,6 +818,30 @@ pub fn judge(
                 Ok(())
             })
         }
+        Verb::Drill { .. } => {
+            if let Some((ctx, lc)) = last_command(copies, watched, token) {
+                if lc.status == "False" {
+                    out.result = "refused".into();
+                    out.message = Some(format!("{ctx}: {} {}", lc.reason, lc.message));
+                    return Some(Err(Failure::new(
+                        Exit::Refused,
+                        format!("the controller refused it ({ctx}): {}", lc.message),
+                    )));
+                }
+            }
+            let r = copies
+                .iter()
+                .find_map(|(_, p)| p.status.as_ref()?.drills.iter().find(|r| r.token == token).cloned())?;
+            out.result = r.outcome.as_str().into();
+            out.message = Some(r.message.clone());
+            let ok = r.outcome == DrillOutcome::Passed;
+            out.drill = Some(r);
+            Some(if ok {
+                Ok(())
+            } else {
+                Err(Failure::new(Exit::Refused, format!("the drill did not pass ({})", out.result)))
+            })
+        }
         Verb::DryRun => {
             let plan = watched_copies()
                 .find_map(|(_, p)| p.status.as_ref()?.dry_run.clone().filter(|d| d.token == token))?;
@@ -736,6 +882,9 @@ pub fn render_outcome(o: &Outcome) -> String {
     if let Some(t) = &o.transition {
         s.push_str(&view::timeline(t));
     }
+    if let Some(r) = &o.drill {
+        s.push_str(&render_drill(r, o.objectives.as_ref(), o.traffic.as_ref()));
+    }
     if let Some(d) = &o.dry_run {
         s.push_str(&format!(
             "plan (at {}, lag {}) to {}:\n",
@@ -754,6 +903,55 @@ pub fn render_outcome(o: &Outcome) -> String {
                 s.push_str(&format!("  - {b}\n"));
             }
         }
+    }
+    s
+}
+
+/// A drill's report for people: each leg's figures against the objectives, and the traffic seen.
+pub fn render_drill(
+    r: &DrillReport,
+    objectives: Option<&Objectives>,
+    traffic: Option<&crate::writer::Traffic>,
+) -> String {
+    let secs = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2} s"));
+    let mut s = format!("drill {} ({} → {}): {}\n", r.token, r.started_at, r.finished_at, r.outcome.as_str());
+    if let Some(o) = objectives {
+        s.push_str(&format!(
+            "objectives: RTO {}, RPO {}\n",
+            o.rto.map_or("not set".into(), |d| format!("{:?}", std::time::Duration::from(d))),
+            o.rpo.as_ref().map_or("not set".into(), |q| q.0.clone())
+        ));
+    }
+    for l in &r.legs {
+        s.push_str(&format!(
+            "  {} → {}: {}, RTO {}, writes held {}, lost WAL {}{}\n",
+            l.from,
+            l.to,
+            l.outcome,
+            secs(l.rto_seconds),
+            secs(l.writes_held_seconds),
+            l.lost_wal_bytes.map_or("?".into(), |b| format!("{b} B")),
+            l.objectives.as_ref().map_or(String::new(), |v| format!(
+                " — objectives {}: {}",
+                v.verdict.as_str(),
+                v.message
+            ))
+        ));
+    }
+    if let Some(t) = traffic {
+        s.push_str(&format!(
+            "traffic (--writer-dsn, one write every 20 ms): {} acknowledged, {} failed, longest write gap {:.3} s, lost {}\n",
+            t.acknowledged,
+            t.errors,
+            t.longest_gap_seconds,
+            t.lost.map_or("unknown".into(), |l| l.to_string())
+        ));
+        if let Some(n) = &t.note {
+            s.push_str(&format!("  note: {n}\n"));
+        }
+    }
+    if r.legs.is_empty() || r.outcome != DrillOutcome::Passed {
+        s.push_str(&format!("{}\n", r.message));
     }
     s
 }
@@ -796,6 +994,43 @@ mod tests {
 
     fn st(p: &mut DisasterRecoveryPair) -> &mut DisasterRecoveryPairStatus {
         p.status.get_or_insert_with(Default::default)
+    }
+
+    #[test]
+    fn a_drill_goes_to_the_newest_copy_and_ends_on_its_report() {
+        let drill = Verb::Drill { force: false, writer_dsn: None };
+        let (a, b) = (pair("east", 0), pair("east", 2));
+        let p = plan(&drill, &[("east", &a), ("west", &b)], "d1").expect("drill");
+        assert_eq!((p.on.as_slice(), p.what.as_str()), (&[1][..], "drill east → west → east"));
+        assert_eq!(p.set, [(annotations::DRILL, Some("d1".to_string()))]);
+
+        // Refused while a drill runs (even with --force), and when not ready (unless --force).
+        let mut busy = pair("east", 0);
+        st(&mut busy).drill =
+            Some(understudy::crd::DrillRun { token: "d0".into(), leg: 2, ..Default::default() });
+        let e =
+            plan(&Verb::Drill { force: true, writer_dsn: None }, &[("east", &busy)], "d1").expect_err("busy");
+        assert!(e.contains("drill d0 is in progress (leg 2 of 2, in east)"), "{e}");
+        let mut down = pair("east", 0);
+        st(&mut down).conditions = vec![condition("Ready", false, "NotProtected", "standby down")];
+        assert!(plan(&drill, &[("east", &down)], "d1").expect_err("not ready").contains("standby down"));
+        assert!(plan(&Verb::Drill { force: true, writer_dsn: None }, &[("east", &down)], "d1").is_ok());
+
+        // --wait: nothing until the report with this token; a Failed one exits 1.
+        let w = ["east".to_string()];
+        let mut out = Outcome::default();
+        let mut p = pair("east", 2);
+        assert!(judge(&drill, &[("east", &p)], &w, "d1", None, &mut out).is_none());
+        let report =
+            |token: &str, outcome| DrillReport { token: token.into(), outcome, ..Default::default() };
+        st(&mut p).drills = vec![report("d1", DrillOutcome::Failed), report("d0", DrillOutcome::Passed)];
+        let r = judge(&drill, &[("east", &p)], &w, "d1", None, &mut out).expect("done");
+        assert_eq!(r.expect_err("failed").exit, Exit::Refused);
+        assert_eq!(out.result, "Failed");
+        st(&mut p).drills[0].outcome = DrillOutcome::Passed;
+        assert!(judge(&drill, &[("east", &p)], &w, "d1", None, &mut out).expect("done").is_ok());
+        let text = render_drill(out.drill.as_ref().expect("report"), None, None);
+        assert!(text.starts_with("drill d1 ("), "{text}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod complete;
 mod exit;
 mod view;
 mod witness;
+mod writer;
 
 use std::time::Duration;
 
@@ -145,6 +146,26 @@ enum Cmd {
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         timeout: Duration,
     },
+    /// A DR drill: a planned switchover to the standby site and, once the former primary follows
+    /// again, back; waits for the controller's report (each leg's RTO, how long writes were held,
+    /// lost WAL, the verdict against spec.objectives). Refused here when paused, during a
+    /// transition or a drill, or when the pair is not Ready. Exits 1 unless the drill passed.
+    Drill {
+        /// The DisasterRecoveryPair's name (`kubectl get drp`).
+        pair: String,
+        /// Write every 20 ms through this PostgreSQL connection string (the application's path, such
+        /// as its PgBouncer; no TLS) during the drill, and report the write gap a client saw and the
+        /// acknowledged writes lost. Uses a table of its own, dropped afterwards. Without a password
+        /// in the DSN, $PGPASSWORD is used.
+        #[arg(long, value_name = "DSN")]
+        writer_dsn: Option<String>,
+        /// Write the command even when this tool's checks say it would be refused.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the report.
+        #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) for `kubectl-understudy`.
     /// For `kubectl understudy <TAB>` link `kubectl_complete-understudy` to this binary in PATH.
     Completion { shell: clap_complete::Shell },
@@ -219,6 +240,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Cmd::Resume { pair, wait } => act::command(&g, &pair, act::Verb::Resume, &wait).await,
             Cmd::DryRun { pair, timeout } => {
                 act::command(&g, &pair, act::Verb::DryRun, &Wait { wait: true, timeout }).await
+            }
+            Cmd::Drill { pair, writer_dsn, force, timeout } => {
+                act::command(&g, &pair, act::Verb::Drill { force, writer_dsn }, &Wait { wait: true, timeout })
+                    .await
             }
             Cmd::Completion { .. } => Ok(()),
         }

@@ -72,6 +72,18 @@ pub struct ClusterView {
     pub dry_run: Option<DryRun>,
     /// This copy's epoch is older than the witness's as another copy mirrors it.
     pub behind: bool,
+    /// `spec.objectives` of this copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<understudy::crd::Objectives>,
+    /// Why a failover now could not meet them (`ReadyForFailover` reason `ObjectivesAtRisk`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objectives_at_risk: Option<String>,
+    /// The drill in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<understudy::crd::DrillRun>,
+    /// The newest drill report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<understudy::crd::DrillReport>,
 }
 
 /// A condition, shortened.
@@ -187,6 +199,16 @@ fn cluster_view(name: &str, r: &Read) -> ClusterView {
             v.pending_approval = st.pending_approval.clone();
             v.last_transition = st.last_transition.clone();
             v.dry_run = st.dry_run.clone();
+            v.objectives = p.spec.objectives.clone();
+            v.objectives_at_risk = st
+                .conditions
+                .iter()
+                .find(|c| {
+                    c.type_ == conditions::READY_FOR_FAILOVER && c.message.contains("objectives at risk: ")
+                })
+                .and_then(|c| c.message.split_once("objectives at risk: ").map(|(_, r)| r.to_string()));
+            v.drill = st.drill.clone();
+            v.last_drill = st.drills.first().cloned();
         }
     }
     v
@@ -274,6 +296,9 @@ pub fn timeline(t: &Transition) -> String {
         ));
     }
     out.push_str(&format!("  {}\n", figures(t)));
+    if let Some(v) = &t.objectives {
+        out.push_str(&format!("  objectives {}: {}\n", v.verdict.as_str(), v.message));
+    }
     out
 }
 
@@ -418,6 +443,38 @@ pub fn render(r: &Report) -> String {
             out.push_str(&timeline(t));
         }
         None => out.push_str("\nlast transition: none\n"),
+    }
+    // Objectives, the drill running and the last drill, from the first copy that has them.
+    if let Some(c) = r.clusters.iter().find(|c| c.objectives.is_some()) {
+        let o = c.objectives.as_ref().map(|o| {
+            format!(
+                "RTO {}, RPO {}",
+                o.rto.map_or("not set".into(), |d| format!("{:?}", std::time::Duration::from(d))),
+                o.rpo.as_ref().map_or("not set".into(), |q| q.0.clone())
+            )
+        });
+        out.push_str(&format!(
+            "\nobjectives ({}): {}\n",
+            o.unwrap_or_default(),
+            c.objectives_at_risk
+                .as_deref()
+                .map_or("a failover now could meet them".into(), |r| format!("at risk — {r}"))
+        ));
+    }
+    if let Some((c, d)) = r.clusters.iter().find_map(|c| c.drill.as_ref().map(|d| (c, d))) {
+        out.push_str(&format!(
+            "drill {} running (in {}): leg {} of 2, {} → {} → {}\n",
+            d.token, c.context, d.leg, d.home, d.away, d.home
+        ));
+    }
+    if let Some((c, d)) = r
+        .clusters
+        .iter()
+        .filter_map(|c| c.last_drill.as_ref().map(|d| (c, d)))
+        .max_by(|a, b| a.1.finished_at.cmp(&b.1.finished_at))
+    {
+        out.push_str(&format!("last drill (in {}): ", c.context));
+        out.push_str(&crate::act::render_drill(d, None, None));
     }
     out
 }

@@ -15,6 +15,10 @@
 //!   timeline and the RTO; `failover --force --yes --wait` moves it back (trigger `Forced`).
 //! - A real failover: the serving site lost whole (API server included), west takes over by itself,
 //!   and `status` shows east unreachable beside west's view and the failover's journal.
+//! - `drill --writer-dsn` (a third bed, with `spec.objectives`): a switchover to west and back run
+//!   by the controllers across both clusters under the plugin's own writes through both PgBouncers;
+//!   the report's legs judged `Met`, 0 acknowledged writes lost, the write gap printed; `status`
+//!   shows the objectives and the last drill.
 //! - `Approve` mode (a second bed): `approve` refused while nothing is pending; with east's database
 //!   killed, both copies approved with their own nonces, the failover run once, and the plugin's
 //!   report of the outcome checked against the witness.
@@ -78,9 +82,15 @@ struct Run {
 
 /// Runs the plugin with `args` against `kubeconfig` ($KUBECONFIG, as kubectl hands it down).
 async fn cli(kubeconfig: &Path, args: &[&str]) -> Result<Run> {
+    cli_env(kubeconfig, args, &[]).await
+}
+
+/// `cli` with more environment (such as `PGPASSWORD`, which is not echoed).
+async fn cli_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Run> {
     let t0 = Instant::now();
     let out = tokio::process::Command::new(cli_binary()?)
         .args(args)
+        .envs(env.iter().copied())
         .env("KUBECONFIG", kubeconfig)
         .stdin(std::process::Stdio::null())
         .output()
@@ -396,5 +406,73 @@ async fn approve_through_the_plugin() -> Result<()> {
         }
         c => anyhow::bail!("approve exited {c}: {}\n{}", r.stderr, tails()),
     }
+    Ok(())
+}
+
+/// A drill through the plugin across two clusters, under the plugin's own traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_through_the_plugin_across_two_clusters() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut two = TwoSites::start("cli-drill").await?;
+    let objectives = understudy::crd::Objectives {
+        rto: Some(understudy_e2e::pair::duration("30s")),
+        rpo: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity("0".into())),
+    };
+    two.apply(&two.pair("chat").spec(|s| s.objectives = Some(objectives))).await?;
+    for site in SITES {
+        two.start_controller(site)?;
+    }
+    two.wait_east_serving("chat").await?;
+    for site in SITES {
+        two.wait_healthy(site, "chat", "east").await?;
+    }
+    let kc = kubeconfig(&two)?;
+    let both = ["--context", "east", "--context", "west"];
+    // The application's path: both sites' PgBouncers, whichever is writable (the password from
+    // $PGPASSWORD, so it is in no command line).
+    let ports: Vec<String> = SITES.iter().map(|s| two.cluster(s).pgb.port.to_string()).collect();
+    let dsn = format!(
+        "host=127.0.0.1,127.0.0.1 port={} dbname=app user={} target_session_attrs=read-write",
+        ports.join(","),
+        two.pg.user
+    );
+    let r = cli_env(
+        &kc,
+        &[&["drill", "chat", "--writer-dsn", &dsn, "--timeout", "240s"][..], &both].concat(),
+        &[("PGPASSWORD", &two.pg.password)],
+    )
+    .await?;
+    let tails =
+        || format!("east:\n{}\nwest:\n{}", two.controller_tail("east", 30), two.controller_tail("west", 30));
+    ensure!(r.code == 0, "drill exited {}: {}\n{}", r.code, r.stderr, tails());
+    ensure!(r.stdout.contains("result: Passed"), "{}", r.stdout);
+    ensure!(
+        r.stdout.contains("  east → west: Completed") && r.stdout.contains("  west → east: Completed"),
+        "{}",
+        r.stdout
+    );
+    ensure!(r.stdout.matches("— objectives Met: ").count() == 2, "both legs judged Met: {}", r.stdout);
+    ensure!(r.stdout.contains("objectives: RTO 30s, RPO 0"), "{}", r.stdout);
+    ensure!(r.stdout.contains(", lost 0\n"), "no acknowledged write lost: {}", r.stdout);
+    ensure!(
+        !r.stdout.contains(&two.pg.password) && !r.stderr.contains(&two.pg.password),
+        "the password is never printed"
+    );
+    for site in SITES {
+        two.wait_pair(site, "chat", "epoch 2 mirrored", Duration::from_secs(30), |p| {
+            p.status.as_ref().is_some_and(|s| s.epoch.0 == 2 && s.current_primary.as_deref() == Some("east"))
+        })
+        .await?;
+    }
+    let r = cli(&kc, &[&["status", "chat"][..], &both].concat()).await?;
+    ensure!(r.code == 0 && r.stdout.contains("last drill (in east): drill drill-"), "{}", r.stdout);
+    ensure!(
+        r.stdout.contains("objectives (RTO 30s, RPO 0): at risk — spec.objectives.rpo 0 needs"),
+        "{}",
+        r.stdout
+    );
+    let r = cli(&kc, &[&["status", "chat", "-o", "json"][..], &both].concat()).await?;
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).context("status -o json")?;
+    ensure!(v["clusters"][0]["lastDrill"]["outcome"] == "Passed", "{v}");
     Ok(())
 }
