@@ -81,6 +81,11 @@ async fn the_api_server_rejects_bad_pairs_naming_the_field() -> Result<()> {
         (doc("probetiming", SITES, "  failover: { probeInterval: 200ms, probeTimeout: 2s }\n"), "spec.failover.probeTimeout must not exceed spec.failover.probeInterval"),
         (doc("leasedefault", SITES, "  coordination: { etcd: { endpoints: ['http://w:2379'], leaseTTL: 3s } }\n"), "spec.coordination.etcd.leaseTTL must be at least 4 × spec.failover.probeTimeout"),
         (doc("tlsclient", "  - { name: east, postgres: { host: a, credentialsSecret: { name: s }, tls: { mode: Disable, clientCertSecret: { name: c } } } }\n  - { name: west, postgres: { host: b, credentialsSecret: { name: s } } }\n", ""), "spec.sites[0].postgres.tls"),
+        (doc("objrto", SITES, "  objectives: { rto: 0s }\n"), "spec.objectives.rto must be between 1s and 24h"),
+        (doc("drillevery", SITES, "  drills: { every: 10m }\n"), "spec.drills.every must be at least 1h"),
+        (doc("drillwindow", SITES, "  drills: { every: 168h, window: { start: '25:00', duration: 1h } }\n"), "spec.drills.window.start"),
+        (doc("drilllen", SITES, "  drills: { window: { start: '02:00', duration: 48h } }\n"), "spec.drills.window.duration must be between 1m and 24h"),
+        (doc("drillret", SITES, "  drills: { returnTimeout: 1s }\n"), "spec.drills.returnTimeout must be between 10s and 24h"),
     ];
     assert!(cases.len() >= 25);
     for (yaml, field) in &cases {
