@@ -79,6 +79,28 @@ async fn a_verify_full_pair_is_healthy_and_fails_over_through_tls() -> Result<()
         sessions.iter().all(|s| s.starts_with("true TLSv1.")),
         "every understudy session uses TLS: {sessions:?}"
     );
+    // SCRAM with channel binding (SCRAM-SHA-256-PLUS, tls-server-end-point) over understudy's TLS
+    // connector: a connection that requires it succeeds (a connector without it fails this).
+    let tls = bed.tls.as_ref().expect("a TLS bed");
+    let material = understudy::pg::tls::Material {
+        mode: PostgresTlsMode::VerifyFull,
+        ca: Some(tls.ca.cert.clone()),
+        client: None,
+    };
+    let config = understudy::pg::tls::client_config(&material).map_err(|(_, e)| anyhow::anyhow!(e))?;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(bed.pg.primary.port)
+        .dbname("postgres")
+        .user(&bed.pg.user)
+        .password(&bed.pg.password)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .channel_binding(tokio_postgres::config::ChannelBinding::Require);
+    let (client, conn) = cfg.connect(understudy::pg::tls::make_connect(config)).await?;
+    let conn = tokio::spawn(conn);
+    assert_eq!(client.query_one("SELECT 1", &[]).await?.get::<_, i32>(0), 1);
+    drop(client);
+    let _ = conn.await;
 
     bed.pg.primary.kill9();
     let drp = bed.wait_transition_finished("chat", Duration::from_secs(40)).await?;

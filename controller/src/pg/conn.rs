@@ -57,7 +57,7 @@ impl std::fmt::Display for ConnectError {
 /// Everything needed to connect to one site. Not `Debug`: it holds the credentials.
 pub struct Target {
     cfg: tokio_postgres::Config,
-    tls: Option<tls::MakeRustls>,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     fields: Fields,
     fingerprint: u64,
 }
@@ -115,7 +115,7 @@ pub async fn resolve(
             };
             ResolveError::Tls { field, reason: format!("{reason}: put a valid PEM there") }
         })?;
-        Some(tls::MakeRustls(config))
+        Some(tls::make_connect(config))
     };
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&pg.host)

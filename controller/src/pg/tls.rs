@@ -3,12 +3,7 @@
 //! host is one of the certificate's names or IP addresses. tokio-postgres is always told
 //! `sslmode=require` when TLS is on, so a server without TLS is an error, never plaintext.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::{Arc, Mutex, OnceLock},
-    task::{Context, Poll},
-};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::{
     client::{
@@ -19,8 +14,6 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime},
     ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
 use crate::crd::PostgresTlsMode;
 
@@ -180,78 +173,11 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// tokio-postgres' TLS hook over a rustls config.
-#[derive(Clone)]
-pub struct MakeRustls(pub Arc<ClientConfig>);
-
-impl<S> MakeTlsConnect<S> for MakeRustls
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = RustlsStream<S>;
-    type TlsConnect = RustlsConnect;
-    type Error = rustls::pki_types::InvalidDnsNameError;
-
-    fn make_tls_connect(&mut self, domain: &str) -> Result<RustlsConnect, Self::Error> {
-        // An IP address becomes an IP server name and is checked against the iPAddress SANs.
-        let name = ServerName::try_from(domain.to_string())?;
-        Ok(RustlsConnect { name, config: self.0.clone() })
-    }
-}
-
-/// One handshake.
-pub struct RustlsConnect {
-    name: ServerName<'static>,
-    config: Arc<ClientConfig>,
-}
-
-impl<S> TlsConnect<S> for RustlsConnect
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = RustlsStream<S>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<RustlsStream<S>>> + Send>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move {
-            let s = tokio_rustls::TlsConnector::from(self.config).connect(self.name, stream).await?;
-            Ok(RustlsStream(s))
-        })
-    }
-}
-
-/// An established TLS stream.
-pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
-    fn channel_binding(&self) -> ChannelBinding {
-        // SCRAM without channel binding (SCRAM-SHA-256, not -PLUS): the server is authenticated
-        // by its certificate in the verifying modes.
-        ChannelBinding::none()
-    }
+/// tokio-postgres' TLS hook over a rustls config: the maintained `tokio-postgres-rustls`, which also
+/// gives SCRAM its channel binding (`tls-server-end-point`, so the server offers and the client uses
+/// SCRAM-SHA-256-PLUS: a man in the middle that terminates TLS cannot relay the authentication).
+pub fn make_connect(config: Arc<ClientConfig>) -> tokio_postgres_rustls::MakeRustlsConnect {
+    tokio_postgres_rustls::MakeRustlsConnect::new((*config).clone())
 }
 
 #[cfg(test)]
