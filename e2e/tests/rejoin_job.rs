@@ -161,7 +161,7 @@ async fn a_former_primary_is_rejoined_by_a_job_that_reads_the_credentials_from_t
     // It ran with the variables resolved: west's address, and the credentials read from the Secret
     // (pg_rewind and the standby's primary_conninfo log in with them).
     let log = runner.log(name);
-    ensure!(log.contains(&"rejoin-local: east rewound"), "{log}");
+    ensure!(log.contains("rejoin-local: east rewound"), "{log}");
     ensure!(log.contains(&format!("follows 127.0.0.1:{}", bed.pg.standby.port)), "{log}");
     // The finished Job stays for inspection, Complete.
     let done = jobs.get(name).await?.status.and_then(|s| s.conditions).unwrap_or_default();
@@ -209,10 +209,8 @@ async fn failing_and_timed_out_rejoin_jobs_are_reported_with_the_jobs_reason_unt
     ensure!(seen.windows(2).all(|w| w[0] <= w[1]) && seen.len() >= 2, "attempts only grow: {seen:?}");
     let msg = fp.message.unwrap_or_default();
     ensure!(
-        msg == format!(
-            "rejoin hook attempt 3: Job chat-rejoin-east-e1-a3 failed: BackoffLimitExceeded: Job has reached \
-             the specified backoff limit; giving up: re-create this standby from a base backup"
-        ),
+        msg == "rejoin hook attempt 3: Job chat-rejoin-east-e1-a3 failed: BackoffLimitExceeded: Job has reached \
+                the specified backoff limit; giving up: re-create this standby from a base backup",
         "{msg}"
     );
 

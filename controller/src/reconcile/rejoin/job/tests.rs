@@ -244,3 +244,36 @@ fn the_outcome_is_read_from_the_terminal_conditions_only() {
         "Job chat-rejoin-east-e1-a1 failed: BackoffLimitExceeded: Job has reached the specified backoff limit"
     );
 }
+
+#[test]
+fn the_examples_template_builds_a_job() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rejoin-job/pair.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/rejoin-job/pair.yaml");
+    let mut drp: DisasterRecoveryPair = serde_yaml::from_str(&text).expect("the example is a pair");
+    let spec = serde_json::to_value(&drp.spec).expect("spec as JSON");
+    if let Err(e) = crate::crd::DisasterRecoveryPairSpec::validate_cel(&spec, None) {
+        panic!("the example passes every rule: {e:?}");
+    }
+    drp.metadata.uid = Some("u-1".into());
+    let east = drp.spec.sites[0].rejoin.clone().expect("east rejoins");
+    let template = east.job.expect("by a Job");
+    let call =
+        HookCall { site: "east".into(), epoch: Epoch(3), primary: "west".into(), rewind: true, attempt: 1 };
+    let job = build(&drp, &template, east.timeout.into(), &call).expect("a Job");
+    assert_eq!(job.metadata.name.as_deref(), Some("orders-rejoin-east-e3-a1"));
+    let spec = job.spec.expect("spec");
+    assert_eq!(spec.active_deadline_seconds, Some(600));
+    let pod = spec.template.spec.expect("pod");
+    let all: Vec<_> = pod.init_containers.iter().flatten().chain(pod.containers.iter()).collect();
+    assert_eq!(all.len(), 4);
+    for c in all {
+        let env = c.env.clone().unwrap_or_default();
+        let pw = env.iter().find(|e| e.name == "UNDERSTUDY_PRIMARY_PASSWORD").expect("password variable");
+        let r = pw.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()).expect("secretKeyRef");
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str(), pw.value.as_deref()),
+            ("orders-pg-admin", "password", None)
+        );
+    }
+    assert_eq!(drp.spec.sites[1].rejoin.clone().and_then(|r| r.command).map(|c| c.len()), Some(1));
+}
