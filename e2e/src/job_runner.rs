@@ -20,12 +20,16 @@
 //!   timeout) has its process group killed, as the garbage collector would delete its Pod.
 //!
 //! Each process's standard output and error go to `<log dir>/<job>.log`. What ran is in `runs()`.
+//! `hold(true)` keeps new Jobs pending (as a cluster without a free node would) until `hold(false)`.
 
 use std::{
     collections::HashSet,
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -65,6 +69,7 @@ pub struct Run {
 pub struct JobRunner {
     task: tokio::task::JoinHandle<()>,
     runs: Arc<Mutex<Vec<Run>>>,
+    held: Arc<AtomicBool>,
     log_dir: PathBuf,
 }
 
@@ -76,12 +81,18 @@ impl JobRunner {
         let api: Api<Job> = Api::namespaced(client.clone(), ns);
         let secrets: Api<Secret> = Api::namespaced(client, ns);
         let (r, dir) = (runs.clone(), log_dir.clone());
+        let held = Arc::new(AtomicBool::new(false));
+        let hold = held.clone();
         let task = tokio::spawn(async move {
             // Dropping the set (the runner aborted) aborts every run and kills its process.
             let mut running = JoinSet::new();
             let mut seen = HashSet::new();
             loop {
-                if let Ok(jobs) = api.list(&ListParams::default().labels(SELECTOR)).await {
+                let jobs = match hold.load(Ordering::SeqCst) {
+                    true => Err(()),
+                    false => api.list(&ListParams::default().labels(SELECTOR)).await.map_err(|_| ()),
+                };
+                if let Ok(jobs) = jobs {
                     for job in jobs.items {
                         let uid = job.uid().unwrap_or_default();
                         let started = job.status.as_ref().is_some_and(|s| s.start_time.is_some());
@@ -103,7 +114,12 @@ impl JobRunner {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Ok(JobRunner { task, runs, log_dir })
+        Ok(JobRunner { task, runs, held, log_dir })
+    }
+
+    /// While `on`, Jobs not started yet stay pending.
+    pub fn hold(&self, on: bool) {
+        self.held.store(on, Ordering::SeqCst);
     }
 
     /// The Jobs run so far, in the order they ended.

@@ -4,7 +4,8 @@
 //! stand-in for the Job controller and the kubelet, which the sandbox does not run — runs its
 //! container's command on this machine and writes the Job's status. A Job that completes makes the
 //! former primary follow; Jobs that fail or run over the hook's timeout are reported with the Job's
-//! reason and retried up to `HOOK_ATTEMPTS`, the timed-out one deleted.
+//! reason and retried up to `HOOK_ATTEMPTS`, the timed-out one deleted; a controller restarted while
+//! its Job has not run yet adopts that Job rather than start a second one on the same data directory.
 
 use std::time::Duration;
 
@@ -31,10 +32,23 @@ async fn bed_with_rejoin_job(
     template: impl FnOnce(&Bed) -> Value,
     timeout: &str,
 ) -> Result<(Bed, RunningController, JobRunner)> {
+    bed_with_rejoin_job_under(label, template, timeout, |bed| {
+        Ok(RunningController::start(bed.client.clone(), &bed.ns))
+    })
+    .await
+}
+
+/// `bed_with_rejoin_job` with the controller `controller` starts.
+async fn bed_with_rejoin_job_under<C>(
+    label: &str,
+    template: impl FnOnce(&Bed) -> Value,
+    timeout: &str,
+    controller: impl FnOnce(&Bed) -> Result<C>,
+) -> Result<(Bed, C, JobRunner)> {
     let bed = Bed::start(label).await?;
     let template = template(&bed);
     let runner = JobRunner::start(bed.client.clone(), &bed.ns, bed.pg.dir.join("jobs"))?;
-    let ctl = RunningController::start(bed.client.clone(), &bed.ns);
+    let ctl = controller(&bed)?;
     bed.pair("chat")
         .failover(|f| f.mode(Manual).probe_interval("500ms"))
         .site("east", |s| {
@@ -45,6 +59,16 @@ async fn bed_with_rejoin_job(
         .await?;
     bed.wait_healthy("chat").await?;
     Ok((bed, ctl, runner))
+}
+
+/// The sandbox's rejoin script for east's data directory, as a Job template.
+fn rejoin_local(bed: &Bed) -> Value {
+    let script = repo_root().join("e2e/scripts/rejoin-local.sh").display().to_string();
+    let east = bed.server("east");
+    let mut t = template(vec!["bash".into(), script]);
+    t["template"]["spec"]["containers"][0]["args"] =
+        json!([east.data.display().to_string(), east.log_path().display().to_string()]);
+    t
 }
 
 /// A Job template whose one container runs `command`.
@@ -80,19 +104,7 @@ async fn events(bed: &Bed, reason: &str) -> Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_former_primary_is_rejoined_by_a_job_that_reads_the_credentials_from_the_secret() -> Result<()> {
     // The sandbox's rejoin script, as the command hook runs it, here as the container's command.
-    let script = repo_root().join("e2e/scripts/rejoin-local.sh").display().to_string();
-    let (bed, _ctl, runner) = bed_with_rejoin_job(
-        "rejoin-job",
-        |bed| {
-            let east = bed.server("east");
-            let mut t = template(vec!["bash".into(), script]);
-            t["template"]["spec"]["containers"][0]["args"] =
-                json!([east.data.display().to_string(), east.log_path().display().to_string()]);
-            t
-        },
-        "2m",
-    )
-    .await?;
+    let (bed, _ctl, runner) = bed_with_rejoin_job("rejoin-job", rejoin_local, "2m").await?;
     fail_over(&bed).await?;
 
     // The controller's Job, as the API server stores it.
@@ -171,6 +183,51 @@ async fn a_former_primary_is_rejoined_by_a_job_that_reads_the_credentials_from_t
     ensure!(!status.contains(&bed.pg.password));
     let all = Api::<Event>::namespaced(bed.client.clone(), &bed.ns).list(&ListParams::default()).await?;
     ensure!(!serde_json::to_string(&all.items)?.contains(&bed.pg.password), "no password in any Event");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restarted_mid_run_adopts_the_unfinished_job_instead_of_starting_a_second() -> Result<()>
+{
+    // The controller as a real process (for both sites), so that it can die mid-run.
+    let (bed, mut ctl, runner) = bed_with_rejoin_job_under("rejoin-job-adopt", rejoin_local, "2m", |bed| {
+        bed.controller_process_both_sites()
+    })
+    .await?;
+    // The Job is created but does not run yet (no node free, say); the controller dies meanwhile.
+    runner.hold(true);
+    fail_over(&bed).await?;
+    let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
+    let first = "chat-rejoin-east-e1-a1";
+    wait_for("the first Job", Duration::from_secs(30), || async { Ok(jobs.get_opt(first).await?.is_some()) })
+        .await?;
+    ctl.kill9();
+    let _ctl = bed.controller_process_both_sites()?;
+    // The new controller claims attempt 2 and waits for the first Job instead of creating its own.
+    let api = bed.api();
+    wait_for("attempt 2 claimed", Duration::from_secs(30), || async {
+        Ok(api
+            .get("chat")
+            .await?
+            .status
+            .and_then(|s| s.former_primary)
+            .is_some_and(|f| f.rejoin_attempts == 2))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let names = |list: kube::core::ObjectList<Job>| {
+        list.items.iter().map(|j| j.metadata.name.clone().unwrap_or_default()).collect::<Vec<_>>()
+    };
+    let listed = names(jobs.list(&ListParams::default()).await?);
+    ensure!(listed == [first], "one Job for the data directory, not two: {listed:?}");
+    runner.hold(false);
+    bed.wait_rejoined("chat", Duration::from_secs(60)).await?;
+    let said = events(&bed, "RejoinHookSucceeded").await?;
+    ensure!(said.len() == 1 && said[0].contains(&format!("Job {first} completed")), "{said:?}");
+    let listed = names(jobs.list(&ListParams::default()).await?);
+    ensure!(listed == [first], "{listed:?}");
+    let runs = runner.runs();
+    ensure!(runs.len() == 1 && runs[0].job == first && runs[0].ended == Ended::Exited(0), "{runs:?}");
     Ok(())
 }
 

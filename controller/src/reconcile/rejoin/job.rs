@@ -82,7 +82,7 @@ impl HookRunner for JobHook {
         let job = build(&self.pair, template, timeout, call)?;
         let name = job.name_any();
         let api: Api<Job> = Api::namespaced(self.client.clone(), &self.pair.namespace().unwrap_or_default());
-        let (name, created) = match self.unfinished(&api, call).await? {
+        let (name, created) = match self.unfinished(&api, &name, call).await? {
             Some(running) => {
                 info!(job = %running, "adopting the unfinished rejoin Job of this epoch");
                 (running, None)
@@ -107,14 +107,19 @@ impl HookRunner for JobHook {
 impl JobHook {
     /// An unfinished Job of this pair, site and epoch (not being deleted), if any: two rejoins of
     /// one data directory must never run at once.
-    async fn unfinished(&self, api: &Api<Job>, call: &HookCall) -> Result<Option<String>, HookError> {
+    async fn unfinished(
+        &self,
+        api: &Api<Job>,
+        name: &str,
+        call: &HookCall,
+    ) -> Result<Option<String>, HookError> {
         let selector = format!(
             "{PAIR_LABEL}={},{SITE_LABEL}={},{EPOCH_LABEL}={}",
             label_value(&self.pair.name_any()),
             call.site,
             call.epoch.0
         );
-        let jobs = request("(list)", api.list(&ListParams::default().labels(&selector))).await?;
+        let jobs = request(name, api.list(&ListParams::default().labels(&selector))).await?;
         Ok(jobs
             .items
             .iter()
