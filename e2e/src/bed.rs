@@ -182,12 +182,13 @@ impl Bed {
                     http: vec![HttpCheck { url: format!("http://127.0.0.1:{app}/api/v4/system/ping") }],
                 });
                 s.rejoin = Some(RejoinHook {
-                    command: vec![
+                    command: Some(vec![
                         "bash".into(),
                         hook.clone(),
                         server.data.display().to_string(),
                         server.log_path().display().to_string(),
-                    ],
+                    ]),
+                    job: None,
                     timeout: pair::duration("2m"),
                 });
             })

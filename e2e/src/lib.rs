@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod bed;
+pub mod job_runner;
 pub mod pair;
 pub mod sandbox;
 pub mod site_loss;

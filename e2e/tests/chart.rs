@@ -262,6 +262,7 @@ fn assert_controller_rules(rules: &[PolicyRule]) -> Result<()> {
         ("dr.understudy.dev".into(), "disasterrecoverypairs/status".into(), v(&["get", "patch", "update"])),
         ("events.k8s.io".into(), "events".into(), v(&["create", "patch"])),
         ("externaldns.k8s.io".into(), "dnsendpoints".into(), v(&["get", "create", "patch"])),
+        ("batch".into(), "jobs".into(), v(&["create", "get", "list", "delete"])),
     ];
     want.sort();
     ensure!(got == want, "controller rules differ:\n got  {got:?}\n want {want:?}");
@@ -536,6 +537,15 @@ async fn helm_install_cluster_wide_grants_only_what_the_controller_uses() -> Res
             (&["patch", "statefulsets.apps", "-n", o], true),
             (&["create", "dnsendpoints.externaldns.k8s.io", "-n", o], true),
             (&["delete", "dnsendpoints.externaldns.k8s.io", "-n", o], false),
+            // Rejoin Jobs: created, read, looked up and deleted; never changed.
+            (&["create", "jobs.batch", "-n", o], true),
+            (&["get", "jobs.batch", "-n", o], true),
+            (&["list", "jobs.batch", "-n", o], true),
+            (&["delete", "jobs.batch", "-n", o], true),
+            (&["update", "jobs.batch", "-n", o], false),
+            (&["patch", "jobs.batch", "-n", o], false),
+            (&["patch", "jobs.batch", "--subresource=status", "-n", o], false),
+            (&["create", "cronjobs.batch", "-n", o], false),
             (&["create", "leases.coordination.k8s.io", "-n", n], true),
             (&["update", "leases.coordination.k8s.io", "-n", n], true),
             // ... and nothing more.
@@ -606,6 +616,10 @@ async fn helm_install_namespaced_only_stays_inside_its_namespace() -> Result<()>
             (&["update", "secrets", "-n", w], true),
             (&["patch", "configmaps", "-n", w], true),
             (&["create", "events.events.k8s.io", "-n", w], true),
+            (&["create", "jobs.batch", "-n", w], true),
+            (&["delete", "jobs.batch", "-n", w], true),
+            (&["create", "jobs.batch", "-n", o], false),
+            (&["create", "jobs.batch", "-n", n], false),
             (&["get", "leases.coordination.k8s.io", "-n", n], true),
             (&["create", "leases.coordination.k8s.io", "-n", n], true),
             (&["list", drp, "--all-namespaces"], false),

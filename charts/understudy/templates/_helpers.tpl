@@ -105,6 +105,12 @@ list of Secrets, no Pods, no Nodes.
 - apiGroups: ["externaldns.k8s.io"]
   resources: ["dnsendpoints"]
   verbs: ["get", "create", "patch"]
+# Rejoin Jobs (spec.sites[*].rejoin.job): one created per attempt, an unfinished one of the same
+# epoch looked up (list) and adopted, polled until it finishes (get), deleted past the hook's timeout.
+# Never updated or patched; no watch (it is polled).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "delete"]
 {{- end }}
 
 {{/*

@@ -273,23 +273,105 @@ pub struct Site {
     pub dns_target: Option<String>,
 }
 
-/// A command run by the controller to make a former primary follow the new one. It receives
+/// How a former primary is made to follow the new one: a `command` the controller runs itself (for
+/// servers outside Kubernetes, on the controller's own machine), or a `job`, a Kubernetes Job the
+/// controller creates in the pair's namespace of its own cluster (for a server whose data directory
+/// only a Pod there can reach). Exactly one of the two. Either way the hook receives
 /// `UNDERSTUDY_SITE`, `UNDERSTUDY_EPOCH`, `UNDERSTUDY_PRIMARY_HOST`, `UNDERSTUDY_PRIMARY_PORT`,
 /// `UNDERSTUDY_PRIMARY_USER`, `UNDERSTUDY_PRIMARY_PASSWORD` (the new primary's admin credentials)
 /// and `UNDERSTUDY_REWIND` (`1` when the timelines diverged and `pg_rewind` must run first); it
 /// must stop the server, rewind when asked, write `standby.signal` and `primary_conninfo`, and
-/// start it again. Exit status 0 means done; understudy then waits until the site streams.
+/// start it again. Success (exit status 0, or the Job `Complete`) means done; understudy then
+/// waits until the site streams.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("has(self.command) != has(self.job)")
+        .message("spec.sites[*].rejoin: set exactly one of command (a program the controller runs itself, for a server outside Kubernetes) and job (a Job template run in the pair's namespace, for a server in the controller's cluster)"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RejoinHook {
-    /// The program and its arguments.
+    /// The program and its arguments, run by the controller as a child process with the variables
+    /// above in its environment. For servers outside Kubernetes; leave out when `job` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32))]
-    pub command: Vec<String>,
-    /// How long the command may run (`2m`).
+    pub command: Option<Vec<String>>,
+    /// A `batch/v1` JobSpec (`template` holding the Pod template) the controller creates as a Job
+    /// in the pair's namespace, once per attempt, named `<pair>-rejoin-<site>-e<epoch>-a<attempt>`
+    /// (hashed when longer than 63 characters), labelled `dr.understudy.dev/pair`, `/site`,
+    /// `/epoch` and owned by the pair. Every container (init containers too) gets the variables
+    /// above; the credentials as `valueFrom.secretKeyRef` to the new primary's
+    /// `postgres.credentialsSecret` (keys `username` and `password`), never as a literal. Unless the
+    /// template sets them: `backoffLimit: 0`, `activeDeadlineSeconds` = `timeout`,
+    /// `ttlSecondsAfterFinished: 86400` (finished Jobs stay a day for inspection) and the Pod's
+    /// `restartPolicy: Never`. `Complete` means done; `Failed` fails the attempt with the Job's
+    /// reason; a Job still running after `timeout` is deleted. An unfinished Job of the same pair,
+    /// site and epoch (a controller restarted mid-run) is waited for, not started twice. Only the
+    /// skeleton (`template.spec.containers[*].name` and `image`) is checked when the pair is
+    /// applied; the rest is checked by the API server when the Job is created, and a Job it
+    /// rejects fails the attempt with its message. See `examples/rejoin-job/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "rejoin_job_schema")]
+    pub job: Option<serde_json::Value>,
+    /// How long the command or the Job may run (`2m`).
     #[serde(default = "default_rejoin_timeout", deserialize_with = "duration::required")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')")
         .message("spec.sites[*].rejoin.timeout must be between 1s and 24h, e.g. 2m"))]
     pub timeout: Duration,
+}
+
+/// The schema of `rejoin.job`: a JobSpec kept as the user wrote it (the full Pod schema would add
+/// thousands of lines to the CRD), with its skeleton declared so that a template without a
+/// container is refused at `kubectl apply` time.
+fn rejoin_job_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "required": ["template"],
+        "properties": {
+            "template": {
+                "description": "The Pod template (a core/v1 PodTemplateSpec): the site's PostgreSQL image with pg_rewind, its data volume mounted, a ServiceAccount if it needs one.",
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "required": ["spec"],
+                "properties": {
+                    "spec": {
+                        "description": "The Pod spec (a core/v1 PodSpec); restartPolicy Never unless set.",
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true,
+                        "required": ["containers"],
+                        "properties": {
+                            "containers": {
+                                "description": "The Pod's containers; each one gets the UNDERSTUDY_* variables.",
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 8,
+                                "items": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": true,
+                                    "required": ["name", "image"],
+                                    "properties": {
+                                        "name": {
+                                            "description": "The container's name.",
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 63
+                                        },
+                                        "image": {
+                                            "description": "The container's image, such as the site's PostgreSQL image (it carries pg_rewind).",
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 1024
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// A command run by a site's own controller to fence that site's database when SQL cannot: it must

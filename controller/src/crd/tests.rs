@@ -163,6 +163,41 @@ fn the_checked_in_reference_is_fresh() {
 }
 
 #[test]
+fn a_rejoin_hook_is_exactly_one_of_a_command_and_a_job() {
+    let errors = |v: serde_json::Value| match RejoinHook::validate_cel(&v, None) {
+        Ok(()) => String::new(),
+        Err(e) => format!("{e:?}"),
+    };
+    let job =
+        json!({ "template": { "spec": { "containers": [ { "name": "r", "image": "postgres:15" } ] } } });
+    assert_eq!(errors(json!({ "command": ["rejoin.sh"], "timeout": "2m" })), "");
+    assert_eq!(errors(json!({ "job": job.clone(), "timeout": "2m" })), "");
+    for both_or_none in
+        [json!({ "command": ["rejoin.sh"], "job": job, "timeout": "2m" }), json!({ "timeout": "2m" })]
+    {
+        let e = errors(both_or_none.clone());
+        assert!(
+            e.contains(
+                "spec.sites[*].rejoin: set exactly one of command (a program the controller runs itself"
+            ),
+            "{both_or_none}: {e}"
+        );
+    }
+    // Within a whole pair too, and both forms decode.
+    let pair = spec(json!({ "sites": [
+        { "name": "east", "postgres": { "host": "a", "credentialsSecret": { "name": "s" } },
+          "rejoin": { "job": { "template": { "spec": { "containers": [ { "name": "r", "image": "pg" } ] } } } } },
+        { "name": "west", "postgres": { "host": "b", "credentialsSecret": { "name": "s" } },
+          "rejoin": { "command": ["rejoin.sh"] } } ] }));
+    assert_eq!(cel_errors(&pair), "");
+    let s: DisasterRecoveryPairSpec = serde_json::from_value(pair).expect("both forms decode");
+    let (east, west) = (s.sites[0].rejoin.clone().expect("east"), s.sites[1].rejoin.clone().expect("west"));
+    assert!(east.command.is_none() && east.job.is_some());
+    assert_eq!((west.command, west.job), (Some(vec!["rejoin.sh".to_string()]), None));
+    assert_eq!(std::time::Duration::from(east.timeout), std::time::Duration::from_secs(120));
+}
+
+#[test]
 fn postgres_tls_rules_name_the_field() {
     let errors = |v: serde_json::Value| match PostgresTls::validate_cel(&v, None) {
         Ok(()) => String::new(),

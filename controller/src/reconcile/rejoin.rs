@@ -11,6 +11,7 @@
 //! of a claimed round through `Events`; `RejoinPorts::real` wires the controller's, the tests' fakes.
 
 pub mod hook;
+pub mod job;
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use self::hook::{CommandHook, HookCall, HookError, HookRunner};
+use self::hook::{CommandHook, HookCall, HookError, HookRunner, SiteHook};
 use crate::{
     context::Context,
     crd::{Assessment, DisasterRecoveryPair, DisasterRecoveryPairStatus, FormerPrimary, RejoinHook},
@@ -58,7 +59,11 @@ impl<'a> RejoinPorts<'a> {
             identity: ctx.identity.clone(),
             site: ctx.site.clone(),
             pg: Arc::new(SiteAdmin { secrets: secrets.clone(), spec: drp.spec.clone(), timeout }),
-            hook: Arc::new(CommandHook { secrets, spec: drp.spec.clone(), timeout }),
+            // `rejoin.command` runs here, `rejoin.job` as a Job in the pair's namespace.
+            hook: Arc::new(SiteHook {
+                command: CommandHook { secrets: secrets.clone(), spec: drp.spec.clone(), timeout },
+                job: job::JobHook { client: ctx.client.clone(), secrets, pair: drp.clone(), poll: job::POLL },
+            }),
             store: Arc::new(KubeStore(ctx.client.clone())),
             events: Arc::new(ContextEvents(ctx)),
         }
@@ -259,7 +264,7 @@ async fn run_hook_claimed(
     // A server that was still a primary after the fork writes a shutdown checkpoint past it when
     // the hook stops it: always rewind (pg_rewind is a no-op when not needed).
     let rewind = true;
-    match run_hook(drp, st, &fp.site, hook, rewind, ports).await {
+    match run_hook(drp, st, &fp.site, hook, rewind, fp.rejoin_attempts, ports).await {
         Ok(said) => {
             fp.assessment = Assessment::Rejoining;
             fp.message = Some(format!(
@@ -349,6 +354,7 @@ async fn run_hook(
     site: &str,
     hook: &RejoinHook,
     rewind: bool,
+    attempt: i32,
     ports: &RejoinPorts<'_>,
 ) -> Result<String, AttemptError> {
     let primary = crate::authority::primary(&drp.spec, Some(st)).site.to_string();
@@ -358,7 +364,7 @@ async fn run_hook(
     c.checkpoint()
         .await
         .map_err(|e| AttemptError::Checkpoint { primary: primary.clone(), reason: e.reason })?;
-    let call = HookCall { site: site.into(), epoch: st.epoch, primary, rewind };
+    let call = HookCall { site: site.into(), epoch: st.epoch, primary, rewind, attempt };
     Ok(ports.hook.run(hook, &call).await?)
 }
 

@@ -1,7 +1,8 @@
-//! The rejoin hook port: runs a site's `spec.sites[*].rejoin.command` to turn the former primary
-//! into a standby of the new one. `CommandHook` is the real one (a child process given the new
-//! primary's address and credentials in its environment); the tests' fake records every call and
-//! answers as scripted.
+//! The rejoin hook port: runs a site's `spec.sites[*].rejoin` to turn the former primary into a
+//! standby of the new one. Two real ones: `CommandHook` (`rejoin.command`, a child process given
+//! the new primary's address and credentials in its environment) and `super::job::JobHook`
+//! (`rejoin.job`, a Kubernetes Job); `SiteHook` picks by which field is set. The tests' fake
+//! records every call and answers as scripted.
 
 use std::{process::Stdio, time::Duration};
 
@@ -25,6 +26,8 @@ pub struct HookCall {
     pub primary: String,
     /// Whether `pg_rewind` must run first (`UNDERSTUDY_REWIND`).
     pub rewind: bool,
+    /// Which attempt of this transition's rejoin this is (1, 2, ...): part of a Job's name.
+    pub attempt: i32,
 }
 
 /// Why a hook run failed. The texts are what the status and the `RejoinHookFailed` Event show.
@@ -38,6 +41,27 @@ pub enum HookError {
     Credentials(#[from] ResolveError),
     #[error("spec.sites[*].rejoin.command is empty")]
     EmptyCommand,
+    /// Neither `command` nor `job` (the schema refuses such a pair; one stored before it may exist).
+    #[error("spec.sites[*].rejoin sets neither command nor job: set one of them")]
+    NoHook,
+    /// The new primary's credentials Secret, which the Job refers to, cannot be used.
+    #[error("new primary {0}")]
+    Secret(#[from] crate::secrets::SecretError),
+    /// `rejoin.job` is not a JobSpec understudy can read (the field path and what is wrong there).
+    #[error("spec.sites[*].rejoin.job{path}: {reason}")]
+    JobTemplate { path: String, reason: String },
+    /// The API server refused or failed a request about the Job (its own message).
+    #[error("Job {name}: {reason}")]
+    JobApi { name: String, reason: String },
+    /// The Job finished with its `Failed` condition: the condition's reason and message.
+    #[error("Job {name} failed: {reason}: {message}")]
+    JobFailed { name: String, reason: String, message: String },
+    /// The Job was still running at the hook's timeout; it was deleted.
+    #[error("Job {name} did not finish within {timeout:?}; deleted it")]
+    JobTimeout { name: String, timeout: Duration },
+    /// The Job disappeared while it was waited for (deleted by someone else).
+    #[error("Job {name} was deleted before it finished")]
+    JobGone { name: String },
     #[error("start {program}: {source}")]
     Start { program: String, source: std::io::Error },
     #[error("{program} did not finish within {timeout:?}")]
@@ -58,7 +82,24 @@ pub trait HookRunner: Send + Sync {
     async fn run(&self, hook: &RejoinHook, call: &HookCall) -> Result<String, HookError>;
 }
 
-/// The real hook: a child process, killed when it outlives `hook.timeout`.
+/// The real hook for a pair: `rejoin.command` through `CommandHook`, `rejoin.job` through `JobHook`.
+pub struct SiteHook {
+    pub command: CommandHook,
+    pub job: super::job::JobHook,
+}
+
+#[async_trait]
+impl HookRunner for SiteHook {
+    async fn run(&self, hook: &RejoinHook, call: &HookCall) -> Result<String, HookError> {
+        match (&hook.command, &hook.job) {
+            (Some(_), _) => self.command.run(hook, call).await,
+            (None, Some(_)) => self.job.run(hook, call).await,
+            (None, None) => Err(HookError::NoHook),
+        }
+    }
+}
+
+/// The real hook for `rejoin.command`: a child process, killed when it outlives `hook.timeout`.
 pub struct CommandHook {
     pub secrets: Secrets,
     pub spec: DisasterRecoveryPairSpec,
@@ -71,7 +112,8 @@ impl HookRunner for CommandHook {
     async fn run(&self, hook: &RejoinHook, call: &HookCall) -> Result<String, HookError> {
         let (i, s) = self.spec.site(&call.primary)?;
         let (_, creds) = conn::resolve(&self.secrets, i, s, self.timeout).await?;
-        let (program, args) = hook.command.split_first().ok_or(HookError::EmptyCommand)?;
+        let command = hook.command.as_deref().ok_or(HookError::NoHook)?;
+        let (program, args) = command.split_first().ok_or(HookError::EmptyCommand)?;
         let timeout: Duration = hook.timeout.into();
         let child = tokio::process::Command::new(program)
             .args(args)

@@ -87,8 +87,11 @@ fn east(reachable: bool, in_recovery: bool, streaming: bool) -> SiteStatus {
 impl Rig {
     /// With east's rejoin hook configured or not, and the probes' view of east.
     fn new(hook: bool, seen: SiteStatus) -> Rig {
-        let rejoin =
-            RejoinHook { command: vec!["rejoin.sh".into()], timeout: Duration::from_secs(60).into() };
+        let rejoin = RejoinHook {
+            command: Some(vec!["rejoin.sh".into()]),
+            job: None,
+            timeout: Duration::from_secs(60).into(),
+        };
         let mut drp = test_spec().with_site("east", |s| s.rejoin = hook.then_some(rejoin)).pair("chat");
         drp.status = Some(DisasterRecoveryPairStatus {
             current_primary: Some("west".into()),
@@ -241,7 +244,7 @@ async fn one_back_behind_its_boot_gate_gets_the_hook_then_follows_once_it_stream
     let (fp, events) = rig.round(None).await;
     assert_eq!(
         rig.hook.calls(),
-        [HookCall { site: "east".into(), epoch: Epoch(1), primary: "west".into(), rewind: true }]
+        [HookCall { site: "east".into(), epoch: Epoch(1), primary: "west".into(), rewind: true, attempt: 1 }]
     );
     assert_eq!(rig.pg.server("west").checkpoints, 1, "the new primary checkpointed before the hook");
     assert_eq!(rig.pg.server("east").fences, 0, "a standby is not fenced");
@@ -326,6 +329,8 @@ async fn a_failing_hook_is_retried_up_to_its_attempts_then_the_standby_needs_a_r
         rig.round(Some("east")).await;
     }
     assert_eq!(rig.hook.calls().len(), HOOK_ATTEMPTS as usize);
+    let attempts: Vec<i32> = rig.hook.calls().iter().map(|c| c.attempt).collect();
+    assert_eq!(attempts, (1..=HOOK_ATTEMPTS).collect::<Vec<_>>(), "each attempt named (a Job's name)");
     assert_eq!(rig.pg.server("east").fences, HOOK_ATTEMPTS as u32, "fenced again after the last attempt");
     assert_eq!(rig.stored().assessment, Assessment::NeedsReclone);
 }
