@@ -49,6 +49,11 @@ pub struct Args {
     /// `500ms`).
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = gap)]
     pub gap: Duration,
+    /// Cross-cluster switchovers per lease TTL, after its losses and returns, on the same bed:
+    /// annotated alternately on the serving site's copy and on the other copy, each one the way back
+    /// of the one before.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub switchovers: usize,
 }
 
 fn lease_ttl(v: &str) -> Result<u32, String> {
@@ -86,11 +91,32 @@ pub struct Run {
     pub settled: f64,
 }
 
+/// One planned switchover across the clusters.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Switch {
+    pub lease_ttl_s: u32,
+    pub index: usize,
+    /// The cluster whose copy was annotated (its controller runs the transition).
+    pub on: String,
+    pub from: String,
+    pub to: String,
+    /// The longest time without an acknowledged write from the annotation until 50 writes went
+    /// through after it, seconds (the first write after the annotation counts from the annotation).
+    pub gap: f64,
+    /// Client errors in that window.
+    pub errors: u64,
+    /// The annotation → both clusters' status at the new epoch with the new primary, seconds.
+    pub mirrored: f64,
+    /// The journal's rtoSeconds (request accepted → last step done).
+    pub rto_seconds: Option<f64>,
+}
+
 /// What the scenario measured.
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     pub argv: Vec<String>,
     pub runs: usize,
+    pub switchovers: Vec<Switch>,
     pub lease_ttls: Vec<u32>,
     pub gap_s: f64,
     pub results: Vec<Run>,
@@ -134,11 +160,69 @@ async fn run_once(
     Ok((loss, comeback, settled))
 }
 
+/// A switchover from `serving` annotated on `on`'s copy, measured; returns when the pair is healthy
+/// again at the new epoch (the old primary following).
+async fn switch_once(
+    two: &TwoSites,
+    wl: &Workload,
+    serving: &str,
+    on: &str,
+    token: &str,
+) -> Result<(Switch, String)> {
+    let epoch = two.api(serving).get(PAIR).await?.status.map(|s| s.epoch.0).unwrap_or_default();
+    let to = SITES.into_iter().find(|s| *s != serving).unwrap_or("west").to_string();
+    let (before, errors_before) = (wl.acked(), wl.stats().errors);
+    let annotated = std::time::Instant::now();
+    let patch = serde_json::json!({"metadata": {"annotations": {"dr.understudy.dev/switchover": token}}});
+    two.api(on).patch(PAIR, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+    for site in SITES {
+        two.wait_pair(
+            site,
+            PAIR,
+            &format!("epoch {} with {to} serving", epoch + 1),
+            Duration::from_secs(60),
+            |p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| s.epoch.0 == epoch + 1 && s.current_primary.as_deref() == Some(&to))
+            },
+        )
+        .await?;
+    }
+    let mirrored = annotated.elapsed().as_secs_f64();
+    wait_for("50 writes after the switchover", Duration::from_secs(30), || async {
+        Ok(wl.acked() > before + 50)
+    })
+    .await?;
+    let st = wl.stats();
+    let window: Vec<std::time::Instant> = st.acked_at.iter().copied().filter(|a| *a >= annotated).collect();
+    let first = window.first().map(|a| *a - annotated).unwrap_or_default();
+    let gap = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default().max(first);
+    let rto_seconds =
+        two.api(on).get(PAIR).await?.status.and_then(|s| s.last_transition).and_then(|t| t.rto_seconds);
+    wait_serving(two, PAIR, &to, epoch + 1).await?;
+    Ok((
+        Switch {
+            lease_ttl_s: 0,
+            index: 0,
+            on: on.into(),
+            from: serving.into(),
+            to: to.clone(),
+            gap: gap.as_secs_f64(),
+            errors: st.errors - errors_before,
+            mirrored,
+            rto_seconds,
+        },
+        to,
+    ))
+}
+
 /// Runs the scenario; `log` gets a line per step.
 pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Report {
     let began = std::time::Instant::now();
     let load_at_start = crate::loadavg();
     let mut results = Vec::new();
+    let mut switchovers = Vec::new();
     let mut failures = Vec::new();
     let mut lost_at_end = Vec::new();
     for &ttl in &a.lease_ttls {
@@ -209,6 +293,36 @@ pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Re
                 }
             }
         }
+        for k in 0..a.switchovers {
+            let Some((two, wl)) = current.as_mut() else { break };
+            // Alternately the serving site's copy and the other one.
+            let on = if k % 2 == 0 {
+                serving.clone()
+            } else {
+                SITES.into_iter().find(|s| *s != serving).unwrap_or("west").to_string()
+            };
+            log(format!(
+                "leaseTTL {ttl}s switchover {}/{}: from {serving}, annotated on {on}'s copy",
+                k + 1,
+                a.switchovers
+            ));
+            match switch_once(two, wl, &serving, &on, &format!("bench-{ttl}-{k}")).await {
+                Ok((mut sw, to)) => {
+                    log(format!(
+                        "  {} → {}: longest write gap {:.0} ms, {} errors, both clusters mirrored {:.2}s, rtoSeconds {:?}",
+                        sw.from, sw.to, sw.gap * 1000.0, sw.errors, sw.mirrored, sw.rto_seconds
+                    ));
+                    (sw.lease_ttl_s, sw.index) = (ttl, k);
+                    switchovers.push(sw);
+                    serving = to;
+                }
+                Err(e) => {
+                    log(format!("  switchover FAILED: {e:#}"));
+                    failures.push(format!("leaseTTL {ttl}s switchover {}: {e:#}", k + 1));
+                    break;
+                }
+            }
+        }
         if let Some((two, wl)) = current.take() {
             finish(ttl, two, wl, &mut lost_at_end, log).await;
         }
@@ -216,6 +330,7 @@ pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Re
     Report {
         argv,
         runs: a.runs,
+        switchovers,
         lease_ttls: a.lease_ttls.clone(),
         gap_s: a.gap.as_secs_f64(),
         results,
@@ -520,6 +635,49 @@ impl Report {
             &|_, r| s(summary(r.iter().map(|r| r.settled)), r.len()),
             &none,
         );
+        let sw =
+            |t: u32| -> Vec<&Switch> { self.switchovers.iter().filter(|s| s.lease_ttl_s == t).collect() };
+        row(
+            "cross-cluster switchovers measured (annotated on the serving copy / the other copy) ⁸",
+            &|t, _| {
+                let v = sw(t);
+                let own = v.iter().filter(|s| s.on == s.from).count();
+                format!("{} ({own} / {})", v.len(), v.len() - own)
+            },
+            &none,
+        );
+        row(
+            "  longest time without an acknowledged write, from the annotation",
+            &|t, _| cell(summary(sw(t).iter().map(|s| s.gap)), 3, " s", sw(t).len()),
+            &|_| "≤ 0.6 s".into(),
+        );
+        row(
+            "  the same, annotated on the serving copy / the other copy (medians)",
+            &|t, _| {
+                let m = |own: bool| {
+                    summary(sw(t).iter().filter(|s| (s.on == s.from) == own).map(|s| s.gap))
+                        .map(|x| format!("{:.3} s", x.median))
+                        .unwrap_or_else(|| "–".into())
+                };
+                format!("{} / {}", m(true), m(false))
+            },
+            &none,
+        );
+        row(
+            "  client errors per switchover",
+            &|t, _| cell(summary(sw(t).iter().map(|s| s.errors as f64)), 0, "", sw(t).len()),
+            &none,
+        );
+        row(
+            "  journal rtoSeconds (request accepted → last step done)",
+            &|t, _| s(summary(sw(t).iter().filter_map(|s| s.rto_seconds)), sw(t).len()),
+            &none,
+        );
+        row(
+            "  annotation → both clusters' status at the new epoch (polled)",
+            &|t, _| s(summary(sw(t).iter().map(|s| s.mirrored)), sw(t).len()),
+            &none,
+        );
         row(
             "acknowledged commits missing on the serving server when the bed was torn down",
             &|t, _| {
@@ -562,4 +720,5 @@ const NOTES: &str = "¹ the DELETE of `<prefix>/<ns>/chat/leader` seen by an `et
 ⁴ a writer straight at the returning PostgreSQL every 50 ms (database `postgres`, no PgBouncer), started before it comes back; every ack counts, whatever its time; the returning server's boot gate (`standby.signal`, armed by its keeper while it served) makes it start as a standby.\n\
 ⁵ from the start of the return (the lost cluster's control plane restarting) to Following seen, the longest interval between two acks by the serving server, the window's edges counting as acks; it includes the client's write interval (20 ms) and its retry delays.\n\
 ⁶ the controller's start = `TwoSites::revive_site` spawning the process; EpochAdopted = that Event's eventTime in the returning cluster (the controller's clock, the same machine); Following = the first 100 ms poll of the returning cluster's status that showed `formerPrimary` Following (the rejoin hook, `pg_rewind` and restart as a standby of the serving site, runs in between).\n\
-⁷ with the controller first, its PostgreSQL comes up only `gap` after it, so Following cannot come before that.\n";
+⁷ with the controller first, its PostgreSQL comes up only `gap` after it, so Following cannot come before that.\n\
+⁸ after the losses and returns, on the same bed: `dr.understudy.dev/switchover=<token>` put on one cluster's copy (alternately the serving site's and the other's; that cluster's controller claims it in the witness and runs it), each the way back of the one before, the old primary rejoined and the pair Healthy in both clusters before the next; the gap is the workload's (20 ms INSERTs over both PgBouncers, multi-host, read-write), from the annotation until 50 writes went through after it; its lost commits are in the bed's count at tear-down.";
