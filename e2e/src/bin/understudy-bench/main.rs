@@ -452,7 +452,7 @@ impl Report<'_> {
             return self.footprint_settings(o);
         }
         let _ = writeln!(o, "failover runs: N={} per configuration, interleaved (understudy run i of each topology, then each Patroni configuration run i); each run on a fresh sandbox; figures are median (min–max)", self.a.runs);
-        let _ = writeln!(o, "understudy: pair spec.failover {{ {} }}; controller = target/debug/understudy as a process (bed.controller_process, --site west); Workload INSERT through PgBouncer (transaction pooling) every 20 ms; kill = SIGKILL of the primary postmaster; first write = first ack after the kill and after the Promote step started", us::FAILOVER);
+        let _ = writeln!(o, "understudy: pair spec.failover {{ {} }}; controller = target/release/understudy as a process (bed.controller_process, --site west); Workload INSERT through PgBouncer (transaction pooling) every 20 ms; kill = SIGKILL of the primary postmaster; first write = first ack after the kill and after the Promote step started", us::FAILOVER);
         let _ = writeln!(o, "understudy full pair: DataSource ConfigMap+Secret, PgBouncer/HTTP/rollout recycle, RFC 2136 DNS + DNSEndpoint, etcd witness epoch (e2e/src/bed.rs Bed::pair)");
         if !self.a.skip_two_site {
             o.push_str(&two_site::settings(&self.a.lease_ttls));

@@ -8,7 +8,7 @@ use crate::understudy_failover::{SiteKill, Topology};
 /// The settings line of this part.
 pub fn settings(ttls: &[u32]) -> String {
     format!(
-        "understudy two-site ³: controllers --site east and --site west (target/debug/understudy as processes, bed.controller_process), the pair as above plus spec.coordination.etcd.leaseTTL {} (keepalive every leaseTTL/5, self-fence after leaseTTL/2); east holds the leader key before the kill; (a) SIGKILL of the primary postmaster; (b) SIGKILL of east's controller process, then of the primary postmaster; (c) a black-holed node: east's controller SIGSTOPped and every packet to or from the primary's PostgreSQL port dropped by nftables (no RST; the same drop of the PostgreSQL and REST ports and SIGSTOP of Patroni for Patroni); first write = first ack through PgBouncer after the kill and after the Promote step started, as for one controller\n",
+        "understudy two-site ³: controllers --site east and --site west (target/release/understudy as processes, bed.controller_process), the pair as above plus spec.coordination.etcd.leaseTTL {} (keepalive every leaseTTL/5, self-fence after leaseTTL/2); east holds the leader key before the kill; (a) SIGKILL of the primary postmaster; (b) SIGKILL of east's controller process, then of the primary postmaster; (c) a black-holed node: east's controller SIGSTOPped and every packet to or from the primary's PostgreSQL port dropped by nftables (no RST; the same drop of the PostgreSQL and REST ports and SIGSTOP of Patroni for Patroni); first write = first ack through PgBouncer after the kill and after the Promote step started, as for one controller\n",
         ttls.iter().map(|t| format!("{t}s")).collect::<Vec<_>>().join(" / ")
     )
 }

@@ -150,7 +150,9 @@ fn strip_ansi(s: &str) -> String {
 
 /// Runs one failover on a fresh bed.
 pub async fn run_once(label: &str, topo: Topology, fence_hook: bool) -> Result<Run> {
-    run_once_with(label, topo, fence_hook, &Load::default()).await
+    // The controller users run: the release build (`make bench` builds it first).
+    let load = Load { pairs: 0, binary: Some(crate::footprint::release_binary()?) };
+    run_once_with(label, topo, fence_hook, &load).await
 }
 
 /// What else the controller of a run has to do, and which controller binary runs.
