@@ -178,7 +178,7 @@ pub async fn round_effects(
 
 /// Advances the pair's drill (`drill::tend`): a drill asked for this round is claimed in the witness
 /// first (with a controller per site, the same token on both copies runs once), and a finished
-/// drill is counted in the metrics.
+/// drill is counted in the metrics once its report is stored (`count_finished_drill`).
 async fn tend_drill(
     drp: &DisasterRecoveryPair,
     pair: &Pair,
@@ -204,23 +204,32 @@ async fn tend_drill(
             ctx.views.state(&pair.key).is_some_and(|v| v.paused.iter().any(|s| s != here))
         });
     let ask = super::drill::Ask { token, paused, site: ctx.site.as_deref() };
-    let before = round.status.drills.first().map(|r| (r.token.clone(), r.finished_at.clone()));
     round.drill = super::drill::tend(&drp.spec, &mut round.status, &ask, now, &mut round.events);
-    if let Some(r) =
-        round.status.drills.first().filter(|r| Some((r.token.clone(), r.finished_at.clone())) != before)
-    {
-        let labels = crate::metrics::VerdictLabels {
-            pair: pair.key.clone(),
-            objective: "drill".into(),
-            verdict: r.outcome.as_str().into(),
-        };
-        ctx.metrics.drills.get_or_create(&labels).inc();
-        if let Some(held) = r.legs.iter().filter_map(|l| l.writes_held_seconds).reduce(f64::max) {
-            ctx.metrics
-                .drill_writes_held
-                .get_or_create(&crate::metrics::PairLabels { pair: pair.key.clone() })
-                .set(held);
-        }
+}
+
+/// Counts a drill that finished in this round, once its report is stored: `before` is the stored
+/// status the round started from, `after` the status just written. Counted after the write, not
+/// when the round decides, so a round that meets a 409 and runs again does not count it twice.
+pub(super) fn count_finished_drill(
+    ctx: &Context,
+    pair: &Pair,
+    before: Option<&DisasterRecoveryPairStatus>,
+    after: &DisasterRecoveryPairStatus,
+) {
+    let key = |r: &crate::crd::DrillReport| (r.token.clone(), r.finished_at.clone());
+    let was = before.and_then(|s| s.drills.first()).map(key);
+    let Some(r) = after.drills.first().filter(|r| Some(key(r)) != was) else { return };
+    let labels = crate::metrics::VerdictLabels {
+        pair: pair.key.clone(),
+        objective: "drill".into(),
+        verdict: r.outcome.as_str().into(),
+    };
+    ctx.metrics.drills.get_or_create(&labels).inc();
+    if let Some(held) = r.legs.iter().filter_map(|l| l.writes_held_seconds).reduce(f64::max) {
+        ctx.metrics
+            .drill_writes_held
+            .get_or_create(&crate::metrics::PairLabels { pair: pair.key.clone() })
+            .set(held);
     }
 }
 

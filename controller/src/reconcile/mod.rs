@@ -266,7 +266,9 @@ async fn reconcile_inner(
         .and_then(|here| ctx.views.state(&pair.key)?.paused.into_iter().find(|s| s != here));
     let decision = round.guard(&drp, &cmds, now, paused_at.as_deref());
     // Record: the status when it changed, then the Events.
+    let stored = drp.status.clone();
     let drp = record::write(&ctx, &pair, drp, &round.status).await?;
+    act::count_finished_drill(&ctx, &pair, stored.as_ref(), &round.status);
     publish_all(&ctx, &drp, std::mem::take(&mut round.events)).await;
     phases.done("write");
     // Act: start what was decided (one transition at most), or come back next round.
