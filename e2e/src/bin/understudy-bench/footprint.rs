@@ -104,9 +104,21 @@ pub fn spawn_controller(
     kubeconfig: &std::path::Path,
     log: &std::path::Path,
 ) -> Result<(Proc, u16)> {
+    spawn_controller_at(binary, ns, kubeconfig, log, Some("west"))
+}
+
+/// As `spawn_controller`, with `--site` given (`None`: one controller acting on both sites).
+pub fn spawn_controller_at(
+    binary: &std::path::Path,
+    ns: &str,
+    kubeconfig: &std::path::Path,
+    log: &std::path::Path,
+    site: Option<&str>,
+) -> Result<(Proc, u16)> {
     let metrics_port = understudy_e2e::sandbox::proc::free_port()?;
     let mut cmd = Command::new(binary);
-    cmd.args(["run", "--namespace", ns, "--site", "west", "--instance", &format!("bench-{ns}")])
+    cmd.args(["run", "--namespace", ns, "--instance", &format!("bench-{ns}")])
+        .args(site.map(|s| ["--site", s]).into_iter().flatten())
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .env("KUBECONFIG", kubeconfig)
         .env("UNDERSTUDY_LOG", "info");

@@ -93,6 +93,10 @@ struct Cli {
     /// down or away, so no fence hook could run).
     #[arg(long)]
     postmaster_only: bool,
+    /// Two-site failovers: only these kills (comma-separated: postmaster, node-loss, black-hole),
+    /// each beside Patroni's same kill; the default is all three.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kills: Vec<us::SiteKill>,
     /// Skip the planned switchovers.
     #[arg(long)]
     skip_switchover: bool,
@@ -166,7 +170,8 @@ struct Args {
     skip_two_site: bool,
     lease_ttls: Vec<u32>,
     fence_hook: bool,
-    postmaster_only: bool,
+    /// The two-site kills measured (`--kills`; `--postmaster-only` is `--kills postmaster`).
+    kills: Vec<us::SiteKill>,
 }
 
 impl From<Cli> for Args {
@@ -182,7 +187,11 @@ impl From<Cli> for Args {
             skip_footprint: skip(Part::Footprint, c.skip_footprint),
             lease_ttls: c.lease_ttls,
             fence_hook: c.fence_hook,
-            postmaster_only: c.postmaster_only,
+            kills: match (c.postmaster_only, c.kills.is_empty()) {
+                (true, _) => vec![us::SiteKill::Postmaster],
+                (false, true) => us::SiteKill::ALL.to_vec(),
+                (false, false) => c.kills,
+            },
         }
     }
 }
@@ -257,7 +266,7 @@ async fn main() -> Result<()> {
     if !a.skip_two_site {
         for &ttl in &a.lease_ttls {
             for kill in us::SiteKill::ALL {
-                if a.postmaster_only && kill != us::SiteKill::Postmaster {
+                if !a.kills.contains(&kill) {
                     continue;
                 }
                 topologies.push(Topology::TwoSite { lease_ttl_s: ttl, kill });
@@ -300,6 +309,12 @@ async fn main() -> Result<()> {
             .filter(|(_, _, s)| !a.skip_failover || s.key != "a-restart")
             // The black-holed node belongs to the two-site table only.
             .filter(|(_, _, s)| !a.skip_two_site || s.key != "c-black-hole")
+            // With the two-site kills narrowed (and no one-controller table), Patroni's others too.
+            .filter(|(_, _, s)| {
+                !a.skip_failover
+                    || a.skip_two_site
+                    || a.kills.iter().any(|k| s.key.starts_with(&k.key()[..2]))
+            })
             .collect();
         for (label, timing, scenario) in configs {
             let key = format!("{label}/{}", scenario.key);
@@ -576,6 +591,12 @@ mod tests {
         assert!(a.skip_failover && !a.skip_two_site && a.skip_switchover && a.skip_footprint);
         assert_eq!(a.lease_ttls, [10, 4]);
 
+        use super::us::SiteKill::{BlackHole, Node, Postmaster};
+        assert_eq!(a.kills, [Postmaster, Node, BlackHole], "every kill unless narrowed");
+        assert_eq!(args(&["--postmaster-only"])?.kills, [Postmaster]);
+        assert_eq!(args(&["--kills", "black-hole"])?.kills, [BlackHole]);
+        assert_eq!(args(&["--kills", "node-loss,black-hole"])?.kills, [Node, BlackHole]);
+
         let a = args(&["--only", "failover,two-site", "--runs", "5", "--skip-two-site"])?;
         assert!(!a.skip_failover && a.skip_two_site && a.skip_switchover && a.skip_footprint);
 
@@ -586,6 +607,7 @@ mod tests {
             &["--lease-ttls", "301"],
             &["--lease-ttls", "ten"],
             &["--only", "failover,bogus"],
+            &["--kills", "postmaster,meteor"],
             &["--skip-everything"],
         ] {
             assert!(args(bad).is_err(), "{bad:?} is refused");
@@ -650,11 +672,19 @@ mod tests {
         assert_eq!(mf(&["mass-failover"]).expect("defaults"), (20, 1));
         assert_eq!(mf(&["mass-failover", "--pairs", "3", "--runs", "2"]).expect("flags"), (3, 2));
         assert_eq!(mf(&["mass-failover", "--pairs", "1"]).expect("one pair"), (1, 1));
+        let replication = |argv: &[&str]| match parse(argv).map(|c| c.command) {
+            Ok(Some(super::Command::MassFailover(a))) => a.replication.as_str(),
+            other => panic!("{argv:?}: {other:?}"),
+        };
+        assert_eq!(replication(&["mass-failover"]), "Async");
+        assert_eq!(replication(&["mass-failover", "--replication", "Sync"]), "Sync");
+        assert_eq!(replication(&["mass-failover", "--replication", "SyncPreferred"]), "SyncPreferred");
         for bad in [
             &["mass-failover", "--pairs", "0"][..],
             &["mass-failover", "--runs", "0"],
             &["mass-failover", "--pairs", "x"],
             &["mass-failover", "--lease-ttls", "4"],
+            &["mass-failover", "--replication", "sync"],
             &["--pairs", "3", "mass-failover"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} is refused");

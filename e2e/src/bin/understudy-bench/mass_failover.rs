@@ -2,7 +2,8 @@
 //! controller failing them all over. Each run starts `--pairs` bare PostgreSQL pairs (primary +
 //! streaming standby, `PgPair`), one `DisasterRecoveryPair` per PostgreSQL pair in one namespace
 //! (Automatic, probes every 1 s, threshold 3, as the single-pair bench), one release controller
-//! (`--site west`: no leader key kept, so each standby promotes as soon as its probes decide) and a
+//! (`--site west`, or no `--site` under `--replication Sync|SyncPreferred`: no leader key kept, so
+//! each standby promotes as soon as its probes decide) and a
 //! writer per pair committing straight to its primary every 20 ms; then SIGKILLs every primary
 //! postmaster at once (one `kill -9` of all the pids) and reads every pair's journal back: RTO per
 //! pair, the kill → the last pair done, outcomes, double promotions (epoch, journal, the promoted
@@ -49,6 +50,18 @@ pub struct Args {
     /// Runs, each on fresh PostgreSQL pairs, a fresh namespace and a fresh controller.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub runs: usize,
+    /// `spec.failover.replication` of every pair: `Async` (the default), `SyncPreferred` or `Sync`
+    /// (no commit acknowledged before the standby flushed it: 0 lost is then the claim).
+    #[arg(long, value_name = "MODE", default_value = "Async", value_parser = replication)]
+    pub replication: understudy::crd::ReplicationMode,
+}
+
+fn replication(v: &str) -> Result<understudy::crd::ReplicationMode, String> {
+    use understudy::crd::ReplicationMode as R;
+    [R::Async, R::SyncPreferred, R::Sync]
+        .into_iter()
+        .find(|m| m.as_str() == v)
+        .ok_or_else(|| format!("{v:?}: use Async, SyncPreferred or Sync"))
 }
 
 /// One pair of one run, from its journal and its servers (seconds).
@@ -141,6 +154,8 @@ pub struct Report {
     pub argv: Vec<String>,
     pub pairs: usize,
     pub runs: usize,
+    /// `spec.failover.replication` of every pair.
+    pub replication: String,
     pub results: Vec<RunResult>,
     pub failures: Vec<String>,
     pub minutes: f64,
@@ -156,7 +171,7 @@ pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Re
     let mut failures = Vec::new();
     for i in 0..a.runs {
         log(format!("run {}/{}: {} pairs, every primary killed at once", i + 1, a.runs, a.pairs));
-        match run_once(i, a.pairs, log).await {
+        match run_once(i, a.pairs, a.replication, log).await {
             Ok(r) => {
                 let rto = Summary::of(&r.pairs.iter().filter_map(|p| p.rto).collect::<Vec<_>>());
                 log(format!(
@@ -185,6 +200,7 @@ pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Re
         argv,
         pairs: a.pairs,
         runs: a.runs,
+        replication: a.replication.as_str().into(),
         results,
         failures,
         minutes: began.elapsed().as_secs_f64() / 60.0,
@@ -195,8 +211,9 @@ pub async fn run(a: &Args, argv: Vec<String>, log: &mut dyn FnMut(String)) -> Re
 
 /// Pair `i` on `pg`: bare (nothing to rewrite, recycle or flip), its own Secrets, `us::FAILOVER`,
 /// its epoch in the shared `witness` (Automatic requires one; as on the single-pair bench's bed).
-fn pair(i: usize, pg: &PgPair, witness: &Witness) -> Pair {
-    Pair::on_prefixed(&name(i), pg, &prefix(i)).failover(us::failover).set_witness(Some(EtcdWitness {
+fn pair(i: usize, pg: &PgPair, witness: &Witness, replication: understudy::crd::ReplicationMode) -> Pair {
+    let failover = move |f| us::failover(f).replication(replication);
+    Pair::on_prefixed(&name(i), pg, &prefix(i)).failover(failover).set_witness(Some(EtcdWitness {
         endpoints: vec![witness.endpoint.clone()],
         prefix: WITNESS_PREFIX.into(),
         tls_secret: None,
@@ -219,7 +236,12 @@ fn name(i: usize) -> String {
 }
 
 /// One run: start, kill, measure, tear down.
-async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result<RunResult> {
+async fn run_once(
+    index: usize,
+    n: usize,
+    replication: understudy::crd::ReplicationMode,
+    log: &mut dyn FnMut(String),
+) -> Result<RunResult> {
     let binary = crate::footprint::release_binary()?;
     log(format!("  starting {n} PostgreSQL pairs ({START_CONCURRENCY} at a time)"));
     let t0 = std::time::Instant::now();
@@ -245,7 +267,7 @@ async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result
     let ns = support::namespace(&client, "bench-mass").await?;
     for (i, pg) in pgs.iter().enumerate() {
         support::pair_secrets_prefixed(&client, &ns, pg, &prefix(i)).await?;
-        pair(i, pg, &witness).create(&client, &ns).await?;
+        pair(i, pg, &witness, replication).create(&client, &ns).await?;
     }
     let api: Api<DisasterRecoveryPair> = Api::namespaced(client.clone(), &ns);
 
@@ -253,17 +275,37 @@ async fn run_once(index: usize, n: usize, log: &mut dyn FnMut(String)) -> Result
     std::fs::create_dir_all(&dir)?;
     let ctl_log = dir.join(format!("mass-failover-run{}-controller.log", index + 1));
     let _ = std::fs::remove_file(&ctl_log);
-    let (mut ctl, metrics_port) = crate::footprint::spawn_controller(&binary, &ns, &cp.kubeconfig, &ctl_log)?;
+    // `synchronous_standby_names` is kept by the controller acting on the primary's site: under a
+    // synchronous mode the one controller runs without `--site` (acting on both; no leader key).
+    let site = (replication == understudy::crd::ReplicationMode::Async).then_some("west");
+    let (mut ctl, metrics_port) =
+        crate::footprint::spawn_controller_at(&binary, &ns, &cp.kubeconfig, &ctl_log, site)?;
     let t_ctl = std::time::Instant::now();
+    // Under Sync or SyncPreferred, also committing synchronously as observed: before that the guard
+    // rightly refuses to promote a standby that was not the synchronous one (NotSynchronous).
+    let sync = replication != understudy::crd::ReplicationMode::Async;
     let ready = |d: &DisasterRecoveryPair| {
-        d.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(Phase::Healthy) && s.replication_lag_bytes.is_some())
+        d.status.as_ref().is_some_and(|s| {
+            s.phase == Some(Phase::Healthy)
+                && s.replication_lag_bytes.is_some()
+                && (!sync
+                    || s.conditions.iter().any(|c| {
+                        c.type_ == understudy::crd::conditions::SYNCHRONOUS_REPLICATION
+                            && c.status == understudy::crd::ConditionStatus::True
+                    }))
+        })
     };
     let wait = Duration::from_secs(60 + 3 * n as u64);
-    support::wait_for(&format!("all {n} pairs Healthy with a measured lag"), wait, || async {
-        Ok(api.list(&ListParams::default()).await?.items.iter().filter(|d| ready(d)).count() >= n)
-    })
+    support::wait_for(
+        &format!(
+            "all {n} pairs Healthy with a measured lag{}",
+            if sync { ", committing synchronously" } else { "" }
+        ),
+        wait,
+        || async {
+            Ok(api.list(&ListParams::default()).await?.items.iter().filter(|d| ready(d)).count() >= n)
+        },
+    )
     .await
     .with_context(|| format!("controller log tail:\n{}", ctl.tail(20)))?;
     let healthy_after = t_ctl.elapsed().as_secs_f64();
@@ -523,9 +565,11 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "bed: {} PostgreSQL 15 pairs (PgPair: primary + streaming standby, fsync off, shared_buffers 32MB), one kube-apiserver, one namespace holding one DisasterRecoveryPair per PostgreSQL pair (bare: no DataSource, recycler or DNS; its own Secrets), failover {{ {} }}, coordination.etcd on one witness etcd shared by every pair (its epoch key per pair; leaseTTL 10s, unused: no controller keeps a leader key); one controller: target/release/understudy run --namespace <ns> --site west (no leader key kept: each standby promotes as soon as its probes decide)",
+            "bed: {} PostgreSQL 15 pairs (PgPair: primary + streaming standby, fsync off, shared_buffers 32MB), one kube-apiserver, one namespace holding one DisasterRecoveryPair per PostgreSQL pair (bare: no DataSource, recycler or DNS; its own Secrets), failover {{ {}, replication: {} }}, coordination.etcd on one witness etcd shared by every pair (its epoch key per pair; leaseTTL 10s, unused: no controller keeps a leader key); one controller: target/release/understudy run --namespace <ns> {} (no leader key kept: each standby promotes as soon as its probes decide)",
             self.pairs,
-            us::FAILOVER
+            us::FAILOVER,
+            self.replication,
+            if self.replication == "Async" { "--site west" } else { "(no --site: under a synchronous mode the controller acting on the primary's site keeps synchronous_standby_names)" }
         );
         let _ = writeln!(
             o,
@@ -710,5 +754,5 @@ const NOTES: &str = "figures over pairs are median (min–max), n= when fewer pa
 ¹ from the pair's own journal (`lastTransition`): startedAt (the first failed probe) → the latest step finishedAt, as the single-pair bench's RTO (bare pairs: the last step is VerifyWritable or the no-op moves after it).\n\
 ² the kill's wall-clock time (taken just before a waiting shell is told to run the one `kill -9`) → the latest step finishedAt over every pair; \"never\"/– when some pair had not finished within 120 s.\n\
 ³ a pair counts when its journal holds more than one Promote step, its epoch (status, transition or witness) passed 1, the promoted server's timeline passed 2, or the killed primary's postmaster or port was alive after the run.\n\
-⁴ every id a pair's writer had acknowledged (straight from its primary, before and after the kill: orphaned backends may commit until they notice the postmaster's death), looked up on its promoted standby after the run; asynchronous replication, so a few may be missing (`lostWalBound: AtLeast`).\n\
+⁴ every id a pair's writer had acknowledged (straight from its primary, before and after the kill: orphaned backends may commit until they notice the postmaster's death), looked up on its promoted standby after the run; under `replication: Async` a few may be missing (`lostWalBound: AtLeast`); under `Sync` none may.\n\
 ⁵ the controller's `understudy_reconcile_duration_seconds` histogram scraped just before the kill and once every transition finished, interpolated within its buckets.\n";

@@ -46,16 +46,18 @@ pub enum Topology {
 }
 
 /// What a two-site run takes down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 pub enum SiteKill {
     /// (a) SIGKILL of the primary postmaster; east's controller lives on.
     Postmaster,
     /// (b) SIGKILL of east's controller process and of the primary postmaster (the analogue of
     /// Patroni's node loss; on loopback the dead ports answer with RST at once).
+    #[value(name = "node-loss")]
     Node,
     /// (c) A black-holed node: east's controller frozen (SIGSTOP: it sends nothing) and every
     /// packet to or from the primary's PostgreSQL port dropped by nftables (no RST: connects and
     /// queries hang until their own timeouts, as when a host or its network is lost).
+    #[value(name = "black-hole")]
     BlackHole,
 }
 
