@@ -70,9 +70,11 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         }
     }
 
+    let waiting = waiting_for_the_key(drp, ctx);
     let probes = spec.sites.iter().enumerate().map(|(i, site)| {
         let secrets = secrets.clone();
-        async move {
+        let waiting = waiting.clone().filter(|(_, name)| *name == site.name);
+        let probe = async move {
             let (sql, problem) = match pg::conn::resolve(&secrets, i, site, timeout).await {
                 Err(e) => (Outcome::NotRun(e.reason(), e.to_string()), Some(e)),
                 Ok((target, _)) => {
@@ -86,6 +88,19 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
                 None => None,
             };
             (SiteObservation { name: site.name.clone(), sql, http }, problem)
+        };
+        async move {
+            let Some((key, name)) = waiting else { return probe.await };
+            tokio::select! {
+                done = probe => done,
+                () = key_gone(ctx, &key) => {
+                    let why = format!(
+                        "no answer yet when the primary site's leader key was deleted in the witness \
+                         (probe cut short: {name} had already failed failureThreshold probes)"
+                    );
+                    (SiteObservation { name, sql: Outcome::Down(why), http: None }, None)
+                }
+            }
         }
     });
     let mut sites = Vec::new();
@@ -98,6 +113,40 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         secret_problems: problems,
         generation: drp.metadata.generation,
         site_problems: site_problems(drp, ctx),
+    }
+}
+
+/// When this controller is the standby site's, the primary has already failed `failureThreshold`
+/// probes and the only thing the failover waits for is the primary site's leader key: the pair's
+/// key and the primary's name. A probe of a primary whose packets are dropped waits out
+/// `probeTimeout`; in this state its answer cannot change what happens once the key is gone (the
+/// epoch and the Fence step guard the takeover, not this probe), so the round does not wait for it
+/// after the key's deletion: the takeover starts within milliseconds of it, not at the round's end.
+fn waiting_for_the_key(drp: &DisasterRecoveryPair, ctx: &Context) -> Option<(String, String)> {
+    let here = ctx.site.as_deref()?;
+    let status = drp.status.as_ref()?;
+    let primary = crate::authority::primary(&drp.spec, Some(status)).site;
+    if primary == here {
+        return None;
+    }
+    let threshold = drp.spec.failover.failure_threshold.max(1);
+    let failing = status.sites.iter().any(|s| s.name == primary && s.consecutive_failures >= threshold);
+    let key = format!(
+        "{}/{}",
+        drp.metadata.namespace.as_deref().unwrap_or_default(),
+        drp.metadata.name.as_deref().unwrap_or_default()
+    );
+    let view = ctx.views.state(&key)?;
+    (failing && view.record.is_some() && view.leader.is_some()).then(|| (key, primary.to_string()))
+}
+
+/// Resolves once the pair's view reads no leader key (never while it holds one).
+async fn key_gone(ctx: &Context, key: &str) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if ctx.views.state(key).is_some_and(|v| v.record.is_some() && v.leader.is_none()) {
+            return;
+        }
     }
 }
 
