@@ -97,6 +97,8 @@ pub struct PairResult {
     /// (step, duration, outcome) in journal order.
     pub steps: Vec<(String, Option<f64>, String)>,
     pub lost_wal_bytes: Option<i64>,
+    /// `lastTransition.lostWalBound` (`Exact` or `AtLeast`).
+    pub lost_wal_bound: Option<String>,
     pub lost_acked: usize,
     pub acked: usize,
     /// What was odd about this pair (empty when nothing).
@@ -496,6 +498,7 @@ fn pair_result(
     r.promote_steps = t.steps.iter().filter(|s| s.name == "Promote").count();
     r.rto_seconds = t.rto_seconds;
     r.lost_wal_bytes = t.lost_wal_bytes;
+    r.lost_wal_bound = t.lost_wal_bound.map(|b| b.as_str().to_string());
     let started = rfc3339(&t.started_at);
     let take = t
         .steps
@@ -678,10 +681,24 @@ impl Report {
             "",
         );
         row(
-            "lostWalBytes per pair (journal, AtLeast)",
+            "lostWalBytes per pair (journal); pairs by lostWalBound",
             &|rs| {
                 let ps = pairs_of(rs);
-                cell(summary(ps.iter().filter_map(|p| p.lost_wal_bytes.map(|b| b as f64))), 0, " B", ps.len())
+                let mut bounds: BTreeMap<&str, usize> = BTreeMap::new();
+                for p in &ps {
+                    *bounds.entry(p.lost_wal_bound.as_deref().unwrap_or("none")).or_default() += 1;
+                }
+                let bounds: Vec<String> = bounds.iter().map(|(b, n)| format!("{b} {n}")).collect();
+                format!(
+                    "{}; {}",
+                    cell(
+                        summary(ps.iter().filter_map(|p| p.lost_wal_bytes.map(|b| b as f64))),
+                        0,
+                        " B",
+                        ps.len()
+                    ),
+                    bounds.join(", ")
+                )
             },
             "",
         );
