@@ -384,7 +384,6 @@ async fn approve_through_the_plugin() -> Result<()> {
     let r = cli(&kc, &[&["status", "chat"][..], &both].concat()).await?;
     ensure!(r.code == 0 && r.stdout.contains("AwaitingApproval"), "{}", r.stdout);
     let r = cli(&kc, &[&["approve", "chat", "--wait", "--timeout", "30s"][..], &both].concat()).await?;
-    eprintln!("$ kubectl understudy approve chat --wait --timeout 30s --context east --context west\n# exit {}\n{}{}", r.code, r.stdout, r.stderr);
     let nonces: Vec<&str> = r
         .stdout
         .lines()
