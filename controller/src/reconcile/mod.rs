@@ -244,7 +244,7 @@ async fn reconcile_inner(
         return act::continue_transition(drp, &cmds, &ctx).await;
     }
     // Observe (reads only): both sites probed once, every Secret resolved.
-    let obs = observe::collect(&drp, &pair.ns, &ctx).await;
+    let obs = observe::collect(&drp, &pair, &ctx).await;
     phases.done("observe");
     let now = jiff::Timestamp::now();
     // Decide (pure): the next status from the last one and this round.

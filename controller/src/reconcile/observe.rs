@@ -15,9 +15,9 @@ use crate::{
 };
 
 /// Probes both sites of `drp` and checks every referenced Secret.
-pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Observed {
+pub async fn collect(drp: &DisasterRecoveryPair, pair: &super::Pair, ctx: &Context) -> Observed {
     let spec = &drp.spec;
-    let secrets = Secrets::new(ctx.client.clone(), ns);
+    let secrets = Secrets::new(ctx.client.clone(), &pair.ns);
     let timeout: Duration = spec.failover.effective_probe_timeout();
     let mut problems: Vec<(&'static str, String)> = Vec::new();
 
@@ -70,7 +70,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         }
     }
 
-    let waiting = waiting_for_the_key(drp, ctx);
+    let waiting = waiting_for_the_key(drp, &pair.key, ctx);
     let probes = spec.sites.iter().enumerate().map(|(i, site)| {
         let secrets = secrets.clone();
         let waiting = waiting.clone().filter(|(_, name)| *name == site.name);
@@ -112,7 +112,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
         sites,
         secret_problems: problems,
         generation: drp.metadata.generation,
-        site_problems: site_problems(drp, ctx),
+        site_problems: site_problems(drp, &pair.key, ctx),
     }
 }
 
@@ -122,7 +122,7 @@ pub async fn collect(drp: &DisasterRecoveryPair, ns: &str, ctx: &Context) -> Obs
 /// `probeTimeout`; in this state its answer cannot change what happens once the key is gone (the
 /// epoch and the Fence step guard the takeover, not this probe), so the round does not wait for it
 /// after the key's deletion: the takeover starts within milliseconds of it, not at the round's end.
-fn waiting_for_the_key(drp: &DisasterRecoveryPair, ctx: &Context) -> Option<(String, String)> {
+fn waiting_for_the_key(drp: &DisasterRecoveryPair, key: &str, ctx: &Context) -> Option<(String, String)> {
     let here = ctx.site.as_deref()?;
     let status = drp.status.as_ref()?;
     let primary = crate::authority::primary(&drp.spec, Some(status)).site;
@@ -131,13 +131,9 @@ fn waiting_for_the_key(drp: &DisasterRecoveryPair, ctx: &Context) -> Option<(Str
     }
     let threshold = drp.spec.failover.failure_threshold.max(1);
     let failing = status.sites.iter().any(|s| s.name == primary && s.consecutive_failures >= threshold);
-    let key = format!(
-        "{}/{}",
-        drp.metadata.namespace.as_deref().unwrap_or_default(),
-        drp.metadata.name.as_deref().unwrap_or_default()
-    );
-    let view = ctx.views.state(&key)?;
-    (failing && view.record.is_some() && view.leader.is_some()).then(|| (key, primary.to_string()))
+    let view = ctx.views.state(key)?;
+    (failing && view.record.is_some() && view.leader.is_some())
+        .then(|| (key.to_string(), primary.to_string()))
 }
 
 /// Resolves once the pair's view reads no leader key (never while it holds one).
@@ -153,7 +149,7 @@ async fn key_gone(ctx: &Context, key: &str) {
 /// What this controller finds wrong with the pair that the spec alone cannot show: its `--site`
 /// is not one of the pair's sites, or the copy of the pair the other site's controller published
 /// through the witness differs from this one (`SpecValid` False; nothing is started on them).
-fn site_problems(drp: &DisasterRecoveryPair, ctx: &Context) -> Vec<(&'static str, String)> {
+fn site_problems(drp: &DisasterRecoveryPair, key: &str, ctx: &Context) -> Vec<(&'static str, String)> {
     let Some(here) = ctx.site.as_deref() else { return vec![] };
     if drp.spec.site(here).is_err() {
         let names: Vec<&str> = drp.spec.sites.iter().map(|s| s.name.as_str()).collect();
@@ -166,12 +162,7 @@ fn site_problems(drp: &DisasterRecoveryPair, ctx: &Context) -> Vec<(&'static str
             ),
         )];
     }
-    let key = format!(
-        "{}/{}",
-        drp.metadata.namespace.as_deref().unwrap_or_default(),
-        drp.metadata.name.as_deref().unwrap_or_default()
-    );
-    let Some(view) = ctx.views.state(&key) else { return vec![] };
+    let Some(view) = ctx.views.state(key) else { return vec![] };
     let Ok(mine) = serde_json::to_value(&drp.spec) else { return vec![] };
     let mut out = Vec::new();
     for (site, raw) in view.specs.iter().filter(|(s, _)| s != here) {

@@ -311,9 +311,7 @@ async fn main() -> Result<()> {
             .filter(|(_, _, s)| !a.skip_two_site || s.key != "c-black-hole")
             // With the two-site kills narrowed (and no one-controller table), Patroni's others too.
             .filter(|(_, _, s)| {
-                !a.skip_failover
-                    || a.skip_two_site
-                    || a.kills.iter().any(|k| s.key.starts_with(&k.key()[..2]))
+                !a.skip_failover || a.skip_two_site || a.kills.iter().any(|k| k.patroni() == s.kill)
             })
             .collect();
         for (label, timing, scenario) in configs {

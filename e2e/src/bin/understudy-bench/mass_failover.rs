@@ -279,23 +279,20 @@ async fn run_once(
     let _ = std::fs::remove_file(&ctl_log);
     // `synchronous_standby_names` is kept by the controller acting on the primary's site: under a
     // synchronous mode the one controller runs without `--site` (acting on both; no leader key).
-    let site = (replication == understudy::crd::ReplicationMode::Async).then_some("west");
+    let sync = !replication.is_async();
+    let site = (!sync).then_some("west");
     let (mut ctl, metrics_port) =
         crate::footprint::spawn_controller_at(&binary, &ns, &cp.kubeconfig, &ctl_log, site)?;
     let t_ctl = std::time::Instant::now();
     // Under Sync or SyncPreferred, also committing synchronously as observed: before that the guard
     // rightly refuses to promote a standby that was not the synchronous one (NotSynchronous).
-    let sync = replication != understudy::crd::ReplicationMode::Async;
     let ready = |d: &DisasterRecoveryPair| {
-        d.status.as_ref().is_some_and(|s| {
-            s.phase == Some(Phase::Healthy)
-                && s.replication_lag_bytes.is_some()
-                && (!sync
-                    || s.conditions.iter().any(|c| {
-                        c.type_ == understudy::crd::conditions::SYNCHRONOUS_REPLICATION
-                            && c.status == understudy::crd::ConditionStatus::True
-                    }))
-        })
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Healthy) && s.replication_lag_bytes.is_some())
+            && (!sync
+                || support::condition(d, understudy::crd::conditions::SYNCHRONOUS_REPLICATION)
+                    .is_some_and(|(status, _, _)| status == understudy::crd::ConditionStatus::True))
     };
     let wait = Duration::from_secs(60 + 3 * n as u64);
     support::wait_for(

@@ -64,6 +64,15 @@ pub enum SiteKill {
 impl SiteKill {
     pub const ALL: [SiteKill; 3] = [SiteKill::Postmaster, SiteKill::Node, SiteKill::BlackHole];
 
+    /// The same kill in Patroni's runs.
+    pub fn patroni(self) -> crate::patroni::Kill {
+        match self {
+            SiteKill::Postmaster => crate::patroni::Kill::Postmaster,
+            SiteKill::Node => crate::patroni::Kill::Node,
+            SiteKill::BlackHole => crate::patroni::Kill::BlackHole,
+        }
+    }
+
     /// The scenario's key, as Patroni's runs name it too.
     pub fn key(self) -> &'static str {
         match self {
